@@ -1,0 +1,613 @@
+//! The filter configuration: parsed and validated once, in `on_configure`.
+//!
+//! Every error names the exact path of the bad field (`providers.anthropic.type: ...`) so that an
+//! operator reading Envoy's log knows what to fix; a bad config is rejected whole.
+
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+use crate::providers::ProviderKind;
+
+pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_RESPONSE_BYTES: u32 = 32 * 1024 * 1024;
+pub const DEFAULT_TIMEOUT_MS: u32 = 600_000;
+/// Anthropic requires `max_tokens`; OpenAI clients often omit it. Overridable in config.
+pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u32 = 4096;
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmux-cluster";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub providers: Vec<Provider>,
+    pub models: Vec<Model>,
+    /// Model name → index in `models`.
+    model_index: HashMap<String, usize>,
+    /// Larger request bodies are answered 413 before they are parsed.
+    pub max_request_bytes: u32,
+    /// Larger buffered provider responses are answered 502.
+    pub max_response_bytes: u32,
+    /// Request header the route's `cluster_header` reads.
+    pub cluster_header: String,
+    /// What to do with a path LLMux does not serve: answer 404, or let Envoy route it untouched.
+    pub unknown_paths: UnknownPaths,
+    /// Ask OpenAI-protocol providers for stream usage (and hide it from clients that did not ask),
+    /// so every streamed request's tokens are known.
+    pub stream_usage: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownPaths {
+    Reject,
+    Passthrough,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// The Envoy cluster that reaches this provider.
+    pub cluster: String,
+    /// `:authority` to send (the real API host behind a TLS cluster); `None` keeps the client's.
+    pub host: Option<String>,
+    /// Path prefix before the API's own path, e.g. `/v1` for `https://api.openai.com/v1`.
+    pub base_path: String,
+    /// Resolved at configure time from `api_key` or the `api_key_env` environment variable.
+    pub api_key: Option<String>,
+    /// Extra headers sent on every request (e.g. `anthropic-beta`, `OpenAI-Organization`).
+    pub headers: Vec<(String, String)>,
+    pub timeout_ms: u32,
+    /// Anthropic only: `anthropic-version` header.
+    pub anthropic_version: String,
+    /// Anthropic only: `max_tokens` used when the client sends none.
+    pub default_max_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// The public name clients send as `model`.
+    pub name: String,
+    pub owned_by: String,
+    pub deployments: Vec<Deployment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// Index into `Config::providers`.
+    pub provider: usize,
+    /// The model name the provider knows.
+    pub model: String,
+    pub weight: u32,
+}
+
+/// A configuration error: the path of the bad field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "invalid LLMux configuration: {}", self.message)
+        } else {
+            write!(
+                f,
+                "invalid LLMux configuration at `{}`: {}",
+                self.path, self.message
+            )
+        }
+    }
+}
+
+fn err(path: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads environment variables; the Wasm host passes `vm_config.environment_variables`.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Config {
+    pub fn parse(bytes: &[u8], env: &dyn Env) -> Result<Config, ConfigError> {
+        let root: Value =
+            serde_json::from_slice(bytes).map_err(|e| err("", format!("not valid JSON: {e}")))?;
+        let root = root
+            .as_object()
+            .ok_or_else(|| err("", "the configuration must be a JSON object"))?;
+        check_keys(
+            root,
+            "",
+            &[
+                "providers",
+                "models",
+                "max_request_bytes",
+                "max_response_bytes",
+                "timeout_ms",
+                "cluster_header",
+                "unknown_paths",
+                "stream_usage",
+                "anthropic_default_max_tokens",
+            ],
+        )?;
+
+        let default_timeout = opt_u32(root, "", "timeout_ms")?.unwrap_or(DEFAULT_TIMEOUT_MS);
+        let default_max_tokens = opt_u32(root, "", "anthropic_default_max_tokens")?
+            .unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS);
+
+        let providers_v = root
+            .get("providers")
+            .ok_or_else(|| err("providers", "required"))?;
+        let providers_map = providers_v
+            .as_object()
+            .ok_or_else(|| err("providers", "must be an object of provider name → provider"))?;
+        if providers_map.is_empty() {
+            return Err(err("providers", "at least one provider is required"));
+        }
+        let mut providers = Vec::with_capacity(providers_map.len());
+        for (name, v) in providers_map {
+            let path = format!("providers.{name}");
+            providers.push(parse_provider(
+                name,
+                v,
+                &path,
+                env,
+                default_timeout,
+                default_max_tokens,
+            )?);
+        }
+
+        let models_v = root
+            .get("models")
+            .ok_or_else(|| err("models", "required"))?;
+        let models_arr = models_v
+            .as_array()
+            .ok_or_else(|| err("models", "must be an array of models"))?;
+        if models_arr.is_empty() {
+            return Err(err("models", "at least one model is required"));
+        }
+        let mut models = Vec::with_capacity(models_arr.len());
+        let mut model_index = HashMap::new();
+        for (i, v) in models_arr.iter().enumerate() {
+            let path = format!("models[{i}]");
+            let m = parse_model(v, &path, &providers)?;
+            if model_index.insert(m.name.clone(), i).is_some() {
+                return Err(err(
+                    &format!("{path}.name"),
+                    format!("model `{}` is defined twice", m.name),
+                ));
+            }
+            models.push(m);
+        }
+
+        let cluster_header = opt_str(root, "", "cluster_header")?
+            .unwrap_or(DEFAULT_CLUSTER_HEADER)
+            .to_ascii_lowercase();
+        if !is_header_name(&cluster_header) {
+            return Err(err("cluster_header", "not a valid header name"));
+        }
+        let unknown_paths = match opt_str(root, "", "unknown_paths")? {
+            None | Some("reject") => UnknownPaths::Reject,
+            Some("passthrough") => UnknownPaths::Passthrough,
+            Some(other) => {
+                return Err(err(
+                    "unknown_paths",
+                    format!("`{other}` is not one of `reject`, `passthrough`"),
+                ))
+            }
+        };
+        let max_request_bytes =
+            opt_u32(root, "", "max_request_bytes")?.unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+        if max_request_bytes == 0 {
+            return Err(err("max_request_bytes", "must be greater than 0"));
+        }
+        let max_response_bytes =
+            opt_u32(root, "", "max_response_bytes")?.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+        if max_response_bytes == 0 {
+            return Err(err("max_response_bytes", "must be greater than 0"));
+        }
+        let stream_usage = opt_bool(root, "", "stream_usage")?.unwrap_or(true);
+
+        Ok(Config {
+            providers,
+            models,
+            model_index,
+            max_request_bytes,
+            max_response_bytes,
+            cluster_header,
+            unknown_paths,
+            stream_usage,
+        })
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.model_index.get(name).map(|&i| &self.models[i])
+    }
+
+    pub fn provider(&self, d: &Deployment) -> &Provider {
+        &self.providers[d.provider]
+    }
+
+    /// Public model names, in config order (for error messages and `/v1/models`).
+    pub fn model_names(&self) -> impl Iterator<Item = &str> {
+        self.models.iter().map(|m| m.name.as_str())
+    }
+}
+
+fn parse_provider(
+    name: &str,
+    v: &Value,
+    path: &str,
+    env: &dyn Env,
+    default_timeout: u32,
+    default_max_tokens: u32,
+) -> Result<Provider, ConfigError> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| err(path, "must be an object"))?;
+    check_keys(
+        o,
+        path,
+        &[
+            "type",
+            "cluster",
+            "host",
+            "base_path",
+            "api_key",
+            "api_key_env",
+            "headers",
+            "timeout_ms",
+            "anthropic_version",
+            "default_max_tokens",
+        ],
+    )?;
+    let type_path = format!("{path}.type");
+    let type_name = opt_str(o, path, "type")?.ok_or_else(|| err(&type_path, "required"))?;
+    let kind = ProviderKind::from_name(type_name).ok_or_else(|| {
+        err(
+            &type_path,
+            format!(
+                "unknown provider type `{type_name}`; known: {}",
+                ProviderKind::NAMES.join(", ")
+            ),
+        )
+    })?;
+    let cluster = opt_str(o, path, "cluster")?
+        .ok_or_else(|| {
+            err(
+                &format!("{path}.cluster"),
+                "required (the Envoy cluster name)",
+            )
+        })?
+        .to_string();
+    if cluster.is_empty() {
+        return Err(err(&format!("{path}.cluster"), "must not be empty"));
+    }
+    let host = opt_str(o, path, "host")?.map(str::to_string);
+    let base_path = match opt_str(o, path, "base_path")? {
+        Some(p) => {
+            if !(p.is_empty() || p.starts_with('/')) {
+                return Err(err(&format!("{path}.base_path"), "must start with `/`"));
+            }
+            p.trim_end_matches('/').to_string()
+        }
+        None => kind.default_base_path().to_string(),
+    };
+    let inline_key = opt_str(o, path, "api_key")?;
+    let env_key = opt_str(o, path, "api_key_env")?;
+    let api_key = match (inline_key, env_key) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                &format!("{path}.api_key_env"),
+                "set either `api_key` or `api_key_env`, not both",
+            ))
+        }
+        (Some(k), None) => Some(k.to_string()),
+        (None, Some(var)) => match env.var(var) {
+            Some(k) if !k.is_empty() => Some(k),
+            _ => {
+                return Err(err(
+                    &format!("{path}.api_key_env"),
+                    format!(
+                        "environment variable `{var}` is not set in the VM (list it in vm_config.environment_variables)"
+                    ),
+                ))
+            }
+        },
+        (None, None) => None,
+    };
+    let mut headers = Vec::new();
+    if let Some(h) = o.get("headers") {
+        let hp = format!("{path}.headers");
+        let h = h
+            .as_object()
+            .ok_or_else(|| err(&hp, "must be an object of header name → value"))?;
+        for (k, v) in h {
+            let kp = format!("{hp}.{k}");
+            let lk = k.to_ascii_lowercase();
+            if !is_header_name(&lk) {
+                return Err(err(&kp, "not a valid header name"));
+            }
+            let v = v.as_str().ok_or_else(|| err(&kp, "must be a string"))?;
+            headers.push((lk, v.to_string()));
+        }
+    }
+    let timeout_ms = opt_u32(o, path, "timeout_ms")?.unwrap_or(default_timeout);
+    let anthropic_version = opt_str(o, path, "anthropic_version")?
+        .unwrap_or(DEFAULT_ANTHROPIC_VERSION)
+        .to_string();
+    let default_max_tokens = opt_u32(o, path, "default_max_tokens")?.unwrap_or(default_max_tokens);
+    if default_max_tokens == 0 {
+        return Err(err(
+            &format!("{path}.default_max_tokens"),
+            "must be greater than 0",
+        ));
+    }
+    Ok(Provider {
+        name: name.to_string(),
+        kind,
+        cluster,
+        host,
+        base_path,
+        api_key,
+        headers,
+        timeout_ms,
+        anthropic_version,
+        default_max_tokens,
+    })
+}
+
+fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, ConfigError> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| err(path, "must be an object"))?;
+    check_keys(o, path, &["name", "owned_by", "deployments"])?;
+    let name = opt_str(o, path, "name")?.ok_or_else(|| err(&format!("{path}.name"), "required"))?;
+    if name.is_empty() {
+        return Err(err(&format!("{path}.name"), "must not be empty"));
+    }
+    let dp = format!("{path}.deployments");
+    let deps_v = o.get("deployments").ok_or_else(|| err(&dp, "required"))?;
+    let deps_arr = deps_v
+        .as_array()
+        .ok_or_else(|| err(&dp, "must be an array"))?;
+    if deps_arr.is_empty() {
+        return Err(err(&dp, "at least one deployment is required"));
+    }
+    let mut deployments = Vec::with_capacity(deps_arr.len());
+    for (i, d) in deps_arr.iter().enumerate() {
+        let p = format!("{dp}[{i}]");
+        let d = d.as_object().ok_or_else(|| err(&p, "must be an object"))?;
+        check_keys(d, &p, &["provider", "model", "weight"])?;
+        let pname =
+            opt_str(d, &p, "provider")?.ok_or_else(|| err(&format!("{p}.provider"), "required"))?;
+        let provider = providers
+            .iter()
+            .position(|x| x.name == pname)
+            .ok_or_else(|| {
+                err(
+                    &format!("{p}.provider"),
+                    format!("no provider named `{pname}` in `providers`"),
+                )
+            })?;
+        let model = opt_str(d, &p, "model")?.unwrap_or(name).to_string();
+        let weight = opt_u32(d, &p, "weight")?.unwrap_or(1);
+        deployments.push(Deployment {
+            provider,
+            model,
+            weight,
+        });
+    }
+    let owned_by = match opt_str(o, path, "owned_by")? {
+        Some(s) => s.to_string(),
+        None => providers[deployments[0].provider].kind.name().to_string(),
+    };
+    Ok(Model {
+        name: name.to_string(),
+        owned_by,
+        deployments,
+    })
+}
+
+fn check_keys(o: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    for k in o.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(err(
+                &join(path, k),
+                format!("unknown field; expected one of: {}", allowed.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn opt_str<'a>(
+    o: &'a Map<String, Value>,
+    path: &str,
+    key: &str,
+) -> Result<Option<&'a str>, ConfigError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(err(&join(path, key), "must be a string")),
+    }
+}
+
+fn opt_u32(o: &Map<String, Value>, path: &str, key: &str) -> Result<Option<u32>, ConfigError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                err(
+                    &join(path, key),
+                    "must be a whole number from 0 to 4294967295",
+                )
+            }),
+    }
+}
+
+fn opt_bool(o: &Map<String, Value>, path: &str, key: &str) -> Result<Option<bool>, ConfigError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(err(&join(path, key), "must be true or false")),
+    }
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeEnv(Vec<(&'static str, &'static str)>);
+    impl Env for FakeEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            s.as_bytes(),
+            &FakeEnv(vec![("ANTHROPIC_API_KEY", "sk-ant")]),
+        )
+    }
+
+    const GOOD: &str = r#"{
+        "providers": {
+            "openai": {"type": "openai", "cluster": "mock", "api_key": "sk-1"},
+            "anthropic": {"type": "anthropic", "cluster": "anthropic", "host": "api.anthropic.com",
+                          "api_key_env": "ANTHROPIC_API_KEY", "headers": {"Anthropic-Beta": "x"}}
+        },
+        "models": [
+            {"name": "gpt-4o-mini", "deployments": [{"provider": "openai"}]},
+            {"name": "claude-3-5-haiku", "deployments": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]}
+        ]
+    }"#;
+
+    #[test]
+    fn parses_good_config_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.providers.len(), 2);
+        let m = c.model("claude-3-5-haiku").unwrap();
+        let p = c.provider(&m.deployments[0]);
+        assert_eq!(p.kind, ProviderKind::Anthropic);
+        assert_eq!(p.api_key.as_deref(), Some("sk-ant"));
+        assert_eq!(
+            p.headers,
+            vec![("anthropic-beta".to_string(), "x".to_string())]
+        );
+        assert_eq!(p.base_path, "/v1");
+        assert_eq!(p.default_max_tokens, DEFAULT_ANTHROPIC_MAX_TOKENS);
+        assert_eq!(m.deployments[0].model, "claude-3-5-haiku-20241022");
+        // deployment model defaults to the public name
+        assert_eq!(
+            c.model("gpt-4o-mini").unwrap().deployments[0].model,
+            "gpt-4o-mini"
+        );
+        assert_eq!(c.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert_eq!(c.cluster_header, "x-llmux-cluster");
+        assert_eq!(c.unknown_paths, UnknownPaths::Reject);
+        assert!(c.stream_usage);
+        assert_eq!(
+            c.model_names().collect::<Vec<_>>(),
+            vec!["gpt-4o-mini", "claude-3-5-haiku"]
+        );
+    }
+
+    fn path_of(s: &str) -> String {
+        parse(s).unwrap_err().path
+    }
+
+    #[test]
+    fn errors_name_the_bad_field() {
+        assert_eq!(path_of("[]"), "");
+        assert_eq!(path_of("{"), "");
+        assert_eq!(path_of(r#"{"models": []}"#), "providers");
+        assert_eq!(
+            path_of(r#"{"providers": {"p": {"type": "nope", "cluster": "c"}}, "models": []}"#),
+            "providers.p.type"
+        );
+        assert_eq!(
+            path_of(r#"{"providers": {"p": {"type": "openai"}}, "models": []}"#),
+            "providers.p.cluster"
+        );
+        assert_eq!(
+            path_of(
+                r#"{"providers": {"p": {"type": "openai", "cluster": "c", "typo": 1}}, "models": []}"#
+            ),
+            "providers.p.typo"
+        );
+        assert_eq!(
+            path_of(
+                r#"{"providers": {"p": {"type": "openai", "cluster": "c", "api_key_env": "MISSING"}}, "models": []}"#
+            ),
+            "providers.p.api_key_env"
+        );
+        assert_eq!(
+            path_of(
+                r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "q"}]}]}"#
+            ),
+            "models[0].deployments[0].provider"
+        );
+        assert_eq!(
+            path_of(
+                r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "p"}]}, {"name": "m", "deployments": [{"provider": "p"}]}]}"#
+            ),
+            "models[1].name"
+        );
+        assert_eq!(
+            path_of(
+                r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "p"}]}], "max_request_bytes": -1}"#
+            ),
+            "max_request_bytes"
+        );
+        assert_eq!(
+            path_of(
+                r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "p"}]}], "unknown_paths": "maybe"}"#
+            ),
+            "unknown_paths"
+        );
+    }
+
+    #[test]
+    fn display_names_path() {
+        let e = parse(r#"{"providers": {"p": {"type": 3, "cluster": "c"}}, "models": []}"#)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid LLMux configuration at `providers.p.type`: must be a string"
+        );
+    }
+}

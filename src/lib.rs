@@ -1,0 +1,14 @@
+//! LLMux: an LLM gateway that runs inside Envoy as a Proxy-Wasm filter.
+//!
+//! Everything that decides or translates is plain Rust with no proxy-wasm call ([`gateway`],
+//! [`providers`], [`config`], [`sse`]); the [`wasm`] module is the thin glue to the host.
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod openai;
+pub mod providers;
+pub mod sse;
+
+#[cfg(feature = "wasm-filter")]
+pub mod wasm;

@@ -1,0 +1,6 @@
+//! The OpenAI API as clients speak it to the gateway.
+
+pub mod chat;
+pub mod envelope;
+
+pub use envelope::{json_string, parse_chat_envelope, ChatEnvelope, Span};

@@ -1,0 +1,145 @@
+//! One translator per (client API, provider API) pair, behind [`ChatTranslator`].
+//!
+//! A translator lives for one request: it builds the provider request, then turns the provider's
+//! answer (whole, chunk by chunk when streamed, or an error) back into the client's API. It never
+//! calls the proxy host, so every translator is tested natively.
+
+pub mod anthropic;
+pub mod openai;
+
+use crate::config::Provider;
+use crate::error::{kind_for_status, GatewayError};
+use crate::openai::ChatEnvelope;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// The OpenAI API and every service that speaks it.
+    OpenAi,
+    /// Anthropic Messages API.
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub const NAMES: &'static [&'static str] = &["openai", "anthropic"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "openai" => Some(Self::OpenAi),
+            "anthropic" => Some(Self::Anthropic),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+
+    pub fn default_base_path(self) -> &'static str {
+        match self {
+            Self::OpenAi => "/v1",
+            Self::Anthropic => "/v1",
+        }
+    }
+
+    /// A fresh translator for one chat-completions request to this kind of provider.
+    pub fn chat_translator(self) -> Box<dyn ChatTranslator> {
+        match self {
+            Self::OpenAi => Box::new(openai::OpenAiChat::default()),
+            Self::Anthropic => Box::new(anthropic::AnthropicChat::default()),
+        }
+    }
+}
+
+/// What a translator is given to build the provider request.
+pub struct ChatCall<'a> {
+    /// The client's body exactly as received.
+    pub raw: &'a [u8],
+    /// The fields the gateway already parsed from it.
+    pub envelope: &'a ChatEnvelope<'a>,
+    pub provider: &'a Provider,
+    /// The model name the provider knows.
+    pub upstream_model: &'a str,
+    /// Unix seconds, for `created`.
+    pub now_unix: u64,
+    /// The gateway wants token usage of streams (config `stream_usage`).
+    pub want_stream_usage: bool,
+}
+
+/// The request to send upstream. Headers listed here are set (replacing any the client sent).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProviderRequest {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    /// Client headers to remove (e.g. the client's `authorization` when the provider uses `x-api-key`).
+    pub remove_headers: Vec<&'static str>,
+    /// `None` sends the client's body unchanged.
+    pub body: Option<Vec<u8>>,
+}
+
+/// Token counts in OpenAI's terms: `prompt_tokens` includes cached and cache-creation tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Of `prompt_tokens`, read from the provider's prompt cache.
+    pub cached_tokens: u64,
+    /// Of `prompt_tokens`, written to the provider's prompt cache.
+    pub cache_creation_tokens: u64,
+    /// Of `completion_tokens`, spent on reasoning.
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+pub trait ChatTranslator {
+    /// Builds the provider request. Errors are the client's fault (400) or the config's.
+    fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError>;
+
+    /// A whole 2xx provider body → the client's body. `Ok(None)` forwards it unchanged.
+    fn response(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError>;
+
+    /// One chunk of a 2xx streamed provider body. Appends what the client gets to `out` and returns
+    /// `true`, or returns `false` to forward the chunk unchanged. Must never lose or mangle an event
+    /// cut across chunks; at `end_of_stream` it flushes and closes the client's stream properly.
+    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool;
+
+    /// A non-2xx provider answer → the error the client gets.
+    fn error(&self, status: u16, body: &[u8]) -> GatewayError;
+
+    /// Token usage seen in the provider's answer so far.
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// The client status for a provider status: statuses OpenAI clients do not know are mapped
+/// (Anthropic's 529 "overloaded" becomes 503, which every OpenAI SDK retries).
+pub fn client_status(provider_status: u16) -> u16 {
+    match provider_status {
+        529 => 503,
+        s if (400..600).contains(&s) => s,
+        _ => 502,
+    }
+}
+
+/// A provider error as the client sees it: mapped status, OpenAI type, message naming the provider.
+pub fn provider_error(
+    provider: &str,
+    status: u16,
+    message: &str,
+    code: Option<&str>,
+) -> GatewayError {
+    let client = client_status(status);
+    let mut e = GatewayError::new(
+        client,
+        kind_for_status(client),
+        format!("{provider} returned {status}: {message}"),
+    );
+    e.code = code.map(str::to_string);
+    e
+}
