@@ -476,3 +476,321 @@ fn envoy_error_status(status: u16, details: &str) -> u16 {
         status
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProcessEnv;
+
+    const CONFIG: &str = r#"{
+        "providers": {
+            "oai": {"type": "openai", "cluster": "c_oai", "api_key": "sk-o", "timeout_ms": 1234},
+            "ant": {"type": "anthropic", "cluster": "c_ant", "host": "api.anthropic.com", "api_key": "sk-a"}
+        },
+        "models": [
+            {"name": "gpt", "deployments": [{"provider": "oai", "model": "gpt-4o-mini"}]},
+            {"name": "claude", "deployments": [{"provider": "ant", "model": "claude-x"}]},
+            {"name": "split", "deployments": [{"provider": "oai", "weight": 1}, {"provider": "ant", "weight": 3}]}
+        ],
+        "max_request_bytes": 200,
+        "max_response_bytes": 100
+    }"#;
+
+    fn gw() -> Gateway {
+        Gateway::new(Config::parse(CONFIG.as_bytes(), &ProcessEnv).unwrap(), 42)
+    }
+
+    fn local(d: HeadersDecision) -> LocalResponse {
+        match d {
+            HeadersDecision::Respond(r) => r,
+            other => panic!("expected a local response, got {other:?}"),
+        }
+    }
+
+    fn error_json(body: &[u8]) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert!(v["error"]["message"].is_string() && v["error"]["type"].is_string());
+        v
+    }
+
+    #[test]
+    fn routes_paths_and_methods() {
+        let g = gw();
+        assert_eq!(
+            g.on_request_headers("POST", "/v1/chat/completions", Some(10)),
+            HeadersDecision::ReadBody
+        );
+        assert_eq!(
+            g.on_request_headers("POST", "/chat/completions?x=1", None),
+            HeadersDecision::ReadBody
+        );
+        let r = local(g.on_request_headers("GET", "/v1/models", None));
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["object"], "list");
+        assert_eq!(v["data"][1]["id"], "claude");
+        assert_eq!(v["data"][1]["owned_by"], "anthropic");
+        assert_eq!(v["data"][0]["created"], 42);
+        assert_eq!(
+            local(g.on_request_headers("GET", "/v1/chat/completions", None)).status,
+            405
+        );
+        let r = local(g.on_request_headers("POST", "/v1/embeddingz", None));
+        assert_eq!(r.status, 404);
+        assert_eq!(error_json(&r.body)["error"]["code"], "unknown_url");
+        let r = local(g.on_request_headers("POST", "/v1/chat/completions", Some(201)));
+        assert_eq!(r.status, 413);
+        assert!(g.body_too_large(200).is_none());
+        assert_eq!(g.body_too_large(201).unwrap().status, 413);
+    }
+
+    #[test]
+    fn passthrough_paths_when_configured() {
+        let cfg = CONFIG.replace(
+            "\"max_request_bytes\": 200",
+            "\"max_request_bytes\": 200, \"unknown_paths\": \"passthrough\"",
+        );
+        let g = Gateway::new(Config::parse(cfg.as_bytes(), &ProcessEnv).unwrap(), 0);
+        assert_eq!(
+            g.on_request_headers("POST", "/v1/embeddings", None),
+            HeadersDecision::PassThrough
+        );
+    }
+
+    #[test]
+    fn unknown_model_lists_known_ones() {
+        let e = gw()
+            .on_request_body(
+                br#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
+                0,
+                0,
+            )
+            .err()
+            .unwrap();
+        assert_eq!(e.status, 404);
+        assert!(e.message.contains("gpt, claude, split"), "{}", e.message);
+        assert_eq!(e.code.as_deref(), Some("model_not_found"));
+    }
+
+    #[test]
+    fn forward_sets_route_auth_and_timeout() {
+        let f = gw()
+            .on_request_body(
+                br#"{"model":"gpt","messages":[{"role":"user","content":"x"}]}"#,
+                0,
+                0,
+            )
+            .ok()
+            .unwrap();
+        let get = |k: &str| {
+            f.set_headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get(":path"), Some("/v1/chat/completions"));
+        assert_eq!(get("x-llmux-cluster"), Some("c_oai"));
+        assert_eq!(get("authorization"), Some("Bearer sk-o"));
+        assert_eq!(get("x-envoy-upstream-rq-timeout-ms"), Some("1234"));
+        assert_eq!(get(":authority"), None);
+        // model renamed → body rewritten → content-length dropped
+        assert!(f.body.is_some());
+        assert!(f.remove_headers.contains(&"content-length"));
+    }
+
+    #[test]
+    fn weighted_choice_follows_weights() {
+        let g = gw();
+        let model = g.config.model("split").unwrap();
+        let (mut oai, mut ant) = (0, 0);
+        for pick in 0..4000u32 {
+            match g.config.provider(choose_deployment(model, pick)).name.as_str() {
+                "oai" => oai += 1,
+                _ => ant += 1,
+            }
+        }
+        assert_eq!((oai, ant), (1000, 3000));
+    }
+
+    fn exchange(model: &str, stream: bool) -> Exchange {
+        let body = format!(
+            r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"x"}}]}}"#
+        );
+        gw().on_request_body(body.as_bytes(), 0, 0)
+            .ok()
+            .unwrap()
+            .exchange
+    }
+
+    #[test]
+    fn provider_error_is_held_and_rewritten() {
+        let mut ex = exchange("gpt", false);
+        let h = ex.on_response_headers(429, None);
+        assert!(h.wait_for_body);
+        assert!(h.set.contains(&(PROVIDER_RESPONSE_HEADER, "oai".into())));
+        assert_eq!(ex.on_response_body(b"", 10, false), BodyAction::Buffer);
+        match ex.on_response_body(
+            br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
+            60,
+            true,
+        ) {
+            BodyAction::ReplaceWhole { status, body } => {
+                assert_eq!(status, 429);
+                let v = error_json(&body);
+                assert!(v["error"]["message"].as_str().unwrap().contains("oai"));
+                assert_eq!(v["error"]["type"], "rate_limit_error");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn envoy_local_replies_become_502_and_504() {
+        for (status, details, want) in [
+            (
+                503,
+                "upstream_reset_before_response_started{connection_failure}",
+                502,
+            ),
+            (504, "upstream_response_timeout", 504),
+            (503, "no_healthy_upstream", 502),
+        ] {
+            let mut ex = exchange("gpt", true);
+            let h = ex.on_response_headers(status, Some(details));
+            assert!(h.wait_for_body, "errors are never streamed");
+            match ex.on_response_body(b"upstream connect error", 22, true) {
+                BodyAction::ReplaceWhole { status, body } => {
+                    assert_eq!(status, want);
+                    let v = error_json(&body);
+                    let code = if want == 504 {
+                        "upstream_timeout"
+                    } else {
+                        "upstream_unavailable"
+                    };
+                    assert_eq!(v["error"]["code"], code);
+                    assert!(v["error"]["message"].as_str().unwrap().contains("`oai`"));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(ex.status, want);
+        }
+    }
+
+    #[test]
+    fn oversized_response_is_cut_off_with_502() {
+        let mut ex = exchange("gpt", false);
+        ex.on_response_headers(200, None);
+        assert_eq!(ex.on_response_body(b"", 50, false), BodyAction::Buffer);
+        match ex.on_response_body(b"", 101, false) {
+            BodyAction::ReplaceWhole { status, .. } => assert_eq!(status, 502),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ex.on_response_body(b"more", 4, false),
+            BodyAction::Replace(Vec::new())
+        );
+        assert_eq!(
+            ex.on_response_body(b"", 0, true),
+            BodyAction::Replace(Vec::new())
+        );
+    }
+
+    #[test]
+    fn passthrough_success_keeps_provider_bytes_and_reads_usage() {
+        let mut ex = exchange("gpt", false);
+        ex.on_response_headers(200, None);
+        let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+        assert_eq!(
+            ex.on_response_body(body, body.len(), true),
+            BodyAction::Continue
+        );
+        assert_eq!(ex.usage().unwrap().total_tokens(), 7);
+    }
+
+    #[test]
+    fn stream_headers_switch_to_event_stream() {
+        let mut ex = exchange("claude", true);
+        let h = ex.on_response_headers(200, None);
+        assert!(!h.wait_for_body);
+        assert!(h.remove.contains(&"content-length"));
+        assert!(h
+            .set
+            .iter()
+            .any(|(k, v)| *k == "content-type" && v.starts_with("text/event-stream")));
+    }
+
+    /// Deterministic xorshift for the no-panic tests (no extra crates).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn bytes(&mut self, n: usize, alphabet: &[u8]) -> Vec<u8> {
+            (0..n)
+                .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize])
+                .collect()
+        }
+    }
+
+    /// Arbitrary bytes and mutated JSON thrown at the whole pipeline, for every provider kind:
+    /// nothing may panic, every request error is a 4xx/5xx with an OpenAI error body.
+    #[test]
+    fn no_input_panics_the_pipeline() {
+        let g = gw();
+        let mut rng = Rng(0x9e3779b97f4a7c15);
+        let json_alphabet = br#"{}[]:,"0123456789.-+eE truefalsnul\\u00modelsagrctnixp"#;
+        let seeds: [&[u8]; 4] = [
+            br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+            br#"{"model":"claude","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"tool_choice":"required","max_tokens":5}"#,
+            br#"{"model":"claude","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"1","content":"r"}],"stream":true,"stream_options":{"include_usage":true}}"#,
+            br#"{"model":"split","messages":[{"role":"developer","content":"d"},{"role":"user","content":"u"}],"stop":["x"],"temperature":1.5}"#,
+        ];
+        for i in 0..4000 {
+            let body = if i % 3 == 0 {
+                let n = (rng.next() % 300) as usize;
+                rng.bytes(n, json_alphabet)
+            } else {
+                let mut b = seeds[i % seeds.len()].to_vec();
+                for _ in 0..(1 + rng.next() % 4) {
+                    let at = (rng.next() % b.len() as u64) as usize;
+                    match rng.next() % 3 {
+                        0 => {
+                            b.remove(at);
+                        }
+                        1 => b.insert(
+                            at,
+                            json_alphabet[(rng.next() % json_alphabet.len() as u64) as usize],
+                        ),
+                        _ => b[at] = (rng.next() & 0xff) as u8,
+                    }
+                }
+                b
+            };
+            match g.on_request_body(&body, 1, rng.next() as u32) {
+                Err(e) => {
+                    assert!((400..600).contains(&e.status));
+                    error_json(&e.body());
+                }
+                Ok(f) => {
+                    let mut ex = f.exchange;
+                    let status = [200u16, 200, 429, 500, 529][(rng.next() % 5) as usize];
+                    ex.on_response_headers(status, None);
+                    let n = (rng.next() % 400) as usize;
+                    let resp = rng.bytes(n, br#"{}[]:,"01 abdefilmnoprstuvy_\n\r:event data"#);
+                    let mut pos = 0;
+                    while pos < resp.len() {
+                        let step = 1 + (rng.next() % 40) as usize;
+                        let end = (pos + step).min(resp.len());
+                        let _ = ex.on_response_body(&resp[pos..end], end, false);
+                        pos = end;
+                    }
+                    let _ = ex.on_response_body(&resp, resp.len(), true);
+                    let _ = ex.usage();
+                }
+            }
+        }
+    }
+}
