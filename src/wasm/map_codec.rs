@@ -1,4 +1,6 @@
 //! Proxy-Wasm's header-map wire format, decoded without trusting it.
+// Natively only the tests use it.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 /// Header map wire format: count, (key len, value len) pairs, then NUL-terminated keys/values.
 pub(crate) fn encode_map(map: &[(&str, &str)]) -> Vec<u8> {
