@@ -117,6 +117,7 @@ class Gateway:
                                       str(concurrency), "--use-dynamic-base-id",
                                       "--component-log-level", "wasm:debug"], log_dir, env=env)
         self._wait_ready()
+        self.http = httpx.Client(timeout=30)
 
     def _wait_ready(self, timeout=60):
         deadline = time.monotonic() + timeout
@@ -136,12 +137,14 @@ class Gateway:
     def post(self, path, body, headers=None, **kw):
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
         h = {"content-type": "application/json", **(headers or {})}
-        return httpx.post(self.url + path, content=data, headers=h, timeout=kw.pop("timeout", 30), **kw)
+        return self.http.post(self.url + path, content=data, headers=h, timeout=kw.pop("timeout", 30), **kw)
 
     def stats(self):
         return httpx.get(f"{self.admin_url}/stats", timeout=5).text
 
     def stop(self):
+        if hasattr(self, "http"):
+            self.http.close()
         self.process.stop()
 
 

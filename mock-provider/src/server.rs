@@ -1,0 +1,561 @@
+//! HTTP server: accept loop, routing, auth, fault injection and response delivery.
+
+use crate::body::{self, MockBody};
+use crate::config::Config;
+use crate::mock::{self, MockHeaders, Plan};
+use crate::record::{self, Recorded, Recorder};
+use crate::{anthropic, openai};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest accepted request body (the Messages API limit).
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
+
+const JSON: &str = "application/json";
+const SSE: &str = "text/event-stream; charset=utf-8";
+
+/// Shared server state.
+pub struct State {
+    pub cfg: Config,
+    counter: AtomicU64,
+    pub recorder: Recorder,
+}
+
+impl State {
+    pub fn new(cfg: Config) -> Self {
+        State {
+            recorder: Recorder::new(cfg.record),
+            cfg,
+            counter: AtomicU64::new(1),
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Returned by the service to make hyper drop the connection without a response.
+#[derive(Debug)]
+pub struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// TCP stream that, when `reset` was set, closes with an RST (SO_LINGER 0) instead of a FIN.
+struct Conn {
+    io: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::Relaxed) {
+            let _ = self.io.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Accepts connections forever.
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors and the like: back off briefly.
+                log(&state, format_args!("accept error: {e}"));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let reset = Arc::new(AtomicBool::new(false));
+            let io = TokioIo::new(Conn {
+                io: stream,
+                reset: reset.clone(),
+            });
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let reset = reset.clone();
+                async move { handle(state, reset, req).await }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+fn log(state: &State, args: std::fmt::Arguments<'_>) {
+    if state.cfg.verbose {
+        let _ = writeln!(std::io::stderr(), "mock-provider: {args}");
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    reset: Arc<AtomicBool>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, DropConnection> {
+    let verbose = state.cfg.verbose;
+    let line = if verbose {
+        format!("{} {}", req.method(), req.uri())
+    } else {
+        String::new()
+    };
+    let res = route(&state, &reset, req).await;
+    if verbose {
+        match &res {
+            Ok(r) => log(&state, format_args!("{line} -> {}", r.status().as_u16())),
+            Err(_) => log(&state, format_args!("{line} -> connection dropped")),
+        }
+    }
+    res
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Provider {
+    OpenAi,
+    Anthropic,
+}
+
+async fn route(
+    state: &Arc<State>,
+    reset: &AtomicBool,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, DropConnection> {
+    let path = req.uri().path();
+    let method = req.method();
+    match (method, path) {
+        (&Method::GET, "/health") => Ok(plain(
+            StatusCode::OK,
+            "text/plain",
+            Bytes::from_static(b"ok"),
+        )),
+        (&Method::GET, "/__mock/requests") => {
+            let id = req.uri().query().and_then(|q| record::query_param(q, "id"));
+            Ok(plain(
+                StatusCode::OK,
+                JSON,
+                state.recorder.list(id.as_deref()).into(),
+            ))
+        }
+        (&Method::DELETE, "/__mock/requests") => {
+            let n = state.recorder.clear();
+            let b = serde_json::json!({ "cleared": n }).to_string();
+            Ok(plain(StatusCode::OK, JSON, b.into()))
+        }
+        (&Method::POST, "/v1/chat/completions") => {
+            provider(state, reset, req, Provider::OpenAi).await
+        }
+        (&Method::POST, "/v1/messages") => provider(state, reset, req, Provider::Anthropic).await,
+        (&Method::GET, "/v1/models") => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await.unwrap_or_default();
+            record(state, &parts, bytes);
+            if let Some(e) = openai_auth(state, &parts) {
+                return Ok(openai_error(StatusCode::UNAUTHORIZED, &e, state.next_id()));
+            }
+            Ok(plain(StatusCode::OK, JSON, openai::models_body().into()))
+        }
+        _ => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await.unwrap_or_default();
+            let msg = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
+            if !parts.uri.path().starts_with("/__mock") {
+                record(state, &parts, bytes);
+            }
+            let e = openai::OaiError::invalid(msg, None, None);
+            Ok(openai_error(StatusCode::NOT_FOUND, &e, state.next_id()))
+        }
+    }
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<MockBody> {
+    let mut r = Response::new(MockBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn openai_error(status: StatusCode, e: &openai::OaiError, n: u64) -> Response<MockBody> {
+    let mut r = plain(status, JSON, e.body().into());
+    if let Ok(v) = HeaderValue::from_str(&format!("req_mock_{n}")) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Broken),
+    }
+}
+
+fn record(state: &State, parts: &Parts, body: Bytes) {
+    if !state.recorder.enabled() {
+        return;
+    }
+    state.recorder.push(Recorded {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers.clone(),
+        body,
+    });
+}
+
+/// A provider answer before delivery.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    stream: bool,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    fn json(status: u16, body: Vec<u8>) -> Self {
+        Reply {
+            status,
+            content_type: JSON,
+            body,
+            stream: false,
+            headers: Vec::new(),
+        }
+    }
+}
+
+async fn provider(
+    state: &Arc<State>,
+    reset: &AtomicBool,
+    req: Request<Incoming>,
+    which: Provider,
+) -> Result<Response<MockBody>, DropConnection> {
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(BodyError::Broken) => return Err(DropConnection),
+        Err(BodyError::TooLarge) => {
+            record(state, &parts, Bytes::new());
+            let n = state.next_id();
+            let reply = match which {
+                Provider::OpenAi => Reply::json(
+                    413,
+                    openai::OaiError::invalid("Request too large.", None, None).body(),
+                ),
+                Provider::Anthropic => anthropic_error_reply(
+                    413,
+                    "request_too_large",
+                    "Request exceeds the maximum allowed number of bytes.",
+                    n,
+                ),
+            };
+            return Ok(deliver(reply, &MockHeaders::default()));
+        }
+    };
+    record(state, &parts, bytes.clone());
+    let mock = MockHeaders::from_headers(&parts.headers);
+    if mock.reset {
+        reset.store(true, Ordering::Relaxed);
+        return Err(DropConnection);
+    }
+    if mock.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(mock.latency_ms)).await;
+    }
+    let n = state.next_id();
+    let reply = match which {
+        Provider::OpenAi => openai_reply(state, &parts, &bytes, &mock, n),
+        Provider::Anthropic => anthropic_reply(state, &parts, &bytes, &mock, n),
+    };
+    Ok(deliver(reply, &mock))
+}
+
+fn deliver(reply: Reply, mock: &MockHeaders) -> Response<MockBody> {
+    let body = Bytes::from(reply.body);
+    let b = if let Some(k) = mock.chunk_offset {
+        MockBody::frames(
+            body::split_at(&body, k),
+            Duration::from_millis(mock.chunk_delay_ms),
+        )
+    } else if let Some(size) = mock.chunk_size {
+        MockBody::frames(
+            body::split_every(&body, size),
+            Duration::from_millis(mock.chunk_delay_ms),
+        )
+    } else if reply.stream {
+        MockBody::Chunked(Some(body))
+    } else {
+        MockBody::Full(Some(body))
+    };
+    let mut r = Response::new(b);
+    *r.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    if reply.stream {
+        h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    }
+    for (name, value) in reply.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    if let Some(ra) = &mock.retry_after {
+        if let Ok(v) = HeaderValue::from_str(ra) {
+            h.insert("retry-after", v);
+        }
+    }
+    r
+}
+
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    mock::header(&parts.headers, name)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn openai_auth(state: &State, parts: &Parts) -> Option<openai::OaiError> {
+    let key = state.cfg.openai_key.as_deref()?;
+    let auth = parts.headers.get("authorization");
+    let expected = format!("Bearer {key}");
+    match auth {
+        Some(v) if v.as_bytes() == expected.as_bytes() => None,
+        None => Some(openai::OaiError::invalid(
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            None,
+            Some("invalid_api_key"),
+        )),
+        Some(_) => Some(openai::OaiError::invalid(
+            "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+            None,
+            Some("invalid_api_key"),
+        )),
+    }
+}
+
+fn openai_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Reply {
+    let with_id = |mut r: Reply| {
+        r.headers.push(("x-request-id", format!("req_mock_{n}")));
+        r
+    };
+    if let Some(e) = openai_auth(state, parts) {
+        return with_id(Reply::json(401, e.body()));
+    }
+    let parsed = serde_json::from_slice::<Value>(bytes);
+    let model = parsed
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("model"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    if let Some(status) = mock.status {
+        return with_id(Reply::json(
+            status,
+            openai::status_error(status, &model).body(),
+        ));
+    }
+    let body = match parsed {
+        Ok(v) => v,
+        Err(_) => {
+            let e = openai::OaiError::invalid(
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)",
+                None,
+                None,
+            );
+            return with_id(Reply::json(400, e.body()));
+        }
+    };
+    if let Err(e) = openai::validate(&body) {
+        return with_id(Reply::json(400, e.body()));
+    }
+    let plan = Plan::build(
+        mock,
+        &openai::last_user_text(&body),
+        &openai::tool_names(&body),
+        bytes.len(),
+    );
+    let id = format!("chatcmpl-mock-{n}");
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let reply = if stream {
+        Reply {
+            status: 200,
+            content_type: SSE,
+            body: openai::stream_body(
+                &id,
+                now(),
+                &model,
+                &plan,
+                mock,
+                openai::include_usage(&body),
+            ),
+            stream: true,
+            headers: Vec::new(),
+        }
+    } else {
+        Reply::json(
+            200,
+            openai::completion_body(&id, now(), &model, &plan, mock),
+        )
+    };
+    with_id(reply)
+}
+
+fn anthropic_error_reply(status: u16, kind: &str, message: &str, n: u64) -> Reply {
+    let rid = format!("req_mock_{n}");
+    let mut r = Reply::json(status, anthropic::error_body(kind, message, &rid));
+    r.headers.push(("request-id", rid));
+    r
+}
+
+fn anthropic_reply(
+    state: &State,
+    parts: &Parts,
+    bytes: &Bytes,
+    mock: &MockHeaders,
+    n: u64,
+) -> Reply {
+    let bad = |m: &str| anthropic_error_reply(400, "invalid_request_error", m, n);
+    if header(parts, "anthropic-version").is_none_or(|v| v.trim().is_empty()) {
+        return bad("anthropic-version: header is required");
+    }
+    let api_key = parts.headers.get("x-api-key");
+    if api_key.is_some() && parts.headers.contains_key("authorization") {
+        return bad("unexpected authorization header: send the API key in x-api-key only");
+    }
+    if let Some(key) = state.cfg.anthropic_key.as_deref() {
+        match api_key {
+            None => {
+                return anthropic_error_reply(
+                    401,
+                    "authentication_error",
+                    "x-api-key header is required",
+                    n,
+                )
+            }
+            Some(v) if v.as_bytes() != key.as_bytes() => {
+                return anthropic_error_reply(401, "authentication_error", "invalid x-api-key", n)
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(status) = mock.status {
+        let (kind, message) = anthropic::error_kind(status);
+        return anthropic_error_reply(status, kind, message, n);
+    }
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return bad(&format!(
+                "There was an issue with your request body: invalid JSON ({e})"
+            ))
+        }
+    };
+    if let Err(m) = anthropic::validate(&body) {
+        return bad(&m);
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let plan = Plan::build(
+        mock,
+        &anthropic::last_user_text(&body),
+        &anthropic::tool_names(&body),
+        bytes.len(),
+    );
+    let id = format!("msg_mock_{n}");
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let mut reply = if stream {
+        Reply {
+            status: 200,
+            content_type: SSE,
+            body: anthropic::stream_body(&id, &model, &plan, mock, &body),
+            stream: true,
+            headers: Vec::new(),
+        }
+    } else {
+        Reply::json(
+            200,
+            anthropic::message_body(&id, &model, &plan, mock, &body),
+        )
+    };
+    reply.headers.push(("request-id", format!("req_mock_{n}")));
+    reply
+}
