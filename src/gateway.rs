@@ -604,7 +604,12 @@ mod tests {
         let model = g.config.model("split").unwrap();
         let (mut oai, mut ant) = (0, 0);
         for pick in 0..4000u32 {
-            match g.config.provider(choose_deployment(model, pick)).name.as_str() {
+            match g
+                .config
+                .provider(choose_deployment(model, pick))
+                .name
+                .as_str()
+            {
                 "oai" => oai += 1,
                 _ => ant += 1,
             }
