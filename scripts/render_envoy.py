@@ -39,7 +39,7 @@ def quickstart_config(env=None):
              "deployments": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
         ],
         "max_request_bytes": 8388608,
-        "timeout_ms": 120000,
+        "timeout_ms": 600000,
     }
 
 

