@@ -20,6 +20,8 @@ proxy_wasm::main! {{
 /// Per-VM state shared by the VM's HTTP contexts.
 struct Shared {
     gateway: Gateway,
+    /// Gauge `wasmcustom.llmux.vm_memory_bytes`: this VM's linear memory, updated per request.
+    vm_memory_metric: Option<u32>,
     /// xorshift64 state for weighted deployment choice.
     rng: Cell<u64>,
 }
@@ -67,8 +69,11 @@ impl RootContext for Root {
                     config.providers.len(),
                     config.models.len()
                 );
+                let vm_memory_metric =
+                    host::define_metric(host::MetricKind::Gauge, "llmux.vm_memory_bytes").ok();
                 self.shared = Some(Rc::new(Shared {
                     gateway: Gateway::new(config, now / 1_000_000_000),
+                    vm_memory_metric,
                     rng: Cell::new(now | 1),
                 }));
                 true
@@ -296,6 +301,9 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
+        if let Some(id) = self.shared.as_ref().and_then(|s| s.vm_memory_metric) {
+            let _ = host::record_metric(id, host::vm_memory_bytes());
+        }
         if !log::log_enabled!(log::Level::Debug) {
             return;
         }

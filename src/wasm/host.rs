@@ -90,6 +90,13 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -204,6 +211,29 @@ pub fn set_header(map: Map, name: &str, value: &str) -> HostResult<()> {
 
 pub fn remove_header(map: Map, name: &str) -> HostResult<()> {
     check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MetricKind {
+    Gauge = 1,
+}
+
+/// Defines a metric (Envoy prefixes its name with `wasmcustom.`); returns its id.
+pub fn define_metric(kind: MetricKind, name: &str) -> HostResult<u32> {
+    let mut id = 0u32;
+    check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// Sets a gauge, or records a histogram value.
+pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
+    check(unsafe { proxy_record_metric(id, value) })
+}
+
+/// Bytes of linear memory this Wasm VM has (it only ever grows).
+pub fn vm_memory_bytes() -> u64 {
+    core::arch::wasm32::memory_size(0) as u64 * 65536
 }
 
 /// Reads an Envoy attribute such as `["response", "code_details"]`.

@@ -151,3 +151,11 @@ def test_sdk_raises_rate_limit_error(gateway):
     with pytest.raises(openai.RateLimitError) as e:
         c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 429
+
+
+def test_vm_memory_gauge_is_exported(gateway):
+    gateway.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
+    stats = gateway.stats()
+    [line] = [l for l in stats.splitlines() if l.startswith("wasmcustom.llmux.vm_memory_bytes:")]
+    value = int(line.split(":")[1])
+    assert value >= 65536 and value % 65536 == 0
