@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
+use crate::providers::presets::{self, AuthStyle};
 use crate::providers::ProviderKind;
 
 pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 8 * 1024 * 1024;
@@ -15,6 +16,8 @@ pub const DEFAULT_TIMEOUT_MS: u32 = 600_000;
 pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u32 = 4096;
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmux-cluster";
+/// Azure OpenAI's latest GA `api-version` for the classic deployment paths (PROVIDERS.md §3.1).
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -44,7 +47,10 @@ pub enum UnknownPaths {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Provider {
     pub name: String,
+    /// The API protocol spoken.
     pub kind: ProviderKind,
+    /// The configured `type`: a protocol (`openai`, `anthropic`), `azure` or a preset (`groq`).
+    pub type_name: String,
     /// The Envoy cluster that reaches this provider.
     pub cluster: String,
     /// `:authority` to send (the real API host behind a TLS cluster); `None` keeps the client's.
@@ -60,6 +66,16 @@ pub struct Provider {
     pub anthropic_version: String,
     /// Anthropic only: `max_tokens` used when the client sends none.
     pub default_max_tokens: u32,
+    /// OpenAI protocol: how the key is sent.
+    pub auth: AuthStyle,
+    /// OpenAI protocol: chat-completions path; `{model}` stands for the (encoded) model name.
+    pub chat_path: String,
+    /// Request fields this provider refuses (from its preset).
+    pub unsupported: &'static [&'static str],
+    /// Request fields this provider names differently (from its preset).
+    pub renames: &'static [(&'static str, &'static str)],
+    /// Drop unsupported fields instead of answering 400.
+    pub drop_params: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,19 +287,30 @@ fn parse_provider(
             "timeout_ms",
             "anthropic_version",
             "default_max_tokens",
+            "api_version",
+            "drop_params",
         ],
     )?;
     let type_path = format!("{path}.type");
     let type_name = opt_str(o, path, "type")?.ok_or_else(|| err(&type_path, "required"))?;
-    let kind = ProviderKind::from_name(type_name).ok_or_else(|| {
-        err(
-            &type_path,
-            format!(
-                "unknown provider type `{type_name}`; known: {}",
-                ProviderKind::NAMES.join(", ")
-            ),
-        )
-    })?;
+    let preset = presets::preset(type_name);
+    let is_azure = type_name == "azure";
+    let kind = match ProviderKind::from_name(type_name) {
+        Some(k) => k,
+        None if preset.is_some() || is_azure => ProviderKind::OpenAi,
+        None => {
+            let mut known: Vec<&str> = ProviderKind::NAMES.to_vec();
+            known.push("azure");
+            known.extend(presets::PRESETS.iter().map(|p| p.name));
+            return Err(err(
+                &type_path,
+                format!(
+                    "unknown provider type `{type_name}`; known: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    };
     let cluster = opt_str(o, path, "cluster")?
         .ok_or_else(|| {
             err(
@@ -295,7 +322,9 @@ fn parse_provider(
     if cluster.is_empty() {
         return Err(err(&format!("{path}.cluster"), "must not be empty"));
     }
-    let host = opt_str(o, path, "host")?.map(str::to_string);
+    let host = opt_str(o, path, "host")?
+        .map(str::to_string)
+        .or_else(|| preset.and_then(|p| p.host).map(str::to_string));
     let base_path = match opt_str(o, path, "base_path")? {
         Some(p) => {
             if !(p.is_empty() || p.starts_with('/')) {
@@ -303,8 +332,42 @@ fn parse_provider(
             }
             p.trim_end_matches('/').to_string()
         }
-        None => kind.default_base_path().to_string(),
+        None if is_azure => String::new(),
+        None => match preset {
+            Some(p) => p.base_path.to_string(),
+            None => kind.default_base_path().to_string(),
+        },
     };
+    let api_version = opt_str(o, path, "api_version")?;
+    if api_version.is_some() && !is_azure {
+        return Err(err(
+            &format!("{path}.api_version"),
+            "only Azure providers (`type: azure`) take an `api_version`",
+        ));
+    }
+    let chat_path = if is_azure {
+        match api_version.unwrap_or(DEFAULT_AZURE_API_VERSION) {
+            // The v1 API: deployment name in the body's `model`, no dated version.
+            "v1" => format!("{base_path}/openai/v1/chat/completions"),
+            v if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+                return Err(err(
+                    &format!("{path}.api_version"),
+                    "must look like `2024-10-21` (or `v1`)",
+                ))
+            }
+            v => {
+                format!("{base_path}/openai/deployments/{{model}}/chat/completions?api-version={v}")
+            }
+        }
+    } else {
+        format!("{base_path}/chat/completions")
+    };
+    let auth = if is_azure {
+        AuthStyle::Header("api-key")
+    } else {
+        preset.map(|p| p.auth).unwrap_or(AuthStyle::Bearer)
+    };
+    let drop_params = opt_bool(o, path, "drop_params")?.unwrap_or(false);
     let inline_key = opt_str(o, path, "api_key")?;
     let env_key = opt_str(o, path, "api_key_env")?;
     let api_key = match (inline_key, env_key) {
@@ -358,6 +421,7 @@ fn parse_provider(
     Ok(Provider {
         name: name.to_string(),
         kind,
+        type_name: type_name.to_string(),
         cluster,
         host,
         base_path,
@@ -366,6 +430,11 @@ fn parse_provider(
         timeout_ms,
         anthropic_version,
         default_max_tokens,
+        auth,
+        chat_path,
+        unsupported: preset.map(|p| p.unsupported).unwrap_or(&[]),
+        renames: preset.map(|p| p.renames).unwrap_or(&[]),
+        drop_params,
     })
 }
 
@@ -412,7 +481,7 @@ fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, C
     }
     let owned_by = match opt_str(o, path, "owned_by")? {
         Some(s) => s.to_string(),
-        None => providers[deployments[0].provider].kind.name().to_string(),
+        None => providers[deployments[0].provider].type_name.clone(),
     };
     Ok(Model {
         name: name.to_string(),

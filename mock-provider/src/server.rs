@@ -210,6 +210,42 @@ async fn route(
             provider(state, reset, req, Provider::OpenAi).await
         }
         (&Method::POST, "/v1/messages") => provider(state, reset, req, Provider::Anthropic).await,
+        // Azure OpenAI, classic deployment paths: `api-version` query and `api-key` header.
+        (&Method::POST, p)
+            if p.starts_with("/openai/deployments/") && p.ends_with("/chat/completions") =>
+        {
+            let versioned = req
+                .uri()
+                .query()
+                .and_then(|q| record::query_param(q, "api-version"))
+                .is_some();
+            let has_key = req.headers().contains_key("api-key");
+            let leaked = req.headers().contains_key("authorization");
+            if versioned && has_key && !leaked {
+                return provider(state, reset, req, Provider::OpenAi).await;
+            }
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await.unwrap_or_default();
+            record(state, &parts, bytes);
+            let (status, code, msg) = if !versioned {
+                (StatusCode::NOT_FOUND, "404", "Resource not found")
+            } else if leaked {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "400",
+                    "unexpected authorization header beside api-key",
+                )
+            } else {
+                (StatusCode::UNAUTHORIZED, "401", "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.")
+            };
+            let b = serde_json::json!({ "error": { "code": code, "message": msg } }).to_string();
+            Ok(plain(status, JSON, b.into()))
+        }
+        // OpenAI-compatible services serve chat completions under their own prefixes
+        // (`/openai/v1`, `/inference/v1`, `/api/paas/v4`, ...).
+        (&Method::POST, p) if p.ends_with("/chat/completions") => {
+            provider(state, reset, req, Provider::OpenAi).await
+        }
         (&Method::GET, "/v1/models") => {
             let (parts, body) = req.into_parts();
             let bytes = read_body(body).await.unwrap_or_default();

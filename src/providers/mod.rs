@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod presets;
 
 use crate::config::Provider;
 use crate::error::{kind_for_status, GatewayError};

@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 
+use super::presets::{self, AuthStyle};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::error::GatewayError;
 use crate::openai::json_string;
@@ -25,23 +26,39 @@ pub struct OpenAiChat {
 impl ChatTranslator for OpenAiChat {
     fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
         let env = call.envelope;
-        self.provider = call.provider.name.clone();
+        let p = call.provider;
+        self.provider = p.name.clone();
         self.stream = env.stream;
 
-        // Splices, in body order: (start, end, replacement).
-        let mut splices: Vec<(usize, usize, String)> = Vec::new();
-        if env.model != call.upstream_model {
-            splices.push((
-                env.model_span.start,
-                env.model_span.end,
-                json_string(call.upstream_model),
-            ));
+        // Fields the provider refuses: 400, or dropped when the provider says `drop_params`.
+        let mut dropped: Vec<&str> = Vec::new();
+        for &field in p.unsupported {
+            if let Some(raw) = env.field(field) {
+                if presets::is_set(field, raw.get()) {
+                    if !p.drop_params {
+                        return Err(GatewayError::invalid_param(
+                            field,
+                            format!(
+                                "`{field}` is not supported by provider `{}` ({}); set \
+                                 `drop_params: true` on the provider to drop it instead",
+                                p.name, p.type_name
+                            ),
+                        )
+                        .with_code("unsupported_parameter"));
+                    }
+                    dropped.push(field);
+                }
+            }
         }
+        let renamed = p.renames.iter().any(|(from, _)| env.field(from).is_some());
+
+        // New `stream_options` value, or one to append, when the gateway wants stream usage.
+        let mut stream_options: Option<String> = None;
         if env.stream && call.want_stream_usage {
             self.sse = Some(SseParser::new());
             if !env.include_usage {
                 self.strip_usage_chunk = true;
-                match env.stream_options_span {
+                stream_options = Some(match env.stream_options_span {
                     Some(span) => {
                         // Keep the client's other stream options.
                         let raw =
@@ -56,45 +73,41 @@ impl ChatTranslator for OpenAiChat {
                                 )
                             })?;
                         obj.insert("include_usage".into(), serde_json::Value::Bool(true));
-                        let new = serde_json::to_string(&obj).map_err(|e| {
+                        serde_json::to_string(&obj).map_err(|e| {
                             GatewayError::new(500, "api_error", format!("serialising: {e}"))
-                        })?;
-                        splices.push((span.start, span.end, new));
+                        })?
                     }
-                    None => splices.push((
-                        env.close_brace,
-                        env.close_brace,
-                        ",\"stream_options\":{\"include_usage\":true}".to_string(),
-                    )),
+                    None => "{\"include_usage\":true}".to_string(),
+                });
+            }
+        }
+
+        let body = if dropped.is_empty() && !renamed {
+            splice(call, stream_options)
+        } else {
+            Some(rebuild(call, &dropped, stream_options))
+        };
+
+        let mut headers = Vec::with_capacity(2 + p.headers.len());
+        let mut remove_headers = Vec::new();
+        if let Some(key) = &p.api_key {
+            match p.auth {
+                AuthStyle::Bearer => {
+                    headers.push(("authorization".to_string(), format!("Bearer {key}")))
+                }
+                AuthStyle::Header(name) => {
+                    headers.push((name.to_string(), key.clone()));
+                    remove_headers.push("authorization");
                 }
             }
         }
-        splices.sort_by_key(|s| s.0);
-        let body = if splices.is_empty() {
-            None
-        } else {
-            let added: usize = splices.iter().map(|s| s.2.len()).sum();
-            let mut out = Vec::with_capacity(call.raw.len() + added);
-            let mut pos = 0;
-            for (start, end, text) in &splices {
-                out.extend_from_slice(&call.raw[pos..*start]);
-                out.extend_from_slice(text.as_bytes());
-                pos = *end;
-            }
-            out.extend_from_slice(&call.raw[pos..]);
-            Some(out)
-        };
-
-        let p = call.provider;
-        let mut headers = Vec::with_capacity(2 + p.headers.len());
-        if let Some(key) = &p.api_key {
-            headers.push(("authorization".to_string(), format!("Bearer {key}")));
-        }
         headers.extend(p.headers.iter().cloned());
         Ok(ProviderRequest {
-            path: format!("{}/chat/completions", p.base_path),
+            path: p
+                .chat_path
+                .replace("{model}", &percent_encode(call.upstream_model)),
             headers,
-            remove_headers: Vec::new(),
+            remove_headers,
             body,
         })
     }
@@ -188,6 +201,104 @@ impl ChatTranslator for OpenAiChat {
     fn usage(&self) -> Option<Usage> {
         self.usage
     }
+}
+
+/// The client's body with only the model name and `stream_options` changed, spliced in place
+/// (the rest is not re-serialised). `None` when nothing changes.
+fn splice(call: &ChatCall<'_>, stream_options: Option<String>) -> Option<Vec<u8>> {
+    let env = call.envelope;
+    // (start, end, replacement), in body order.
+    let mut splices: Vec<(usize, usize, String)> = Vec::new();
+    if env.model != call.upstream_model {
+        splices.push((
+            env.model_span.start,
+            env.model_span.end,
+            json_string(call.upstream_model),
+        ));
+    }
+    if let Some(value) = stream_options {
+        match env.stream_options_span {
+            Some(span) => splices.push((span.start, span.end, value)),
+            None => splices.push((
+                env.close_brace,
+                env.close_brace,
+                format!(",\"stream_options\":{value}"),
+            )),
+        }
+    }
+    if splices.is_empty() {
+        return None;
+    }
+    splices.sort_by_key(|s| s.0);
+    let added: usize = splices.iter().map(|s| s.2.len()).sum();
+    let mut out = Vec::with_capacity(call.raw.len() + added);
+    let mut pos = 0;
+    for (start, end, text) in &splices {
+        out.extend_from_slice(&call.raw[pos..*start]);
+        out.extend_from_slice(text.as_bytes());
+        pos = *end;
+    }
+    out.extend_from_slice(&call.raw[pos..]);
+    Some(out)
+}
+
+/// The body rebuilt field by field from the raw values (no value is re-serialised), for
+/// providers that need fields dropped or renamed.
+fn rebuild(call: &ChatCall<'_>, dropped: &[&str], stream_options: Option<String>) -> Vec<u8> {
+    let env = call.envelope;
+    let renames = call.provider.renames;
+    let mut out = Vec::with_capacity(call.raw.len() + 64);
+    out.push(b'{');
+    let mut first = true;
+    let mut push = |out: &mut Vec<u8>, key: &str, value: &[u8]| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(json_string(key).as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value);
+    };
+    let mut wrote_stream_options = false;
+    for (key, raw) in &env.fields {
+        let key = key.as_ref();
+        if dropped.contains(&key) {
+            continue;
+        }
+        let name = renames
+            .iter()
+            .find(|(from, _)| *from == key)
+            .map(|(_, to)| *to)
+            .unwrap_or(key);
+        match key {
+            "model" => push(&mut out, name, json_string(call.upstream_model).as_bytes()),
+            "stream_options" if stream_options.is_some() => {
+                if let Some(v) = &stream_options {
+                    push(&mut out, name, v.as_bytes());
+                }
+                wrote_stream_options = true;
+            }
+            _ => push(&mut out, name, raw.get().as_bytes()),
+        }
+    }
+    if let (Some(v), false) = (&stream_options, wrote_stream_options) {
+        push(&mut out, "stream_options", v.as_bytes());
+    }
+    out.push(b'}');
+    out
+}
+
+/// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn truncate(b: &[u8], n: usize) -> &[u8] {
@@ -362,6 +473,125 @@ data: [DONE]\n\n";
         assert!(!t.stream_chunk(STREAM.as_bytes(), true, &mut out));
         assert!(out.is_empty());
         assert_eq!(t.usage().unwrap().total_tokens(), 11);
+    }
+
+    fn translate_with(provider_json: &str, body: &str) -> Result<ProviderRequest, GatewayError> {
+        let cfg = Config::parse(
+            format!(
+                r#"{{"providers":{{"p":{provider_json}}},"models":[{{"name":"m","deployments":[{{"provider":"p","model":"dep-1"}}]}}]}}"#
+            )
+            .as_bytes(),
+            &ProcessEnv,
+        )
+        .unwrap();
+        let env = parse_chat_envelope(body.as_bytes()).unwrap();
+        OpenAiChat::default().request(&ChatCall {
+            raw: body.as_bytes(),
+            envelope: &env,
+            provider: &cfg.providers[0],
+            upstream_model: "dep-1",
+            now_unix: 0,
+            want_stream_usage: true,
+        })
+    }
+
+    #[test]
+    fn azure_classic_and_v1_paths_and_api_key_header() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#;
+        let req = translate_with(
+            r#"{"type":"azure","cluster":"c","host":"res.openai.azure.com","api_key":"az"}"#,
+            body,
+        )
+        .unwrap();
+        assert_eq!(
+            req.path,
+            "/openai/deployments/dep-1/chat/completions?api-version=2024-10-21"
+        );
+        assert!(req.headers.contains(&("api-key".into(), "az".into())));
+        assert!(!req.headers.iter().any(|(k, _)| k == "authorization"));
+        assert_eq!(req.remove_headers, vec!["authorization"]);
+        let req = translate_with(
+            r#"{"type":"azure","cluster":"c","api_version":"v1","api_key":"az"}"#,
+            body,
+        )
+        .unwrap();
+        assert_eq!(req.path, "/openai/v1/chat/completions");
+        let v: serde_json::Value = serde_json::from_slice(&req.body.unwrap()).unwrap();
+        assert_eq!(v["model"], "dep-1");
+    }
+
+    #[test]
+    fn model_in_path_is_percent_encoded() {
+        assert_eq!(percent_encode("gpt-4o.mini_x~"), "gpt-4o.mini_x~");
+        assert_eq!(percent_encode("a/b c?"), "a%2Fb%20c%3F");
+    }
+
+    #[test]
+    fn preset_supplies_host_path_and_refuses_unsupported_fields() {
+        let cfg = Config::parse(
+            br#"{"providers":{"g":{"type":"groq","cluster":"groq","api_key":"k"}},"models":[{"name":"m","deployments":[{"provider":"g"}]}]}"#,
+            &ProcessEnv,
+        )
+        .unwrap();
+        let g = &cfg.providers[0];
+        assert_eq!(g.host.as_deref(), Some("api.groq.com"));
+        assert_eq!(g.chat_path, "/openai/v1/chat/completions");
+        assert_eq!(cfg.models[0].owned_by, "groq");
+
+        let groq = r#"{"type":"groq","cluster":"c","api_key":"k"}"#;
+        let ok = translate_with(
+            groq,
+            r#"{"model":"m","messages":[{"role":"user"}],"n":1,"logprobs":false}"#,
+        );
+        assert!(ok.is_ok());
+        let e = translate_with(
+            groq,
+            r#"{"model":"m","messages":[{"role":"user"}],"logprobs":true}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(e.param.as_deref(), Some("logprobs"));
+        assert!(e.message.contains("drop_params"));
+
+        let dropping = r#"{"type":"groq","cluster":"c","drop_params":true}"#;
+        let req = translate_with(
+            dropping,
+            r#"{"model":"m","messages":[{"role":"user"}],"logprobs":true,"top_logprobs":2,"temperature":0.5,"stream":true}"#,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&req.body.unwrap()).unwrap();
+        assert!(v.get("logprobs").is_none() && v.get("top_logprobs").is_none());
+        assert_eq!(v["temperature"], 0.5);
+        assert_eq!(v["model"], "dep-1");
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn preset_renames_fields() {
+        let req = translate_with(
+            r#"{"type":"mistral","cluster":"c"}"#,
+            r#"{"model":"m","messages":[{"role":"user"}],"seed":42}"#,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&req.body.unwrap()).unwrap();
+        assert_eq!(v["random_seed"], 42);
+        assert!(v.get("seed").is_none());
+    }
+
+    #[test]
+    fn api_version_only_for_azure() {
+        let e = Config::parse(
+            br#"{"providers":{"p":{"type":"openai","cluster":"c","api_version":"v1"}},"models":[{"name":"m","deployments":[{"provider":"p"}]}]}"#,
+            &ProcessEnv,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "providers.p.api_version");
+        let e = Config::parse(
+            br#"{"providers":{"p":{"type":"azure","cluster":"c","api_version":"2024/10"}},"models":[{"name":"m","deployments":[{"provider":"p"}]}]}"#,
+            &ProcessEnv,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "providers.p.api_version");
     }
 
     #[test]

@@ -1,0 +1,117 @@
+"""Azure OpenAI and the OpenAI-compatible presets (`type: groq`, ...), through a real Envoy.
+
+The mock serves Azure's deployment paths (requiring `api-version` and `api-key`, refusing a
+leaked `Authorization`) and chat completions under any prefix, so each preset's default path is
+exercised as configured."""
+
+import openai
+import pytest
+
+from harness import new_id
+
+USER = [{"role": "user", "content": "hello"}]
+
+
+def client(g, mid):
+    return openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client", max_retries=0,
+                         default_headers={"x-mock-id": mid})
+
+
+@pytest.fixture
+def azure(make_gateway):
+    return make_gateway({
+        "providers": {"az": {"type": "azure", "cluster": "mock", "api_key": "az-key"},
+                      "az1": {"type": "azure", "cluster": "mock", "api_key": "az-key", "api_version": "v1"}},
+        "models": [{"name": "gpt-4o", "deployments": [{"provider": "az", "model": "my-gpt4o-deployment"}]},
+                   {"name": "gpt-4o-v1", "deployments": [{"provider": "az1", "model": "my-gpt4o-deployment"}]}],
+    })
+
+
+def test_azure_classic_deployment_path(azure, mock):
+    mid = new_id()
+    r = client(azure, mid).chat.completions.create(model="gpt-4o", messages=USER)
+    assert r.choices[0].message.content.endswith("hello")
+    [seen] = mock.requests(mid)
+    assert seen["path"] == "/openai/deployments/my-gpt4o-deployment/chat/completions"
+    assert seen["query"] == "api-version=2024-10-21"
+    assert seen["headers"]["api-key"] == "az-key"
+    assert "authorization" not in seen["headers"]
+
+
+def test_azure_v1_path_and_stream(azure, mock):
+    mid = new_id()
+    chunks = list(client(azure, mid).chat.completions.create(model="gpt-4o-v1", messages=USER, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).endswith("hello")
+    [seen] = mock.requests(mid)
+    assert seen["path"] == "/openai/v1/chat/completions"
+    assert seen["body"]["model"] == "my-gpt4o-deployment"
+
+
+def test_azure_errors_are_openai_errors(azure):
+    r = azure.post("/v1/chat/completions", {"model": "gpt-4o", "messages": USER},
+                   headers={"x-mock-status": "429", "x-mock-retry-after": "2"})
+    assert r.status_code == 429
+    assert "az" in r.json()["error"]["message"]
+    assert r.headers["retry-after"] == "2"
+
+
+@pytest.mark.parametrize("preset, path", [
+    ("groq", "/openai/v1/chat/completions"),
+    ("fireworks", "/inference/v1/chat/completions"),
+    ("deepinfra", "/v1/openai/chat/completions"),
+    ("zhipu", "/api/paas/v4/chat/completions"),
+    ("perplexity", "/chat/completions"),
+    ("deepseek", "/v1/chat/completions"),
+])
+def test_presets_use_their_paths_and_bearer_key(make_gateway, mock, preset, path):
+    g = make_gateway({
+        "providers": {"p": {"type": preset, "cluster": "mock", "api_key": "preset-key"}},
+        "models": [{"name": "m", "deployments": [{"provider": "p", "model": "upstream-model"}]}],
+    })
+    mid = new_id()
+    r = client(g, mid).chat.completions.create(model="m", messages=USER)
+    assert r.model == "upstream-model"
+    [seen] = mock.requests(mid)
+    assert seen["path"] == path
+    assert seen["headers"]["authorization"] == "Bearer preset-key"
+    # The preset's API host is sent as the authority (what a TLS cluster to it needs).
+    assert seen["headers"]["host"] == {"groq": "api.groq.com", "fireworks": "api.fireworks.ai",
+                                       "deepinfra": "api.deepinfra.com", "zhipu": "open.bigmodel.cn",
+                                       "perplexity": "api.perplexity.ai", "deepseek": "api.deepseek.com"}[preset]
+    models = openai.OpenAI(base_url=g.url + "/v1", api_key="x").models.list()
+    assert models.data[0].owned_by == preset
+
+
+def test_unsupported_parameter_400_or_dropped(make_gateway, mock):
+    g = make_gateway({
+        "providers": {"strict": {"type": "cerebras", "cluster": "mock"},
+                      "lenient": {"type": "cerebras", "cluster": "mock", "drop_params": True}},
+        "models": [{"name": "strict", "deployments": [{"provider": "strict"}]},
+                   {"name": "lenient", "deployments": [{"provider": "lenient"}]}],
+    })
+    mid = new_id()
+    r = g.post("/v1/chat/completions", {"model": "strict", "messages": USER, "presence_penalty": 0.5},
+               headers={"x-mock-id": mid})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "presence_penalty" and err["code"] == "unsupported_parameter"
+    assert mock.requests(mid) == []  # refused before anything went upstream
+    r = g.post("/v1/chat/completions", {"model": "lenient", "messages": USER, "presence_penalty": 0.5,
+                                        "temperature": 0.3}, headers={"x-mock-id": mid})
+    assert r.status_code == 200, r.text
+    [seen] = mock.requests(mid)
+    assert "presence_penalty" not in seen["body"] and seen["body"]["temperature"] == 0.3
+
+
+def test_mistral_seed_is_renamed(make_gateway, mock):
+    g = make_gateway({
+        "providers": {"m": {"type": "mistral", "cluster": "mock"}},
+        "models": [{"name": "mistral-small", "deployments": [{"provider": "m"}]}],
+    })
+    mid = new_id()
+    r = g.post("/v1/chat/completions", {"model": "mistral-small", "messages": USER, "seed": 7},
+               headers={"x-mock-id": mid})
+    assert r.status_code == 200, r.text
+    body = mock.requests(mid)[0]["body"]
+    assert body["random_seed"] == 7 and "seed" not in body
+    assert body["messages"] == USER
