@@ -60,3 +60,13 @@ def test_example_real_providers_config_validates(tmp_path):
     path.write_text(src.replace("/etc/envoy/llmux.wasm", WASM))
     r = validate_config(str(path), env=env_with(**KEYS))
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_readme_lists_every_preset():
+    import re
+    src = open(os.path.join(ROOT, "src", "providers", "presets.rs")).read()
+    names = re.findall(r'p\(\s*"([a-z0-9-]+)"', src)
+    assert len(names) >= 25
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for name in names:
+        assert f"| `{name}` |" in readme, f"preset {name} missing from the README table"
