@@ -37,6 +37,8 @@ def quickstart_config(env=None):
             {"name": "gpt-4o-mini", "deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]},
             {"name": "claude-3-5-haiku",
              "deployments": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
+            {"name": "text-embedding-3-small",
+             "deployments": [{"provider": "openai", "model": "text-embedding-3-small"}]},
         ],
         "max_request_bytes": 8388608,
         "timeout_ms": 600000,

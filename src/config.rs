@@ -68,8 +68,9 @@ pub struct Provider {
     pub default_max_tokens: u32,
     /// OpenAI protocol: how the key is sent.
     pub auth: AuthStyle,
-    /// OpenAI protocol: chat-completions path; `{model}` stands for the (encoded) model name.
-    pub chat_path: String,
+    /// OpenAI protocol: API path; `{endpoint}` stands for `chat/completions` or `embeddings`,
+    /// `{model}` for the (percent-encoded) model name.
+    pub path_template: String,
     /// Request fields this provider refuses (from its preset).
     pub unsupported: &'static [&'static str],
     /// Request fields this provider names differently (from its preset).
@@ -345,10 +346,10 @@ fn parse_provider(
             "only Azure providers (`type: azure`) take an `api_version`",
         ));
     }
-    let chat_path = if is_azure {
+    let path_template = if is_azure {
         match api_version.unwrap_or(DEFAULT_AZURE_API_VERSION) {
             // The v1 API: deployment name in the body's `model`, no dated version.
-            "v1" => format!("{base_path}/openai/v1/chat/completions"),
+            "v1" => format!("{base_path}/openai/v1/{{endpoint}}"),
             v if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
                 return Err(err(
                     &format!("{path}.api_version"),
@@ -356,11 +357,11 @@ fn parse_provider(
                 ))
             }
             v => {
-                format!("{base_path}/openai/deployments/{{model}}/chat/completions?api-version={v}")
+                format!("{base_path}/openai/deployments/{{model}}/{{endpoint}}?api-version={v}")
             }
         }
     } else {
-        format!("{base_path}/chat/completions")
+        format!("{base_path}/{{endpoint}}")
     };
     let auth = if is_azure {
         AuthStyle::Header("api-key")
@@ -431,7 +432,7 @@ fn parse_provider(
         anthropic_version,
         default_max_tokens,
         auth,
-        chat_path,
+        path_template,
         unsupported: preset.map(|p| p.unsupported).unwrap_or(&[]),
         renames: preset.map(|p| p.renames).unwrap_or(&[]),
         drop_params,

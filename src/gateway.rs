@@ -4,7 +4,7 @@
 
 use crate::config::{Config, Deployment, Model, UnknownPaths};
 use crate::error::GatewayError;
-use crate::openai::parse_chat_envelope;
+use crate::openai::{parse_chat_envelope, parse_embeddings_envelope};
 use crate::providers::{ChatCall, ChatTranslator, Usage};
 
 /// Internal request headers start with this; clients may not send them.
@@ -42,8 +42,8 @@ impl LocalResponse {
 #[derive(Debug, PartialEq)]
 pub enum HeadersDecision {
     Respond(LocalResponse),
-    /// A chat-completions request: buffer the body, then call [`Gateway::on_request_body`].
-    ReadBody,
+    /// A model-routed request: buffer the body, then call [`Gateway::on_request_body`].
+    ReadBody(Endpoint),
     /// Not ours: let Envoy route it untouched.
     PassThrough,
 }
@@ -82,7 +82,7 @@ impl Gateway {
     ) -> HeadersDecision {
         let route = path.split('?').next().unwrap_or(path);
         match Endpoint::of(route) {
-            Some(Endpoint::ChatCompletions) => {
+            Some(endpoint @ (Endpoint::ChatCompletions | Endpoint::Embeddings)) => {
                 if method != "POST" {
                     return respond(method_not_allowed(method, route, "POST"));
                 }
@@ -91,7 +91,7 @@ impl Gateway {
                         return respond(self.too_large());
                     }
                 }
-                HeadersDecision::ReadBody
+                HeadersDecision::ReadBody(endpoint)
             }
             Some(Endpoint::Models) => {
                 if method != "GET" {
@@ -103,7 +103,7 @@ impl Gateway {
                 UnknownPaths::Passthrough => HeadersDecision::PassThrough,
                 UnknownPaths::Reject => respond(
                     GatewayError::not_found(format!(
-                        "LLMux does not serve {method} {route}; served: POST /v1/chat/completions, GET /v1/models"
+                        "LLMux does not serve {method} {route}; served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models"
                     ))
                     .with_code("unknown_url"),
                 ),
@@ -129,10 +129,11 @@ impl Gateway {
         .with_code("request_too_large")
     }
 
-    /// The whole chat-completions body: validate, route, translate.
+    /// The whole body of a model-routed request: validate, route, translate.
     /// `pick` is a random number used to choose among weighted deployments.
     pub fn on_request_body(
         &self,
+        endpoint: Endpoint,
         body: &[u8],
         now_unix: u64,
         pick: u32,
@@ -140,7 +141,10 @@ impl Gateway {
         if body.len() as u64 > u64::from(self.config.max_request_bytes) {
             return Err(self.too_large());
         }
-        let env = parse_chat_envelope(body)?;
+        let env = match endpoint {
+            Endpoint::Embeddings => parse_embeddings_envelope(body)?,
+            _ => parse_chat_envelope(body)?,
+        };
         let model = self.config.model(&env.model).ok_or_else(|| {
             let known: Vec<&str> = self.config.model_names().collect();
             GatewayError::not_found(format!(
@@ -153,7 +157,17 @@ impl Gateway {
         })?;
         let deployment = choose_deployment(model, pick);
         let provider = self.config.provider(deployment);
-        let mut translator = provider.kind.chat_translator();
+        let mut translator = match endpoint {
+            Endpoint::Embeddings => provider.kind.embeddings_translator().ok_or_else(|| {
+                GatewayError::bad_request(format!(
+                    "model `{}` is served by provider `{}` ({}), which has no embeddings API",
+                    env.model, provider.name, provider.type_name
+                ))
+                .with_param("model")
+                .with_code("unsupported_endpoint")
+            })?,
+            _ => provider.kind.chat_translator(),
+        };
         let req = translator.request(&ChatCall {
             raw: body,
             envelope: &env,
@@ -210,8 +224,11 @@ fn method_not_allowed(method: &str, route: &str, allowed: &str) -> GatewayError 
     .with_code("method_not_allowed")
 }
 
-enum Endpoint {
+/// The API endpoints LLMux serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
     ChatCompletions,
+    Embeddings,
     Models,
 }
 
@@ -220,6 +237,7 @@ impl Endpoint {
         let p = path.strip_prefix("/v1").unwrap_or(path);
         match p.trim_end_matches('/') {
             "/chat/completions" => Some(Self::ChatCompletions),
+            "/embeddings" => Some(Self::Embeddings),
             "/models" => Some(Self::Models),
             _ => None,
         }
@@ -518,11 +536,15 @@ mod tests {
         let g = gw();
         assert_eq!(
             g.on_request_headers("POST", "/v1/chat/completions", Some(10)),
-            HeadersDecision::ReadBody
+            HeadersDecision::ReadBody(Endpoint::ChatCompletions)
         );
         assert_eq!(
             g.on_request_headers("POST", "/chat/completions?x=1", None),
-            HeadersDecision::ReadBody
+            HeadersDecision::ReadBody(Endpoint::ChatCompletions)
+        );
+        assert_eq!(
+            g.on_request_headers("POST", "/v1/embeddings", None),
+            HeadersDecision::ReadBody(Endpoint::Embeddings)
         );
         let r = local(g.on_request_headers("GET", "/v1/models", None));
         assert_eq!(r.status, 200);
@@ -552,7 +574,7 @@ mod tests {
         );
         let g = Gateway::new(Config::parse(cfg.as_bytes(), &ProcessEnv).unwrap(), 0);
         assert_eq!(
-            g.on_request_headers("POST", "/v1/embeddings", None),
+            g.on_request_headers("POST", "/v1/images/generations", None),
             HeadersDecision::PassThrough
         );
     }
@@ -561,6 +583,7 @@ mod tests {
     fn unknown_model_lists_known_ones() {
         let e = gw()
             .on_request_body(
+                Endpoint::ChatCompletions,
                 br#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
                 0,
                 0,
@@ -576,6 +599,7 @@ mod tests {
     fn forward_sets_route_auth_and_timeout() {
         let f = gw()
             .on_request_body(
+                Endpoint::ChatCompletions,
                 br#"{"model":"gpt","messages":[{"role":"user","content":"x"}]}"#,
                 0,
                 0,
@@ -596,6 +620,45 @@ mod tests {
         // model renamed → body rewritten → content-length dropped
         assert!(f.body.is_some());
         assert!(f.remove_headers.contains(&"content-length"));
+    }
+
+    #[test]
+    fn embeddings_route_to_openai_protocol_only() {
+        let g = gw();
+        let f = g
+            .on_request_body(
+                Endpoint::Embeddings,
+                br#"{"model":"gpt","input":"hi"}"#,
+                0,
+                0,
+            )
+            .ok()
+            .unwrap();
+        let path = f.set_headers.iter().find(|(k, _)| k == ":path").unwrap();
+        assert_eq!(path.1, "/v1/embeddings");
+        let e = g
+            .on_request_body(
+                Endpoint::Embeddings,
+                br#"{"model":"claude","input":"hi"}"#,
+                0,
+                0,
+            )
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (400, Some("unsupported_endpoint"))
+        );
+        let e = g
+            .on_request_body(
+                Endpoint::Embeddings,
+                br#"{"model":"gpt","messages":[]}"#,
+                0,
+                0,
+            )
+            .err()
+            .unwrap();
+        assert_eq!(e.param.as_deref(), Some("input"));
     }
 
     #[test]
@@ -621,7 +684,7 @@ mod tests {
         let body = format!(
             r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"x"}}]}}"#
         );
-        gw().on_request_body(body.as_bytes(), 0, 0)
+        gw().on_request_body(Endpoint::ChatCompletions, body.as_bytes(), 0, 0)
             .ok()
             .unwrap()
             .exchange
@@ -774,7 +837,16 @@ mod tests {
                 }
                 b
             };
-            match g.on_request_body(&body, 1, rng.next() as u32) {
+            match g.on_request_body(
+                if i % 7 == 0 {
+                    Endpoint::Embeddings
+                } else {
+                    Endpoint::ChatCompletions
+                },
+                &body,
+                1,
+                rng.next() as u32,
+            ) {
                 Err(e) => {
                     assert!((400..600).contains(&e.status));
                     error_json(&e.body());

@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod body;
 pub mod config;
+pub mod embeddings;
 pub mod mock;
 pub mod openai;
 pub mod record;

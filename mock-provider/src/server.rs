@@ -4,7 +4,7 @@ use crate::body::{self, MockBody};
 use crate::config::Config;
 use crate::mock::{self, MockHeaders, Plan};
 use crate::record::{self, Recorded, Recorder};
-use crate::{anthropic, openai};
+use crate::{anthropic, embeddings, openai};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -177,6 +177,7 @@ async fn handle(
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Provider {
     OpenAi,
+    OpenAiEmbeddings,
     Anthropic,
 }
 
@@ -212,8 +213,14 @@ async fn route(
         (&Method::POST, "/v1/messages") => provider(state, reset, req, Provider::Anthropic).await,
         // Azure OpenAI, classic deployment paths: `api-version` query and `api-key` header.
         (&Method::POST, p)
-            if p.starts_with("/openai/deployments/") && p.ends_with("/chat/completions") =>
+            if p.starts_with("/openai/deployments/")
+                && (p.ends_with("/chat/completions") || p.ends_with("/embeddings")) =>
         {
+            let which = if p.ends_with("/embeddings") {
+                Provider::OpenAiEmbeddings
+            } else {
+                Provider::OpenAi
+            };
             let versioned = req
                 .uri()
                 .query()
@@ -222,7 +229,7 @@ async fn route(
             let has_key = req.headers().contains_key("api-key");
             let leaked = req.headers().contains_key("authorization");
             if versioned && has_key && !leaked {
-                return provider(state, reset, req, Provider::OpenAi).await;
+                return provider(state, reset, req, which).await;
             }
             let (parts, body) = req.into_parts();
             let bytes = read_body(body).await.unwrap_or_default();
@@ -245,6 +252,9 @@ async fn route(
         // (`/openai/v1`, `/inference/v1`, `/api/paas/v4`, ...).
         (&Method::POST, p) if p.ends_with("/chat/completions") => {
             provider(state, reset, req, Provider::OpenAi).await
+        }
+        (&Method::POST, p) if p.ends_with("/embeddings") => {
+            provider(state, reset, req, Provider::OpenAiEmbeddings).await
         }
         (&Method::GET, "/v1/models") => {
             let (parts, body) = req.into_parts();
@@ -345,7 +355,7 @@ async fn provider(
             record(state, &parts, Bytes::new());
             let n = state.next_id();
             let reply = match which {
-                Provider::OpenAi => Reply::json(
+                Provider::OpenAi | Provider::OpenAiEmbeddings => Reply::json(
                     413,
                     openai::OaiError::invalid("Request too large.", None, None).body(),
                 ),
@@ -371,6 +381,7 @@ async fn provider(
     let n = state.next_id();
     let reply = match which {
         Provider::OpenAi => openai_reply(state, &parts, &bytes, &mock, n),
+        Provider::OpenAiEmbeddings => embeddings_reply(state, &parts, &bytes, &mock, n),
         Provider::Anthropic => anthropic_reply(state, &parts, &bytes, &mock, n),
     };
     Ok(deliver(reply, &mock))
@@ -442,6 +453,36 @@ fn openai_auth(state: &State, parts: &Parts) -> Option<openai::OaiError> {
             Some("invalid_api_key"),
         )),
     }
+}
+
+fn embeddings_reply(
+    state: &State,
+    parts: &Parts,
+    bytes: &Bytes,
+    mock: &MockHeaders,
+    n: u64,
+) -> Reply {
+    let mut reply = (|| {
+        if let Some(e) = openai_auth(state, parts) {
+            return Reply::json(401, e.body());
+        }
+        let parsed = serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null);
+        if let Some(status) = mock.status {
+            let model = parsed
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            return Reply::json(status, openai::status_error(status, model).body());
+        }
+        match embeddings::validate(&parsed) {
+            Ok(inputs) => Reply::json(200, embeddings::response_body(&parsed, &inputs)),
+            Err(e) => Reply::json(400, e.body()),
+        }
+    })();
+    reply
+        .headers
+        .push(("x-request-id", format!("req_mock_{n}")));
+    reply
 }
 
 fn openai_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Reply {

@@ -29,9 +29,21 @@ pub struct ChatEnvelope<'a> {
     pub close_brace: usize,
     /// Every top-level field, in body order, as raw JSON (later duplicates win, as in serde_json).
     pub fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Address of the body's first byte, to turn raw values into spans.
+    base: usize,
 }
 
 impl<'a> ChatEnvelope<'a> {
+    /// Where a raw value taken from this body sits in it.
+    pub fn span_of(&self, raw: &RawValue) -> Span {
+        let s = raw.get();
+        let start = (s.as_ptr() as usize).saturating_sub(self.base);
+        Span {
+            start,
+            end: start + s.len(),
+        }
+    }
+
     pub fn field(&self, name: &str) -> Option<&'a RawValue> {
         self.fields
             .iter()
@@ -41,23 +53,14 @@ impl<'a> ChatEnvelope<'a> {
     }
 }
 
-/// Parses and validates the top level of a chat-completions request.
-pub fn parse_chat_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
+/// The top level of any model-routed request: a JSON object with a non-empty string `model`.
+fn parse_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| GatewayError::bad_request(format!("request body is not valid UTF-8: {e}")))?;
     let top: TopLevel<'_> = serde_json::from_str(text).map_err(|e| {
         GatewayError::bad_request(format!("request body is not a valid JSON object: {e}"))
             .with_code("invalid_json")
     })?;
-    let base = text.as_ptr() as usize;
-    let span_of = |raw: &RawValue| {
-        let s = raw.get();
-        let start = s.as_ptr() as usize - base;
-        Span {
-            start,
-            end: start + s.len(),
-        }
-    };
     let close_brace = text.trim_end().len().saturating_sub(1);
 
     let mut env = ChatEnvelope {
@@ -68,6 +71,7 @@ pub fn parse_chat_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError
         stream_options_span: None,
         close_brace,
         fields: top.0,
+        base: text.as_ptr() as usize,
     };
 
     let model_raw = env.field("model").ok_or_else(|| {
@@ -82,9 +86,14 @@ pub fn parse_chat_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError
             "`model` must not be empty",
         ));
     }
-    env.model_span = span_of(model_raw);
+    env.model_span = env.span_of(model_raw);
     env.model = model;
+    Ok(env)
+}
 
+/// Parses and validates the top level of a chat-completions request.
+pub fn parse_chat_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
+    let mut env = parse_top(body)?;
     let messages_raw = env.field("messages").ok_or_else(|| {
         GatewayError::invalid_param("messages", "`messages` is required")
             .with_code("missing_required_parameter")
@@ -139,7 +148,49 @@ pub fn parse_chat_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError
                 )
             })?;
             env.include_usage = so.include_usage.unwrap_or(false);
-            env.stream_options_span = Some(span_of(raw));
+            env.stream_options_span = Some(env.span_of(raw));
+        }
+    }
+    Ok(env)
+}
+
+/// Parses and validates the top level of an embeddings request.
+pub fn parse_embeddings_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
+    let env = parse_top(body)?;
+    let input = env.field("input").ok_or_else(|| {
+        GatewayError::invalid_param("input", "`input` is required")
+            .with_code("missing_required_parameter")
+    })?;
+    let valid_input = match serde_json::from_str::<serde_json::Value>(input.get()) {
+        Ok(serde_json::Value::String(_)) => true,
+        Ok(serde_json::Value::Array(items)) => {
+            !items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i.is_string() || i.is_u64() || i.is_array())
+        }
+        _ => false,
+    };
+    if !valid_input {
+        return Err(GatewayError::invalid_param(
+            "input",
+            "`input` must be a string, or a non-empty array of strings or token arrays",
+        ));
+    }
+    if let Some(d) = env.field("dimensions") {
+        if d.get() != "null" && !d.get().parse::<u32>().is_ok_and(|n| n > 0) {
+            return Err(GatewayError::invalid_param(
+                "dimensions",
+                "`dimensions` must be a positive integer",
+            ));
+        }
+    }
+    if let Some(f) = env.field("encoding_format") {
+        if !matches!(f.get(), "null" | "\"float\"" | "\"base64\"") {
+            return Err(GatewayError::invalid_param(
+                "encoding_format",
+                "`encoding_format` must be `float` or `base64`",
+            ));
         }
     }
     Ok(env)
@@ -253,6 +304,37 @@ mod tests {
         let so = e.stream_options_span.unwrap();
         assert_eq!(&body[so.start..so.end], r#"{"include_usage": true}"#);
         assert_eq!(&body[e.close_brace..], "}");
+    }
+
+    #[test]
+    fn embeddings_envelope_checks_input_and_options() {
+        let ok = parse_embeddings_envelope(
+            br#"{"model":"e","input":["a",[1,2]],"dimensions":8,"encoding_format":"base64"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.model, "e");
+        for (body, param) in [
+            (r#"{"model":"e"}"#, Some("input")),
+            (r#"{"model":"e","input":[]}"#, Some("input")),
+            (r#"{"model":"e","input":{}}"#, Some("input")),
+            (r#"{"model":"e","input":[{}]}"#, Some("input")),
+            (
+                r#"{"model":"e","input":"x","dimensions":0}"#,
+                Some("dimensions"),
+            ),
+            (
+                r#"{"model":"e","input":"x","dimensions":"8"}"#,
+                Some("dimensions"),
+            ),
+            (
+                r#"{"model":"e","input":"x","encoding_format":"hex"}"#,
+                Some("encoding_format"),
+            ),
+            (r#"{"input":"x"}"#, Some("model")),
+        ] {
+            let e = parse_embeddings_envelope(body.as_bytes()).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, param), "{body}");
+        }
     }
 
     #[test]

@@ -3,4 +3,6 @@
 pub mod chat;
 pub mod envelope;
 
-pub use envelope::{json_string, parse_chat_envelope, ChatEnvelope, Span};
+pub use envelope::{
+    json_string, parse_chat_envelope, parse_embeddings_envelope, ChatEnvelope, Span,
+};

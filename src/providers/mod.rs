@@ -45,6 +45,14 @@ impl ProviderKind {
         }
     }
 
+    /// A fresh translator for one `/v1/embeddings` request, if this kind of provider has them.
+    pub fn embeddings_translator(self) -> Option<Box<dyn ChatTranslator>> {
+        match self {
+            Self::OpenAi => Some(Box::new(openai::OpenAiChat::embeddings())),
+            Self::Anthropic => None,
+        }
+    }
+
     /// A fresh translator for one chat-completions request to this kind of provider.
     pub fn chat_translator(self) -> Box<dyn ChatTranslator> {
         match self {

@@ -14,6 +14,8 @@ use crate::sse::SseParser;
 
 #[derive(Default)]
 pub struct OpenAiChat {
+    /// `embeddings` for `/v1/embeddings`; chat completions otherwise.
+    embeddings: bool,
     provider: String,
     /// We added `include_usage`: drop the usage-only chunk before it reaches the client.
     strip_usage_chunk: bool,
@@ -21,6 +23,16 @@ pub struct OpenAiChat {
     usage: Option<Usage>,
     /// Only used when the stream must be inspected event by event (usage wanted).
     sse: Option<SseParser>,
+}
+
+impl OpenAiChat {
+    /// The same pass-through for `/v1/embeddings`.
+    pub fn embeddings() -> Self {
+        OpenAiChat {
+            embeddings: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl ChatTranslator for OpenAiChat {
@@ -104,7 +116,15 @@ impl ChatTranslator for OpenAiChat {
         headers.extend(p.headers.iter().cloned());
         Ok(ProviderRequest {
             path: p
-                .chat_path
+                .path_template
+                .replace(
+                    "{endpoint}",
+                    if self.embeddings {
+                        "embeddings"
+                    } else {
+                        "chat/completions"
+                    },
+                )
                 .replace("{model}", &percent_encode(call.upstream_model)),
             headers,
             remove_headers,
@@ -535,7 +555,7 @@ data: [DONE]\n\n";
         .unwrap();
         let g = &cfg.providers[0];
         assert_eq!(g.host.as_deref(), Some("api.groq.com"));
-        assert_eq!(g.chat_path, "/openai/v1/chat/completions");
+        assert_eq!(g.path_template, "/openai/v1/{endpoint}");
         assert_eq!(cfg.models[0].owned_by, "groq");
 
         let groq = r#"{"type":"groq","cluster":"c","api_key":"k"}"#;

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use super::host::{self, Buffer, Map};
 use crate::config::{Config, ProcessEnv};
 use crate::gateway::{
-    BodyAction, Exchange, Gateway, HeadersDecision, LocalResponse, INTERNAL_HEADER_PREFIX,
+    BodyAction, Endpoint, Exchange, Gateway, HeadersDecision, LocalResponse, INTERNAL_HEADER_PREFIX,
 };
 
 proxy_wasm::main! {{
@@ -94,6 +94,7 @@ impl RootContext for Root {
             replied: false,
             exchange: None,
             request_id: None,
+            endpoint: None,
         }))
     }
 
@@ -109,6 +110,8 @@ struct Stream {
     replied: bool,
     exchange: Option<Exchange>,
     request_id: Option<String>,
+    /// Set once the headers show a model-routed request whose body is awaited.
+    endpoint: Option<Endpoint>,
 }
 
 impl Context for Stream {}
@@ -130,12 +133,20 @@ impl Stream {
         Action::Pause
     }
 
-    fn handle_body(&mut self, shared: &Shared, body: &[u8], body_size: usize) -> Action {
+    fn handle_body(
+        &mut self,
+        shared: &Shared,
+        endpoint: Endpoint,
+        body: &[u8],
+        body_size: usize,
+    ) -> Action {
         let now_ns = host::now_nanos();
-        match shared
-            .gateway
-            .on_request_body(body, now_ns / 1_000_000_000, shared.next_random())
-        {
+        match shared.gateway.on_request_body(
+            endpoint,
+            body,
+            now_ns / 1_000_000_000,
+            shared.next_random(),
+        ) {
             Err(e) => self.reply(&LocalResponse::error(&e)),
             Ok(fwd) => {
                 for (k, v) in &fwd.set_headers {
@@ -189,10 +200,11 @@ impl HttpContext for Stream {
         {
             HeadersDecision::Respond(r) => self.reply(&r),
             HeadersDecision::PassThrough => Action::Continue,
-            HeadersDecision::ReadBody => {
+            HeadersDecision::ReadBody(endpoint) => {
                 if end_of_stream {
-                    self.handle_body(&shared, &[], 0)
+                    self.handle_body(&shared, endpoint, &[], 0)
                 } else {
+                    self.endpoint = Some(endpoint);
                     Action::Pause
                 }
             }
@@ -203,7 +215,7 @@ impl HttpContext for Stream {
         if self.replied || self.exchange.is_some() {
             return Action::Continue;
         }
-        let Some(shared) = self.shared.clone() else {
+        let (Some(shared), Some(endpoint)) = (self.shared.clone(), self.endpoint) else {
             return Action::Continue;
         };
         if !end_of_stream {
@@ -219,7 +231,7 @@ impl HttpContext for Stream {
                 Vec::new()
             }
         };
-        self.handle_body(&shared, &body, body_size)
+        self.handle_body(&shared, endpoint, &body, body_size)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

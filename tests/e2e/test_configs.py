@@ -19,7 +19,7 @@ def test_quickstart_mock_config_validates(tmp_path):
     path.write_text(render_envoy.render(wasm_path=WASM, env=env_with()))
     r = validate_config(str(path), env=env_with())
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "LLMux configured: 2 providers, 2 models" in r.stderr
+    assert "LLMux configured: 2 providers, 3 models" in r.stderr
 
 
 def test_quickstart_with_keys_uses_real_tls_clusters(tmp_path):

@@ -85,6 +85,15 @@ def test_unknown_paths_passthrough_when_configured(make_gateway, mock):
     }, fallback_route=fallback)
     r = httpx.get(g.url + "/health", timeout=10)
     assert r.status_code == 200 and r.text.strip() == "ok"
+    # A body on a path LLMux does not serve goes upstream untouched (not parsed as chat).
+    mid = new_id()
+    body = b'{"prompt": "a cat", "model": "dall-e-3", "note": "not a chat request"}'
+    r = httpx.post(g.url + "/v1/images/generations", content=body,
+                   headers={"x-mock-id": mid, "content-type": "application/json"}, timeout=10)
+    assert r.status_code == 404  # the mock has no images API; what matters is what it received
+    [seen] = mock.requests(mid)
+    assert seen["path"] == "/v1/images/generations"
+    assert seen["body"] == {"prompt": "a cat", "model": "dall-e-3", "note": "not a chat request"}
 
 
 @pytest.mark.parametrize("status, client_status, kind", [

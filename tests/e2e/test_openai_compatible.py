@@ -115,3 +115,12 @@ def test_mistral_seed_is_renamed(make_gateway, mock):
     body = mock.requests(mid)[0]["body"]
     assert body["random_seed"] == 7 and "seed" not in body
     assert body["messages"] == USER
+
+
+def test_azure_embeddings_deployment_path(azure, mock):
+    mid = new_id()
+    r = client(azure, mid).embeddings.create(model="gpt-4o", input="hi", encoding_format="float")
+    assert len(r.data[0].embedding) == 8
+    [seen] = mock.requests(mid)
+    assert seen["path"] == "/openai/deployments/my-gpt4o-deployment/embeddings"
+    assert seen["query"] == "api-version=2024-10-21"

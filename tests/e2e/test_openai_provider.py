@@ -15,7 +15,7 @@ def client(gateway, mock_id, **headers):
 def test_models_list_served_by_filter(gateway):
     models = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x").models.list()
     ids = [m.id for m in models.data]
-    assert ids == ["gpt-4o-mini", "claude-3-5-haiku"]
+    assert ids == ["gpt-4o-mini", "claude-3-5-haiku", "text-embedding-3-small"]
     assert {m.owned_by for m in models.data} == {"openai", "anthropic"}
 
 
@@ -159,3 +159,33 @@ def test_vm_memory_gauge_is_exported(gateway):
     [line] = [l for l in stats.splitlines() if l.startswith("wasmcustom.llmux.vm_memory_bytes:")]
     value = int(line.split(":")[1])
     assert value >= 65536 and value % 65536 == 0
+
+
+def test_embeddings_via_sdk(gateway, mock):
+    import base64
+    import struct
+    mid = new_id()
+    c = client(gateway, mid)
+    r = c.embeddings.create(model="text-embedding-3-small", input=["alpha", "beta"], dimensions=6)
+    assert [d.index for d in r.data] == [0, 1]
+    assert all(len(d.embedding) == 6 for d in r.data)
+    assert r.usage.prompt_tokens > 0
+    # The SDK asks for base64 by default when numpy is absent; ask explicitly too.
+    raw = gateway.post("/v1/embeddings", {"model": "text-embedding-3-small", "input": "alpha",
+                                          "dimensions": 6, "encoding_format": "base64"},
+                       headers={"x-mock-id": mid})
+    floats = struct.unpack("<6f", base64.b64decode(raw.json()["data"][0]["embedding"]))
+    assert list(floats) == pytest.approx(r.data[0].embedding)
+    seen = mock.requests(mid)
+    assert [s["path"] for s in seen] == ["/v1/embeddings", "/v1/embeddings"]
+    assert seen[0]["body"]["input"] == ["alpha", "beta"]
+
+
+def test_embeddings_errors(gateway):
+    r = gateway.post("/v1/embeddings", {"model": "text-embedding-3-small"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+    r = gateway.post("/v1/embeddings", {"model": "claude-3-5-haiku", "input": "x"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_endpoint"
+    r = gateway.post("/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"},
+                     headers={"x-mock-status": "429"})
+    assert r.status_code == 429 and "openai" in r.json()["error"]["message"]

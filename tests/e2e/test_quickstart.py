@@ -46,8 +46,11 @@ def test_readme_quick_start_works_as_written(running):
         r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, (cmd, r.stderr)
         outputs.append(r.stdout)
-    models, plain, streamed = outputs
-    assert [m["id"] for m in json.loads(models)["data"]] == ["gpt-4o-mini", "claude-3-5-haiku"]
+    models, plain, streamed, embeddings = outputs
+    assert [m["id"] for m in json.loads(models)["data"]] == ["gpt-4o-mini", "claude-3-5-haiku",
+                                                             "text-embedding-3-small"]
+    vectors = json.loads(embeddings)["data"]
+    assert [len(v["embedding"]) for v in vectors] == [4, 4]
     answer = json.loads(plain)
     assert answer["object"] == "chat.completion"
     assert answer["choices"][0]["message"]["content"] == "Hello from the mock! You said: Hello!"
