@@ -4,7 +4,7 @@
 
 use crate::config::{Config, Deployment, Model, UnknownPaths};
 use crate::error::GatewayError;
-use crate::openai::{parse_chat_envelope, parse_embeddings_envelope};
+use crate::openai::{parse_chat_envelope, parse_embeddings_envelope, parse_messages_envelope};
 use crate::providers::{ChatCall, ChatTranslator, Usage};
 
 /// Internal request headers start with this; clients may not send them.
@@ -82,13 +82,17 @@ impl Gateway {
     ) -> HeadersDecision {
         let route = path.split('?').next().unwrap_or(path);
         match Endpoint::of(route) {
-            Some(endpoint @ (Endpoint::ChatCompletions | Endpoint::Embeddings)) => {
+            Some(endpoint @ (Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Messages)) => {
                 if method != "POST" {
-                    return respond(method_not_allowed(method, route, "POST"));
+                    return HeadersDecision::Respond(
+                        self.error_response(endpoint, &method_not_allowed(method, route, "POST")),
+                    );
                 }
                 if let Some(len) = content_length {
                     if len > u64::from(self.config.max_request_bytes) {
-                        return respond(self.too_large());
+                        return HeadersDecision::Respond(
+                            self.error_response(endpoint, &self.too_large()),
+                        );
                     }
                 }
                 HeadersDecision::ReadBody(endpoint)
@@ -103,7 +107,7 @@ impl Gateway {
                 UnknownPaths::Passthrough => HeadersDecision::PassThrough,
                 UnknownPaths::Reject => respond(
                     GatewayError::not_found(format!(
-                        "LLMux does not serve {method} {route}; served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models"
+                        "LLMux does not serve {method} {route}; served: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/messages, GET /v1/models"
                     ))
                     .with_code("unknown_url"),
                 ),
@@ -112,9 +116,23 @@ impl Gateway {
     }
 
     /// The body has grown to `size` bytes and is not complete yet.
-    pub fn body_too_large(&self, size: usize) -> Option<LocalResponse> {
+    pub fn body_too_large(&self, endpoint: Endpoint, size: usize) -> Option<LocalResponse> {
         (size as u64 > u64::from(self.config.max_request_bytes))
-            .then(|| LocalResponse::error(&self.too_large()))
+            .then(|| self.error_response(endpoint, &self.too_large()))
+    }
+
+    /// An error answered by the gateway itself, in the shape of the endpoint's API.
+    pub fn error_response(&self, endpoint: Endpoint, e: &GatewayError) -> LocalResponse {
+        match endpoint {
+            Endpoint::Messages => {
+                let mut r = LocalResponse::json(e.status, crate::anthropic_api::error_body(e));
+                if let Some(ra) = &e.retry_after {
+                    r.headers.push(("retry-after".into(), ra.clone()));
+                }
+                r
+            }
+            _ => LocalResponse::error(e),
+        }
     }
 
     fn too_large(&self) -> GatewayError {
@@ -143,6 +161,7 @@ impl Gateway {
         }
         let env = match endpoint {
             Endpoint::Embeddings => parse_embeddings_envelope(body)?,
+            Endpoint::Messages => parse_messages_envelope(body)?,
             _ => parse_chat_envelope(body)?,
         };
         let model = self.config.model(&env.model).ok_or_else(|| {
@@ -166,6 +185,7 @@ impl Gateway {
                 .with_param("model")
                 .with_code("unsupported_endpoint")
             })?,
+            Endpoint::Messages => crate::providers::messages::translator(provider.kind),
             _ => provider.kind.chat_translator(),
         };
         let req = translator.request(&ChatCall {
@@ -203,6 +223,7 @@ impl Gateway {
                 upstream_model: deployment.model.clone(),
                 stream: env.stream,
                 mode: ResponseMode::Pending,
+                anthropic_api: endpoint == Endpoint::Messages,
                 status: 0,
                 provider_status: 0,
                 max_response_bytes: self.config.max_response_bytes,
@@ -229,6 +250,8 @@ fn method_not_allowed(method: &str, route: &str, allowed: &str) -> GatewayError 
 pub enum Endpoint {
     ChatCompletions,
     Embeddings,
+    /// Anthropic Messages API.
+    Messages,
     Models,
 }
 
@@ -238,6 +261,7 @@ impl Endpoint {
         match p.trim_end_matches('/') {
             "/chat/completions" => Some(Self::ChatCompletions),
             "/embeddings" => Some(Self::Embeddings),
+            "/messages" => Some(Self::Messages),
             "/models" => Some(Self::Models),
             _ => None,
         }
@@ -315,6 +339,8 @@ pub struct Exchange {
     pub upstream_model: String,
     pub stream: bool,
     mode: ResponseMode,
+    /// The client speaks the Anthropic Messages API: errors in its shape, statuses unmapped.
+    anthropic_api: bool,
     /// The status the client gets.
     pub status: u16,
     /// The status the provider sent.
@@ -361,7 +387,9 @@ impl Exchange {
             self.status = envoy_error_status(status, details);
             ResponseMode::EnvoyError(details.to_string())
         } else if !(200..300).contains(&status) {
-            self.status = crate::providers::client_status(status);
+            if !self.anthropic_api {
+                self.status = crate::providers::client_status(status);
+            }
             ResponseMode::ProviderError
         } else if self.stream {
             ResponseMode::Stream
@@ -412,7 +440,11 @@ impl Exchange {
                     );
                     return BodyAction::ReplaceWhole {
                         status: 502,
-                        body: e.body(),
+                        body: if self.anthropic_api {
+                            crate::anthropic_api::error_body(&e)
+                        } else {
+                            e.body()
+                        },
                     };
                 }
                 if !end_of_stream {
@@ -445,7 +477,13 @@ impl Exchange {
                 Ok(None) => return None,
                 Err(e) => e,
             },
-            ResponseMode::ProviderError => self.translator.error(self.provider_status, body),
+            ResponseMode::ProviderError => {
+                let mut e = self.translator.error(self.provider_status, body);
+                if self.anthropic_api {
+                    e.status = self.provider_status;
+                }
+                e
+            }
             ResponseMode::EnvoyError(details) => {
                 let text = String::from_utf8_lossy(&body[..body.len().min(256)]);
                 let what = if self.status == 504 {
@@ -471,7 +509,11 @@ impl Exchange {
             _ => return None,
         };
         self.status = e.status;
-        Some(e.body())
+        Some(if self.anthropic_api {
+            crate::anthropic_api::error_body(&e)
+        } else {
+            e.body()
+        })
     }
 
     pub fn usage(&self) -> Option<Usage> {
@@ -562,8 +604,13 @@ mod tests {
         assert_eq!(error_json(&r.body)["error"]["code"], "unknown_url");
         let r = local(g.on_request_headers("POST", "/v1/chat/completions", Some(201)));
         assert_eq!(r.status, 413);
-        assert!(g.body_too_large(200).is_none());
-        assert_eq!(g.body_too_large(201).unwrap().status, 413);
+        assert!(g.body_too_large(Endpoint::ChatCompletions, 200).is_none());
+        assert_eq!(
+            g.body_too_large(Endpoint::ChatCompletions, 201)
+                .unwrap()
+                .status,
+            413
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Everything that decides or translates is plain Rust with no proxy-wasm call ([`gateway`],
 //! [`providers`], [`config`], [`sse`]); the [`wasm`] module is the thin glue to the host.
 
+pub mod anthropic_api;
 pub mod config;
 pub mod error;
 pub mod gateway;

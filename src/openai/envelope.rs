@@ -154,6 +154,25 @@ pub fn parse_chat_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError
     Ok(env)
 }
 
+/// Parses and validates the top level of an Anthropic Messages request (`/v1/messages`).
+pub fn parse_messages_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
+    let mut env = parse_top(body)?;
+    crate::anthropic_api::validate_envelope(&env)?;
+    if let Some(raw) = env.field("stream") {
+        env.stream = match raw.get() {
+            "true" => true,
+            "false" | "null" => false,
+            _ => {
+                return Err(GatewayError::invalid_param(
+                    "stream",
+                    "`stream` must be a boolean",
+                ))
+            }
+        };
+    }
+    Ok(env)
+}
+
 /// Parses and validates the top level of an embeddings request.
 pub fn parse_embeddings_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
     let env = parse_top(body)?;

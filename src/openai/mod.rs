@@ -4,5 +4,6 @@ pub mod chat;
 pub mod envelope;
 
 pub use envelope::{
-    json_string, parse_chat_envelope, parse_embeddings_envelope, ChatEnvelope, Span,
+    json_string, parse_chat_envelope, parse_embeddings_envelope, parse_messages_envelope,
+    ChatEnvelope, Span,
 };

@@ -5,6 +5,7 @@
 //! calls the proxy host, so every translator is tested natively.
 
 pub mod anthropic;
+pub mod messages;
 pub mod openai;
 pub mod presets;
 

@@ -147,7 +147,10 @@ impl Stream {
             now_ns / 1_000_000_000,
             shared.next_random(),
         ) {
-            Err(e) => self.reply(&LocalResponse::error(&e)),
+            Err(e) => {
+                let r = shared.gateway.error_response(endpoint, &e);
+                self.reply(&r)
+            }
             Ok(fwd) => {
                 for (k, v) in &fwd.set_headers {
                     if let Err(e) = host::set_header(Map::RequestHeaders, k, v) {
@@ -219,7 +222,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         if !end_of_stream {
-            if let Some(r) = shared.gateway.body_too_large(body_size) {
+            if let Some(r) = shared.gateway.body_too_large(endpoint, body_size) {
                 return self.reply(&r);
             }
             return Action::Pause;

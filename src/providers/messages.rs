@@ -1,0 +1,225 @@
+//! Anthropic Messages clients (`POST /v1/messages`): straight through to Anthropic, or through
+//! the OpenAI pivot to every other provider (see [`crate::anthropic_api`]).
+
+use serde::Deserialize;
+
+use super::{ChatCall, ChatTranslator, ProviderKind, ProviderRequest, Usage};
+use crate::anthropic_api::{self, StreamToMessages};
+use crate::error::GatewayError;
+use crate::openai::{json_string, parse_chat_envelope};
+use crate::sse::SseParser;
+
+/// A fresh translator for one Messages request to this kind of provider.
+pub fn translator(kind: ProviderKind) -> Box<dyn ChatTranslator> {
+    match kind {
+        ProviderKind::Anthropic => Box::new(AnthropicPassthrough::default()),
+        other => Box::new(ViaOpenAi {
+            inner: other.chat_translator(),
+            stream: StreamToMessages::default(),
+        }),
+    }
+}
+
+/// Messages request → OpenAI chat request → the provider's translator, and back.
+pub struct ViaOpenAi {
+    inner: Box<dyn ChatTranslator>,
+    stream: StreamToMessages,
+}
+
+impl ChatTranslator for ViaOpenAi {
+    fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
+        let p = call.provider;
+        let max_completion_tokens = matches!(p.type_name.as_str(), "openai" | "azure");
+        let body = anthropic_api::to_openai_request(call.raw, max_completion_tokens)?;
+        let env = parse_chat_envelope(&body)?;
+        let mut req = self.inner.request(&ChatCall {
+            raw: &body,
+            envelope: &env,
+            provider: p,
+            upstream_model: call.upstream_model,
+            now_unix: call.now_unix,
+            want_stream_usage: true,
+        })?;
+        if req.body.is_none() {
+            req.body = Some(body);
+        }
+        // Anthropic SDKs send their key as x-api-key; it is the client's, never the provider's.
+        req.remove_headers.push("x-api-key");
+        req.remove_headers.push("anthropic-version");
+        req.remove_headers.push("anthropic-beta");
+        Ok(req)
+    }
+
+    fn response(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+        let openai = self.inner.response(body)?;
+        anthropic_api::openai_response_to_message(openai.as_deref().unwrap_or(body)).map(Some)
+    }
+
+    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool {
+        let mut openai = Vec::new();
+        let replaced = self.inner.stream_chunk(chunk, end_of_stream, &mut openai);
+        self.stream
+            .feed(if replaced { &openai } else { chunk }, end_of_stream, out);
+        true
+    }
+
+    fn error(&self, status: u16, body: &[u8]) -> GatewayError {
+        self.inner.error(status, body)
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.inner.usage()
+    }
+}
+
+/// Messages client → Anthropic: the body goes through untouched but for the model name.
+#[derive(Default)]
+pub struct AnthropicPassthrough {
+    provider: String,
+    usage: Option<Usage>,
+    sse: Option<SseParser>,
+}
+
+#[derive(Deserialize, Default)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl AnthropicPassthrough {
+    fn add(&mut self, u: &AnthropicUsage) {
+        let cur = self.usage.get_or_insert_with(Usage::default);
+        let read = u.cache_read_input_tokens;
+        let created = u.cache_creation_input_tokens;
+        if let Some(i) = u.input_tokens {
+            cur.prompt_tokens = i
+                .saturating_add(read.unwrap_or(cur.cached_tokens))
+                .saturating_add(created.unwrap_or(cur.cache_creation_tokens));
+        }
+        if let Some(r) = read {
+            cur.cached_tokens = r;
+        }
+        if let Some(c) = created {
+            cur.cache_creation_tokens = c;
+        }
+        if let Some(o) = u.output_tokens {
+            cur.completion_tokens = o;
+        }
+    }
+}
+
+impl ChatTranslator for AnthropicPassthrough {
+    fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
+        let p = call.provider;
+        let env = call.envelope;
+        self.provider = p.name.clone();
+        if env.stream {
+            self.sse = Some(SseParser::new());
+        }
+        let body = (env.model != call.upstream_model).then(|| {
+            let mut out = Vec::with_capacity(call.raw.len() + 16);
+            out.extend_from_slice(&call.raw[..env.model_span.start]);
+            out.extend_from_slice(json_string(call.upstream_model).as_bytes());
+            out.extend_from_slice(&call.raw[env.model_span.end..]);
+            out
+        });
+        let mut headers = vec![("anthropic-version".to_string(), p.anthropic_version.clone())];
+        let mut remove_headers = vec!["authorization"];
+        match &p.api_key {
+            Some(key) => headers.push(("x-api-key".to_string(), key.clone())),
+            None => remove_headers.push("x-api-key"),
+        }
+        headers.extend(p.headers.iter().cloned());
+        Ok(ProviderRequest {
+            path: format!("{}/messages", p.base_path),
+            headers,
+            remove_headers,
+            body,
+        })
+    }
+
+    fn response(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+        #[derive(Deserialize)]
+        struct WithUsage {
+            usage: Option<AnthropicUsage>,
+        }
+        if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice(body) {
+            self.add(&u);
+        }
+        Ok(None)
+    }
+
+    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, _out: &mut Vec<u8>) -> bool {
+        #[derive(Deserialize)]
+        struct Event {
+            message: Option<Msg>,
+            usage: Option<AnthropicUsage>,
+        }
+        #[derive(Deserialize)]
+        struct Msg {
+            usage: Option<AnthropicUsage>,
+        }
+        let Some(mut sse) = self.sse.take() else {
+            return false;
+        };
+        let mut seen = Vec::new();
+        let mut on_event = |e: crate::sse::SseEvent| {
+            if e.data.contains("\"usage\"") {
+                if let Ok(ev) = serde_json::from_str::<Event>(&e.data) {
+                    if let Some(u) = ev.usage.or(ev.message.and_then(|m| m.usage)) {
+                        seen.push(u);
+                    }
+                }
+            }
+        };
+        sse.feed(chunk, &mut on_event);
+        if end_of_stream {
+            sse.finish(&mut on_event);
+        }
+        for u in &seen {
+            self.add(u);
+        }
+        self.sse = Some(sse);
+        false
+    }
+
+    fn error(&self, status: u16, body: &[u8]) -> GatewayError {
+        #[derive(Deserialize)]
+        struct Envelope {
+            error: Option<Body>,
+        }
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+            message: Option<String>,
+        }
+        match serde_json::from_slice::<Envelope>(body)
+            .ok()
+            .and_then(|e| e.error)
+        {
+            Some(b) => super::provider_error(
+                &self.provider,
+                status,
+                b.message.as_deref().unwrap_or(""),
+                b.kind.as_deref(),
+            ),
+            None => super::provider_error(
+                &self.provider,
+                status,
+                &String::from_utf8_lossy(&body[..body.len().min(512)]),
+                None,
+            ),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
