@@ -4,8 +4,10 @@
 
 use crate::config::{Config, Deployment, Model, UnknownPaths};
 use crate::error::GatewayError;
+use crate::openai::ChatEnvelope;
 use crate::openai::{parse_chat_envelope, parse_embeddings_envelope, parse_messages_envelope};
-use crate::providers::{ChatCall, ChatTranslator, Usage};
+use crate::providers::openai::OpenAiPassthrough;
+use crate::providers::{ChatCall, ChatTranslator, ProviderKind, Usage};
 
 /// Internal request headers start with this; clients may not send them.
 pub const INTERNAL_HEADER_PREFIX: &str = "x-llmux-";
@@ -82,7 +84,12 @@ impl Gateway {
     ) -> HeadersDecision {
         let route = path.split('?').next().unwrap_or(path);
         match Endpoint::of(route) {
-            Some(endpoint @ (Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Messages)) => {
+            Some(
+                endpoint @ (Endpoint::ChatCompletions
+                | Endpoint::Embeddings
+                | Endpoint::Messages
+                | Endpoint::OpenAiApi(_)),
+            ) => {
                 if method != "POST" {
                     return HeadersDecision::Respond(
                         self.error_response(endpoint, &method_not_allowed(method, route, "POST")),
@@ -153,6 +160,7 @@ impl Gateway {
         &self,
         endpoint: Endpoint,
         body: &[u8],
+        content_type: Option<&str>,
         now_unix: u64,
         pick: u32,
     ) -> Result<Forward, GatewayError> {
@@ -162,6 +170,10 @@ impl Gateway {
         let env = match endpoint {
             Endpoint::Embeddings => parse_embeddings_envelope(body)?,
             Endpoint::Messages => parse_messages_envelope(body)?,
+            Endpoint::OpenAiApi(_) => match content_type.and_then(crate::multipart::boundary) {
+                Some(boundary) => form_envelope(body, boundary)?,
+                None => ChatEnvelope::parse_routed(body)?,
+            },
             _ => parse_chat_envelope(body)?,
         };
         let model = self.config.model(&env.model).ok_or_else(|| {
@@ -186,6 +198,17 @@ impl Gateway {
                 .with_code("unsupported_endpoint")
             })?,
             Endpoint::Messages => crate::providers::messages::translator(provider.kind),
+            Endpoint::OpenAiApi(path) => match provider.kind {
+                ProviderKind::OpenAi => Box::new(OpenAiPassthrough::new(path)),
+                _ => {
+                    return Err(GatewayError::bad_request(format!(
+                        "model `{}` is served by provider `{}` ({}), which has no /v1/{path} API",
+                        env.model, provider.name, provider.type_name
+                    ))
+                    .with_param("model")
+                    .with_code("unsupported_endpoint"))
+                }
+            },
             _ => provider.kind.chat_translator(),
         };
         let req = translator.request(&ChatCall {
@@ -224,12 +247,33 @@ impl Gateway {
                 stream: env.stream,
                 mode: ResponseMode::Pending,
                 anthropic_api: endpoint == Endpoint::Messages,
+                passthrough: matches!(endpoint, Endpoint::OpenAiApi(_)),
                 status: 0,
                 provider_status: 0,
                 max_response_bytes: self.config.max_response_bytes,
             },
         })
     }
+}
+
+/// The envelope of a multipart form routed by its `model` field.
+fn form_envelope<'a>(body: &'a [u8], boundary: &str) -> Result<ChatEnvelope<'a>, GatewayError> {
+    let (start, end) = crate::multipart::field(body, boundary, "model").ok_or_else(|| {
+        GatewayError::invalid_param("model", "the form has no `model` field")
+            .with_code("missing_required_parameter")
+    })?;
+    let model = std::str::from_utf8(&body[start..end])
+        .map_err(|_| GatewayError::invalid_param("model", "`model` is not valid UTF-8"))?;
+    if model.trim().is_empty() {
+        return Err(GatewayError::invalid_param(
+            "model",
+            "`model` must not be empty",
+        ));
+    }
+    Ok(ChatEnvelope::for_model(
+        std::borrow::Cow::Borrowed(model.trim()),
+        crate::openai::Span { start, end },
+    ))
 }
 
 fn respond(e: GatewayError) -> HeadersDecision {
@@ -253,7 +297,22 @@ pub enum Endpoint {
     /// Anthropic Messages API.
     Messages,
     Models,
+    /// Another OpenAI endpoint (`completions`, `responses`, `images/generations`, ...): routed
+    /// by its `model` and passed through to OpenAI-protocol providers.
+    OpenAiApi(&'static str),
 }
+
+/// OpenAI endpoints passed through with model routing and auth (JSON or multipart bodies).
+pub const OPENAI_PASSTHROUGH_PATHS: &[&str] = &[
+    "completions",
+    "responses",
+    "images/generations",
+    "images/edits",
+    "audio/speech",
+    "audio/transcriptions",
+    "audio/translations",
+    "moderations",
+];
 
 impl Endpoint {
     fn of(path: &str) -> Option<Self> {
@@ -263,7 +322,10 @@ impl Endpoint {
             "/embeddings" => Some(Self::Embeddings),
             "/messages" => Some(Self::Messages),
             "/models" => Some(Self::Models),
-            _ => None,
+            other => OPENAI_PASSTHROUGH_PATHS
+                .iter()
+                .find(|s| other.strip_prefix('/') == Some(**s))
+                .map(|s| Self::OpenAiApi(s)),
         }
     }
 }
@@ -341,6 +403,8 @@ pub struct Exchange {
     mode: ResponseMode,
     /// The client speaks the Anthropic Messages API: errors in its shape, statuses unmapped.
     anthropic_api: bool,
+    /// Successful answers go back untouched (other OpenAI endpoints); only errors are rewritten.
+    passthrough: bool,
     /// The status the client gets.
     pub status: u16,
     /// The status the provider sent.
@@ -391,6 +455,8 @@ impl Exchange {
                 self.status = crate::providers::client_status(status);
             }
             ResponseMode::ProviderError
+        } else if self.passthrough {
+            return h;
         } else if self.stream {
             ResponseMode::Stream
         } else {
@@ -621,7 +687,7 @@ mod tests {
         );
         let g = Gateway::new(Config::parse(cfg.as_bytes(), &ProcessEnv).unwrap(), 0);
         assert_eq!(
-            g.on_request_headers("POST", "/v1/images/generations", None),
+            g.on_request_headers("POST", "/v1/files", None),
             HeadersDecision::PassThrough
         );
     }
@@ -632,6 +698,7 @@ mod tests {
             .on_request_body(
                 Endpoint::ChatCompletions,
                 br#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
+                None,
                 0,
                 0,
             )
@@ -648,6 +715,7 @@ mod tests {
             .on_request_body(
                 Endpoint::ChatCompletions,
                 br#"{"model":"gpt","messages":[{"role":"user","content":"x"}]}"#,
+                None,
                 0,
                 0,
             )
@@ -676,6 +744,7 @@ mod tests {
             .on_request_body(
                 Endpoint::Embeddings,
                 br#"{"model":"gpt","input":"hi"}"#,
+                None,
                 0,
                 0,
             )
@@ -687,6 +756,7 @@ mod tests {
             .on_request_body(
                 Endpoint::Embeddings,
                 br#"{"model":"claude","input":"hi"}"#,
+                None,
                 0,
                 0,
             )
@@ -700,12 +770,85 @@ mod tests {
             .on_request_body(
                 Endpoint::Embeddings,
                 br#"{"model":"gpt","messages":[]}"#,
+                None,
                 0,
                 0,
             )
             .err()
             .unwrap();
         assert_eq!(e.param.as_deref(), Some("input"));
+    }
+
+    #[test]
+    fn other_openai_endpoints_route_json_and_forms_by_model() {
+        let g = gw();
+        assert_eq!(
+            g.on_request_headers("POST", "/v1/images/generations", None),
+            HeadersDecision::ReadBody(Endpoint::OpenAiApi("images/generations"))
+        );
+        let f = g
+            .on_request_body(
+                Endpoint::OpenAiApi("responses"),
+                br#"{"model":"gpt","input":"hi","stream":true}"#,
+                Some("application/json"),
+                0,
+                0,
+            )
+            .ok()
+            .unwrap();
+        assert!(f
+            .set_headers
+            .contains(&(":path".into(), "/v1/responses".into())));
+        let v: serde_json::Value = serde_json::from_slice(&f.body.unwrap()).unwrap();
+        assert_eq!(v["model"], "gpt-4o-mini");
+        let mut ex = f.exchange;
+        let h = ex.on_response_headers(200, None);
+        assert!(
+            !h.wait_for_body && h.remove.is_empty(),
+            "answers pass untouched"
+        );
+        assert_eq!(
+            ex.on_response_body(b"event: x\n", 9, false),
+            BodyAction::Continue
+        );
+
+        let form = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt\r\n--B--\r\n";
+        let f = g
+            .on_request_body(
+                Endpoint::OpenAiApi("audio/transcriptions"),
+                form,
+                Some("multipart/form-data; boundary=B"),
+                0,
+                0,
+            )
+            .ok()
+            .unwrap();
+        let body = f.body.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("\r\n\r\ngpt-4o-mini\r\n--B--"), "{text}");
+        assert!(text.contains("RIFF"));
+        let e = g
+            .on_request_body(
+                Endpoint::OpenAiApi("audio/transcriptions"),
+                b"--B--\r\n",
+                Some("multipart/form-data; boundary=B"),
+                0,
+                0,
+            )
+            .err()
+            .unwrap();
+        assert_eq!(e.param.as_deref(), Some("model"));
+        let e = g
+            .on_request_body(
+                Endpoint::OpenAiApi("images/generations"),
+                br#"{"model":"claude","prompt":"x"}"#,
+                None,
+                0,
+                0,
+            )
+            .err()
+            .unwrap();
+        assert_eq!(e.code.as_deref(), Some("unsupported_endpoint"));
     }
 
     #[test]
@@ -731,7 +874,7 @@ mod tests {
         let body = format!(
             r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"x"}}]}}"#
         );
-        gw().on_request_body(Endpoint::ChatCompletions, body.as_bytes(), 0, 0)
+        gw().on_request_body(Endpoint::ChatCompletions, body.as_bytes(), None, 0, 0)
             .ok()
             .unwrap()
             .exchange
@@ -891,6 +1034,7 @@ mod tests {
                     Endpoint::ChatCompletions
                 },
                 &body,
+                None,
                 1,
                 rng.next() as u32,
             ) {

@@ -7,6 +7,7 @@ pub mod anthropic_api;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod multipart;
 pub mod openai;
 pub mod providers;
 pub mod sse;

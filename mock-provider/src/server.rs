@@ -181,6 +181,18 @@ enum Provider {
     Anthropic,
 }
 
+/// Paths answered by the generic echo handler.
+const ECHO_PATHS: &[&str] = &[
+    "/completions",
+    "/responses",
+    "/images/generations",
+    "/images/edits",
+    "/audio/speech",
+    "/audio/transcriptions",
+    "/audio/translations",
+    "/moderations",
+];
+
 async fn route(
     state: &Arc<State>,
     reset: &AtomicBool,
@@ -255,6 +267,21 @@ async fn route(
         }
         (&Method::POST, p) if p.ends_with("/embeddings") => {
             provider(state, reset, req, Provider::OpenAiEmbeddings).await
+        }
+        // Other OpenAI endpoints a gateway passes through: recorded and acknowledged, so tests
+        // can check what arrived (path, auth, model) without a full mock of each API.
+        (&Method::POST, p) if ECHO_PATHS.iter().any(|e| p.ends_with(e)) => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await.unwrap_or_default();
+            let len = bytes.len();
+            record(state, &parts, bytes);
+            let b = serde_json::json!({
+                "object": "mock.echo",
+                "path": parts.uri.path(),
+                "bytes": len,
+            })
+            .to_string();
+            Ok(plain(StatusCode::OK, JSON, b.into()))
         }
         (&Method::GET, "/v1/models") => {
             let (parts, body) = req.into_parts();

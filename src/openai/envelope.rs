@@ -34,6 +34,30 @@ pub struct ChatEnvelope<'a> {
 }
 
 impl<'a> ChatEnvelope<'a> {
+    /// An envelope for a body that is not JSON (a multipart form): only the model and where its
+    /// value sits.
+    pub fn for_model(model: Cow<'a, str>, model_span: Span) -> Self {
+        ChatEnvelope {
+            model,
+            model_span,
+            stream: false,
+            include_usage: false,
+            stream_options_span: None,
+            close_brace: 0,
+            fields: Vec::new(),
+            base: 0,
+        }
+    }
+
+    /// The top level of any JSON request routed by its `model` (no other field is checked).
+    pub fn parse_routed(body: &'a [u8]) -> Result<Self, GatewayError> {
+        let mut env = parse_top(body)?;
+        if let Some(raw) = env.field("stream") {
+            env.stream = raw.get() == "true";
+        }
+        Ok(env)
+    }
+
     /// Where a raw value taken from this body sits in it.
     pub fn span_of(&self, raw: &RawValue) -> Span {
         let s = raw.get();

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::presets::{self, AuthStyle};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
+use crate::config::Provider;
 use crate::error::GatewayError;
 use crate::openai::json_string;
 use crate::sse::SseParser;
@@ -100,32 +101,17 @@ impl ChatTranslator for OpenAiChat {
             Some(rebuild(call, &dropped, stream_options))
         };
 
-        let mut headers = Vec::with_capacity(2 + p.headers.len());
-        let mut remove_headers = Vec::new();
-        if let Some(key) = &p.api_key {
-            match p.auth {
-                AuthStyle::Bearer => {
-                    headers.push(("authorization".to_string(), format!("Bearer {key}")))
-                }
-                AuthStyle::Header(name) => {
-                    headers.push((name.to_string(), key.clone()));
-                    remove_headers.push("authorization");
-                }
-            }
-        }
-        headers.extend(p.headers.iter().cloned());
+        let (headers, remove_headers) = auth_headers(p);
         Ok(ProviderRequest {
-            path: p
-                .path_template
-                .replace(
-                    "{endpoint}",
-                    if self.embeddings {
-                        "embeddings"
-                    } else {
-                        "chat/completions"
-                    },
-                )
-                .replace("{model}", &percent_encode(call.upstream_model)),
+            path: api_path(
+                p,
+                if self.embeddings {
+                    "embeddings"
+                } else {
+                    "chat/completions"
+                },
+                call.upstream_model,
+            ),
             headers,
             remove_headers,
             body,
@@ -189,37 +175,130 @@ impl ChatTranslator for OpenAiChat {
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
-        #[derive(Deserialize)]
-        struct Envelope {
-            error: Option<ErrBody>,
-        }
-        #[derive(Deserialize)]
-        struct ErrBody {
-            message: Option<String>,
-            code: Option<serde_json::Value>,
-        }
-        let parsed = serde_json::from_slice::<Envelope>(body)
-            .ok()
-            .and_then(|e| e.error);
-        let (message, code) = match parsed {
-            Some(e) => (
-                e.message.unwrap_or_default(),
-                e.code.and_then(|c| match c {
-                    serde_json::Value::String(s) => Some(s),
-                    serde_json::Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                }),
-            ),
-            None => (
-                String::from_utf8_lossy(truncate(body, 512)).into_owned(),
-                None,
-            ),
-        };
-        provider_error(&self.provider, status, &message, code.as_deref())
+        openai_error(&self.provider, status, body)
     }
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+}
+
+/// The provider's error (OpenAI's `{"error":{...}}`, or anything else) as the client's error.
+fn openai_error(provider: &str, status: u16, body: &[u8]) -> GatewayError {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Option<ErrBody>,
+    }
+    #[derive(Deserialize)]
+    struct ErrBody {
+        message: Option<String>,
+        code: Option<serde_json::Value>,
+    }
+    let parsed = serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.error);
+    let (message, code) = match parsed {
+        Some(e) => (
+            e.message.unwrap_or_default(),
+            e.code.and_then(|c| match c {
+                serde_json::Value::String(s) => Some(s),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }),
+        ),
+        None => (
+            String::from_utf8_lossy(truncate(body, 512)).into_owned(),
+            None,
+        ),
+    };
+    provider_error(provider, status, &message, code.as_deref())
+}
+
+/// The auth headers to set and the client headers to remove, for an OpenAI-protocol provider.
+fn auth_headers(p: &Provider) -> (Vec<(String, String)>, Vec<&'static str>) {
+    let mut headers = Vec::with_capacity(2 + p.headers.len());
+    let mut remove = Vec::new();
+    if let Some(key) = &p.api_key {
+        match p.auth {
+            AuthStyle::Bearer => {
+                headers.push(("authorization".to_string(), format!("Bearer {key}")))
+            }
+            AuthStyle::Header(name) => {
+                headers.push((name.to_string(), key.clone()));
+                remove.push("authorization");
+            }
+        }
+    }
+    headers.extend(p.headers.iter().cloned());
+    (headers, remove)
+}
+
+/// The provider's path for an OpenAI endpoint (`chat/completions`, `embeddings`, ...).
+fn api_path(p: &Provider, endpoint: &str, model: &str) -> String {
+    p.path_template
+        .replace("{endpoint}", endpoint)
+        .replace("{model}", &percent_encode(model))
+}
+
+/// Other OpenAI endpoints (`responses`, `images/generations`, `audio/transcriptions`, ...): the
+/// body goes through with only the model name spliced in (JSON or multipart alike), and the
+/// answer comes back untouched; only errors are rewritten.
+pub struct OpenAiPassthrough {
+    endpoint: &'static str,
+    provider: String,
+}
+
+impl OpenAiPassthrough {
+    pub fn new(endpoint: &'static str) -> Self {
+        OpenAiPassthrough {
+            endpoint,
+            provider: String::new(),
+        }
+    }
+}
+
+impl ChatTranslator for OpenAiPassthrough {
+    fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
+        let p = call.provider;
+        let env = call.envelope;
+        self.provider = p.name.clone();
+        let body = (env.model != call.upstream_model).then(|| {
+            // A multipart field holds the bare name; a JSON field a string literal.
+            let json = call.raw.get(env.model_span.start) == Some(&b'"');
+            let value = if json {
+                json_string(call.upstream_model)
+            } else {
+                call.upstream_model.to_string()
+            };
+            let mut out = Vec::with_capacity(call.raw.len() + value.len());
+            out.extend_from_slice(&call.raw[..env.model_span.start]);
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(&call.raw[env.model_span.end..]);
+            out
+        });
+        let (headers, remove_headers) = auth_headers(p);
+        Ok(ProviderRequest {
+            path: api_path(p, self.endpoint, call.upstream_model),
+            headers,
+            remove_headers,
+            body,
+        })
+    }
+
+    fn response(&mut self, _body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+        Ok(None)
+    }
+
+    fn stream_chunk(&mut self, _chunk: &[u8], _end: bool, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    fn error(&self, status: u16, body: &[u8]) -> GatewayError {
+        openai_error(&self.provider, status, body)
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        None
     }
 }
 

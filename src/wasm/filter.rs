@@ -95,6 +95,7 @@ impl RootContext for Root {
             exchange: None,
             request_id: None,
             endpoint: None,
+            content_type: None,
         }))
     }
 
@@ -112,6 +113,8 @@ struct Stream {
     request_id: Option<String>,
     /// Set once the headers show a model-routed request whose body is awaited.
     endpoint: Option<Endpoint>,
+    /// The request's `content-type` (multipart forms are routed by their `model` field).
+    content_type: Option<String>,
 }
 
 impl Context for Stream {}
@@ -144,6 +147,7 @@ impl Stream {
         match shared.gateway.on_request_body(
             endpoint,
             body,
+            self.content_type.as_deref(),
             now_ns / 1_000_000_000,
             shared.next_random(),
         ) {
@@ -190,6 +194,7 @@ impl HttpContext for Stream {
                     content_length = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
                 }
                 "x-request-id" => self.request_id = Some(String::from_utf8_lossy(v).into_owned()),
+                "content-type" => self.content_type = Some(String::from_utf8_lossy(v).into_owned()),
                 k if k.starts_with(INTERNAL_HEADER_PREFIX) => {
                     // Only the gateway sets these: a client's copy would spoof its decisions.
                     let _ = host::remove_header(Map::RequestHeaders, k);

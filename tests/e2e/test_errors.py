@@ -87,13 +87,13 @@ def test_unknown_paths_passthrough_when_configured(make_gateway, mock):
     assert r.status_code == 200 and r.text.strip() == "ok"
     # A body on a path LLMux does not serve goes upstream untouched (not parsed as chat).
     mid = new_id()
-    body = b'{"prompt": "a cat", "model": "dall-e-3", "note": "not a chat request"}'
-    r = httpx.post(g.url + "/v1/images/generations", content=body,
+    body = b'{"purpose": "batch", "note": "not a chat request"}'
+    r = httpx.post(g.url + "/v1/files", content=body,
                    headers={"x-mock-id": mid, "content-type": "application/json"}, timeout=10)
-    assert r.status_code == 404  # the mock has no images API; what matters is what it received
+    assert r.status_code == 404  # the mock has no files API; what matters is what it received
     [seen] = mock.requests(mid)
-    assert seen["path"] == "/v1/images/generations"
-    assert seen["body"] == {"prompt": "a cat", "model": "dall-e-3", "note": "not a chat request"}
+    assert seen["path"] == "/v1/files"
+    assert seen["body"] == {"purpose": "batch", "note": "not a chat request"}
 
 
 @pytest.mark.parametrize("status, client_status, kind", [

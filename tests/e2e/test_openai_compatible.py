@@ -124,3 +124,53 @@ def test_azure_embeddings_deployment_path(azure, mock):
     [seen] = mock.requests(mid)
     assert seen["path"] == "/openai/deployments/my-gpt4o-deployment/embeddings"
     assert seen["query"] == "api-version=2024-10-21"
+
+
+@pytest.fixture
+def renamed(make_gateway):
+    return make_gateway({
+        "providers": {"oai": {"type": "openai", "cluster": "mock", "api_key": "sk-upstream"},
+                      "ant": {"type": "anthropic", "cluster": "mock"}},
+        "models": [{"name": "fast", "deployments": [{"provider": "oai", "model": "gpt-4o-mini-2024-07-18"}]},
+                   {"name": "whisper", "deployments": [{"provider": "oai", "model": "whisper-1"}]},
+                   {"name": "claude", "deployments": [{"provider": "ant"}]}],
+    })
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/responses", {"model": "fast", "input": "hi", "stream": True}),
+    ("/v1/completions", {"model": "fast", "prompt": "Once upon"}),
+    ("/v1/images/generations", {"model": "fast", "prompt": "a cat"}),
+    ("/v1/audio/speech", {"model": "fast", "input": "hello", "voice": "alloy"}),
+    ("/v1/moderations", {"model": "fast", "input": "hello"}),
+])
+def test_other_openai_endpoints_route_by_model(renamed, mock, path, body):
+    mid = new_id()
+    r = renamed.post(path, body, headers={"x-mock-id": mid, "authorization": "Bearer sk-client"})
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "mock.echo"  # the provider's answer, untouched
+    [seen] = mock.requests(mid)
+    assert seen["path"] == path
+    assert seen["body"] == {**body, "model": "gpt-4o-mini-2024-07-18"}
+    assert seen["headers"]["authorization"] == "Bearer sk-upstream"
+
+
+def test_audio_transcription_form_routes_by_model_field(renamed, mock):
+    mid = new_id()
+    audio = b"RIFF\x00\x00\x00\x00WAVEfmt " + bytes(range(256)) * 20
+    c = openai.OpenAI(base_url=renamed.url + "/v1", api_key="sk-client", max_retries=0,
+                      default_headers={"x-mock-id": mid})
+    # The mock answers with its echo JSON, which the SDK reads as a transcription object.
+    c.audio.transcriptions.with_raw_response.create(model="whisper", file=("a.wav", audio, "audio/wav"))
+    [seen] = mock.requests(mid)
+    assert seen["path"] == "/v1/audio/transcriptions"
+    raw = seen["body"]
+    assert isinstance(raw, str)
+    assert 'name="model"\r\n\r\nwhisper-1\r\n' in raw
+    assert "whisper\r\n" not in raw.replace("whisper-1", "")
+
+
+def test_other_endpoints_refused_for_anthropic_models(renamed):
+    r = renamed.post("/v1/images/generations", {"model": "claude", "prompt": "x"})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "unsupported_endpoint"
