@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod body;
+pub mod cohere;
 pub mod config;
 pub mod embeddings;
 pub mod mock;

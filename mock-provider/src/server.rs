@@ -4,7 +4,7 @@ use crate::body::{self, MockBody};
 use crate::config::Config;
 use crate::mock::{self, MockHeaders, Plan};
 use crate::record::{self, Recorded, Recorder};
-use crate::{anthropic, embeddings, openai};
+use crate::{anthropic, cohere, embeddings, openai};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -179,6 +179,7 @@ enum Provider {
     OpenAi,
     OpenAiEmbeddings,
     Anthropic,
+    Cohere,
 }
 
 /// Paths answered by the generic echo handler.
@@ -223,6 +224,7 @@ async fn route(
             provider(state, reset, req, Provider::OpenAi).await
         }
         (&Method::POST, "/v1/messages") => provider(state, reset, req, Provider::Anthropic).await,
+        (&Method::POST, "/v2/chat") => provider(state, reset, req, Provider::Cohere).await,
         // Azure OpenAI, classic deployment paths: `api-version` query and `api-key` header.
         (&Method::POST, p)
             if p.starts_with("/openai/deployments/")
@@ -382,7 +384,7 @@ async fn provider(
             record(state, &parts, Bytes::new());
             let n = state.next_id();
             let reply = match which {
-                Provider::OpenAi | Provider::OpenAiEmbeddings => Reply::json(
+                Provider::OpenAi | Provider::OpenAiEmbeddings | Provider::Cohere => Reply::json(
                     413,
                     openai::OaiError::invalid("Request too large.", None, None).body(),
                 ),
@@ -409,6 +411,7 @@ async fn provider(
     let reply = match which {
         Provider::OpenAi => openai_reply(state, &parts, &bytes, &mock, n),
         Provider::OpenAiEmbeddings => embeddings_reply(state, &parts, &bytes, &mock, n),
+        Provider::Cohere => cohere_reply(&parts, &bytes, &mock, n),
         Provider::Anthropic => anthropic_reply(state, &parts, &bytes, &mock, n),
     };
     Ok(deliver(reply, &mock))
@@ -479,6 +482,40 @@ fn openai_auth(state: &State, parts: &Parts) -> Option<openai::OaiError> {
             None,
             Some("invalid_api_key"),
         )),
+    }
+}
+
+fn cohere_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Reply {
+    if !header(parts, "authorization").is_some_and(|a| a.starts_with("Bearer ")) {
+        return Reply::json(401, cohere::error_body("no api key supplied"));
+    }
+    if let Some(status) = mock.status {
+        return Reply::json(status, cohere::error_body(cohere::status_message(status)));
+    }
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => v,
+        Err(_) => return Reply::json(400, cohere::error_body("invalid request: invalid JSON")),
+    };
+    if let Err(m) = cohere::validate(&body) {
+        return Reply::json(400, cohere::error_body(&m));
+    }
+    let plan = Plan::build(
+        mock,
+        &cohere::last_user_text(&body),
+        &cohere::tool_names(&body),
+        bytes.len(),
+    );
+    let id = format!("co_mock_{n}");
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        Reply {
+            status: 200,
+            content_type: "text/event-stream",
+            body: cohere::stream_body(&id, &plan, mock),
+            stream: true,
+            headers: Vec::new(),
+        }
+    } else {
+        Reply::json(200, cohere::chat_body(&id, &plan, mock))
     }
 }
 

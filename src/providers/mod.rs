@@ -5,6 +5,7 @@
 //! calls the proxy host, so every translator is tested natively.
 
 pub mod anthropic;
+pub mod cohere;
 pub mod messages;
 pub mod openai;
 pub mod presets;
@@ -19,15 +20,18 @@ pub enum ProviderKind {
     OpenAi,
     /// Anthropic Messages API.
     Anthropic,
+    /// Cohere v2 Chat.
+    Cohere,
 }
 
 impl ProviderKind {
-    pub const NAMES: &'static [&'static str] = &["openai", "anthropic"];
+    pub const NAMES: &'static [&'static str] = &["openai", "anthropic", "cohere"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "openai" => Some(Self::OpenAi),
             "anthropic" => Some(Self::Anthropic),
+            "cohere" => Some(Self::Cohere),
             _ => None,
         }
     }
@@ -36,6 +40,7 @@ impl ProviderKind {
         match self {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
+            Self::Cohere => "cohere",
         }
     }
 
@@ -43,6 +48,7 @@ impl ProviderKind {
         match self {
             Self::OpenAi => "/v1",
             Self::Anthropic => "/v1",
+            Self::Cohere => "/v2",
         }
     }
 
@@ -50,7 +56,7 @@ impl ProviderKind {
     pub fn embeddings_translator(self) -> Option<Box<dyn ChatTranslator>> {
         match self {
             Self::OpenAi => Some(Box::new(openai::OpenAiChat::embeddings())),
-            Self::Anthropic => None,
+            Self::Anthropic | Self::Cohere => None,
         }
     }
 
@@ -59,6 +65,7 @@ impl ProviderKind {
         match self {
             Self::OpenAi => Box::new(openai::OpenAiChat::default()),
             Self::Anthropic => Box::new(anthropic::AnthropicChat::default()),
+            Self::Cohere => Box::new(cohere::CohereChat::default()),
         }
     }
 }
