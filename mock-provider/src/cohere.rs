@@ -55,9 +55,9 @@ pub fn validate(body: &Value) -> Result<(), String> {
             ));
         }
     }
-    if !o
-        .get("model")
-        .is_some_and(|m| m.as_str().is_some_and(|s| !s.is_empty()))
+    if o.get("model")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
     {
         return Err("invalid request: model must be a non-empty string".into());
     }
