@@ -5,6 +5,7 @@
 //! calls the proxy host, so every translator is tested natively.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
 use crate::config::Provider;
@@ -17,15 +18,18 @@ pub enum ProviderKind {
     OpenAi,
     /// Anthropic Messages API.
     Anthropic,
+    /// Google Gemini API (AI Studio, `generateContent`).
+    Gemini,
 }
 
 impl ProviderKind {
-    pub const NAMES: &'static [&'static str] = &["openai", "anthropic"];
+    pub const NAMES: &'static [&'static str] = &["openai", "anthropic", "gemini"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "openai" => Some(Self::OpenAi),
             "anthropic" => Some(Self::Anthropic),
+            "gemini" => Some(Self::Gemini),
             _ => None,
         }
     }
@@ -34,6 +38,7 @@ impl ProviderKind {
         match self {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
         }
     }
 
@@ -41,6 +46,7 @@ impl ProviderKind {
         match self {
             Self::OpenAi => "/v1",
             Self::Anthropic => "/v1",
+            Self::Gemini => "/v1beta",
         }
     }
 
@@ -49,6 +55,7 @@ impl ProviderKind {
         match self {
             Self::OpenAi => Box::new(openai::OpenAiChat::default()),
             Self::Anthropic => Box::new(anthropic::AnthropicChat::default()),
+            Self::Gemini => Box::new(gemini::GeminiChat::default()),
         }
     }
 }
