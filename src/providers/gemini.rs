@@ -1137,7 +1137,7 @@ fn retry_after(details: &[&RawValue]) -> Option<String> {
             return None;
         }
         let secs: f64 = d.retry_delay.as_deref()?.strip_suffix('s')?.parse().ok()?;
-        if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+        if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
             return None;
         }
         Some(format!("{}", secs.ceil() as u64))
