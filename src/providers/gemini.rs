@@ -597,13 +597,15 @@ fn tool_text<'r>(m: &'r ChatMessage<'_>, i: usize) -> Result<Cow<'r, str>, Gatew
             for (j, p) in parts.iter().enumerate() {
                 let t = match (p.kind.as_str(), p.text.as_deref()) {
                     ("text", Some(t)) => t,
-                    _ => return Err(GatewayError::invalid_param(
-                        &format!("messages[{i}].content[{j}]"),
-                        format!(
+                    _ => {
+                        return Err(GatewayError::invalid_param(
+                            &format!("messages[{i}].content[{j}]"),
+                            format!(
                             "only text parts are supported in tool messages for gemini (got `{}`)",
                             p.kind
                         ),
-                    )),
+                        ))
+                    }
                 };
                 if out.is_empty() {
                     out = Cow::Borrowed(t);
