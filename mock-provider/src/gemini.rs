@@ -203,7 +203,7 @@ fn enum_value<'a>(
 /// Standard base64 (what protobuf `bytes` fields take in JSON; URL-safe letters accepted too).
 fn is_base64(s: &str) -> bool {
     !s.is_empty()
-        && s.len() % 4 == 0
+        && s.len().is_multiple_of(4)
         && s.trim_end_matches('=').len() + 2 >= s.len()
         && s.trim_end_matches('=')
             .bytes()
@@ -718,7 +718,7 @@ fn validate_generation_config(g: &Value) -> VResult {
         )?;
         if let Some(b) = to.get("thinkingBudget") {
             let b = int32(b, "generation_config.thinking_config.thinking_budget")?;
-            if b < -1 || b > 32768 {
+            if !(-1..=32768).contains(&b) {
                 return Err("* GenerateContentRequest.generation_config.thinking_config.thinking_budget: thinking_budget must be -1 or in [0, 32768]".into());
             }
         }
