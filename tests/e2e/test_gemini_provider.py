@@ -345,3 +345,29 @@ def test_invalid_translation_input_is_400_before_upstream(gw, gmock):
         assert r.status_code == 400, r.text
         assert r.json()["error"]["param"] == param
     assert gmock.requests(mid) == []
+
+
+def test_garbage_never_kills_the_vm(gw):
+    import random
+    rng = random.Random(4321)
+    alphabet = b'{}[]:,"\\ 0123456789abcdefghijklmnopqrstuvwxyz\xff\x00\xe2\x82'
+    seeds = [
+        json.dumps({"model": MODEL, "stream": True, "tools": TOOLS, "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]},
+            {"role": "assistant", "tool_calls": [{"id": "call_0_ts_bW9jay1zaWctMA", "type": "function",
+                                                  "function": {"name": "get_time", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_0_ts_bW9jay1zaWctMA", "content": "{\"t\": 1}"}]}).encode(),
+        json.dumps({"model": MODEL, "n": 2, "reasoning_effort": "low", "response_format": {"type": "json_object"},
+                    "messages": [{"role": "user", "content": "x"}]}).encode(),
+    ]
+    for i in range(200):
+        body = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 5)):
+            body[rng.randrange(len(body))] = rng.choice(alphabet)
+        r = gw.post("/v1/chat/completions", bytes(body))
+        assert 200 <= r.status_code < 600
+        if r.status_code >= 400 and r.headers.get("content-type", "").startswith("application/json"):
+            r.json()["error"]["message"]
+    ok = gw.post("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
+    assert ok.status_code == 200, ok.text
+    assert "panicked" not in gw.process.log()
