@@ -295,7 +295,8 @@ pub fn validate(body: &Value) -> VResult {
             }
         } else if !pending_calls.is_empty() && role == "user" {
             return Err(format!(
-                "Please ensure that function call turn comes immediately after a user turn or after a function response turn. ({p} answers no function call)"
+                "Please ensure that the number of function response parts is equal to the number of function call parts of the function call turn. ({p}: 0 responses, {} calls)",
+                pending_calls.len()
             ));
         }
         for name in &calls {
@@ -1085,7 +1086,7 @@ mod tests {
         );
         let mut v = tool_conv();
         v["contents"][2]["parts"] = json!([{"text": "ignoring the calls"}]);
-        assert!(err(&v).contains("function call turn comes immediately"));
+        assert!(err(&v).contains("0 responses, 2 calls"));
         let mut v = tool_conv();
         v["contents"][2]["parts"][0]["functionResponse"]["response"] = json!("sunny");
         assert!(err(&v).contains("function_response.response"));
