@@ -270,7 +270,16 @@ pub fn validate(body: &Value) -> VResult {
         for (j, part) in parts.iter().enumerate() {
             let pp = format!("{p}.parts[{j}]");
             match validate_part(part, &pp, role)? {
-                PartKind::Call(name) => calls.push(name),
+                PartKind::Call(name) => {
+                    // Like Gemini 3: the first function call of a turn must be signed.
+                    if calls.is_empty() && part.get("thoughtSignature").is_none() {
+                        return Err(format!(
+                            "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `{name}` , position {}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+                            j + 1
+                        ));
+                    }
+                    calls.push(name)
+                }
                 PartKind::Response(name) => responses.push(name),
                 PartKind::Other => {}
             }
@@ -1093,6 +1102,17 @@ mod tests {
         let mut v = tool_conv();
         v["contents"][1]["parts"][1]["thoughtSignature"] = json!("%%%");
         assert!(err(&v).contains("thought_signature"));
+        let mut v = tool_conv();
+        if let Some(o) = v["contents"][1]["parts"][1].as_object_mut() {
+            o.remove("thoughtSignature");
+        }
+        assert!(err(&v).starts_with("Function call is missing a thought_signature"));
+        // Only the first call of a turn needs one.
+        let mut v = tool_conv();
+        if let Some(o) = v["contents"][1]["parts"][2].as_object_mut() {
+            o.remove("thoughtSignature");
+        }
+        assert_eq!(validate(&v), Ok(()));
         let mut v = tool_conv();
         v["contents"][0]["parts"][0] = json!({"functionCall": {"name": "get_time"}});
         assert!(err(&v).contains("model turn"));

@@ -34,9 +34,10 @@
 //! - Tool-call ids: Gemini has none, so answers number them `call_<n>` per choice. Gemini 3
 //!   returns a `thoughtSignature` on function calls and rejects the next turn without it, so the
 //!   signature rides in the id (`call_<n>_ts_<signature, base64url>`) and is put back on the
-//!   `functionCall` part when the client sends the history back. A call without one (made by
-//!   another model, or by an older Gemini) gets Google's documented placeholder
-//!   [`SKIP_THOUGHT_SIGNATURE`].
+//!   `functionCall` part when the client sends the history back (parallel calls: Gemini signs only
+//!   the first, and the others go back unsigned, as received). An assistant turn whose calls carry
+//!   no signature at all (written by another model, or by an older Gemini) gets Google's
+//!   documented placeholder [`SKIP_THOUGHT_SIGNATURE`] on its first call.
 //! - `generationConfig`: `temperature` (same 0–2 range), `top_p` → `topP`,
 //!   `max_completion_tokens` (else `max_tokens`) → `maxOutputTokens`, `stop` → `stopSequences`,
 //!   `n` → `candidateCount`, `seed` (must fit in 32 bits, else 400), `presence_penalty` /
@@ -708,6 +709,13 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
                         }
                     }
                 }
+                // Signatures go back exactly as received; a turn with none at all (written by
+                // another model) gets the placeholder on its first call, the one Gemini checks.
+                let signed = m
+                    .tool_calls
+                    .iter()
+                    .flatten()
+                    .any(|tc| signature_from_id(&tc.id).is_some());
                 for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
                     if let Some(kind) = &tc.kind {
                         if kind.as_str() != "function" {
@@ -722,8 +730,9 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
                         &format!("messages[{i}].tool_calls[{j}].function.arguments"),
                     )?;
                     let signature = match signature_from_id(&tc.id) {
-                        Some(s) => Cow::Owned(s),
-                        None => Cow::Borrowed(SKIP_THOUGHT_SIGNATURE),
+                        Some(s) => Some(Cow::Owned(s)),
+                        None if !signed && j == 0 => Some(Cow::Borrowed(SKIP_THOUGHT_SIGNATURE)),
+                        None => None,
                     };
                     conv.push(
                         "model",
@@ -732,7 +741,7 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
                                 name: &tc.function.name,
                                 args,
                             }),
-                            thought_signature: Some(signature),
+                            thought_signature: signature,
                             ..Default::default()
                         },
                     );
@@ -2087,7 +2096,7 @@ mod tests {
                 {"role":"model","parts":[
                     {"text":"Checking."},
                     {"functionCall":{"name":"get_weather","args":{"location":"Paris"}},"thoughtSignature":"CiQB/+abcQ=="},
-                    {"functionCall":{"name":"get_time","args":{}},"thoughtSignature":SKIP_THOUGHT_SIGNATURE}
+                    {"functionCall":{"name":"get_time","args":{}}}
                 ]},
                 {"role":"user","parts":[
                     {"functionResponse":{"name":"get_weather","response":{"temp":21}}},
@@ -2121,6 +2130,26 @@ mod tests {
         assert_eq!(
             v["contents"][4]["parts"][0]["functionResponse"],
             json!({"name":"get_weather","response":{"output":"not json {"}})
+        );
+    }
+
+    #[test]
+    fn unsigned_history_gets_the_placeholder_on_its_first_call_only() {
+        let v = body_of(&with_messages(
+            r#"[{"role":"user","content":"a"},
+                {"role":"assistant","tool_calls":[
+                  {"id":"toolu_1","type":"function","function":{"name":"get_time","arguments":"{}"}},
+                  {"id":"toolu_2","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"toolu_1","content":"t"},
+                {"role":"tool","tool_call_id":"toolu_2","content":"w"}]"#,
+            TOOLS,
+        ));
+        assert_eq!(
+            v["contents"][1]["parts"],
+            json!([
+                {"functionCall":{"name":"get_time","args":{}},"thoughtSignature":SKIP_THOUGHT_SIGNATURE},
+                {"functionCall":{"name":"get_weather","args":{}}}
+            ])
         );
     }
 

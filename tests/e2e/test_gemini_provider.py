@@ -170,11 +170,28 @@ def test_tool_calls_round_trip_via_sdk(gw, gmock):
     assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
     calls = body["contents"][1]["parts"]
     assert calls[0]["thoughtSignature"] == "bW9jay1zaWctMA=="  # given back exactly
-    assert calls[1]["thoughtSignature"] == "skip_thought_signature_validator"
+    assert "thoughtSignature" not in calls[1]  # Gemini signs only the first of parallel calls
     assert body["contents"][2]["parts"] == [
         {"functionResponse": {"name": "get_weather", "response": {"temp": 21}}},
         {"functionResponse": {"name": "get_time", "response": {"output": "12:00"}}}]
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}}
+
+
+def test_history_from_another_model_is_accepted(gw, gmock):
+    """Tool calls made by another model carry no thought signature: the first gets the placeholder."""
+    mid = new_id()
+    r = client(gw, mid).chat.completions.create(model=MODEL, tools=TOOLS, messages=[
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+            {"id": "toolu_02", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "toolu_02", "content": "noon"},
+        {"role": "tool", "tool_call_id": "toolu_01", "content": "rain"},
+    ])
+    assert r.choices[0].finish_reason == "stop"
+    parts = sent(gmock, mid)["body"]["contents"][1]["parts"]
+    assert parts[0]["thoughtSignature"] == "skip_thought_signature_validator"
+    assert "thoughtSignature" not in parts[1]
 
 
 @pytest.mark.parametrize("choice, expected", [("auto", "AUTO"), ("none", "NONE")])
