@@ -45,7 +45,8 @@
 //!   `json_object` → `responseMimeType: "application/json"`, `json_schema` → that plus
 //!   `responseJsonSchema` (the schema verbatim); `reasoning_effort` → `thinkingConfig
 //!   {thinkingBudget, includeThoughts: true}` with budgets none 0, minimal 512, low 1024,
-//!   medium 8192, high 24576, xhigh/max 32768.
+//!   medium 8192, high 24576, xhigh/max 32768 (Gemini 3 still takes budgets; models that cannot
+//!   turn thinking off answer `none` with their own 400).
 //! - Rejected with 400: `n` = 0, `logprobs: true` (not translated), audio output (`audio`,
 //!   `modalities` with `audio`), legacy function calling (`functions`, `function_call`,
 //!   `role: "function"`), non-function tools.
@@ -62,7 +63,10 @@
 //! content and `content_filter`. Usage: prompt = `promptTokenCount` + `toolUsePromptTokenCount`
 //! (cached tokens are already inside), completion = `candidatesTokenCount` + `thoughtsTokenCount`,
 //! cached = `cachedContentTokenCount`, reasoning = `thoughtsTokenCount`. `id` = `responseId`,
-//! `model` = `modelVersion` (else the deployment's model).
+//! `model` = `modelVersion` (else the deployment's model). Not carried over: generated media
+//! parts (`inlineData` output), `executableCode` / `codeExecutionResult`, grounding and citation
+//! metadata, safety ratings, log probabilities, and the thought signature of a text part (Gemini
+//! requires signatures back only on function calls).
 //!
 //! Streams: Gemini sends SSE (`\r\n` line ends) where every `data:` is a whole
 //! GenerateContentResponse holding only the new parts, and ends by closing the connection. Each
