@@ -1151,11 +1151,19 @@ fn retry_after(details: &[&RawValue]) -> Option<String> {
         if !d.kind.as_deref()?.ends_with("google.rpc.RetryInfo") {
             return None;
         }
-        let secs: f64 = d.retry_delay.as_deref()?.strip_suffix('s')?.parse().ok()?;
-        if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        // google.protobuf.Duration in JSON: seconds with up to 9 fraction digits and an `s`.
+        // Parsed by hand (no float parsing in the filter); a fraction rounds up.
+        let text = d.retry_delay.as_deref()?.strip_suffix('s')?;
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        Some(format!("{}", secs.ceil() as u64))
+        if !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let secs: u64 = whole.parse().ok()?;
+        let secs = secs.saturating_add(u64::from(frac.bytes().any(|b| b != b'0')));
+        (secs <= 86_400).then(|| secs.to_string())
     })
 }
 
@@ -2410,12 +2418,27 @@ mod tests {
         let e = t.error(503, b"<html>Service Unavailable</html>");
         assert_eq!((e.status, e.code.clone()), (503, None));
         assert!(e.message.contains("Service Unavailable"));
-        for bad_delay in ["x", "-1s", "1e9s", "NaNs", "5"] {
+        for (delay, expected) in [
+            ("37s", Some("37")),
+            ("0s", Some("0")),
+            ("0.000001s", Some("1")),
+            ("2.000s", Some("2")),
+            ("86400s", Some("86400")),
+            ("86401s", None),
+            ("x", None),
+            ("-1s", None),
+            ("1e9s", None),
+            ("NaNs", None),
+            ("5", None),
+            (".5s", None),
+            ("1.s", Some("1")),
+            ("99999999999999999999999s", None),
+        ] {
             let text = format!(
-                r#"{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{bad_delay}"}}"#
+                r#"{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{delay}"}}"#
             );
             let raw: Vec<&RawValue> = vec![serde_json::from_str(&text).unwrap()];
-            assert_eq!(retry_after(&raw), None, "{bad_delay}");
+            assert_eq!(retry_after(&raw).as_deref(), expected, "{delay}");
         }
     }
 
