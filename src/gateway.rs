@@ -251,6 +251,7 @@ impl Gateway {
                 status: 0,
                 provider_status: 0,
                 max_response_bytes: self.config.max_response_bytes,
+                retry_after: None,
             },
         })
     }
@@ -410,6 +411,9 @@ pub struct Exchange {
     /// The status the provider sent.
     provider_status: u16,
     max_response_bytes: u32,
+    /// `Retry-After` seconds the translator found in a provider error body (e.g. Gemini's
+    /// `RetryInfo`), for the glue to set on the rewritten response.
+    pub retry_after: Option<String>,
 }
 
 /// Header changes for the client's response.
@@ -575,6 +579,7 @@ impl Exchange {
             _ => return None,
         };
         self.status = e.status;
+        self.retry_after = e.retry_after.clone();
         Some(if self.anthropic_api {
             crate::anthropic_api::error_body(&e)
         } else {

@@ -8,6 +8,7 @@ pub struct Config {
     pub threads: usize,
     pub openai_key: Option<String>,
     pub anthropic_key: Option<String>,
+    pub gemini_key: Option<String>,
     /// Size of the request ring buffer; 0 disables recording.
     pub record: usize,
     pub verbose: bool,
@@ -21,6 +22,7 @@ impl Default for Config {
             threads: 2,
             openai_key: None,
             anthropic_key: None,
+            gemini_key: None,
             record: 200,
             verbose: false,
         }
@@ -28,7 +30,7 @@ impl Default for Config {
 }
 
 pub const USAGE: &str = "usage: mock-provider [--host 127.0.0.1] [--port 0] [--threads 2] \
-[--openai-key KEY] [--anthropic-key KEY] [--record 200] [--verbose]";
+[--openai-key KEY] [--anthropic-key KEY] [--gemini-key KEY] [--record 200] [--verbose]";
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,7 +53,7 @@ impl Config {
                 "-h" | "--help" => return Ok(Cli::Help),
                 "--verbose" | "-v" => cfg.verbose = true,
                 "--host" | "--port" | "--threads" | "--openai-key" | "--anthropic-key"
-                | "--record" => {
+                | "--gemini-key" | "--record" => {
                     let value = match inline {
                         Some(v) => v,
                         None => it
@@ -69,6 +71,7 @@ impl Config {
                         }
                         "--openai-key" => cfg.openai_key = Some(value),
                         "--anthropic-key" => cfg.anthropic_key = Some(value),
+                        "--gemini-key" => cfg.gemini_key = Some(value),
                         _ => cfg.record = parse_num(&flag, &value)?,
                     }
                 }
@@ -112,6 +115,8 @@ mod tests {
             "--openai-key",
             "sk-1",
             "--anthropic-key=ak",
+            "--gemini-key",
+            "gk",
             "--record",
             "0",
             "--verbose",
@@ -122,6 +127,7 @@ mod tests {
         assert_eq!(c.threads, 4);
         assert_eq!(c.openai_key.as_deref(), Some("sk-1"));
         assert_eq!(c.anthropic_key.as_deref(), Some("ak"));
+        assert_eq!(c.gemini_key.as_deref(), Some("gk"));
         assert_eq!(c.record, 0);
         assert!(c.verbose);
     }

@@ -1,4 +1,4 @@
-//! Deterministic mock of the OpenAI Chat Completions and Anthropic Messages APIs, used by the
+//! Deterministic mock of the OpenAI Chat Completions, Anthropic Messages and Gemini APIs, used by the
 //! LLMux end-to-end tests and benchmarks. See README.md for the endpoints and `x-mock-*` headers.
 
 pub mod anthropic;
@@ -6,6 +6,7 @@ pub mod body;
 pub mod cohere;
 pub mod config;
 pub mod embeddings;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod record;

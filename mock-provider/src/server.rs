@@ -4,7 +4,7 @@ use crate::body::{self, MockBody};
 use crate::config::Config;
 use crate::mock::{self, MockHeaders, Plan};
 use crate::record::{self, Recorded, Recorder};
-use crate::{anthropic, cohere, embeddings, openai};
+use crate::{anthropic, cohere, embeddings, gemini, openai};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -180,6 +180,7 @@ enum Provider {
     OpenAiEmbeddings,
     Anthropic,
     Cohere,
+    Gemini,
 }
 
 /// Paths answered by the generic echo handler.
@@ -224,6 +225,9 @@ async fn route(
             provider(state, reset, req, Provider::OpenAi).await
         }
         (&Method::POST, "/v1/messages") => provider(state, reset, req, Provider::Anthropic).await,
+        (&Method::POST, p) if p.starts_with("/v1beta/models/") => {
+            provider(state, reset, req, Provider::Gemini).await
+        }
         (&Method::POST, "/v2/chat") => provider(state, reset, req, Provider::Cohere).await,
         // Azure OpenAI, classic deployment paths: `api-version` query and `api-key` header.
         (&Method::POST, p)
@@ -394,6 +398,15 @@ async fn provider(
                     "Request exceeds the maximum allowed number of bytes.",
                     n,
                 ),
+                Provider::Gemini => Reply::json(
+                    413,
+                    gemini::error_body(
+                        413,
+                        "INVALID_ARGUMENT",
+                        "Request payload size exceeds the limit.",
+                        None,
+                    ),
+                ),
             };
             return Ok(deliver(reply, &MockHeaders::default()));
         }
@@ -413,6 +426,7 @@ async fn provider(
         Provider::OpenAiEmbeddings => embeddings_reply(state, &parts, &bytes, &mock, n),
         Provider::Cohere => cohere_reply(&parts, &bytes, &mock, n),
         Provider::Anthropic => anthropic_reply(state, &parts, &bytes, &mock, n),
+        Provider::Gemini => gemini_reply(state, &parts, &bytes, &mock, n),
     };
     Ok(deliver(reply, &mock))
 }
@@ -699,4 +713,105 @@ fn anthropic_reply(
     };
     reply.headers.push(("request-id", format!("req_mock_{n}")));
     reply
+}
+
+/// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`.
+fn gemini_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Reply {
+    let err = |status: u16, name: &str, message: &str, details: Option<Value>| {
+        Reply::json(status, gemini::error_body(status, name, message, details))
+    };
+    let bad = |m: &str| err(400, "INVALID_ARGUMENT", m, None);
+    let rest = parts
+        .uri
+        .path()
+        .strip_prefix("/v1beta/models/")
+        .unwrap_or("");
+    let (model, method) = rest.split_once(':').unwrap_or((rest, ""));
+    let stream = match method {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        _ => {
+            return err(
+                404,
+                "NOT_FOUND",
+                &format!("Method not found: {}", parts.uri.path()),
+                None,
+            )
+        }
+    };
+    if model.is_empty() || model.contains('/') {
+        return bad(&format!("Invalid model name: \"{model}\""));
+    }
+    if parts.headers.contains_key("authorization") {
+        return err(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            None,
+        );
+    }
+    if let Some(key) = state.cfg.gemini_key.as_deref() {
+        match parts.headers.get("x-goog-api-key") {
+            None => {
+                return err(
+                    403,
+                    "PERMISSION_DENIED",
+                    "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+                    None,
+                )
+            }
+            Some(v) if v.as_bytes() != key.as_bytes() => {
+                return err(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "API key not valid. Please pass a valid API key.",
+                    Some(serde_json::json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "API_KEY_INVALID", "domain": "googleapis.com"}])),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    let alt_sse = parts
+        .uri
+        .query()
+        .and_then(|q| record::query_param(q, "alt"))
+        .is_some_and(|a| a == "sse");
+    if stream && !alt_sse {
+        return bad("mock: streamGenerateContent is only served as SSE; add ?alt=sse");
+    }
+    if let Some(status) = mock.status {
+        return Reply::json(status, gemini::status_error_body(status));
+    }
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => v,
+        Err(e) => return bad(&format!("Invalid JSON payload received. {e}")),
+    };
+    if let Err(m) = gemini::validate(&body) {
+        return bad(&m);
+    }
+    let plan = Plan::build(
+        mock,
+        &gemini::last_user_text(&body),
+        &gemini::tool_names(&body),
+        bytes.len(),
+    );
+    let id = format!("mock-resp-{n}");
+    let block = header(parts, "x-mock-block-reason")
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if stream {
+        Reply {
+            status: 200,
+            content_type: SSE,
+            body: gemini::stream_body(&id, model, &plan, mock, &body, block),
+            stream: true,
+            headers: Vec::new(),
+        }
+    } else {
+        Reply::json(
+            200,
+            gemini::response_body(&id, model, &plan, mock, &body, block),
+        )
+    }
 }

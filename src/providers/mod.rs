@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod cohere;
+pub mod gemini;
 pub mod messages;
 pub mod openai;
 pub mod presets;
@@ -22,16 +23,19 @@ pub enum ProviderKind {
     Anthropic,
     /// Cohere v2 Chat.
     Cohere,
+    /// Google Gemini API (AI Studio, `generateContent`).
+    Gemini,
 }
 
 impl ProviderKind {
-    pub const NAMES: &'static [&'static str] = &["openai", "anthropic", "cohere"];
+    pub const NAMES: &'static [&'static str] = &["openai", "anthropic", "cohere", "gemini"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "openai" => Some(Self::OpenAi),
             "anthropic" => Some(Self::Anthropic),
             "cohere" => Some(Self::Cohere),
+            "gemini" => Some(Self::Gemini),
             _ => None,
         }
     }
@@ -41,6 +45,7 @@ impl ProviderKind {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
             Self::Cohere => "cohere",
+            Self::Gemini => "gemini",
         }
     }
 
@@ -49,6 +54,7 @@ impl ProviderKind {
             Self::OpenAi => "/v1",
             Self::Anthropic => "/v1",
             Self::Cohere => "/v2",
+            Self::Gemini => "/v1beta",
         }
     }
 
@@ -56,7 +62,7 @@ impl ProviderKind {
     pub fn embeddings_translator(self) -> Option<Box<dyn ChatTranslator>> {
         match self {
             Self::OpenAi => Some(Box::new(openai::OpenAiChat::embeddings())),
-            Self::Anthropic | Self::Cohere => None,
+            Self::Anthropic | Self::Cohere | Self::Gemini => None,
         }
     }
 
@@ -66,6 +72,7 @@ impl ProviderKind {
             Self::OpenAi => Box::new(openai::OpenAiChat::default()),
             Self::Anthropic => Box::new(anthropic::AnthropicChat::default()),
             Self::Cohere => Box::new(cohere::CohereChat::default()),
+            Self::Gemini => Box::new(gemini::GeminiChat::default()),
         }
     }
 }

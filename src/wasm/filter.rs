@@ -312,6 +312,9 @@ impl HttpContext for Stream {
                     "content-length",
                     &body.len().to_string(),
                 );
+                if let Some(ra) = ex.retry_after.as_deref() {
+                    let _ = host::set_header(Map::ResponseHeaders, "retry-after", ra);
+                }
                 if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, body_size, &body) {
                     log::warn!("llmux: replacing the response body failed ({})", e.0);
                 }
