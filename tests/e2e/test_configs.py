@@ -70,3 +70,8 @@ def test_readme_lists_every_preset():
     readme = open(os.path.join(ROOT, "README.md")).read()
     for name in names:
         assert f"| `{name}` |" in readme, f"preset {name} missing from the README table"
+
+
+def test_release_wasm_stays_under_one_mib():
+    # The README promises a filter under 1 MB; this keeps new code honest about its size.
+    assert os.path.getsize(WASM) < 1024 * 1024
