@@ -36,6 +36,8 @@ pub struct Config {
     /// Ask OpenAI-protocol providers for stream usage (and hide it from clients that did not ask),
     /// so every streamed request's tokens are known.
     pub stream_usage: bool,
+    /// Virtual API keys; `None` lets every caller in.
+    pub auth: Option<crate::auth::Auth>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +159,7 @@ impl Config {
                 "unknown_paths",
                 "stream_usage",
                 "anthropic_default_max_tokens",
+                "auth",
             ],
         )?;
 
@@ -236,6 +239,10 @@ impl Config {
             return Err(err("max_response_bytes", "must be greater than 0"));
         }
         let stream_usage = opt_bool(root, "", "stream_usage")?.unwrap_or(true);
+        let auth = match root.get("auth") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(crate::auth::Auth::parse(v, "auth")?),
+        };
 
         Ok(Config {
             providers,
@@ -246,6 +253,7 @@ impl Config {
             cluster_header,
             unknown_paths,
             stream_usage,
+            auth,
         })
     }
 

@@ -44,8 +44,9 @@ impl LocalResponse {
 #[derive(Debug, PartialEq)]
 pub enum HeadersDecision {
     Respond(LocalResponse),
-    /// A model-routed request: buffer the body, then call [`Gateway::on_request_body`].
-    ReadBody(Endpoint),
+    /// A model-routed request: buffer the body, then call [`Gateway::on_request_body`] (with
+    /// the caller's key, when keys are configured).
+    ReadBody(Endpoint, Option<usize>),
     /// Not ours: let Envoy route it untouched.
     PassThrough,
 }
@@ -58,6 +59,31 @@ pub struct Forward {
     /// `None` sends the client's body unchanged.
     pub body: Option<Vec<u8>>,
     pub exchange: Exchange,
+}
+
+/// The request headers the gateway decides on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeadersRequest<'a> {
+    pub method: &'a str,
+    /// `:path`, query included.
+    pub path: &'a str,
+    pub content_length: Option<u64>,
+    /// The `Authorization: Bearer` token, else `x-api-key`, else `api-key`.
+    pub credential: Option<&'a str>,
+    pub now_unix: u64,
+}
+
+/// What the glue knows about a request besides its body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRequest<'a> {
+    pub endpoint: Endpoint,
+    /// The request's `content-type` (multipart forms are routed by their `model` field).
+    pub content_type: Option<&'a str>,
+    /// The caller's virtual key (index in `auth.keys`), from [`Gateway::authenticate`].
+    pub key: Option<usize>,
+    pub now_unix: u64,
+    /// A random number, to choose among weighted deployments.
+    pub pick: u32,
 }
 
 /// The configured gateway: answers the questions the host glue asks per request.
@@ -76,14 +102,25 @@ impl Gateway {
         }
     }
 
-    pub fn on_request_headers(
-        &self,
-        method: &str,
-        path: &str,
-        content_length: Option<u64>,
-    ) -> HeadersDecision {
+    pub fn on_request_headers(&self, req: &HeadersRequest<'_>) -> HeadersDecision {
+        let HeadersRequest {
+            method,
+            path,
+            content_length,
+            credential,
+            now_unix,
+        } = *req;
         let route = path.split('?').next().unwrap_or(path);
-        match Endpoint::of(route) {
+        let endpoint = Endpoint::of(route);
+        // Every endpoint LLMux serves needs a valid key when keys are configured.
+        let key = match endpoint {
+            Some(e) => match self.authenticate(credential, now_unix) {
+                Ok(k) => k,
+                Err(err) => return HeadersDecision::Respond(self.error_response(e, &err)),
+            },
+            None => None,
+        };
+        match endpoint {
             Some(
                 endpoint @ (Endpoint::ChatCompletions
                 | Endpoint::Embeddings
@@ -102,7 +139,7 @@ impl Gateway {
                         );
                     }
                 }
-                HeadersDecision::ReadBody(endpoint)
+                HeadersDecision::ReadBody(endpoint, key)
             }
             Some(Endpoint::Models) => {
                 if method != "GET" {
@@ -126,6 +163,29 @@ impl Gateway {
     pub fn body_too_large(&self, endpoint: Endpoint, size: usize) -> Option<LocalResponse> {
         (size as u64 > u64::from(self.config.max_request_bytes))
             .then(|| self.error_response(endpoint, &self.too_large()))
+    }
+
+    /// Checks the caller's virtual key when `auth` is configured (`Ok(None)` when it is not).
+    /// `presented` is the `Authorization: Bearer` token, else `x-api-key`, else `api-key`.
+    pub fn authenticate(
+        &self,
+        presented: Option<&str>,
+        now_unix: u64,
+    ) -> Result<Option<usize>, GatewayError> {
+        match &self.config.auth {
+            None => Ok(None),
+            Some(auth) => auth.authenticate(presented, now_unix).map(Some),
+        }
+    }
+
+    /// The key's alias, for logs.
+    pub fn key_alias(&self, key: usize) -> Option<&str> {
+        self.config
+            .auth
+            .as_ref()?
+            .keys
+            .get(key)
+            .map(|k| k.alias.as_str())
     }
 
     /// An error answered by the gateway itself, in the shape of the endpoint's API.
@@ -158,12 +218,16 @@ impl Gateway {
     /// `pick` is a random number used to choose among weighted deployments.
     pub fn on_request_body(
         &self,
-        endpoint: Endpoint,
+        req: &BodyRequest<'_>,
         body: &[u8],
-        content_type: Option<&str>,
-        now_unix: u64,
-        pick: u32,
     ) -> Result<Forward, GatewayError> {
+        let BodyRequest {
+            endpoint,
+            content_type,
+            key,
+            now_unix,
+            pick,
+        } = *req;
         if body.len() as u64 > u64::from(self.config.max_request_bytes) {
             return Err(self.too_large());
         }
@@ -186,6 +250,9 @@ impl Gateway {
             .with_param("model")
             .with_code("model_not_found")
         })?;
+        if let (Some(auth), Some(key)) = (&self.config.auth, key) {
+            auth.allow_model(key, &model.name)?;
+        }
         let deployment = choose_deployment(model, pick);
         let provider = self.config.provider(deployment);
         let mut translator = match endpoint {
@@ -232,6 +299,15 @@ impl Gateway {
         ));
         set_headers.extend(req.headers);
         let mut remove_headers = req.remove_headers;
+        if self.config.auth.is_some() {
+            // The client's gateway key must not reach the provider; the provider's own key (if
+            // the translator set one) stays.
+            for h in ["authorization", "x-api-key", "api-key"] {
+                if !set_headers.iter().any(|(k, _)| k == h) && !remove_headers.contains(&h) {
+                    remove_headers.push(h);
+                }
+            }
+        }
         if req.body.is_some() {
             remove_headers.push("content-length");
         }
@@ -627,6 +703,16 @@ mod tests {
         "max_response_bytes": 100
     }"#;
 
+    fn hdrs<'a>(method: &'a str, path: &'a str, content_length: Option<u64>) -> HeadersRequest<'a> {
+        HeadersRequest {
+            method,
+            path,
+            content_length,
+            credential: None,
+            now_unix: 0,
+        }
+    }
+
     fn gw() -> Gateway {
         Gateway::new(Config::parse(CONFIG.as_bytes(), &ProcessEnv).unwrap(), 42)
     }
@@ -648,18 +734,18 @@ mod tests {
     fn routes_paths_and_methods() {
         let g = gw();
         assert_eq!(
-            g.on_request_headers("POST", "/v1/chat/completions", Some(10)),
-            HeadersDecision::ReadBody(Endpoint::ChatCompletions)
+            g.on_request_headers(&hdrs("POST", "/v1/chat/completions", Some(10))),
+            HeadersDecision::ReadBody(Endpoint::ChatCompletions, None)
         );
         assert_eq!(
-            g.on_request_headers("POST", "/chat/completions?x=1", None),
-            HeadersDecision::ReadBody(Endpoint::ChatCompletions)
+            g.on_request_headers(&hdrs("POST", "/chat/completions?x=1", None)),
+            HeadersDecision::ReadBody(Endpoint::ChatCompletions, None)
         );
         assert_eq!(
-            g.on_request_headers("POST", "/v1/embeddings", None),
-            HeadersDecision::ReadBody(Endpoint::Embeddings)
+            g.on_request_headers(&hdrs("POST", "/v1/embeddings", None)),
+            HeadersDecision::ReadBody(Endpoint::Embeddings, None)
         );
-        let r = local(g.on_request_headers("GET", "/v1/models", None));
+        let r = local(g.on_request_headers(&hdrs("GET", "/v1/models", None)));
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["object"], "list");
@@ -667,13 +753,13 @@ mod tests {
         assert_eq!(v["data"][1]["owned_by"], "anthropic");
         assert_eq!(v["data"][0]["created"], 42);
         assert_eq!(
-            local(g.on_request_headers("GET", "/v1/chat/completions", None)).status,
+            local(g.on_request_headers(&hdrs("GET", "/v1/chat/completions", None))).status,
             405
         );
-        let r = local(g.on_request_headers("POST", "/v1/embeddingz", None));
+        let r = local(g.on_request_headers(&hdrs("POST", "/v1/embeddingz", None)));
         assert_eq!(r.status, 404);
         assert_eq!(error_json(&r.body)["error"]["code"], "unknown_url");
-        let r = local(g.on_request_headers("POST", "/v1/chat/completions", Some(201)));
+        let r = local(g.on_request_headers(&hdrs("POST", "/v1/chat/completions", Some(201))));
         assert_eq!(r.status, 413);
         assert!(g.body_too_large(Endpoint::ChatCompletions, 200).is_none());
         assert_eq!(
@@ -692,7 +778,7 @@ mod tests {
         );
         let g = Gateway::new(Config::parse(cfg.as_bytes(), &ProcessEnv).unwrap(), 0);
         assert_eq!(
-            g.on_request_headers("POST", "/v1/files", None),
+            g.on_request_headers(&hdrs("POST", "/v1/files", None)),
             HeadersDecision::PassThrough
         );
     }
@@ -701,11 +787,14 @@ mod tests {
     fn unknown_model_lists_known_ones() {
         let e = gw()
             .on_request_body(
-                Endpoint::ChatCompletions,
+                &BodyRequest {
+                    endpoint: Endpoint::ChatCompletions,
+                    content_type: None,
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 br#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
-                None,
-                0,
-                0,
             )
             .err()
             .unwrap();
@@ -718,11 +807,14 @@ mod tests {
     fn forward_sets_route_auth_and_timeout() {
         let f = gw()
             .on_request_body(
-                Endpoint::ChatCompletions,
+                &BodyRequest {
+                    endpoint: Endpoint::ChatCompletions,
+                    content_type: None,
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 br#"{"model":"gpt","messages":[{"role":"user","content":"x"}]}"#,
-                None,
-                0,
-                0,
             )
             .ok()
             .unwrap();
@@ -747,11 +839,14 @@ mod tests {
         let g = gw();
         let f = g
             .on_request_body(
-                Endpoint::Embeddings,
+                &BodyRequest {
+                    endpoint: Endpoint::Embeddings,
+                    content_type: None,
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 br#"{"model":"gpt","input":"hi"}"#,
-                None,
-                0,
-                0,
             )
             .ok()
             .unwrap();
@@ -759,11 +854,14 @@ mod tests {
         assert_eq!(path.1, "/v1/embeddings");
         let e = g
             .on_request_body(
-                Endpoint::Embeddings,
+                &BodyRequest {
+                    endpoint: Endpoint::Embeddings,
+                    content_type: None,
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 br#"{"model":"claude","input":"hi"}"#,
-                None,
-                0,
-                0,
             )
             .err()
             .unwrap();
@@ -773,11 +871,14 @@ mod tests {
         );
         let e = g
             .on_request_body(
-                Endpoint::Embeddings,
+                &BodyRequest {
+                    endpoint: Endpoint::Embeddings,
+                    content_type: None,
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 br#"{"model":"gpt","messages":[]}"#,
-                None,
-                0,
-                0,
             )
             .err()
             .unwrap();
@@ -788,16 +889,19 @@ mod tests {
     fn other_openai_endpoints_route_json_and_forms_by_model() {
         let g = gw();
         assert_eq!(
-            g.on_request_headers("POST", "/v1/images/generations", None),
-            HeadersDecision::ReadBody(Endpoint::OpenAiApi("images/generations"))
+            g.on_request_headers(&hdrs("POST", "/v1/images/generations", None)),
+            HeadersDecision::ReadBody(Endpoint::OpenAiApi("images/generations"), None)
         );
         let f = g
             .on_request_body(
-                Endpoint::OpenAiApi("responses"),
+                &BodyRequest {
+                    endpoint: Endpoint::OpenAiApi("responses"),
+                    content_type: Some("application/json"),
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 br#"{"model":"gpt","input":"hi","stream":true}"#,
-                Some("application/json"),
-                0,
-                0,
             )
             .ok()
             .unwrap();
@@ -820,11 +924,14 @@ mod tests {
         let form = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt\r\n--B--\r\n";
         let f = g
             .on_request_body(
-                Endpoint::OpenAiApi("audio/transcriptions"),
+                &BodyRequest {
+                    endpoint: Endpoint::OpenAiApi("audio/transcriptions"),
+                    content_type: Some("multipart/form-data; boundary=B"),
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 form,
-                Some("multipart/form-data; boundary=B"),
-                0,
-                0,
             )
             .ok()
             .unwrap();
@@ -834,22 +941,28 @@ mod tests {
         assert!(text.contains("RIFF"));
         let e = g
             .on_request_body(
-                Endpoint::OpenAiApi("audio/transcriptions"),
+                &BodyRequest {
+                    endpoint: Endpoint::OpenAiApi("audio/transcriptions"),
+                    content_type: Some("multipart/form-data; boundary=B"),
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 b"--B--\r\n",
-                Some("multipart/form-data; boundary=B"),
-                0,
-                0,
             )
             .err()
             .unwrap();
         assert_eq!(e.param.as_deref(), Some("model"));
         let e = g
             .on_request_body(
-                Endpoint::OpenAiApi("images/generations"),
+                &BodyRequest {
+                    endpoint: Endpoint::OpenAiApi("images/generations"),
+                    content_type: None,
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 br#"{"model":"claude","prompt":"x"}"#,
-                None,
-                0,
-                0,
             )
             .err()
             .unwrap();
@@ -879,10 +992,19 @@ mod tests {
         let body = format!(
             r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"x"}}]}}"#
         );
-        gw().on_request_body(Endpoint::ChatCompletions, body.as_bytes(), None, 0, 0)
-            .ok()
-            .unwrap()
-            .exchange
+        gw().on_request_body(
+            &BodyRequest {
+                endpoint: Endpoint::ChatCompletions,
+                content_type: None,
+                key: None,
+                now_unix: 0,
+                pick: 0,
+            },
+            body.as_bytes(),
+        )
+        .ok()
+        .unwrap()
+        .exchange
     }
 
     #[test]
@@ -1033,15 +1155,18 @@ mod tests {
                 b
             };
             match g.on_request_body(
-                if i % 7 == 0 {
-                    Endpoint::Embeddings
-                } else {
-                    Endpoint::ChatCompletions
+                &BodyRequest {
+                    endpoint: if i % 7 == 0 {
+                        Endpoint::Embeddings
+                    } else {
+                        Endpoint::ChatCompletions
+                    },
+                    content_type: None,
+                    key: None,
+                    now_unix: 1,
+                    pick: rng.next() as u32,
                 },
                 &body,
-                None,
-                1,
-                rng.next() as u32,
             ) {
                 Err(e) => {
                     assert!((400..600).contains(&e.status));

@@ -4,6 +4,7 @@
 //! [`providers`], [`config`], [`sse`]); the [`wasm`] module is the thin glue to the host.
 
 pub mod anthropic_api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;

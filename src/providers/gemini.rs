@@ -2444,15 +2444,18 @@ mod tests {
 
     #[test]
     fn gateway_sets_retry_after_from_the_error_body() {
-        use crate::gateway::{BodyAction, Endpoint, Gateway};
+        use crate::gateway::{BodyAction, BodyRequest, Endpoint, Gateway};
         let g = Gateway::new(Config::parse(CONFIG.as_bytes(), &ProcessEnv).unwrap(), 0);
         let fwd = g
             .on_request_body(
-                Endpoint::ChatCompletions,
+                &BodyRequest {
+                    endpoint: Endpoint::ChatCompletions,
+                    content_type: None,
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
                 br#"{"model":"flash","messages":[{"role":"user","content":"x"}]}"#,
-                None,
-                0,
-                0,
             )
             .unwrap();
         let mut ex = fwd.exchange;

@@ -8,7 +8,8 @@ use std::rc::Rc;
 use super::host::{self, Buffer, Map};
 use crate::config::{Config, ProcessEnv};
 use crate::gateway::{
-    BodyAction, Endpoint, Exchange, Gateway, HeadersDecision, LocalResponse, INTERNAL_HEADER_PREFIX,
+    BodyAction, BodyRequest, Endpoint, Exchange, Gateway, HeadersDecision, HeadersRequest,
+    LocalResponse, INTERNAL_HEADER_PREFIX,
 };
 
 proxy_wasm::main! {{
@@ -96,6 +97,7 @@ impl RootContext for Root {
             request_id: None,
             endpoint: None,
             content_type: None,
+            key: None,
         }))
     }
 
@@ -113,6 +115,8 @@ struct Stream {
     request_id: Option<String>,
     /// Set once the headers show a model-routed request whose body is awaited.
     endpoint: Option<Endpoint>,
+    /// The caller's virtual key (index), when keys are configured.
+    key: Option<usize>,
     /// The request's `content-type` (multipart forms are routed by their `model` field).
     content_type: Option<String>,
 }
@@ -144,13 +148,14 @@ impl Stream {
         body_size: usize,
     ) -> Action {
         let now_ns = host::now_nanos();
-        match shared.gateway.on_request_body(
+        let req = BodyRequest {
             endpoint,
-            body,
-            self.content_type.as_deref(),
-            now_ns / 1_000_000_000,
-            shared.next_random(),
-        ) {
+            content_type: self.content_type.as_deref(),
+            key: self.key,
+            now_unix: now_ns / 1_000_000_000,
+            pick: shared.next_random(),
+        };
+        match shared.gateway.on_request_body(&req, body) {
             Err(e) => {
                 let r = shared.gateway.error_response(endpoint, &e);
                 self.reply(&r)
@@ -186,6 +191,7 @@ impl HttpContext for Stream {
         let mut method = "";
         let mut path = "";
         let mut content_length = None;
+        let (mut bearer, mut x_api_key, mut api_key) = (None, None, None);
         for (k, v) in &headers {
             match k.as_str() {
                 ":method" => method = std::str::from_utf8(v).unwrap_or(""),
@@ -195,6 +201,14 @@ impl HttpContext for Stream {
                 }
                 "x-request-id" => self.request_id = Some(String::from_utf8_lossy(v).into_owned()),
                 "content-type" => self.content_type = Some(String::from_utf8_lossy(v).into_owned()),
+                "authorization" => {
+                    bearer = std::str::from_utf8(v).ok().and_then(|a| {
+                        a.strip_prefix("Bearer ")
+                            .or_else(|| a.strip_prefix("bearer "))
+                    })
+                }
+                "x-api-key" => x_api_key = std::str::from_utf8(v).ok(),
+                "api-key" => api_key = std::str::from_utf8(v).ok(),
                 k if k.starts_with(INTERNAL_HEADER_PREFIX) => {
                     // Only the gateway sets these: a client's copy would spoof its decisions.
                     let _ = host::remove_header(Map::RequestHeaders, k);
@@ -202,13 +216,18 @@ impl HttpContext for Stream {
                 _ => {}
             }
         }
-        match shared
-            .gateway
-            .on_request_headers(method, path, content_length)
-        {
+        let req = HeadersRequest {
+            method,
+            path,
+            content_length,
+            credential: bearer.or(x_api_key).or(api_key),
+            now_unix: self.started_ns / 1_000_000_000,
+        };
+        match shared.gateway.on_request_headers(&req) {
             HeadersDecision::Respond(r) => self.reply(&r),
             HeadersDecision::PassThrough => Action::Continue,
-            HeadersDecision::ReadBody(endpoint) => {
+            HeadersDecision::ReadBody(endpoint, key) => {
+                self.key = key;
                 if end_of_stream {
                     self.handle_body(&shared, endpoint, &[], 0)
                 } else {
