@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod observe;
 pub mod openai;
 pub mod providers;
 pub mod sse;
