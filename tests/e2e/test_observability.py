@@ -317,7 +317,8 @@ def test_export_batches_usage_records(make_gateway, collector, fmt):
 
     poll(lambda: len(collector.batches) >= 3, "three batches")
     batches = list(collector.batches)
-    # Full batches leave on the next tick; the last record after the flush interval.
+    # Full batches leave on the next tick (the two may arrive in either order); the last record
+    # after the flush interval.
     assert [len(records_of(fmt, b["body"])) for b in batches] == [3, 3, 1]
     want_path = {"webhook": "/", "otlp": "/v1/logs", "langfuse": "/api/public/ingestion"}[fmt]
     for b in batches:
@@ -326,7 +327,11 @@ def test_export_batches_usage_records(make_gateway, collector, fmt):
         assert b["headers"]["content-type"] == "application/json"
 
     records = [r for b in batches for r in records_of(fmt, b["body"])]
-    first, last = records[0], records[-1]
+    id_key = {"webhook": "request_id", "otlp": "llmux.request_id", "langfuse": "traceId"}[fmt]
+    by_id = {r[id_key].removeprefix("llmux-"): r for r in records}
+    assert sorted(by_id) == sorted([f"{rid}-{i}" for i in range(6)] + [f"{rid}-s"])
+    first, last = by_id[f"{rid}-0"], by_id[f"{rid}-s"]
+    assert records[-1] is last
     if fmt == "webhook":
         assert first["request_id"] == f"{rid}-0" and first["model"] == "gpt-4o-mini"
         assert first["provider"] == "openai" and first["cached_input_tokens"] == 2
