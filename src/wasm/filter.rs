@@ -184,13 +184,25 @@ impl RootContext for Root {
                     let _ = host::set_tick_period_ms(e.flush_interval_ms.min(200));
                     RefCell::new(Batcher::new(e))
                 });
-                self.shared = Some(Rc::new(Shared {
+                let shared = Rc::new(Shared {
                     catalog: Catalog::new(&config),
                     gateway: Gateway::new(config, now / 1_000_000_000),
                     metrics: RefCell::new(HashMap::new()),
                     exporter,
                     rng: Cell::new(now | 1),
-                }));
+                });
+                if shared.exporter.is_some() {
+                    // Exporter series exist from the start (at 0), so rates and alerts work.
+                    for k in [
+                        MetricKey::ExportRecordsSent,
+                        MetricKey::ExportRecordsFailed,
+                        MetricKey::ExportRecordsDropped,
+                        MetricKey::ExportBatches,
+                    ] {
+                        shared.metric_id(k);
+                    }
+                }
+                self.shared = Some(shared);
                 true
             }
             Err(e) => {
