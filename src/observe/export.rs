@@ -5,7 +5,7 @@
 //! are queued or the oldest has waited `flush_interval_ms`; at most [`MAX_IN_FLIGHT`] batches are
 //! outstanding, and past `max_queue` new records are dropped (and counted).
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::VecDeque;
 
 use super::record::UsageRecord;
@@ -86,39 +86,105 @@ impl Batcher {
 
 /// The request body for a batch in the configured format.
 pub fn encode(cfg: &ExportConfig, records: &[UsageRecord]) -> Vec<u8> {
-    let v = match cfg.format {
-        ExportFormat::Webhook => json!({ "records": records }),
-        ExportFormat::Otlp => otlp_logs(&cfg.service_name, records),
-        ExportFormat::Langfuse => langfuse_batch(&cfg.service_name, records),
+    let r = match cfg.format {
+        ExportFormat::Webhook => serde_json::to_vec(&Webhook { records }),
+        ExportFormat::Otlp => serde_json::to_vec(&otlp_logs(&cfg.service_name, records)),
+        ExportFormat::Langfuse => serde_json::to_vec(&langfuse_batch(&cfg.service_name, records)),
     };
-    serde_json::to_vec(&v).unwrap_or_default()
+    r.unwrap_or_default()
 }
 
-fn kv(key: &str, value: Value) -> Value {
-    json!({ "key": key, "value": value })
+#[derive(Serialize)]
+struct Webhook<'a> {
+    records: &'a [UsageRecord],
 }
 
-fn s(v: &str) -> Value {
-    json!({ "stringValue": v })
+// OTLP/JSON shapes (opentelemetry-proto, JSON encoding: lowerCamelCase, 64-bit ints as strings).
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsRequest<'a> {
+    resource_logs: [ResourceLogs<'a>; 1],
 }
 
-/// OTLP JSON encodes 64-bit integers as strings.
-fn int(v: u64) -> Value {
-    json!({ "intValue": v.to_string() })
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceLogs<'a> {
+    resource: Resource<'a>,
+    scope_logs: [ScopeLogs<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Resource<'a> {
+    attributes: [KeyValue<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScopeLogs<'a> {
+    scope: Scope,
+    log_records: Vec<LogRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct Scope {
+    name: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogRecord<'a> {
+    time_unix_nano: String,
+    observed_time_unix_nano: String,
+    severity_number: u8,
+    severity_text: &'static str,
+    event_name: &'static str,
+    body: AnyValue<'a>,
+    attributes: Vec<KeyValue<'a>>,
+}
+
+#[derive(Serialize)]
+struct KeyValue<'a> {
+    key: &'static str,
+    value: AnyValue<'a>,
+}
+
+#[derive(Serialize)]
+enum AnyValue<'a> {
+    #[serde(rename = "stringValue")]
+    Str(&'a str),
+    #[serde(rename = "stringValue")]
+    String(String),
+    #[serde(rename = "intValue")]
+    Int(String),
+    #[serde(rename = "boolValue")]
+    Bool(bool),
+    #[serde(rename = "doubleValue")]
+    Double(f64),
+}
+
+fn kv<'a>(key: &'static str, value: AnyValue<'a>) -> KeyValue<'a> {
+    KeyValue { key, value }
+}
+
+fn int<'a>(v: u64) -> AnyValue<'a> {
+    AnyValue::Int(v.to_string())
 }
 
 /// OTLP/HTTP logs, JSON encoding (`ExportLogsServiceRequest`): one log record per request, with
 /// gen_ai semantic-convention attributes.
-pub fn otlp_logs(service: &str, records: &[UsageRecord]) -> Value {
-    let logs: Vec<Value> = records
+pub fn otlp_logs<'a>(service: &'a str, records: &'a [UsageRecord]) -> LogsRequest<'a> {
+    use AnyValue::Str;
+    let log_records = records
         .iter()
         .map(|r| {
             let mut a = vec![
-                kv("gen_ai.operation.name", s("chat")),
-                kv("gen_ai.request.model", s(&r.model)),
-                kv("gen_ai.response.model", s(&r.upstream_model)),
-                kv("gen_ai.provider.name", s(&r.provider)),
-                kv("llmux.deployment", s(&r.deployment)),
+                kv("gen_ai.operation.name", Str("chat")),
+                kv("gen_ai.request.model", Str(&r.model)),
+                kv("gen_ai.response.model", Str(&r.upstream_model)),
+                kv("gen_ai.provider.name", Str(&r.provider)),
+                kv("llmux.deployment", Str(&r.deployment)),
                 kv("gen_ai.usage.input_tokens", int(r.input_tokens)),
                 kv("gen_ai.usage.output_tokens", int(r.output_tokens)),
                 kv(
@@ -131,12 +197,12 @@ pub fn otlp_logs(service: &str, records: &[UsageRecord]) -> Value {
                 ),
                 kv("llmux.usage.reasoning_tokens", int(r.reasoning_tokens)),
                 kv("http.response.status_code", int(u64::from(r.status))),
-                kv("llmux.stream", json!({ "boolValue": r.stream })),
-                kv("llmux.request_id", s(&r.request_id)),
+                kv("llmux.stream", AnyValue::Bool(r.stream)),
+                kv("llmux.request_id", Str(&r.request_id)),
                 kv("llmux.attempts", int(u64::from(r.attempts))),
             ];
             if let Some(c) = r.cost_usd {
-                a.push(kv("llmux.cost_usd", json!({ "doubleValue": c })));
+                a.push(kv("llmux.cost_usd", AnyValue::Double(c)));
             }
             if let Some(d) = r.duration_ms {
                 a.push(kv("llmux.duration_ms", int(d)));
@@ -145,111 +211,195 @@ pub fn otlp_logs(service: &str, records: &[UsageRecord]) -> Value {
                 a.push(kv("llmux.ttft_ms", int(t)));
             }
             if let Some(b) = &r.request_body {
-                a.push(kv("llmux.request.body", s(b)));
+                a.push(kv("llmux.request.body", Str(b)));
             }
             if let Some(b) = &r.response_body {
-                a.push(kv("llmux.response.body", s(b)));
+                a.push(kv("llmux.response.body", Str(b)));
             }
-            let (sev, sev_text) = if r.status >= 500 || r.status == 0 {
+            let (severity_number, severity_text) = if r.status >= 500 || r.status == 0 {
                 (17, "ERROR")
             } else if r.status >= 400 {
                 (13, "WARN")
             } else {
                 (9, "INFO")
             };
-            json!({
-                "timeUnixNano": r.end_ns.to_string(),
-                "observedTimeUnixNano": r.end_ns.to_string(),
-                "severityNumber": sev,
-                "severityText": sev_text,
-                "eventName": "llmux.usage",
-                "body": s(&format!("chat.completions {} {} {}", r.model, r.deployment, r.status)),
-                "attributes": a,
-            })
+            LogRecord {
+                time_unix_nano: r.end_ns.to_string(),
+                observed_time_unix_nano: r.end_ns.to_string(),
+                severity_number,
+                severity_text,
+                event_name: "llmux.usage",
+                body: AnyValue::String(format!(
+                    "chat.completions {} {} {}",
+                    r.model, r.deployment, r.status
+                )),
+                attributes: a,
+            }
         })
         .collect();
-    json!({
-        "resourceLogs": [{
-            "resource": { "attributes": [kv("service.name", s(service))] },
-            "scopeLogs": [{
-                "scope": { "name": "llmux", "version": env!("CARGO_PKG_VERSION") },
-                "logRecords": logs,
+    LogsRequest {
+        resource_logs: [ResourceLogs {
+            resource: Resource {
+                attributes: [kv("service.name", Str(service))],
+            },
+            scope_logs: [ScopeLogs {
+                scope: Scope {
+                    name: "llmux",
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+                log_records,
             }],
         }],
-    })
+    }
+}
+
+// Langfuse ingestion API shapes.
+
+#[derive(Serialize)]
+pub struct LangfuseBatch<'a> {
+    batch: Vec<LangfuseEvent<'a>>,
+}
+
+#[derive(Serialize)]
+struct LangfuseEvent<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: &'a str,
+    body: LangfuseBody<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum LangfuseBody<'a> {
+    Trace(Trace<'a>),
+    Generation(Generation<'a>),
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    provider: &'a str,
+    deployment: &'a str,
+    status: u16,
+    stream: bool,
+    attempts: u32,
+    request_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Trace<'a> {
+    id: String,
+    name: &'a str,
+    timestamp: &'a str,
+    metadata: Metadata<'a>,
+    input: Option<&'a str>,
+    output: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Generation<'a> {
+    id: String,
+    trace_id: String,
+    name: &'static str,
+    start_time: &'a str,
+    end_time: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_start_time: Option<String>,
+    model: &'a str,
+    usage_details: UsageDetails,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_details: Option<CostDetails>,
+    metadata: Metadata<'a>,
+    level: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_message: Option<String>,
+    input: Option<&'a str>,
+    output: Option<&'a str>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Serialize)]
+struct UsageDetails {
+    input: u64,
+    output: u64,
+    total: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_read_input_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_creation_input_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    reasoning_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct CostDetails {
+    total: f64,
 }
 
 /// Langfuse ingestion API (`POST /api/public/ingestion`): per record a `trace-create` and a
 /// `generation-create` event; ids derive from the request id, so a resent batch deduplicates.
-pub fn langfuse_batch(service: &str, records: &[UsageRecord]) -> Value {
+pub fn langfuse_batch<'a>(service: &'a str, records: &'a [UsageRecord]) -> LangfuseBatch<'a> {
     let mut batch = Vec::with_capacity(records.len() * 2);
     for r in records {
         let trace_id = format!("llmux-{}", r.request_id);
-        let metadata = json!({
-            "provider": r.provider,
-            "deployment": r.deployment,
-            "status": r.status,
-            "stream": r.stream,
-            "attempts": r.attempts,
-            "request_id": r.request_id,
+        let metadata = || Metadata {
+            provider: &r.provider,
+            deployment: &r.deployment,
+            status: r.status,
+            stream: r.stream,
+            attempts: r.attempts,
+            request_id: &r.request_id,
+        };
+        let failed = r.status >= 400 || r.status == 0;
+        batch.push(LangfuseEvent {
+            id: format!("{trace_id}-trace"),
+            kind: "trace-create",
+            timestamp: &r.end_time,
+            body: LangfuseBody::Trace(Trace {
+                id: trace_id.clone(),
+                name: service,
+                timestamp: &r.start_time,
+                metadata: metadata(),
+                input: r.request_body.as_deref(),
+                output: r.response_body.as_deref(),
+            }),
         });
-        batch.push(json!({
-            "id": format!("{trace_id}-trace"),
-            "type": "trace-create",
-            "timestamp": r.end_time,
-            "body": {
-                "id": trace_id,
-                "name": service,
-                "timestamp": r.start_time,
-                "metadata": metadata,
-                "input": r.request_body,
-                "output": r.response_body,
-            },
-        }));
-        let mut usage = json!({
-            "input": r.input_tokens,
-            "output": r.output_tokens,
-            "total": r.total_tokens,
+        let generation_id = format!("{trace_id}-generation");
+        batch.push(LangfuseEvent {
+            id: generation_id.clone(),
+            kind: "generation-create",
+            timestamp: &r.end_time,
+            body: LangfuseBody::Generation(Generation {
+                id: generation_id,
+                trace_id,
+                name: "chat.completions",
+                start_time: &r.start_time,
+                end_time: &r.end_time,
+                completion_start_time: (r.stream && r.first_byte_ns > 0)
+                    .then(|| super::time::rfc3339_millis(r.first_byte_ns)),
+                model: &r.upstream_model,
+                usage_details: UsageDetails {
+                    input: r.input_tokens,
+                    output: r.output_tokens,
+                    total: r.total_tokens,
+                    cache_read_input_tokens: r.cached_input_tokens,
+                    cache_creation_input_tokens: r.cache_creation_tokens,
+                    reasoning_tokens: r.reasoning_tokens,
+                },
+                cost_details: r.cost_usd.map(|total| CostDetails { total }),
+                metadata: metadata(),
+                level: if failed { "ERROR" } else { "DEFAULT" },
+                status_message: failed.then(|| format!("HTTP {}", r.status)),
+                input: r.request_body.as_deref(),
+                output: r.response_body.as_deref(),
+            }),
         });
-        if r.cached_input_tokens > 0 {
-            usage["cache_read_input_tokens"] = json!(r.cached_input_tokens);
-        }
-        if r.cache_creation_tokens > 0 {
-            usage["cache_creation_input_tokens"] = json!(r.cache_creation_tokens);
-        }
-        if r.reasoning_tokens > 0 {
-            usage["reasoning_tokens"] = json!(r.reasoning_tokens);
-        }
-        let mut body = json!({
-            "id": format!("{trace_id}-generation"),
-            "traceId": trace_id,
-            "name": "chat.completions",
-            "startTime": r.start_time,
-            "endTime": r.end_time,
-            "model": r.upstream_model,
-            "usageDetails": usage,
-            "metadata": metadata,
-            "level": if r.status >= 400 || r.status == 0 { "ERROR" } else { "DEFAULT" },
-            "input": r.request_body,
-            "output": r.response_body,
-        });
-        if r.status >= 400 || r.status == 0 {
-            body["statusMessage"] = json!(format!("HTTP {}", r.status));
-        }
-        if let Some(c) = r.cost_usd {
-            body["costDetails"] = json!({ "total": c });
-        }
-        if r.stream && r.first_byte_ns > 0 {
-            body["completionStartTime"] = json!(super::time::rfc3339_millis(r.first_byte_ns));
-        }
-        batch.push(json!({
-            "id": format!("{trace_id}-generation"),
-            "type": "generation-create",
-            "timestamp": r.end_time,
-            "body": body,
-        }));
     }
-    json!({ "batch": batch })
+    LangfuseBatch { batch }
 }
 
 #[cfg(test)]
@@ -257,6 +407,7 @@ mod tests {
     use super::super::record::tests::{config, finished, timings};
     use super::*;
     use crate::config::{Config, ProcessEnv};
+    use serde_json::Value;
 
     fn export_cfg(format: &str, batch: u32, max_queue: u32) -> ExportConfig {
         let s = format!(
