@@ -321,7 +321,7 @@ pub enum Update {
     Record(MetricKey, u64),
 }
 
-/// The metric updates for one finished request. `usage` is `None` when the provider's answer had
+/// The metric updates for one finished request, handed to `out` one by one (no allocation). `usage` is `None` when the provider's answer had
 /// none (errors); `cost_nanousd` only when the deployment has prices.
 pub fn request_updates(
     route: Route,
@@ -330,9 +330,9 @@ pub fn request_updates(
     usage: Option<&Usage>,
     cost_nanousd: Option<u64>,
     t: &Timings,
-    out: &mut Vec<Update>,
+    mut out: impl FnMut(Update),
 ) {
-    out.push(Update::Add(
+    out(Update::Add(
         MetricKey::Requests {
             route,
             status_class: status_class(status),
@@ -344,7 +344,7 @@ pub fn request_updates(
         for tt in TokenType::ALL {
             let n = tt.of(u);
             if n > 0 {
-                out.push(Update::Add(
+                out(Update::Add(
                     MetricKey::Tokens {
                         route,
                         token_type: tt,
@@ -355,20 +355,20 @@ pub fn request_updates(
         }
     }
     if let Some(c) = cost_nanousd {
-        out.push(Update::Add(MetricKey::Cost { route }, c));
+        out(Update::Add(MetricKey::Cost { route }, c));
     }
     if let Route::Rejected = route {
         return;
     }
     if let Some(d) = t.duration_ms() {
-        out.push(Update::Record(MetricKey::Duration { route }, d));
+        out(Update::Record(MetricKey::Duration { route }, d));
     }
     if stream && (200..300).contains(&status) {
         if let Some(ttft) = t.ttft_ms() {
-            out.push(Update::Record(MetricKey::TimeToFirstToken { route }, ttft));
+            out(Update::Record(MetricKey::TimeToFirstToken { route }, ttft));
         }
         if let Some(tpot) = usage.and_then(|u| t.tpot_us(u.completion_tokens)) {
-            out.push(Update::Record(
+            out(Update::Record(
                 MetricKey::TimePerOutputToken { route },
                 tpot,
             ));
@@ -500,7 +500,7 @@ mod tests {
             end_ns: 1_750_000_000,
         };
         let mut out = Vec::new();
-        request_updates(route, 200, true, Some(&u), Some(7), &t, &mut out);
+        request_updates(route, 200, true, Some(&u), Some(7), &t, |u| out.push(u));
         assert_eq!(
             out,
             vec![
@@ -541,11 +541,11 @@ mod tests {
         );
         // A rejected request: only the request count.
         out.clear();
-        request_updates(Route::Rejected, 400, false, None, None, &t, &mut out);
+        request_updates(Route::Rejected, 400, false, None, None, &t, |u| out.push(u));
         assert_eq!(out.len(), 1);
         // An error stream: no TTFT.
         out.clear();
-        request_updates(route, 503, true, None, None, &t, &mut out);
+        request_updates(route, 503, true, None, None, &t, |u| out.push(u));
         assert_eq!(out.len(), 2);
     }
 

@@ -68,13 +68,107 @@ pub struct Finished<'a> {
     pub response_body: Option<&'a [u8]>,
 }
 
-impl UsageRecord {
+/// What a finished request's filter state and usage record are made of, borrowing the names from
+/// the configuration (nothing is allocated to build it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary<'a> {
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub deployment: &'a str,
+    pub upstream_model: &'a str,
+    pub usage: Usage,
+    /// Only when the deployment has prices.
+    pub cost_usd: Option<f64>,
+    pub duration_ms: Option<u64>,
+    pub ttft_ms: Option<u64>,
+    pub attempts: u32,
+}
+
+impl<'a> Summary<'a> {
     /// `None` if the indices do not name a configured deployment (never, from the gateway).
-    pub fn build(config: &Config, f: &Finished<'_>) -> Option<UsageRecord> {
+    pub fn of(config: &'a Config, f: &Finished<'_>) -> Option<Summary<'a>> {
         let model = config.models.get(f.model)?;
         let dep = model.deployments.get(f.deployment)?;
         let provider = config.providers.get(dep.provider)?;
-        let u = f.usage.unwrap_or_default();
+        let usage = f.usage.unwrap_or_default();
+        Some(Summary {
+            model: &model.name,
+            provider: &provider.name,
+            deployment: &dep.name,
+            upstream_model: &dep.model,
+            usage,
+            cost_usd: dep
+                .price
+                .as_ref()
+                .map(|p| cost_nanousd(p, &usage) as f64 / 1e9),
+            duration_ms: f.timings.duration_ms(),
+            ttft_ms: if f.stream { f.timings.ttft_ms() } else { None },
+            attempts: 1,
+        })
+    }
+
+    /// Hands each filter-state field to `set`: what an access log prints as
+    /// `%FILTER_STATE(wasm.NAME:PLAIN)%`. Missing values are `-`. Numbers are formatted into one
+    /// reused buffer.
+    pub fn filter_state(&self, mut set: impl FnMut(&'static str, &[u8])) {
+        use std::fmt::Write;
+        let mut buf = String::with_capacity(24);
+        let mut num = |name: &'static str, v: Option<&dyn std::fmt::Display>| {
+            buf.clear();
+            match v {
+                Some(v) => {
+                    let _ = write!(buf, "{v}");
+                }
+                None => buf.push('-'),
+            }
+            set(name, buf.as_bytes());
+        };
+        let u = &self.usage;
+        num("llmux_input_tokens", Some(&u.prompt_tokens));
+        num("llmux_output_tokens", Some(&u.completion_tokens));
+        num("llmux_cached_input_tokens", Some(&u.cached_tokens));
+        num(
+            "llmux_cache_creation_tokens",
+            Some(&u.cache_creation_tokens),
+        );
+        num("llmux_reasoning_tokens", Some(&u.reasoning_tokens));
+        let cost = self.cost_usd.map(Cost);
+        num(
+            "llmux_cost_usd",
+            cost.as_ref().map(|c| c as &dyn std::fmt::Display),
+        );
+        num(
+            "llmux_ttft_ms",
+            self.ttft_ms.as_ref().map(|t| t as &dyn std::fmt::Display),
+        );
+        num("llmux_attempts", Some(&self.attempts));
+        for (name, value) in [
+            ("llmux_model", self.model),
+            ("llmux_provider", self.provider),
+            ("llmux_deployment", self.deployment),
+            ("llmux_upstream_model", self.upstream_model),
+            ("llmux_key_alias", "-"),
+            ("llmux_team", "-"),
+            ("llmux_cache", "-"),
+        ] {
+            set(name, value.as_bytes());
+        }
+    }
+}
+
+/// USD with 9 decimals (nano-USD precision).
+struct Cost(f64);
+
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.9}", self.0)
+    }
+}
+
+impl UsageRecord {
+    /// The exported record (owns its strings; only built when an export is configured).
+    pub fn build(config: &Config, f: &Finished<'_>) -> Option<UsageRecord> {
+        let s = Summary::of(config, f)?;
         let body = |b: Option<&[u8]>| {
             b.filter(|_| config.log_bodies).map(|b| {
                 let cut = &b[..b.len().min(MAX_LOGGED_BODY_BYTES)];
@@ -82,6 +176,7 @@ impl UsageRecord {
             })
         };
         let t = f.timings;
+        let u = s.usage;
         Some(UsageRecord {
             request_id: f.request_id.unwrap_or("-").to_string(),
             start_time: rfc3339_millis(t.start_ns),
@@ -89,10 +184,10 @@ impl UsageRecord {
             start_ns: t.start_ns,
             end_ns: t.end_ns,
             first_byte_ns: t.first_byte_ns,
-            model: model.name.clone(),
-            provider: provider.name.clone(),
-            deployment: dep.name.clone(),
-            upstream_model: dep.model.clone(),
+            model: s.model.to_string(),
+            provider: s.provider.to_string(),
+            deployment: s.deployment.to_string(),
+            upstream_model: s.upstream_model.to_string(),
             stream: f.stream,
             status: f.status,
             input_tokens: u.prompt_tokens,
@@ -101,49 +196,16 @@ impl UsageRecord {
             cache_creation_tokens: u.cache_creation_tokens,
             reasoning_tokens: u.reasoning_tokens,
             total_tokens: u.total_tokens(),
-            cost_usd: dep.price.as_ref().map(|p| cost_nanousd(p, &u) as f64 / 1e9),
-            duration_ms: t.duration_ms(),
-            ttft_ms: if f.stream { t.ttft_ms() } else { None },
-            attempts: 1,
+            cost_usd: s.cost_usd,
+            duration_ms: s.duration_ms,
+            ttft_ms: s.ttft_ms,
+            attempts: s.attempts,
             key_alias: None,
             team: None,
             cache: None,
             request_body: body(f.request_body),
             response_body: body(f.response_body),
         })
-    }
-
-    /// The filter-state fields an access log prints as `%FILTER_STATE(wasm.NAME:PLAIN)%`.
-    /// Missing values are `-`.
-    pub fn filter_state(&self) -> [(&'static str, String); 15] {
-        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |n| n.to_string());
-        [
-            ("llmux_model", self.model.clone()),
-            ("llmux_provider", self.provider.clone()),
-            ("llmux_deployment", self.deployment.clone()),
-            ("llmux_upstream_model", self.upstream_model.clone()),
-            ("llmux_key_alias", "-".to_string()),
-            ("llmux_team", "-".to_string()),
-            ("llmux_input_tokens", self.input_tokens.to_string()),
-            ("llmux_output_tokens", self.output_tokens.to_string()),
-            (
-                "llmux_cached_input_tokens",
-                self.cached_input_tokens.to_string(),
-            ),
-            (
-                "llmux_cache_creation_tokens",
-                self.cache_creation_tokens.to_string(),
-            ),
-            ("llmux_reasoning_tokens", self.reasoning_tokens.to_string()),
-            (
-                "llmux_cost_usd",
-                self.cost_usd
-                    .map_or_else(|| "-".to_string(), |c| format!("{c:.9}")),
-            ),
-            ("llmux_ttft_ms", opt(self.ttft_ms)),
-            ("llmux_attempts", self.attempts.to_string()),
-            ("llmux_cache", "-".to_string()),
-        ]
     }
 }
 
@@ -205,7 +267,13 @@ pub(crate) mod tests {
         assert_eq!(r.duration_ms, Some(500));
         assert_eq!(r.start_time, "2023-11-14T22:13:20.000Z");
         assert_eq!(r.request_body, None, "bodies are off by default");
-        let fs = r.filter_state();
+        let mut fs: Vec<(&str, String)> = Vec::new();
+        Summary::of(&c, &finished(&t, 0))
+            .unwrap()
+            .filter_state(|k, v| fs.push((k, String::from_utf8(v.to_vec()).unwrap())));
+        assert_eq!(fs.len(), 15);
+        assert!(fs.contains(&("llmux_deployment", "oai/gpt-4o-mini".to_string())));
+        assert!(fs.contains(&("llmux_input_tokens", "1000".to_string())));
         assert!(fs.contains(&("llmux_cost_usd", "0.000270000".to_string())));
         assert!(fs.contains(&("llmux_ttft_ms", "100".to_string())));
         assert!(fs.contains(&("llmux_key_alias", "-".to_string())));
@@ -216,9 +284,15 @@ pub(crate) mod tests {
 
         let free = UsageRecord::build(&c, &finished(&t, 1)).unwrap();
         assert_eq!(free.cost_usd, None);
-        assert!(free
-            .filter_state()
-            .contains(&("llmux_cost_usd", "-".to_string())));
+        let mut cost = String::new();
+        Summary::of(&c, &finished(&t, 1))
+            .unwrap()
+            .filter_state(|k, v| {
+                if k == "llmux_cost_usd" {
+                    cost = String::from_utf8(v.to_vec()).unwrap();
+                }
+            });
+        assert_eq!(cost, "-");
         assert!(UsageRecord::build(&c, &finished(&t, 7)).is_none());
     }
 

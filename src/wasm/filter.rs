@@ -12,7 +12,7 @@ use crate::gateway::{
     BodyAction, Exchange, Gateway, HeadersDecision, LocalResponse, INTERNAL_HEADER_PREFIX,
 };
 use crate::observe::export::{encode, Batcher, Pushed};
-use crate::observe::record::{Finished, UsageRecord, MAX_LOGGED_BODY_BYTES};
+use crate::observe::record::{Finished, Summary, UsageRecord, MAX_LOGGED_BODY_BYTES};
 use crate::observe::{cost_nanousd, request_updates, Catalog, MetricKey, Route, Timings, Update};
 
 proxy_wasm::main! {{
@@ -281,7 +281,6 @@ impl Stream {
             return;
         };
         self.timings.end_ns = host::now_nanos();
-        let mut updates = Vec::with_capacity(12);
         let Some(ex) = &self.exchange else {
             if let (true, Some(status)) = (self.chat, self.replied) {
                 request_updates(
@@ -291,11 +290,8 @@ impl Stream {
                     None,
                     None,
                     &self.timings,
-                    &mut updates,
+                    |u| shared.apply(u),
                 );
-            }
-            for u in updates {
-                shared.apply(u);
             }
             return;
         };
@@ -304,6 +300,20 @@ impl Stream {
             return;
         };
         let config = &shared.gateway.config;
+        let finished = Finished {
+            request_id: self.request_id.as_deref(),
+            model,
+            deployment,
+            stream: ex.stream,
+            status: ex.status,
+            usage,
+            timings: &self.timings,
+            request_body: self.request_body.as_deref(),
+            response_body: self.capture.then_some(self.response_body.as_slice()),
+        };
+        let Some(summary) = Summary::of(config, &finished) else {
+            return;
+        };
         let cost = config
             .models
             .get(model)
@@ -318,34 +328,16 @@ impl Stream {
             usage.as_ref(),
             cost,
             &self.timings,
-            &mut updates,
+            |u| shared.apply(u),
         );
-        for u in updates {
-            shared.apply(u);
-        }
-        let record = UsageRecord::build(
-            config,
-            &Finished {
-                request_id: self.request_id.as_deref(),
-                model,
-                deployment,
-                stream: ex.stream,
-                status: ex.status,
-                usage,
-                timings: &self.timings,
-                request_body: self.request_body.as_deref(),
-                response_body: self.capture.then_some(self.response_body.as_slice()),
-            },
-        );
-        let Some(record) = record else {
-            return;
-        };
-        for (name, value) in record.filter_state() {
-            let _ = host::set_property(name, value.as_bytes());
-        }
+        summary.filter_state(|name, value| {
+            let _ = host::set_property(name, value);
+        });
         if let Some(b) = &shared.exporter {
-            if b.borrow_mut().push(record, self.timings.end_ns) == Pushed::Dropped {
-                shared.apply(Update::Add(MetricKey::ExportRecordsDropped, 1));
+            if let Some(record) = UsageRecord::build(config, &finished) {
+                if b.borrow_mut().push(record, self.timings.end_ns) == Pushed::Dropped {
+                    shared.apply(Update::Add(MetricKey::ExportRecordsDropped, 1));
+                }
             }
         }
     }
