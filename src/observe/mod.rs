@@ -575,6 +575,15 @@ mod tests {
         };
         assert_eq!(cost_nanousd(&p, &odd), 500);
         assert_eq!(cost_nanousd(&p, &Usage::default()), 0);
+        // Absurd counts saturate instead of wrapping or panicking.
+        let huge = Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: u64::MAX,
+            cached_tokens: u64::MAX,
+            cache_creation_tokens: u64::MAX,
+            reasoning_tokens: u64::MAX,
+        };
+        assert_eq!(cost_nanousd(&p, &huge), u64::MAX);
     }
 
     #[test]

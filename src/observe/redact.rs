@@ -350,4 +350,37 @@ mod tests {
         let _ = redact(&String::from_utf8_lossy(&bytes));
         assert_eq!(r("😀+1 415 555 2671😀"), "😀[REDACTED_PHONE]😀");
     }
+
+    /// Random mixes of the characters the scanners look at: never a panic, the result is the
+    /// input when nothing matched, and a JSON string stays a valid JSON string.
+    #[test]
+    fn random_text_never_panics_and_json_stays_valid() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet: Vec<char> = "sk-_AKIAghpBearer bearer@.com+()-. 0123456789\\n\"xé😀"
+            .chars()
+            .collect();
+        for _ in 0..5000 {
+            let n = (next() % 80) as usize;
+            let text: String = (0..n)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let out = redact(&text);
+            let json = serde_json::to_string(&text).unwrap();
+            let redacted = redact(&json);
+            assert!(
+                serde_json::from_str::<String>(&redacted).is_ok(),
+                "{json} -> {redacted}"
+            );
+            if out == text {
+                continue;
+            }
+            assert!(out.contains("[REDACTED"));
+        }
+    }
 }
