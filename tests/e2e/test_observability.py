@@ -407,3 +407,32 @@ def test_bodies_are_off_by_default_and_redacted_when_on(make_gateway, collector)
     assert req["messages"][0]["content"] == (
         "My mail is [REDACTED_EMAIL], key [REDACTED_API_KEY], card [REDACTED_CARD]")
     assert "Call me at [REDACTED_PHONE]" in rec["response_body"]
+
+
+def test_unreachable_provider_counts_as_5xx_with_duration(make_gateway):
+    dead_port = free_port()
+    extra = f"""  - name: dead
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {dead_port} }}"""
+    g = make_gateway({"providers": {"gone": {"type": "openai", "cluster": "dead"}},
+                      "models": [{"name": "m", "deployments": [{"provider": "gone"}]}]},
+                     extra_clusters=extra)
+    for stream in (False, True):
+        assert g.post("/v1/chat/completions", {"model": "m", "messages": USER,
+                                               "stream": stream}).status_code == 502
+    s = prom.parse(g.prometheus())
+    for stream in ("false", "true"):
+        assert prom.total(s, "llmux_requests", gen_ai_request_model="m", llmux_deployment="gone/m",
+                          llmux_status_class="5xx", llmux_stream=stream) == 1
+    assert prom.total(s, "llmux_gen_ai_client_token_usage") == 0
+    poll(lambda: prom.total(prom.parse(g.prometheus()), "llmux_gen_ai_server_request_duration_count",
+                            gen_ai_request_model="m") == 2, "2 duration samples")
+    # No stream succeeded: no time-to-first-token sample.
+    assert prom.total(prom.parse(g.prometheus()), "llmux_gen_ai_server_time_to_first_token_count") == 0
