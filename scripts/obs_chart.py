@@ -22,29 +22,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 import harness  # noqa: E402
 import prom  # noqa: E402
+from test_observability import config  # noqa: E402  (the models and prices the tests use)
 
-PRICES = {
-    "openai": {"input_per_mtok": 0.15, "output_per_mtok": 0.6, "cached_input_per_mtok": 0.075},
-    "anthropic": {"input_per_mtok": 0.8, "output_per_mtok": 4, "cached_input_per_mtok": 0.08,
-                  "cache_creation_per_mtok": 1},
-}
 MODELS = ["gpt-4o-mini", "claude-3-5-haiku"]
 WORDS = ("the quick brown fox jumps over the lazy dog while the gateway counts every token "
          "it sees on the way back from the provider").split()
-
-
-def config():
-    return {
-        "providers": {"openai": {"type": "openai", "cluster": "mock"},
-                      "anthropic": {"type": "anthropic", "cluster": "mock"}},
-        "models": [
-            {"name": "gpt-4o-mini", "deployments": [
-                {"provider": "openai", "model": "gpt-4o-mini", "price": PRICES["openai"]}]},
-            {"name": "claude-3-5-haiku", "deployments": [
-                {"provider": "anthropic", "model": "claude-3-5-haiku-20241022",
-                 "price": PRICES["anthropic"]}]},
-        ],
-    }
 
 
 def worker(url, stop, seed, counts):

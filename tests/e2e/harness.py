@@ -161,6 +161,20 @@ class Gateway:
         self.process.stop()
 
 
+def static_cluster(name, port):
+    """An Envoy cluster (YAML for `extra_clusters`) with one endpoint at 127.0.0.1:port."""
+    return f"""  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {port} }}"""
+
+
 def new_id():
     return uuid.uuid4().hex
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import prom
-from harness import free_port, new_id
+from harness import free_port, new_id, static_cluster
 
 USER = [{"role": "user", "content": "Hello there"}]
 
@@ -268,16 +268,7 @@ class Collector:
         self.thread.start()
 
     def cluster(self):
-        return f"""  - name: collector
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: collector
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: {self.port} }}"""
+        return static_cluster("collector", self.port)
 
     def stop(self):
         self.server.shutdown()
@@ -410,17 +401,7 @@ def test_bodies_are_off_by_default_and_redacted_when_on(make_gateway, collector)
 
 
 def test_unreachable_provider_counts_as_5xx_with_duration(make_gateway):
-    dead_port = free_port()
-    extra = f"""  - name: dead
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: dead
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: {dead_port} }}"""
+    extra = static_cluster("dead", free_port())  # nothing listens there
     g = make_gateway({"providers": {"gone": {"type": "openai", "cluster": "dead"}},
                       "models": [{"name": "m", "deployments": [{"provider": "gone"}]}]},
                      extra_clusters=extra)
