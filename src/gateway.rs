@@ -240,7 +240,7 @@ impl Gateway {
             },
             _ => parse_chat_envelope(body)?,
         };
-        let model = self.config.model(&env.model).ok_or_else(|| {
+        let model_index = self.config.model_position(&env.model).ok_or_else(|| {
             let known: Vec<&str> = self.config.model_names().collect();
             GatewayError::not_found(format!(
                 "model `{}` does not exist on this gateway; available models: {}",
@@ -250,10 +250,12 @@ impl Gateway {
             .with_param("model")
             .with_code("model_not_found")
         })?;
+        let model = &self.config.models[model_index];
         if let (Some(auth), Some(key)) = (&self.config.auth, key) {
             auth.allow_model(key, &model.name)?;
         }
-        let deployment = choose_deployment(model, pick);
+        let deployment_index = choose_deployment_index(model, pick);
+        let deployment = &model.deployments[deployment_index];
         let provider = self.config.provider(deployment);
         let mut translator = match endpoint {
             Endpoint::Embeddings => provider.kind.embeddings_translator().ok_or_else(|| {
@@ -321,6 +323,10 @@ impl Gateway {
                 provider: provider.name.clone(),
                 upstream_model: deployment.model.clone(),
                 stream: env.stream,
+                route: crate::observe::Route::Deployment {
+                    model: model_index,
+                    deployment: deployment_index,
+                },
                 mode: ResponseMode::Pending,
                 anthropic_api: endpoint == Endpoint::Messages,
                 passthrough: matches!(endpoint, Endpoint::OpenAiApi(_)),
@@ -410,19 +416,24 @@ impl Endpoint {
 /// Weighted choice among a model's deployments (weight 0 = never, unless all are 0).
 /// Richer strategies (latency, cost, usage, cooldowns) build on this.
 pub fn choose_deployment(model: &Model, pick: u32) -> &Deployment {
+    &model.deployments[choose_deployment_index(model, pick)]
+}
+
+/// [`choose_deployment`], as an index into `model.deployments`.
+pub fn choose_deployment_index(model: &Model, pick: u32) -> usize {
     let total: u64 = model.deployments.iter().map(|d| u64::from(d.weight)).sum();
     if total == 0 {
-        return &model.deployments[0];
+        return 0;
     }
     let mut r = u64::from(pick) % total;
-    for d in &model.deployments {
+    for (i, d) in model.deployments.iter().enumerate() {
         let w = u64::from(d.weight);
         if r < w {
-            return d;
+            return i;
         }
         r -= w;
     }
-    &model.deployments[0]
+    0
 }
 
 fn models_list(config: &Config, created: u64) -> Vec<u8> {
@@ -477,6 +488,8 @@ pub struct Exchange {
     pub provider: String,
     pub upstream_model: String,
     pub stream: bool,
+    /// Which configured model and deployment (for metric labels and records).
+    pub route: crate::observe::Route,
     mode: ResponseMode,
     /// The client speaks the Anthropic Messages API: errors in its shape, statuses unmapped.
     anthropic_api: bool,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod multipart;
+pub mod observe;
 pub mod openai;
 pub mod providers;
 pub mod sse;

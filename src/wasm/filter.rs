@@ -2,7 +2,8 @@
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::host::{self, Buffer, Map};
@@ -11,6 +12,9 @@ use crate::gateway::{
     BodyAction, BodyRequest, Endpoint, Exchange, Gateway, HeadersDecision, HeadersRequest,
     LocalResponse, INTERNAL_HEADER_PREFIX,
 };
+use crate::observe::export::{encode, Batcher, Pushed};
+use crate::observe::record::{Finished, Summary, UsageRecord, MAX_LOGGED_BODY_BYTES};
+use crate::observe::{cost_nanousd, request_updates, Catalog, MetricKey, Route, Timings, Update};
 
 proxy_wasm::main! {{
     // Host calls are not allowed here (Envoy answers `restricted_callback`): logging starts in
@@ -21,13 +25,45 @@ proxy_wasm::main! {{
 /// Per-VM state shared by the VM's HTTP contexts.
 struct Shared {
     gateway: Gateway,
-    /// Gauge `wasmcustom.llmux.vm_memory_bytes`: this VM's linear memory, updated per request.
-    vm_memory_metric: Option<u32>,
+    catalog: Catalog,
+    /// Metric ids, defined lazily the first time a label set is seen (`None`: define failed).
+    metrics: RefCell<HashMap<MetricKey, Option<u32>>>,
+    /// Usage records waiting for export (per VM; sent from the root context's tick).
+    exporter: Option<RefCell<Batcher>>,
     /// xorshift64 state for weighted deployment choice.
     rng: Cell<u64>,
 }
 
 impl Shared {
+    fn metric_id(&self, key: MetricKey) -> Option<u32> {
+        let mut m = self.metrics.borrow_mut();
+        *m.entry(key).or_insert_with(|| {
+            let name = self.catalog.name(&key);
+            match host::define_metric(key.metric_type() as u32, &name) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    log::warn!("llmux: defining metric {name} failed (host status {})", e.0);
+                    None
+                }
+            }
+        })
+    }
+
+    fn apply(&self, u: Update) {
+        match u {
+            Update::Add(k, n) => {
+                if let Some(id) = self.metric_id(k) {
+                    let _ = host::increment_metric(id, n);
+                }
+            }
+            Update::Record(k, v) => {
+                if let Some(id) = self.metric_id(k) {
+                    let _ = host::record_metric(id, v);
+                }
+            }
+        }
+    }
+
     fn next_random(&self) -> u32 {
         let mut x = self.rng.get();
         x ^= x << 13;
@@ -41,9 +77,83 @@ impl Shared {
 #[derive(Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
+    /// Export calls in flight: token → records in the batch.
+    in_flight: HashMap<u32, u64>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(n) = self.in_flight.remove(&token) else {
+            return;
+        };
+        if let Some(b) = &shared.exporter {
+            b.borrow_mut().sent();
+        }
+        // No headers (timeout, reset, no healthy host) reads as no status: a failure.
+        let status = host::get_header(Map::HttpCallResponse, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        shared.apply(Update::Add(MetricKey::ExportBatches, 1));
+        if (200..300).contains(&status) {
+            shared.apply(Update::Add(MetricKey::ExportRecordsSent, n));
+        } else {
+            log::warn!("llmux: exporting {n} usage records failed (collector status {status})");
+            shared.apply(Update::Add(MetricKey::ExportRecordsFailed, n));
+        }
+    }
+}
+
+impl Root {
+    /// Sends every batch that is due (full, or waited long enough). Never on a request's path.
+    fn flush_due(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let (Some(batcher), Some(cfg)) = (&shared.exporter, &shared.gateway.config.export) else {
+            return;
+        };
+        let now = host::now_nanos();
+        loop {
+            let Some(batch) = batcher.borrow_mut().take_due(now) else {
+                return;
+            };
+            let n = batch.len() as u64;
+            let body = encode(cfg, &batch);
+            let mut headers: Vec<(&str, &str)> = vec![
+                (":method", "POST"),
+                (":path", &cfg.path),
+                (":authority", &cfg.authority),
+                ("content-type", "application/json"),
+            ];
+            headers.extend(cfg.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            match host::dispatch_http_call(&cfg.cluster, headers, &body, cfg.timeout_ms) {
+                Ok(token) => {
+                    self.in_flight.insert(token, n);
+                }
+                Err(e) => {
+                    batcher.borrow_mut().sent();
+                    log::warn!(
+                        "llmux: exporting {n} usage records to cluster {} failed (host status {})",
+                        cfg.cluster,
+                        e.0
+                    );
+                    shared.apply(Update::Add(MetricKey::ExportRecordsFailed, n));
+                }
+            }
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -70,13 +180,30 @@ impl RootContext for Root {
                     config.providers.len(),
                     config.models.len()
                 );
-                let vm_memory_metric =
-                    host::define_metric(host::MetricKind::Gauge, "llmux.vm_memory_bytes").ok();
-                self.shared = Some(Rc::new(Shared {
+                let exporter = config.export.as_ref().map(|e| {
+                    // Ticks drive the export; a full batch waits at most one tick.
+                    let _ = host::set_tick_period_ms(e.flush_interval_ms.min(200));
+                    RefCell::new(Batcher::new(e))
+                });
+                let shared = Rc::new(Shared {
+                    catalog: Catalog::new(&config),
                     gateway: Gateway::new(config, now / 1_000_000_000),
-                    vm_memory_metric,
+                    metrics: RefCell::new(HashMap::new()),
+                    exporter,
                     rng: Cell::new(now | 1),
-                }));
+                });
+                if shared.exporter.is_some() {
+                    // Exporter series exist from the start (at 0), so rates and alerts work.
+                    for k in [
+                        MetricKey::ExportRecordsSent,
+                        MetricKey::ExportRecordsFailed,
+                        MetricKey::ExportRecordsDropped,
+                        MetricKey::ExportBatches,
+                    ] {
+                        shared.metric_id(k);
+                    }
+                }
+                self.shared = Some(shared);
                 true
             }
             Err(e) => {
@@ -89,28 +216,43 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Without a config Envoy never creates streams; answering None would panic the dispatcher,
         // so an unconfigured context just passes everything through.
+        let capture = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.gateway.config.log_bodies);
         Some(Box::new(Stream {
             shared: self.shared.clone(),
-            started_ns: 0,
-            replied: false,
+            timings: Timings::default(),
+            replied: None,
+            chat: false,
             exchange: None,
             request_id: None,
             endpoint: None,
             content_type: None,
             key: None,
+            finished: false,
+            capture,
+            request_body: None,
+            response_body: Vec::new(),
         }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+
+    fn on_tick(&mut self) {
+        self.flush_due();
+    }
 }
 
 struct Stream {
     shared: Option<Rc<Shared>>,
-    started_ns: u64,
-    /// The filter answered this request itself.
-    replied: bool,
+    timings: Timings,
+    /// The filter answered this request itself, with this status.
+    replied: Option<u16>,
+    /// A chat-completions request (counted in the metrics).
+    chat: bool,
     exchange: Option<Exchange>,
     request_id: Option<String>,
     /// Set once the headers show a model-routed request whose body is awaited.
@@ -119,13 +261,99 @@ struct Stream {
     key: Option<usize>,
     /// The request's `content-type` (multipart forms are routed by their `model` field).
     content_type: Option<String>,
+    /// Metrics, filter state and the usage record are done.
+    finished: bool,
+    /// `log_bodies` is on: keep the bodies for the usage record.
+    capture: bool,
+    request_body: Option<Vec<u8>>,
+    response_body: Vec<u8>,
 }
 
 impl Context for Stream {}
 
 impl Stream {
+    fn capture_response(&mut self, bytes: &[u8]) {
+        if self.capture {
+            let room = MAX_LOGGED_BODY_BYTES.saturating_sub(self.response_body.len());
+            self.response_body
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+
+    /// Once per request, when its response is complete (or in `on_log` at the latest): count it
+    /// in the metrics, write the filter state the access log prints, queue the usage record.
+    fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        self.timings.end_ns = host::now_nanos();
+        let Some(ex) = &self.exchange else {
+            if let (true, Some(status)) = (self.chat, self.replied) {
+                request_updates(
+                    Route::Rejected,
+                    status,
+                    false,
+                    None,
+                    None,
+                    &self.timings,
+                    |u| shared.apply(u),
+                );
+            }
+            return;
+        };
+        let usage = ex.usage();
+        let Route::Deployment { model, deployment } = ex.route else {
+            return;
+        };
+        let config = &shared.gateway.config;
+        let finished = Finished {
+            request_id: self.request_id.as_deref(),
+            model,
+            deployment,
+            stream: ex.stream,
+            status: ex.status,
+            usage,
+            timings: &self.timings,
+            request_body: self.request_body.as_deref(),
+            response_body: self.capture.then_some(self.response_body.as_slice()),
+        };
+        let Some(summary) = Summary::of(config, &finished) else {
+            return;
+        };
+        let cost = config
+            .models
+            .get(model)
+            .and_then(|m| m.deployments.get(deployment))
+            .and_then(|d| d.price.as_ref())
+            .zip(usage.as_ref())
+            .map(|(p, u)| cost_nanousd(p, u));
+        request_updates(
+            ex.route,
+            ex.status,
+            ex.stream,
+            usage.as_ref(),
+            cost,
+            &self.timings,
+            |u| shared.apply(u),
+        );
+        summary.filter_state(|name, value| {
+            let _ = host::set_property(name, value);
+        });
+        if let Some(b) = &shared.exporter {
+            if let Some(record) = UsageRecord::build(config, &finished) {
+                if b.borrow_mut().push(record, self.timings.end_ns) == Pushed::Dropped {
+                    shared.apply(Update::Add(MetricKey::ExportRecordsDropped, 1));
+                }
+            }
+        }
+    }
+
     fn reply(&mut self, r: &LocalResponse) -> Action {
-        self.replied = true;
+        self.replied = Some(r.status);
         let headers: Vec<(&str, &str)> = r
             .headers
             .iter()
@@ -161,6 +389,11 @@ impl Stream {
                 self.reply(&r)
             }
             Ok(fwd) => {
+                self.timings.forwarded_ns = host::now_nanos();
+                if self.capture {
+                    self.request_body =
+                        Some(body[..body.len().min(MAX_LOGGED_BODY_BYTES)].to_vec());
+                }
                 for (k, v) in &fwd.set_headers {
                     if let Err(e) = host::set_header(Map::RequestHeaders, k, v) {
                         log::warn!("llmux: setting request header {k} failed ({})", e.0);
@@ -186,7 +419,7 @@ impl HttpContext for Stream {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        self.started_ns = host::now_nanos();
+        self.timings.start_ns = host::now_nanos();
         let headers = host::get_headers(Map::RequestHeaders).unwrap_or_default();
         let mut method = "";
         let mut path = "";
@@ -221,13 +454,14 @@ impl HttpContext for Stream {
             path,
             content_length,
             credential: bearer.or(x_api_key).or(api_key),
-            now_unix: self.started_ns / 1_000_000_000,
+            now_unix: self.timings.start_ns / 1_000_000_000,
         };
         match shared.gateway.on_request_headers(&req) {
             HeadersDecision::Respond(r) => self.reply(&r),
             HeadersDecision::PassThrough => Action::Continue,
             HeadersDecision::ReadBody(endpoint, key) => {
                 self.key = key;
+                self.chat = true;
                 if end_of_stream {
                     self.handle_body(&shared, endpoint, &[], 0)
                 } else {
@@ -239,7 +473,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.replied || self.exchange.is_some() {
+        if self.replied.is_some() || self.exchange.is_some() {
             return Action::Continue;
         }
         let (Some(shared), Some(endpoint)) = (self.shared.clone(), self.endpoint) else {
@@ -262,7 +496,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if self.replied {
+        if self.replied.is_some() {
             return Action::Continue;
         }
         let Some(ex) = self.exchange.as_mut() else {
@@ -287,6 +521,9 @@ impl HttpContext for Stream {
                 log::warn!("llmux: setting response header {k} failed ({})", e.0);
             }
         }
+        if end_of_stream {
+            self.finish();
+        }
         if changes.wait_for_body && !end_of_stream {
             Action::Pause
         } else {
@@ -295,9 +532,63 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.replied {
+        if self.replied.is_some() {
             return Action::Continue;
         }
+        if self.exchange.is_none() {
+            return Action::Continue;
+        }
+        if self.timings.first_byte_ns == 0 && body_size > 0 {
+            self.timings.first_byte_ns = host::now_nanos();
+        }
+        let action = self.response_body_action(body_size, end_of_stream);
+        if end_of_stream {
+            self.finish();
+        }
+        action
+    }
+
+    fn on_log(&mut self) {
+        self.finish();
+        if let Some(shared) = &self.shared {
+            shared.apply(Update::Record(
+                MetricKey::VmMemoryBytes,
+                host::vm_memory_bytes(),
+            ));
+        }
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let latency_ms = host::now_nanos().saturating_sub(self.timings.start_ns) / 1_000_000;
+        let rid = self.request_id.as_deref().unwrap_or("-");
+        match &self.exchange {
+            Some(ex) => {
+                let u = ex.usage().unwrap_or_default();
+                log::debug!(
+                    "llmux request_id={rid} model={} provider={} upstream_model={} stream={} status={} prompt_tokens={} completion_tokens={} cached_tokens={} latency_ms={latency_ms}",
+                    ex.model,
+                    ex.provider,
+                    ex.upstream_model,
+                    ex.stream,
+                    ex.status,
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cached_tokens,
+                );
+            }
+            None if self.replied.is_some() => {
+                log::debug!(
+                    "llmux request_id={rid} answered by the gateway latency_ms={latency_ms}"
+                )
+            }
+            None => {}
+        }
+    }
+}
+
+impl Stream {
+    fn response_body_action(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let capture = self.capture;
         let Some(ex) = self.exchange.as_mut() else {
             return Action::Continue;
         };
@@ -313,7 +604,18 @@ impl HttpContext for Stream {
                 }
             }
         };
-        match ex.on_response_body(&data, body_size, end_of_stream) {
+        let action = ex.on_response_body(&data, body_size, end_of_stream);
+        let retry_after = ex.retry_after.clone();
+        if capture {
+            match &action {
+                BodyAction::Continue => self.capture_response(&data),
+                BodyAction::Replace(out) | BodyAction::ReplaceWhole { body: out, .. } => {
+                    self.capture_response(out)
+                }
+                BodyAction::Buffer => {}
+            }
+        }
+        match action {
             BodyAction::Continue => Action::Continue,
             BodyAction::Buffer => Action::Pause,
             BodyAction::Replace(out) => {
@@ -331,7 +633,7 @@ impl HttpContext for Stream {
                     "content-length",
                     &body.len().to_string(),
                 );
-                if let Some(ra) = ex.retry_after.as_deref() {
+                if let Some(ra) = retry_after.as_deref() {
                     let _ = host::set_header(Map::ResponseHeaders, "retry-after", ra);
                 }
                 if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, body_size, &body) {
@@ -339,39 +641,6 @@ impl HttpContext for Stream {
                 }
                 Action::Continue
             }
-        }
-    }
-
-    fn on_log(&mut self) {
-        if let Some(id) = self.shared.as_ref().and_then(|s| s.vm_memory_metric) {
-            let _ = host::record_metric(id, host::vm_memory_bytes());
-        }
-        if !log::log_enabled!(log::Level::Debug) {
-            return;
-        }
-        let latency_ms = host::now_nanos().saturating_sub(self.started_ns) / 1_000_000;
-        let rid = self.request_id.as_deref().unwrap_or("-");
-        match &self.exchange {
-            Some(ex) => {
-                let u = ex.usage().unwrap_or_default();
-                log::debug!(
-                    "llmux request_id={rid} model={} provider={} upstream_model={} stream={} status={} prompt_tokens={} completion_tokens={} cached_tokens={} latency_ms={latency_ms}",
-                    ex.model,
-                    ex.provider,
-                    ex.upstream_model,
-                    ex.stream,
-                    ex.status,
-                    u.prompt_tokens,
-                    u.completion_tokens,
-                    u.cached_tokens,
-                );
-            }
-            None if self.replied => {
-                log::debug!(
-                    "llmux request_id={rid} answered by the gateway latency_ms={latency_ms}"
-                )
-            }
-            None => {}
         }
     }
 }

@@ -24,6 +24,7 @@ const NOT_FOUND: u32 = 1;
 pub enum Map {
     RequestHeaders = 0,
     ResponseHeaders = 2,
+    HttpCallResponse = 6,
 }
 
 #[derive(Clone, Copy)]
@@ -97,6 +98,14 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -213,17 +222,50 @@ pub fn remove_header(map: Map, name: &str) -> HostResult<()> {
     check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
 }
 
-#[derive(Clone, Copy)]
-#[repr(u32)]
-pub enum MetricKind {
-    Gauge = 1,
+/// Defines a metric of `kind` (0 counter, 1 gauge, 2 histogram; Envoy prefixes its name with
+/// `wasmcustom.`); returns its id.
+pub fn define_metric(kind: u32, name: &str) -> HostResult<u32> {
+    let mut id = 0u32;
+    check(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
 }
 
-/// Defines a metric (Envoy prefixes its name with `wasmcustom.`); returns its id.
-pub fn define_metric(kind: MetricKind, name: &str) -> HostResult<u32> {
-    let mut id = 0u32;
-    check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
-    Ok(id)
+/// Adds to a counter.
+pub fn increment_metric(id: u32, offset: u64) -> HostResult<()> {
+    check(unsafe { proxy_increment_metric(id, i64::try_from(offset).unwrap_or(i64::MAX)) })
+}
+
+/// Sets filter state `name` (an access log prints it as `%FILTER_STATE(wasm.NAME:PLAIN)%`).
+pub fn set_property(name: &str, value: &[u8]) -> HostResult<()> {
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+}
+
+/// Calls the root context's `on_tick` every `ms` milliseconds (0 stops).
+pub fn set_tick_period_ms(ms: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_tick_period_milliseconds(ms) })
+}
+
+/// POSTs `body` to `cluster` without waiting; the answer arrives in the calling context's
+/// `on_http_call_response` with the returned token.
+///
+/// This one call goes through proxy-wasm's `hostcalls::dispatch_http_call`: only it registers
+/// the token with the SDK's dispatcher (which otherwise panics on the response callback). It
+/// handles every status Envoy's `httpCall` returns (OK, BadArgument for an unknown cluster or
+/// missing pseudo-headers, InternalFailure when the request cannot start).
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: &[u8],
+    timeout_ms: u32,
+) -> HostResult<u32> {
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        Some(body),
+        Vec::new(),
+        std::time::Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|s| HostError(s as u32))
 }
 
 /// Sets a gauge, or records a histogram value.

@@ -105,7 +105,8 @@ class Gateway:
         env = dict(os.environ if env is None else env)
         if llmux_config is None:
             llmux_config = render_envoy.quickstart_config(env)
-        kwargs = {}
+        self.access_log_path = os.path.join(log_dir, f"{name}-access.log")
+        kwargs = {"access_log_path": self.access_log_path}
         if fallback_route is not None:
             kwargs["fallback_route"] = fallback_route
         self.yaml = render_envoy.render(self.port, self.admin_port, mock.port, WASM, llmux_config,
@@ -115,7 +116,9 @@ class Gateway:
             f.write(self.yaml)
         self.process = Process(name, [envoy_path(), "-c", self.config_path, "--concurrency",
                                       str(concurrency), "--use-dynamic-base-id",
-                                      "--component-log-level", "wasm:debug"], log_dir, env=env)
+                                      "--component-log-level", "wasm:debug",
+                                      # access log lines reach the file within 100 ms
+                                      "--file-flush-interval-msec", "100"], log_dir, env=env)
         self._wait_ready()
         self.http = httpx.Client(timeout=30)
 
@@ -142,10 +145,34 @@ class Gateway:
     def stats(self):
         return httpx.get(f"{self.admin_url}/stats", timeout=5).text
 
+    def prometheus(self):
+        return httpx.get(f"{self.admin_url}/stats/prometheus", timeout=5).text
+
+    def access_log(self):
+        try:
+            with open(self.access_log_path, encoding="utf-8") as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
     def stop(self):
         if hasattr(self, "http"):
             self.http.close()
         self.process.stop()
+
+
+def static_cluster(name, port):
+    """An Envoy cluster (YAML for `extra_clusters`) with one endpoint at 127.0.0.1:port."""
+    return f"""  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {port} }}"""
 
 
 def new_id():

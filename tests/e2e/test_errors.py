@@ -7,7 +7,7 @@ import subprocess
 import httpx
 import pytest
 
-from harness import WASM, Gateway, envoy_path, free_port, new_id, render_envoy
+from harness import WASM, Gateway, envoy_path, free_port, new_id, render_envoy, static_cluster
 
 USER = [{"role": "user", "content": "x"}]
 
@@ -113,17 +113,7 @@ def test_anthropic_provider_errors_are_mapped(gateway, status, client_status, ki
 
 
 def test_unreachable_provider_is_502(make_gateway):
-    dead_port = free_port()  # nothing listens here
-    extra = f"""  - name: dead
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: dead
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: {dead_port} }}"""
+    extra = static_cluster("dead", free_port())  # nothing listens there
     g = make_gateway({
         "providers": {"gone": {"type": "anthropic", "cluster": "dead"}},
         "models": [{"name": "m", "deployments": [{"provider": "gone"}]}],

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -62,6 +63,19 @@ def test_readme_quick_start_works_as_written(running):
     assert re.search(r"llmux request_id=\S+ model=claude-3-5-haiku provider=anthropic "
                      r"upstream_model=claude-3-5-haiku-20241022 stream=true status=200 "
                      r"prompt_tokens=\d+ completion_tokens=\d+ cached_tokens=0 latency_ms=\d+", log)
+    # The JSON access log (one line per request, flushed every second) and the metrics.
+    deadline = time.monotonic() + 15
+    lines = []
+    while time.monotonic() < deadline and len(lines) < 4:
+        path = run_dir / "access.log"
+        lines = [json.loads(l) for l in path.read_text().splitlines() if l] if path.exists() else []
+        time.sleep(0.1)  # polling with a deadline for Envoy's log flush
+    assert [l["model"] for l in lines] == [None, "claude-3-5-haiku", "claude-3-5-haiku",
+                                           "text-embedding-3-small"]
+    assert lines[2]["ttft_ms"].isdigit() and int(lines[2]["output_tokens"]) > 0
+    prom = subprocess.run(["curl", "-s", f"http://127.0.0.1:{ports['ADMIN_PORT']}/stats/prometheus"],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert re.search(r'llmux_requests\{gen_ai_request_model="claude-3-5-haiku",.*llmux_stream="true"\} 1', prom)
 
 
 def test_stop_leaves_nothing_running(tmp_path):

@@ -1,0 +1,603 @@
+//! Observability core, in plain Rust: metric names and labels, per-request usage records, cost,
+//! redaction, exporter payloads and batching. The Wasm glue only defines/records the metrics this
+//! module names and ships the bytes it builds.
+//!
+//! Envoy stats have no labels, only names; labels are encoded in the stat name as
+//! `.<label key>.<value>` pairs and turned back into Prometheus labels by the
+//! `stats_config.stats_tags` regexes in `envoy/` (see [`STATS_TAGS`] and docs/observability.md).
+//! Label values are only configured names (sanitized: no dots) or fixed words, never raw client
+//! strings, so cardinality is bounded by the configuration.
+
+pub mod export;
+pub mod record;
+pub mod redact;
+pub mod time;
+
+use crate::config::Config;
+use crate::providers::Usage;
+
+/// Prefix of every LLMux metric (Envoy adds `wasmcustom.` in front and strips it again in the
+/// Prometheus output).
+pub const PREFIX: &str = "llmux";
+/// Label value for a request the gateway answered before choosing a model/deployment.
+pub const OTHER: &str = "other";
+pub const NONE: &str = "none";
+
+/// The label keys encoded in stat names and the regexes that extract them. The first capture
+/// group is cut out of the name, the second is the value.
+pub const STATS_TAGS: &[(&str, &str)] = &[
+    (
+        "gen_ai.request.model",
+        r"(\.gen_ai\.request\.model\.([^.]+))",
+    ),
+    (
+        "gen_ai.response.model",
+        r"(\.gen_ai\.response\.model\.([^.]+))",
+    ),
+    (
+        "gen_ai.provider.name",
+        r"(\.gen_ai\.provider\.name\.([^.]+))",
+    ),
+    ("gen_ai.token.type", r"(\.gen_ai\.token\.type\.([^.]+))"),
+    ("llmux.deployment", r"(\.llmux\.deployment\.([^.]+))"),
+    ("llmux.status_class", r"(\.llmux\.status_class\.([^.]+))"),
+    ("llmux.stream", r"(\.llmux\.stream\.([^.]+))"),
+];
+
+/// Which configured model and deployment a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Answered by the gateway before a deployment was chosen (bad body, unknown model).
+    Rejected,
+    Deployment {
+        model: usize,
+        deployment: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenType {
+    /// All prompt tokens (cached and cache-creation ones included).
+    Input,
+    Output,
+    /// Of the input, read from the provider's prompt cache.
+    CachedInput,
+    /// Of the input, written to the provider's prompt cache.
+    CacheCreation,
+    /// Of the output, spent on reasoning.
+    Reasoning,
+}
+
+impl TokenType {
+    pub const ALL: [TokenType; 5] = [
+        TokenType::Input,
+        TokenType::Output,
+        TokenType::CachedInput,
+        TokenType::CacheCreation,
+        TokenType::Reasoning,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Input => "input",
+            Self::Output => "output",
+            Self::CachedInput => "cached_input",
+            Self::CacheCreation => "cache_creation",
+            Self::Reasoning => "reasoning",
+        }
+    }
+
+    pub fn of(self, u: &Usage) -> u64 {
+        match self {
+            Self::Input => u.prompt_tokens,
+            Self::Output => u.completion_tokens,
+            Self::CachedInput => u.cached_tokens,
+            Self::CacheCreation => u.cache_creation_tokens,
+            Self::Reasoning => u.reasoning_tokens,
+        }
+    }
+}
+
+/// `1xx`..`5xx`, or `other` (0: no response).
+pub fn status_class(status: u16) -> u8 {
+    match status {
+        100..=599 => (status / 100) as u8,
+        _ => 0,
+    }
+}
+
+fn status_class_name(c: u8) -> &'static str {
+    match c {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => OTHER,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
+
+/// One metric series: the key of the glue's per-VM id cache. Cheap to build and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricKey {
+    Requests {
+        route: Route,
+        status_class: u8,
+        stream: bool,
+    },
+    Tokens {
+        route: Route,
+        token_type: TokenType,
+    },
+    /// Nano-USD.
+    Cost {
+        route: Route,
+    },
+    /// Milliseconds, request sent upstream → last response byte.
+    Duration {
+        route: Route,
+    },
+    /// Milliseconds, request sent upstream → first response body byte (streams).
+    TimeToFirstToken {
+        route: Route,
+    },
+    /// Microseconds per output token after the first (streams).
+    TimePerOutputToken {
+        route: Route,
+    },
+    ExportRecordsSent,
+    ExportRecordsFailed,
+    ExportRecordsDropped,
+    ExportBatches,
+    VmMemoryBytes,
+}
+
+impl MetricKey {
+    pub fn metric_type(&self) -> MetricType {
+        match self {
+            Self::Duration { .. }
+            | Self::TimeToFirstToken { .. }
+            | Self::TimePerOutputToken { .. } => MetricType::Histogram,
+            Self::VmMemoryBytes => MetricType::Gauge,
+            _ => MetricType::Counter,
+        }
+    }
+}
+
+/// Replaces everything but `[A-Za-z0-9_/-]` (dots above all: they separate stat name segments)
+/// with `_`, so a name is one segment and one label value.
+pub fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '/' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "_".to_string()
+    } else {
+        s
+    }
+}
+
+/// Label segments per configured model and deployment, built once per configuration.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    /// Per model, per deployment: `.gen_ai.request.model.M.gen_ai.response.model.R...`.
+    routes: Vec<Vec<String>>,
+    rejected: String,
+}
+
+impl Catalog {
+    pub fn new(config: &Config) -> Self {
+        let routes = config
+            .models
+            .iter()
+            .map(|m| {
+                m.deployments
+                    .iter()
+                    .map(|d| {
+                        route_labels(
+                            &sanitize(&m.name),
+                            &sanitize(&d.model),
+                            &sanitize(&config.providers[d.provider].name),
+                            &sanitize(&d.name),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        Catalog {
+            routes,
+            rejected: route_labels(OTHER, NONE, NONE, NONE),
+        }
+    }
+
+    fn route(&self, r: Route) -> &str {
+        match r {
+            Route::Rejected => &self.rejected,
+            Route::Deployment { model, deployment } => self
+                .routes
+                .get(model)
+                .and_then(|m| m.get(deployment))
+                .map(String::as_str)
+                .unwrap_or(&self.rejected),
+        }
+    }
+
+    /// The stat name to define for `key` (Envoy prefixes it with `wasmcustom.`).
+    pub fn name(&self, key: &MetricKey) -> String {
+        match *key {
+            MetricKey::Requests {
+                route,
+                status_class,
+                stream,
+            } => format!(
+                "{PREFIX}.requests{}.llmux.status_class.{}.llmux.stream.{stream}",
+                self.route(route),
+                status_class_name(status_class)
+            ),
+            MetricKey::Tokens { route, token_type } => format!(
+                "{PREFIX}.gen_ai.client.token.usage{}.gen_ai.token.type.{}",
+                self.route(route),
+                token_type.name()
+            ),
+            MetricKey::Cost { route } => format!("{PREFIX}.cost.nanousd{}", self.route(route)),
+            MetricKey::Duration { route } => {
+                format!(
+                    "{PREFIX}.gen_ai.server.request.duration{}",
+                    self.route(route)
+                )
+            }
+            MetricKey::TimeToFirstToken { route } => format!(
+                "{PREFIX}.gen_ai.server.time_to_first_token{}",
+                self.route(route)
+            ),
+            MetricKey::TimePerOutputToken { route } => format!(
+                "{PREFIX}.gen_ai.server.time_per_output_token{}",
+                self.route(route)
+            ),
+            MetricKey::ExportRecordsSent => format!("{PREFIX}.export.records_sent"),
+            MetricKey::ExportRecordsFailed => format!("{PREFIX}.export.records_failed"),
+            MetricKey::ExportRecordsDropped => format!("{PREFIX}.export.records_dropped"),
+            MetricKey::ExportBatches => format!("{PREFIX}.export.batches"),
+            MetricKey::VmMemoryBytes => format!("{PREFIX}.vm_memory_bytes"),
+        }
+    }
+}
+
+fn route_labels(model: &str, response_model: &str, provider: &str, deployment: &str) -> String {
+    format!(
+        ".gen_ai.request.model.{model}.gen_ai.response.model.{response_model}.gen_ai.provider.name.{provider}.llmux.deployment.{deployment}"
+    )
+}
+
+/// One finished request, as measured by the glue: what the metrics and the record are made of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    /// Request headers arrived (unix ns).
+    pub start_ns: u64,
+    /// The request was sent upstream (0: never).
+    pub forwarded_ns: u64,
+    /// First response body byte from the provider (0: none).
+    pub first_byte_ns: u64,
+    /// Last response byte (or the end of the request, when there was no response).
+    pub end_ns: u64,
+}
+
+impl Timings {
+    pub fn duration_ms(&self) -> Option<u64> {
+        (self.forwarded_ns > 0 && self.end_ns >= self.forwarded_ns)
+            .then(|| (self.end_ns - self.forwarded_ns) / 1_000_000)
+    }
+
+    pub fn ttft_ms(&self) -> Option<u64> {
+        (self.forwarded_ns > 0 && self.first_byte_ns >= self.forwarded_ns)
+            .then(|| (self.first_byte_ns - self.forwarded_ns) / 1_000_000)
+    }
+
+    /// Microseconds per output token after the first: (last byte − first byte) / (tokens − 1).
+    pub fn tpot_us(&self, output_tokens: u64) -> Option<u64> {
+        (self.first_byte_ns > 0 && self.end_ns >= self.first_byte_ns && output_tokens >= 2)
+            .then(|| (self.end_ns - self.first_byte_ns) / 1_000 / (output_tokens - 1))
+    }
+}
+
+/// A metric update: add to a counter or record a histogram sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    Add(MetricKey, u64),
+    Record(MetricKey, u64),
+}
+
+/// The metric updates for one finished request, handed to `out` one by one (no allocation). `usage` is `None` when the provider's answer had
+/// none (errors); `cost_nanousd` only when the deployment has prices.
+pub fn request_updates(
+    route: Route,
+    status: u16,
+    stream: bool,
+    usage: Option<&Usage>,
+    cost_nanousd: Option<u64>,
+    t: &Timings,
+    mut out: impl FnMut(Update),
+) {
+    out(Update::Add(
+        MetricKey::Requests {
+            route,
+            status_class: status_class(status),
+            stream,
+        },
+        1,
+    ));
+    if let Some(u) = usage {
+        for tt in TokenType::ALL {
+            let n = tt.of(u);
+            if n > 0 {
+                out(Update::Add(
+                    MetricKey::Tokens {
+                        route,
+                        token_type: tt,
+                    },
+                    n,
+                ));
+            }
+        }
+    }
+    if let Some(c) = cost_nanousd {
+        out(Update::Add(MetricKey::Cost { route }, c));
+    }
+    if let Route::Rejected = route {
+        return;
+    }
+    if let Some(d) = t.duration_ms() {
+        out(Update::Record(MetricKey::Duration { route }, d));
+    }
+    if stream && (200..300).contains(&status) {
+        if let Some(ttft) = t.ttft_ms() {
+            out(Update::Record(MetricKey::TimeToFirstToken { route }, ttft));
+        }
+        if let Some(tpot) = usage.and_then(|u| t.tpot_us(u.completion_tokens)) {
+            out(Update::Record(
+                MetricKey::TimePerOutputToken { route },
+                tpot,
+            ));
+        }
+    }
+}
+
+/// Cost of `u` at `p`, in nano-USD (prices are USD per million tokens, so a token costs
+/// `price × 1000` nano-USD). Uncached input, cached input, cache creation and output are priced
+/// separately.
+pub fn cost_nanousd(p: &crate::config::Price, u: &Usage) -> u64 {
+    let cached = u.cached_tokens.min(u.prompt_tokens);
+    let creation = u.cache_creation_tokens.min(u.prompt_tokens - cached);
+    let plain = u.prompt_tokens - cached - creation;
+    let nano = (plain as f64 * p.input_per_mtok
+        + cached as f64 * p.cached_input_per_mtok
+        + creation as f64 * p.cache_creation_per_mtok
+        + u.completion_tokens as f64 * p.output_per_mtok)
+        * 1000.0;
+    if nano.is_finite() && nano > 0.0 {
+        nano.round() as u64
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Price, ProcessEnv};
+
+    fn config() -> Config {
+        Config::parse(
+            br#"{"providers": {"oai": {"type": "openai", "cluster": "c"},
+                                "ant.x": {"type": "anthropic", "cluster": "c"}},
+                 "models": [{"name": "gpt-4o-mini", "deployments": [{"provider": "oai"}]},
+                            {"name": "claude-3.5", "deployments": [{"provider": "ant.x", "model": "claude-3-5-haiku-2024"},
+                                                                    {"provider": "oai", "name": "backup"}]}]}"#,
+            &ProcessEnv,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn names_encode_sanitized_labels() {
+        let c = Catalog::new(&config());
+        assert_eq!(
+            c.name(&MetricKey::Requests {
+                route: Route::Deployment {
+                    model: 1,
+                    deployment: 0
+                },
+                status_class: 2,
+                stream: true
+            }),
+            "llmux.requests.gen_ai.request.model.claude-3_5.gen_ai.response.model.claude-3-5-haiku-2024.gen_ai.provider.name.ant_x.llmux.deployment.ant_x/claude-3-5-haiku-2024.llmux.status_class.2xx.llmux.stream.true"
+        );
+        assert_eq!(
+            c.name(&MetricKey::Tokens {
+                route: Route::Deployment {
+                    model: 1,
+                    deployment: 1
+                },
+                token_type: TokenType::CachedInput
+            }),
+            "llmux.gen_ai.client.token.usage.gen_ai.request.model.claude-3_5.gen_ai.response.model.claude-3_5.gen_ai.provider.name.oai.llmux.deployment.backup.gen_ai.token.type.cached_input"
+        );
+        assert_eq!(
+            c.name(&MetricKey::Duration {
+                route: Route::Rejected
+            }),
+            "llmux.gen_ai.server.request.duration.gen_ai.request.model.other.gen_ai.response.model.none.gen_ai.provider.name.none.llmux.deployment.none"
+        );
+        // An out-of-range route (never produced) still names a bounded series.
+        assert!(c
+            .name(&MetricKey::Cost {
+                route: Route::Deployment {
+                    model: 9,
+                    deployment: 9
+                }
+            })
+            .contains(".gen_ai.request.model.other."));
+        assert_eq!(sanitize("a.b c:d/é"), "a_b_c_d/_");
+        assert_eq!(sanitize(""), "_");
+        assert_eq!(status_class_name(status_class(0)), "other");
+        assert_eq!(status_class_name(status_class(503)), "5xx");
+    }
+
+    #[test]
+    fn every_label_in_a_name_is_extracted_by_a_tag() {
+        // Every `.key.value` pair the catalog writes must be one of STATS_TAGS' keys.
+        let c = Catalog::new(&config());
+        let name = c.name(&MetricKey::Requests {
+            route: Route::Rejected,
+            status_class: 4,
+            stream: false,
+        });
+        let mut rest = name.clone();
+        for (tag, _) in STATS_TAGS {
+            let needle = format!(".{tag}.");
+            if let Some(i) = rest.find(&needle) {
+                let after = &rest[i + needle.len()..];
+                let end = after
+                    .find('.')
+                    .map(|e| i + needle.len() + e)
+                    .unwrap_or(rest.len());
+                rest.replace_range(i..end, "");
+            }
+        }
+        assert_eq!(rest, "llmux.requests");
+    }
+
+    #[test]
+    fn updates_for_a_streamed_request() {
+        let route = Route::Deployment {
+            model: 0,
+            deployment: 0,
+        };
+        let u = Usage {
+            prompt_tokens: 100,
+            completion_tokens: 11,
+            cached_tokens: 40,
+            ..Default::default()
+        };
+        let t = Timings {
+            start_ns: 1,
+            forwarded_ns: 1_000_000_000,
+            first_byte_ns: 1_250_000_000,
+            end_ns: 1_750_000_000,
+        };
+        let mut out = Vec::new();
+        request_updates(route, 200, true, Some(&u), Some(7), &t, |u| out.push(u));
+        assert_eq!(
+            out,
+            vec![
+                Update::Add(
+                    MetricKey::Requests {
+                        route,
+                        status_class: 2,
+                        stream: true
+                    },
+                    1
+                ),
+                Update::Add(
+                    MetricKey::Tokens {
+                        route,
+                        token_type: TokenType::Input
+                    },
+                    100
+                ),
+                Update::Add(
+                    MetricKey::Tokens {
+                        route,
+                        token_type: TokenType::Output
+                    },
+                    11
+                ),
+                Update::Add(
+                    MetricKey::Tokens {
+                        route,
+                        token_type: TokenType::CachedInput
+                    },
+                    40
+                ),
+                Update::Add(MetricKey::Cost { route }, 7),
+                Update::Record(MetricKey::Duration { route }, 750),
+                Update::Record(MetricKey::TimeToFirstToken { route }, 250),
+                Update::Record(MetricKey::TimePerOutputToken { route }, 50_000),
+            ]
+        );
+        // A rejected request: only the request count.
+        out.clear();
+        request_updates(Route::Rejected, 400, false, None, None, &t, |u| out.push(u));
+        assert_eq!(out.len(), 1);
+        // An error stream: no TTFT.
+        out.clear();
+        request_updates(route, 503, true, None, None, &t, |u| out.push(u));
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn cost_prices_each_token_kind() {
+        let p = Price {
+            input_per_mtok: 2.0,
+            output_per_mtok: 10.0,
+            cached_input_per_mtok: 0.5,
+            cache_creation_per_mtok: 2.5,
+        };
+        let u = Usage {
+            prompt_tokens: 1000,
+            completion_tokens: 100,
+            cached_tokens: 200,
+            cache_creation_tokens: 300,
+            reasoning_tokens: 0,
+        };
+        // 500×2 + 200×0.5 + 300×2.5 + 100×10 = 2850 µUSD... ×1000 / 1e6 per token → nano-USD
+        assert_eq!(cost_nanousd(&p, &u), 2_850_000);
+        // Inconsistent usage (cached > prompt) never underflows.
+        let odd = Usage {
+            prompt_tokens: 1,
+            cached_tokens: 5,
+            cache_creation_tokens: 5,
+            ..Default::default()
+        };
+        assert_eq!(cost_nanousd(&p, &odd), 500);
+        assert_eq!(cost_nanousd(&p, &Usage::default()), 0);
+        // Absurd counts saturate instead of wrapping or panicking.
+        let huge = Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: u64::MAX,
+            cached_tokens: u64::MAX,
+            cache_creation_tokens: u64::MAX,
+            reasoning_tokens: u64::MAX,
+        };
+        assert_eq!(cost_nanousd(&p, &huge), u64::MAX);
+    }
+
+    #[test]
+    fn timings_never_underflow() {
+        let t = Timings {
+            start_ns: 5,
+            forwarded_ns: 10,
+            first_byte_ns: 3,
+            end_ns: 2,
+        };
+        assert_eq!(
+            (t.duration_ms(), t.ttft_ms(), t.tpot_us(10)),
+            (None, None, None)
+        );
+        assert_eq!(Timings::default().duration_ms(), None);
+    }
+}
