@@ -763,18 +763,11 @@ data: [DONE]\n\n";
 
     #[test]
     fn garbage_never_panics() {
-        let mut x: u64 = 0x2545f4914f6cdd1d;
+        let mut rng = crate::test_support::XorShift(0x2545f4914f6cdd1d);
+        let alphabet = b"{}[]\":,data: \n[DONE]choicesdeltatool_callsindex01";
         for _ in 0..2000 {
-            let n = (x % 200) as usize;
-            let alphabet = b"{}[]\":,data: \n[DONE]choicesdeltatool_callsindex01";
-            let bytes: Vec<u8> = (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    alphabet[(x % alphabet.len() as u64) as usize]
-                })
-                .collect();
+            let n = rng.below(200);
+            let bytes = rng.bytes(n, alphabet);
             let _ = to_openai_request(&bytes, true);
             let _ = openai_response_to_message(&bytes);
             let _ = run(&[&bytes[..n / 2], &bytes[n / 2..]]);

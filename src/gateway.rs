@@ -1117,28 +1117,12 @@ mod tests {
             .any(|(k, v)| *k == "content-type" && v.starts_with("text/event-stream")));
     }
 
-    /// Deterministic xorshift for the no-panic tests (no extra crates).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn bytes(&mut self, n: usize, alphabet: &[u8]) -> Vec<u8> {
-            (0..n)
-                .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize])
-                .collect()
-        }
-    }
-
     /// Arbitrary bytes and mutated JSON thrown at the whole pipeline, for every provider kind:
     /// nothing may panic, every request error is a 4xx/5xx with an OpenAI error body.
     #[test]
     fn no_input_panics_the_pipeline() {
         let g = gw();
-        let mut rng = Rng(0x9e3779b97f4a7c15);
+        let mut rng = crate::test_support::XorShift(0x9e3779b97f4a7c15);
         let json_alphabet = br#"{}[]:,"0123456789.-+eE truefalsnul\\u00modelsagrctnixp"#;
         let seeds: [&[u8]; 4] = [
             br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"stream":true}"#,

@@ -14,5 +14,8 @@ pub mod openai;
 pub mod providers;
 pub mod sse;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 #[cfg(feature = "wasm-filter")]
 pub mod wasm;

@@ -2350,22 +2350,8 @@ mod tests {
 
     // ------------------------------------------------------------------ robustness
 
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
     #[test]
     fn garbage_never_panics() {
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
         let seeds: Vec<&[u8]> = vec![
             STREAM_FIXTURE.as_bytes(),
             MESSAGE_FIXTURE.as_bytes(),
@@ -2374,74 +2360,13 @@ mod tests {
         ];
         let alphabet: &[u8] =
             b"{}[]\":,\\ \n\rdata:event0123456789.-eE+truefalsnul\xe2\x82\xac\xff";
-        let p = provider();
-        for round in 0..3000 {
-            let base = seeds[round % seeds.len()];
-            let mut input = base.to_vec();
-            // Mutate: flip, insert, delete, truncate.
-            for _ in 0..1 + rng.below(6) {
-                match rng.below(4) {
-                    0 if !input.is_empty() => {
-                        let i = rng.below(input.len());
-                        input[i] = alphabet[rng.below(alphabet.len())];
-                    }
-                    1 => {
-                        let i = rng.below(input.len() + 1);
-                        input.insert(i, alphabet[rng.below(alphabet.len())]);
-                    }
-                    2 if !input.is_empty() => {
-                        let i = rng.below(input.len());
-                        input.remove(i);
-                    }
-                    _ => input.truncate(rng.below(input.len() + 1)),
-                }
-            }
-            // request()
-            if let Ok(env) = parse_chat_envelope(&input) {
-                let mut t = AnthropicChat::default();
-                let _ = t.request(&ChatCall {
-                    raw: &input,
-                    envelope: &env,
-                    provider: &p,
-                    upstream_model: "c",
-                    now_unix: 0,
-                    want_stream_usage: true,
-                });
-            }
-            // response(), error()
-            let mut t = fresh(round % 2 == 0, round % 3 == 0);
-            let _ = t.response(&input);
-            let _ = t.error((rng.next() % 700) as u16, &input);
-            // stream_chunk() with random cuts
-            let mut out = Vec::new();
-            let mut rest: &[u8] = &input;
-            while !rest.is_empty() {
-                let n = 1 + rng.below(rest.len().min(64));
-                let (a, b) = rest.split_at(n);
-                assert!(t.stream_chunk(a, false, &mut out));
-                rest = b;
-            }
-            assert!(t.stream_chunk(b"", true, &mut out));
-            let s = String::from_utf8(out).expect("output is UTF-8");
-            assert!(s.ends_with("data: [DONE]\n\n"));
-            assert_eq!(s.matches("data: [DONE]").count(), 1);
-            // Random bytes, not mutations.
-            let noise: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
-            let mut t = fresh(true, true);
-            let _ = t.response(&noise);
-            let _ = t.error(500, &noise);
-            let mut out = Vec::new();
-            t.stream_chunk(&noise, true, &mut out);
-            if let Ok(env) = parse_chat_envelope(&noise) {
-                let _ = AnthropicChat::default().request(&ChatCall {
-                    raw: &noise,
-                    envelope: &env,
-                    provider: &p,
-                    upstream_model: "c",
-                    now_unix: 0,
-                    want_stream_usage: false,
-                });
-            }
-        }
+        crate::test_support::workout(
+            &seeds,
+            alphabet,
+            &provider(),
+            &|| Box::new(AnthropicChat::default()),
+            &|stream, usage| Box::new(fresh(stream, usage)),
+            3000,
+        );
     }
 }

@@ -649,25 +649,25 @@ event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\"
 
     #[test]
     fn garbage_never_panics() {
-        let mut x: u64 = 0x9e3779b97f4a7c15;
-        let alphabet = b"{}[]\":,event: data\nmessage-endtool-call-startindexdelta01";
-        for _ in 0..2000 {
-            let n = (x % 300) as usize;
-            let bytes: Vec<u8> = (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    alphabet[(x % alphabet.len() as u64) as usize]
-                })
-                .collect();
-            let mut t = CohereChat::default();
-            let _ = t.response(&bytes);
-            let _ = t.error(500, &bytes);
-            let mut out = Vec::new();
-            t.stream_chunk(&bytes[..n / 2], false, &mut out);
-            t.stream_chunk(&bytes[n / 2..], true, &mut out);
-            assert!(out.ends_with(DONE));
-        }
+        let cfg = Config::parse(
+            br#"{"providers":{"co":{"type":"cohere","cluster":"c"}},"models":[{"name":"m","deployments":[{"provider":"co"}]}]}"#,
+            &ProcessEnv,
+        )
+        .unwrap();
+        let fresh = |stream: bool, usage: bool| -> Box<dyn ChatTranslator> {
+            let body = format!(
+                r#"{{"model":"m","stream":{stream},"stream_options":{{"include_usage":{usage}}},"messages":[{{"role":"user","content":"x"}}]}}"#
+            );
+            Box::new(translate(&body).unwrap().0)
+        };
+        crate::test_support::workout(
+            &[STREAM.as_bytes(), br#"{"id":"x","finish_reason":"COMPLETE","message":{"content":[{"type":"text","text":"a"}]}}"#,
+              br#"{"model":"m","messages":[{"role":"developer","content":"d"},{"role":"assistant","content":null,"tool_calls":[]}],"stop":"x","tool_choice":{"type":"function","function":{"name":"f"}},"tools":[{"type":"function","function":{"name":"f"}}]}"#],
+            b"{}[]\":,event: data\nmessage-endtool-call-startindexdelta01",
+            &cfg.providers[0],
+            &|| Box::new(CohereChat::default()),
+            &fresh,
+            2000,
+        );
     }
 }
