@@ -44,7 +44,7 @@ pub struct UsageRecord {
     /// Streams: request sent → first response body byte.
     pub ttft_ms: Option<u64>,
     pub attempts: u32,
-    /// Virtual keys, teams and the response cache come with issues 4/5.
+    /// The caller's virtual key and team (`auth`); the response cache comes later.
     pub key_alias: Option<String>,
     pub team: Option<String>,
     pub cache: Option<String>,
@@ -66,6 +66,8 @@ pub struct Finished<'a> {
     /// Captured only when `log_bodies` is on.
     pub request_body: Option<&'a [u8]>,
     pub response_body: Option<&'a [u8]>,
+    /// The caller's virtual key (index in `auth.keys`).
+    pub key: Option<usize>,
 }
 
 /// What a finished request's filter state and usage record are made of, borrowing the names from
@@ -82,6 +84,8 @@ pub struct Summary<'a> {
     pub duration_ms: Option<u64>,
     pub ttft_ms: Option<u64>,
     pub attempts: u32,
+    pub key_alias: Option<&'a str>,
+    pub team: Option<&'a str>,
 }
 
 impl<'a> Summary<'a> {
@@ -91,6 +95,9 @@ impl<'a> Summary<'a> {
         let dep = model.deployments.get(f.deployment)?;
         let provider = config.providers.get(dep.provider)?;
         let usage = f.usage.unwrap_or_default();
+        let key = f
+            .key
+            .and_then(|k| config.auth.as_ref().and_then(|a| a.keys.get(k)));
         Some(Summary {
             model: &model.name,
             provider: &provider.name,
@@ -104,6 +111,8 @@ impl<'a> Summary<'a> {
             duration_ms: f.timings.duration_ms(),
             ttft_ms: if f.stream { f.timings.ttft_ms() } else { None },
             attempts: 1,
+            key_alias: key.map(|k| k.alias.as_str()),
+            team: key.and_then(|k| k.team.as_deref()),
         })
     }
 
@@ -147,8 +156,8 @@ impl<'a> Summary<'a> {
             ("llmux_provider", self.provider),
             ("llmux_deployment", self.deployment),
             ("llmux_upstream_model", self.upstream_model),
-            ("llmux_key_alias", "-"),
-            ("llmux_team", "-"),
+            ("llmux_key_alias", self.key_alias.unwrap_or("-")),
+            ("llmux_team", self.team.unwrap_or("-")),
             ("llmux_cache", "-"),
         ] {
             set(name, value.as_bytes());
@@ -200,8 +209,8 @@ impl UsageRecord {
             duration_ms: s.duration_ms,
             ttft_ms: s.ttft_ms,
             attempts: s.attempts,
-            key_alias: None,
-            team: None,
+            key_alias: s.key_alias.map(str::to_string),
+            team: s.team.map(str::to_string),
             cache: None,
             request_body: body(f.request_body),
             response_body: body(f.response_body),
@@ -251,6 +260,7 @@ pub(crate) mod tests {
             timings: t,
             request_body: Some(br#"{"content":"mail me: a@b.io"}"#),
             response_body: Some(b"data: {}"),
+            key: None,
         }
     }
 

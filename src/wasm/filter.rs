@@ -320,6 +320,7 @@ impl Stream {
             timings: &self.timings,
             request_body: self.request_body.as_deref(),
             response_body: self.capture.then_some(self.response_body.as_slice()),
+            key: self.key,
         };
         let Some(summary) = Summary::of(config, &finished) else {
             return;

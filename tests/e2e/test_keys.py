@@ -84,3 +84,19 @@ def test_sdks_and_models_endpoint(keyed):
         anthropic.Anthropic(base_url=keyed.url, api_key="sk-nope", max_retries=0).messages.create(
             model="claude", max_tokens=5, messages=USER)
     assert e.value.body["error"]["type"] == "authentication_error"
+
+
+def test_access_log_names_key_alias_and_team(keyed):
+    import time
+    rid = new_id()
+    r = keyed.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": USER},
+                   headers={"authorization": "Bearer sk-team-a", "x-request-id": rid})
+    assert r.status_code == 200
+    deadline = time.monotonic() + 10
+    line = None
+    while line is None and time.monotonic() < deadline:
+        line = next((l for l in keyed.access_log() if l.get("request_id") == rid), None)
+        time.sleep(0.05)  # polling with a deadline for Envoy's access-log flush
+    assert line is not None
+    assert line["key_alias"] == "team-a" and line["team"] == "a"
+    assert "sk-team-a" not in open(keyed.access_log_path).read()
