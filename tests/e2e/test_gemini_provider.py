@@ -388,3 +388,20 @@ def test_garbage_never_kills_the_vm(gw):
     ok = gw.post("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
     assert ok.status_code == 200, ok.text
     assert "panicked" not in gw.process.log()
+
+
+def test_anthropic_sdk_against_gemini(gw, gmock):
+    import anthropic
+    c = anthropic.Anthropic(base_url=gw.url, api_key="sk-ant-client", max_retries=0)
+    m = c.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
+    assert m.content[0].text == "Hello from the mock! You said: Hi"
+    with c.messages.stream(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Yo"}]) as s:
+        assert "".join(s.text_stream) == "Hello from the mock! You said: Yo"
+        assert s.get_final_message().usage.output_tokens > 0
+    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    mid = new_id()
+    m = anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0,
+                            default_headers={"x-mock-tool-calls": "1", "x-mock-id": mid}).messages.create(
+        model=MODEL, max_tokens=50, tools=tools, messages=[{"role": "user", "content": "w?"}])
+    assert m.stop_reason == "tool_use" and m.content[-1].name == "get_weather"
+    assert "x-api-key" not in sent(gmock, mid)["headers"]
