@@ -49,5 +49,6 @@ fi
 
 # The native hot-path benchmark.
 cargo build --release --quiet -p core-bench
+cargo build --release --quiet --target wasm32-wasip1 -p noop-filter
 
 exec bench/.venv/bin/python bench/run.py

@@ -70,7 +70,8 @@ def summary_table(res):
     lines = ["| scenario (zero-latency mock) | req/s c=16 | vs Envoy | p50 c=1 | added p50 c=1 | p99 c=64 | CPU/req c=16 | added CPU/req |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     s1 = run(res, "s1", "zero", 16)
-    rows = [("s1", "1. Envoy, no filter (floor)", "s1"), ("s2", "2. LLMux → OpenAI, 1 KB", "s1"),
+    rows = [("s1", "1. Envoy, no filter (floor)", "s1"), ("w1", "Envoy + no-op Wasm filter (reference)", "s1"),
+            ("s2", "2. LLMux → OpenAI, 1 KB", "s1"),
             ("s3", "3. LLMux → Anthropic, 1 KB", "f3"), ("s4", "4. LLMux stream, 200 chunks", "f4"),
             ("s5", "5. LLMux → Anthropic, 200 KB image", "f5"),
             ("litellm", "6. LiteLLM → OpenAI, 1 KB", "s1"), ("portkey", "7. Portkey → OpenAI, 1 KB", "s1")]
@@ -87,7 +88,8 @@ def summary_table(res):
                      f"{_f(a64['p99_us'])} µs | {_f(a16['cpu_us_per_req'], 1)} µs | {added_cpu} |")
     lines.append("")
     lines.append("`added` is over the plain-Envoy run that sends the mock the same upstream request "
-                 "(`s1` for 2, 6, 7; `f3`, `f4`, `f5` for 3, 4, 5); `vs Envoy` is against `s1`.")
+                 "(`s1` for 2, 6, 7; `f3`, `f4`, `f5` for 3, 4, 5); `vs Envoy` is against `s1`. The no-op Wasm "
+                 "filter row is the fixed cost of any Proxy-Wasm filter in this Envoy (bench/noop-filter).")
     return "\n".join(lines)
 
 

