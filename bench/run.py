@@ -67,9 +67,13 @@ def n_requests(full, quick):
 _procs = []
 
 
-def _die_with_parent():
+def _pdeathsig():
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: dies with this script, however it ends
+
+
+def _die_with_parent():
+    _pdeathsig()
     os.setsid()
 
 
@@ -367,7 +371,8 @@ def oha(url, body, headers, n, c, tmp):
             "--output-format", "json", "-m", "POST", "-D", body_path, "-T", "application/json"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
-    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=900)
+    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=900,
+                         preexec_fn=_pdeathsig)
     if out.returncode != 0:
         raise RuntimeError(f"oha failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout)
