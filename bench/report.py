@@ -102,7 +102,7 @@ def markdown(res, png_name):
     m = res["machine"]
     L = []
     L.append(f"# LLMux benchmarks, {res['date']}{' (BENCH_QUICK smoke run)' if res['quick'] else ''}\n")
-    L.append("Reproduce: `make bench` (about 15 minutes; `BENCH_QUICK=1 make bench` for a smoke run). "
+    L.append("Reproduce: `make bench` (about 11 minutes; `BENCH_QUICK=1 make bench` for a smoke run). "
              "Every number below comes from this one run.\n")
     L.append(f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Linux {m['kernel']}. "
              f"Load average at start {tuple(round(x, 2) for x in m['loadavg_start'])}, at end "
@@ -267,3 +267,30 @@ def chart(res, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def readme_section(res, stem):
+    """The README's "## Benchmarks" section for a results file (`python bench/report.py FILE.json`)."""
+    m = res["machine"]
+    held = [(t, meas) for t, meas, ok in targets(res) if ok]
+    missed = [(t, meas) for t, meas, ok in targets(res) if not ok]
+    L = ["## Benchmarks", "",
+         "`make bench` runs LLMux, plain Envoy, LiteLLM and Portkey against the same mock provider, "
+         "each gateway pinned to one core and driven by oha on the other (method: "
+         "[bench/README.md](bench/README.md)). Latest run, "
+         f"[bench/results/{stem}.md](bench/results/{stem}.md) ({res['date'][:10]}, {m['cores']}-core "
+         f"{m['cpu']} VM shared with other builds, load average {m['loadavg_start'][0]:.2f} at the start):",
+         "", summary_table(res), "",
+         "Targets met: " + "; ".join(f"{t} ({meas})" for t, meas in held) + ".", "",
+         "Not met yet: " + "; ".join(f"{t} ({meas})" for t, meas in missed) + ".", ""]
+    return "\n".join(L)
+
+
+if __name__ == "__main__":
+    import json
+    import os
+    import sys
+
+    path = sys.argv[1]
+    with open(path) as f:
+        print(readme_section(json.load(f), os.path.splitext(os.path.basename(path))[0]))
