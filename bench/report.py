@@ -102,7 +102,7 @@ def markdown(res, png_name):
     m = res["machine"]
     L = []
     L.append(f"# LLMux benchmarks, {res['date']}{' (BENCH_QUICK smoke run)' if res['quick'] else ''}\n")
-    L.append("Reproduce: `make bench` (about 11 minutes; `BENCH_QUICK=1 make bench` for a smoke run). "
+    L.append("Reproduce: `make bench` (about 10 minutes; `BENCH_QUICK=1 make bench` for a smoke run). "
              "Every number below comes from this one run.\n")
     L.append(f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Linux {m['kernel']}. "
              f"Load average at start {tuple(round(x, 2) for x in m['loadavg_start'])}, at end "
