@@ -14,7 +14,7 @@ MOCK_PORT   ?= 8081
 # pytest workers: the e2e suite starts its own Envoy + mock per worker.
 PYTEST_ARGS ?=
 
-.PHONY: help wasm mock build venv run stop logs test test-unit test-wasm32 test-e2e lint fmt size clean
+.PHONY: help wasm mock build venv run stop logs test test-unit test-wasm32 test-e2e lint fmt size clean bench
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ lint: ## rustfmt and clippy, warnings are errors
 
 fmt: ## Format the code
 	cargo fmt --all
+
+bench: build venv ## Benchmarks vs plain Envoy, LiteLLM, Portkey → bench/results/ (BENCH_QUICK=1: smoke run)
+	bench/bench.sh
 
 size: wasm ## Size of the release .wasm
 	@stat -c '%s bytes  %n' $(WASM)
