@@ -37,32 +37,26 @@ impl SseParser {
             }
         }
         let mut start = 0;
-        let mut i = 0;
-        while i < chunk.len() {
-            let b = chunk[i];
-            if b == b'\n' || b == b'\r' {
-                let line_end = i;
-                if b == b'\r' {
-                    if i + 1 < chunk.len() {
-                        if chunk[i + 1] == b'\n' {
-                            i += 1;
-                        }
-                    } else {
-                        self.after_cr = true;
-                    }
+        while let Some(off) = memchr::memchr2(b'\n', b'\r', &chunk[start..]) {
+            let line_end = start + off;
+            let mut next = line_end + 1;
+            if chunk[line_end] == b'\r' {
+                match chunk.get(next) {
+                    Some(b'\n') => next += 1,
+                    Some(_) => {}
+                    None => self.after_cr = true,
                 }
-                if self.line.is_empty() {
-                    self.process_line(&chunk[start..line_end], on_event);
-                } else {
-                    let mut line = std::mem::take(&mut self.line);
-                    line.extend_from_slice(&chunk[start..line_end]);
-                    self.process_line(&line, on_event);
-                    line.clear();
-                    self.line = line;
-                }
-                start = i + 1;
             }
-            i += 1;
+            if self.line.is_empty() {
+                self.process_line(&chunk[start..line_end], on_event);
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&chunk[start..line_end]);
+                self.process_line(&line, on_event);
+                line.clear();
+                self.line = line;
+            }
+            start = next;
         }
         self.line.extend_from_slice(&chunk[start..]);
     }
@@ -102,7 +96,10 @@ impl SseParser {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                match std::str::from_utf8(value) {
+                    Ok(v) => self.data.push_str(v),
+                    Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
+                }
                 self.has_data = true;
             }
             b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),

@@ -61,6 +61,7 @@ use crate::openai::chat::{
     ChunkChoice, CompletionUsage, ContentPart, Delta, DeltaFunction, DeltaToolCall, FunctionOut,
     MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
+use crate::openai::json_string;
 use crate::sse::{SseEvent, SseParser};
 
 /// Text of the user message put before a conversation that starts with an assistant message.
@@ -93,6 +94,9 @@ struct StreamState {
     tokens: TokenCounts,
     /// `data: [DONE]` written: nothing more goes out.
     done: bool,
+    /// `data: {"id":...,"model":...,"choices":[{"index":0,"delta":` — the part of every chunk
+    /// that does not change, rendered once the id and model are known.
+    chunk_prefix: Vec<u8>,
 }
 
 #[derive(Clone, Copy)]
@@ -970,7 +974,38 @@ fn bad_gateway(provider: &str, what: impl std::fmt::Display) -> GatewayError {
 // ---------------------------------------------------------------------------------------------
 
 impl AnthropicChat {
+    /// Renders the constant head of every chunk (after `message_start` set the id and model).
+    fn render_chunk_prefix(&mut self) {
+        let mut p = Vec::with_capacity(96 + self.s.id.len() + self.s.model.len());
+        p.extend_from_slice(b"data: {\"id\":");
+        p.extend_from_slice(json_string(&self.s.id).as_bytes());
+        p.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        p.extend_from_slice(self.created.to_string().as_bytes());
+        p.extend_from_slice(b",\"model\":");
+        p.extend_from_slice(json_string(&self.s.model).as_bytes());
+        p.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+        self.s.chunk_prefix = p;
+    }
+
     fn write_chunk(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&'static str>) {
+        if !self.s.chunk_prefix.is_empty() {
+            // Hot path: only the delta is serialised.
+            out.extend_from_slice(&self.s.chunk_prefix);
+            if serde_json::to_writer(&mut *out, &delta).is_err() {
+                out.extend_from_slice(b"{}");
+            }
+            out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+            match finish {
+                Some(f) => out.extend_from_slice(json_string(f).as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b"}]");
+            if self.include_usage {
+                out.extend_from_slice(b",\"usage\":null");
+            }
+            out.extend_from_slice(b"}\n\n");
+            return;
+        }
         let choices = [ChunkChoice {
             index: 0,
             delta,
@@ -1053,6 +1088,7 @@ impl AnthropicChat {
                     }
                 }
                 self.usage = Some(self.s.tokens.to_usage());
+                self.render_chunk_prefix();
                 self.write_chunk(
                     out,
                     Delta {

@@ -508,11 +508,16 @@ impl HttpContext for Stream {
             .flatten()
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(502);
-        let details = host::get_property(&["response", "code_details"])
-            .ok()
-            .flatten()
-            .map(|d| String::from_utf8_lossy(&d).into_owned())
-            .filter(|d| d != "via_upstream");
+        // Envoy's own replies (connect failure, timeout) are errors: a success needs no look.
+        let details = if status >= 400 {
+            host::get_property(&["response", "code_details"])
+                .ok()
+                .flatten()
+                .map(|d| String::from_utf8_lossy(&d).into_owned())
+                .filter(|d| d != "via_upstream")
+        } else {
+            None
+        };
         let changes = ex.on_response_headers(status, details.as_deref());
         for k in &changes.remove {
             let _ = host::remove_header(Map::ResponseHeaders, k);
