@@ -126,6 +126,16 @@ pub fn write_data(out: &mut Vec<u8>, json: &[u8]) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// Appends `data: <value as JSON>\n\n`.
+pub fn write_json_event<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
+    out.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        // Serialising the gateway's own structs cannot fail; keep the event well-formed anyway.
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
 /// Appends `event: <name>\ndata: <json>\n\n`.
 pub fn write_event(out: &mut Vec<u8>, name: &str, json: &[u8]) {
     out.extend_from_slice(b"event: ");

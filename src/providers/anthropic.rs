@@ -62,7 +62,7 @@ use crate::openai::chat::{
     MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
 use crate::openai::json_string;
-use crate::sse::{SseEvent, SseParser};
+use crate::sse::{write_json_event, SseEvent, SseParser};
 
 /// Text of the user message put before a conversation that starts with an assistant message.
 pub const LEADING_USER_PLACEHOLDER: &str = "(conversation start)";
@@ -1275,15 +1275,6 @@ impl AnthropicChat {
             _ => {}
         }
     }
-}
-
-fn write_json_event<T: Serialize>(out: &mut Vec<u8>, value: &T) {
-    out.extend_from_slice(b"data: ");
-    if serde_json::to_writer(&mut *out, value).is_err() {
-        // Serialising these structs cannot fail; keep the event well-formed anyway.
-        out.extend_from_slice(b"{}");
-    }
-    out.extend_from_slice(b"\n\n");
 }
 
 // ---------------------------------------------------------------------------------------------

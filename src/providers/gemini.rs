@@ -94,7 +94,7 @@ use crate::openai::chat::{
     ChunkChoice, CompletionUsage, ContentPart, Delta, DeltaFunction, DeltaToolCall, FunctionOut,
     MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
-use crate::sse::{SseEvent, SseParser};
+use crate::sse::{write_json_event, SseEvent, SseParser};
 
 /// Text of the user turn put before a conversation that starts with a model turn.
 pub const LEADING_USER_PLACEHOLDER: &str = "(conversation start)";
@@ -1551,15 +1551,6 @@ impl GeminiChat {
         out.extend_from_slice(DONE);
         self.s.done = true;
     }
-}
-
-fn write_json_event<T: Serialize>(out: &mut Vec<u8>, value: &T) {
-    out.extend_from_slice(b"data: ");
-    if serde_json::to_writer(&mut *out, value).is_err() {
-        // Serialising these structs cannot fail; keep the event well-formed anyway.
-        out.extend_from_slice(b"{}");
-    }
-    out.extend_from_slice(b"\n\n");
 }
 
 // ---------------------------------------------------------------------------------------------
