@@ -341,9 +341,11 @@ impl Stream {
             &self.timings,
             |u| shared.apply(u),
         );
-        summary.filter_state(|name, value| {
-            let _ = host::set_property(name, value);
-        });
+        if config.filter_state {
+            summary.filter_state(|name, value| {
+                let _ = host::set_property(name, value);
+            });
+        }
         if let Some(b) = &shared.exporter {
             if let Some(record) = UsageRecord::build(config, &finished) {
                 if b.borrow_mut().push(record, self.timings.end_ns) == Pushed::Dropped {

@@ -417,3 +417,16 @@ def test_unreachable_provider_counts_as_5xx_with_duration(make_gateway):
                             gen_ai_request_model="m") == 2, "2 duration samples")
     # No stream succeeded: no time-to-first-token sample.
     assert prom.total(prom.parse(g.prometheus()), "llmux_gen_ai_server_time_to_first_token_count") == 0
+
+
+def test_filter_state_can_be_turned_off(make_gateway):
+    cfg = config()
+    cfg["filter_state"] = False
+    g = make_gateway(cfg)
+    rid = new_id()
+    r = g.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": USER}, headers={"x-request-id": rid})
+    assert r.status_code == 200
+    line = poll(lambda: next((l for l in g.access_log() if l.get("request_id") == rid), None), "the log line")
+    # The access log still has the request, but LLMux set no fields for it.
+    assert line["status"] == 200
+    assert line["model"] is None and line["input_tokens"] is None
