@@ -123,9 +123,12 @@ impl ChatTranslator for OpenAiChat {
         struct WithUsage {
             usage: Option<OpenAiUsage>,
         }
-        if let Ok(w) = serde_json::from_slice::<WithUsage>(body) {
-            self.usage = w.usage.map(OpenAiUsage::into_usage);
-        }
+        self.usage = match usage_at_tail(body) {
+            Some(u) => Some(u),
+            None => serde_json::from_slice::<WithUsage>(body)
+                .ok()
+                .and_then(|w| w.usage.map(OpenAiUsage::into_usage)),
+        };
         Ok(None)
     }
 
@@ -181,6 +184,21 @@ impl ChatTranslator for OpenAiChat {
     fn usage(&self) -> Option<Usage> {
         self.usage
     }
+}
+
+/// `usage` is the last field of an OpenAI answer: read it from its last `"usage":` key instead
+/// of parsing the whole answer (the key cannot occur unescaped inside a string). `None` sends
+/// the caller to a full parse.
+fn usage_at_tail(body: &[u8]) -> Option<Usage> {
+    let at = memchr::memmem::rfind(body, b"\"usage\"")?;
+    let rest = body.get(at + 7..)?;
+    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    if rest[colon] != b':' {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_slice(rest.get(colon + 1..)?);
+    let usage = OpenAiUsage::deserialize(&mut de).ok()?;
+    Some(usage.into_usage())
 }
 
 /// The provider's error (OpenAI's `{"error":{...}}`, or anything else) as the client's error.
@@ -562,6 +580,27 @@ data: [DONE]\n\n";
                 (9, 2, 4)
             );
         }
+    }
+
+    #[test]
+    fn usage_is_read_from_the_tail_or_by_a_full_parse() {
+        let (mut t, _) = translate(
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user"}]}"#,
+            true,
+        );
+        let body = br#"{"id":"x","choices":[{"message":{"content":"say "usage": {}"}}],"usage": {"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#;
+        assert_eq!(usage_at_tail(body).map(|u| u.total_tokens()), Some(7));
+        t.response(body).unwrap();
+        assert_eq!(t.usage().unwrap().cached_tokens, 1);
+        // usage first, then a field: the tail read still finds the only key.
+        let body = br#"{"usage":{"prompt_tokens":3,"completion_tokens":1},"id":"x"}"#;
+        t.response(body).unwrap();
+        assert_eq!(t.usage().unwrap().total_tokens(), 4);
+        // null usage or none at all: no usage.
+        t.response(br#"{"id":"x","usage":null}"#).unwrap();
+        assert_eq!(t.usage(), None);
+        t.response(br#"{"id":"x"}"#).unwrap();
+        assert_eq!(t.usage(), None);
     }
 
     #[test]
