@@ -1,5 +1,6 @@
 //! Anthropic Messages API: strict request validation, responses (JSON and SSE) and error bodies.
 
+pub use crate::mock::last_user_text;
 use crate::mock::{self, Event, MockHeaders, Plan};
 use serde_json::{json, Map, Value};
 
@@ -592,19 +593,6 @@ fn validate_image(bo: &Map<String, Value>, p: &str) -> VResult {
         }
     }
     Ok(())
-}
-
-/// Text of the last `user` message (string content or its text blocks, concatenated).
-pub fn last_user_text(body: &Value) -> String {
-    body.get("messages")
-        .and_then(Value::as_array)
-        .and_then(|m| {
-            m.iter()
-                .rev()
-                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        })
-        .map(|m| mock::content_text(m.get("content")))
-        .unwrap_or_default()
 }
 
 /// Names of the request's tools, in order.

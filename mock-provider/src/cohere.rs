@@ -2,7 +2,10 @@
 
 use serde_json::{json, Value};
 
-use crate::mock::{assemble_stream, content_text, MockHeaders, Plan};
+pub use crate::mock::last_user_text;
+use crate::mock::{assemble_stream, MockHeaders, Plan};
+/// Cohere declares tools in OpenAI's shape.
+pub use crate::openai::tool_names;
 
 const FIELDS: &[&str] = &[
     "model",
@@ -108,33 +111,6 @@ pub fn validate(body: &Value) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-pub fn last_user_text(body: &Value) -> String {
-    body.get("messages")
-        .and_then(Value::as_array)
-        .and_then(|m| {
-            m.iter()
-                .rev()
-                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        })
-        .map(|m| content_text(m.get("content")))
-        .unwrap_or_default()
-}
-
-pub fn tool_names(body: &Value) -> Vec<String> {
-    body.get("tools")
-        .and_then(Value::as_array)
-        .map(|t| {
-            t.iter()
-                .filter_map(|t| {
-                    t.pointer("/function/name")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn finish(plan: &Plan, mock: &MockHeaders) -> String {

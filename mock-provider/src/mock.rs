@@ -228,6 +228,20 @@ pub fn default_text(last_user_text: &str) -> String {
     .to_string()
 }
 
+/// Text of the last `user` message of a `messages` array (string content or its text parts),
+/// as OpenAI, Anthropic and Cohere requests all carry it.
+pub fn last_user_text(body: &Value) -> String {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| {
+            m.iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .map(|m| content_text(m.get("content")))
+        .unwrap_or_default()
+}
+
 /// Concatenated text of a content value: a string, or an array of `{type:"text", text}` parts.
 pub fn content_text(content: Option<&Value>) -> String {
     match content {

@@ -1,5 +1,6 @@
 //! OpenAI Chat Completions: request validation, responses (JSON and SSE) and error bodies.
 
+pub use crate::mock::last_user_text;
 use crate::mock::{self, Event, MockHeaders, Plan};
 use serde_json::{json, Value};
 
@@ -231,19 +232,6 @@ pub fn validate(body: &Value) -> Result<(), OaiError> {
         }
     }
     Ok(())
-}
-
-/// Text of the last `user` message (string content or its text parts, concatenated).
-pub fn last_user_text(body: &Value) -> String {
-    body.get("messages")
-        .and_then(Value::as_array)
-        .and_then(|m| {
-            m.iter()
-                .rev()
-                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        })
-        .map(|m| mock::content_text(m.get("content")))
-        .unwrap_or_default()
 }
 
 /// Names of the request's function tools, in order.
