@@ -23,8 +23,12 @@ pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 pub struct Config {
     pub providers: Vec<Provider>,
     pub models: Vec<Model>,
-    /// Model name → index in `models`.
+    /// Model name (and alias) → index in `models`.
     model_index: HashMap<String, usize>,
+    /// Models whose name is a wildcard pattern (`anthropic/*`), in config order.
+    wildcards: Vec<usize>,
+    /// Failover, retries, cooldowns, the status endpoint.
+    pub router: crate::routing::RouterConfig,
     /// Larger request bodies are answered 413 before they are parsed.
     pub max_request_bytes: u32,
     /// Larger buffered provider responses are answered 502.
@@ -141,10 +145,14 @@ pub struct Provider {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
-    /// The public name clients send as `model`.
+    /// The public name clients send as `model` (a pattern with one `*` for wildcard groups).
     pub name: String,
+    /// Other names clients may send for this group.
+    pub aliases: Vec<String>,
     pub owned_by: String,
     pub deployments: Vec<Deployment>,
+    /// Strategy, retries and fallbacks of this group.
+    pub policy: crate::routing::GroupPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +165,21 @@ pub struct Deployment {
     /// Name in metrics and records; defaults to `<provider>/<model>`.
     pub name: String,
     pub price: Option<Price>,
+    /// Tags for tag-based routing (`default` serves requests whose tags match nothing).
+    pub tags: Vec<String>,
+    /// Requests / tokens per minute this deployment may take (routing hints, not enforced).
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    /// Largest prompt, in tokens, the model accepts (context-window routing).
+    pub max_input_tokens: Option<u32>,
+    /// `priority` strategy: lower goes first.
+    pub priority: u32,
+    /// Which of the deployment's `api_keys` this entry uses (each key is its own entry).
+    pub key_slot: u8,
+    /// Index (in the group) of the entry for the deployment's first key.
+    pub base: usize,
+    /// Shared-data key of this entry's health and load record.
+    pub state_key: String,
 }
 
 /// A configuration error: the path of the bad field and what is wrong with it.
@@ -224,6 +247,7 @@ impl Config {
                 "filter_state",
                 "log_bodies",
                 "export",
+                "router",
             ],
         )?;
 
@@ -241,6 +265,7 @@ impl Config {
             return Err(err("providers", "at least one provider is required"));
         }
         let mut providers = Vec::with_capacity(providers_map.len());
+        // (Deployments with several `api_keys` add a copy of their provider per extra key.)
         for (name, v) in providers_map {
             let path = format!("providers.{name}");
             providers.push(parse_provider(
@@ -264,17 +289,55 @@ impl Config {
         }
         let mut models = Vec::with_capacity(models_arr.len());
         let mut model_index = HashMap::new();
+        let mut wildcards = Vec::new();
         for (i, v) in models_arr.iter().enumerate() {
             let path = format!("models[{i}]");
-            let m = parse_model(v, &path, &providers)?;
-            if model_index.insert(m.name.clone(), i).is_some() {
+            let m = parse_model(v, &path, &mut providers, env)?;
+            if m.name.contains('*') {
+                wildcards.push(i);
+            } else if model_index.insert(m.name.clone(), i).is_some() {
                 return Err(err(
                     &format!("{path}.name"),
                     format!("model `{}` is defined twice", m.name),
                 ));
             }
+            for (j, a) in m.aliases.iter().enumerate() {
+                if model_index.insert(a.clone(), i).is_some() {
+                    return Err(err(
+                        &format!("{path}.aliases[{j}]"),
+                        format!("`{a}` already names another model or alias"),
+                    ));
+                }
+            }
             models.push(m);
         }
+        // Fallback groups must exist (and not be wildcards: they need a concrete name).
+        for (i, m) in models.iter().enumerate() {
+            for (field, list) in [
+                ("fallbacks", &m.policy.fallbacks),
+                (
+                    "context_window_fallbacks",
+                    &m.policy.context_window_fallbacks,
+                ),
+                (
+                    "content_policy_fallbacks",
+                    &m.policy.content_policy_fallbacks,
+                ),
+            ] {
+                for (j, f) in list.iter().enumerate() {
+                    if !model_index.contains_key(f) {
+                        return Err(err(
+                            &format!("models[{i}].{field}[{j}]"),
+                            format!("no model named `{f}`"),
+                        ));
+                    }
+                }
+            }
+        }
+        let router = match root.get("router") {
+            None | Some(Value::Null) => crate::routing::RouterConfig::default(),
+            Some(v) => parse_router(v)?,
+        };
 
         let cluster_header = opt_str(root, "", "cluster_header")?
             .unwrap_or(DEFAULT_CLUSTER_HEADER)
@@ -318,6 +381,8 @@ impl Config {
             providers,
             models,
             model_index,
+            wildcards,
+            router,
             max_request_bytes,
             max_response_bytes,
             cluster_header,
@@ -330,9 +395,27 @@ impl Config {
         })
     }
 
-    /// Index in `models` of the model named `name`.
+    /// Index in `models` of the model named `name` (or aliased so); not wildcard groups.
     pub fn model_position(&self, name: &str) -> Option<usize> {
         self.model_index.get(name).copied()
+    }
+
+    /// The group serving a requested model name: an exact name or alias, else the first
+    /// wildcard group (config order) that matches; with what the wildcard's `*` matched.
+    pub fn resolve_model<'n>(&self, name: &'n str) -> Option<(usize, Option<&'n str>)> {
+        if let Some(&i) = self.model_index.get(name) {
+            return Some((i, None));
+        }
+        self.wildcards.iter().find_map(|&i| {
+            crate::routing::wildcard_match(&self.models[i].name, name).map(|m| (i, Some(m)))
+        })
+    }
+
+    pub fn deployment(&self, model: u16, deployment: u16) -> Option<&Deployment> {
+        self.models
+            .get(usize::from(model))?
+            .deployments
+            .get(usize::from(deployment))
     }
 
     pub fn model(&self, name: &str) -> Option<&Model> {
@@ -525,15 +608,80 @@ fn parse_provider(
     })
 }
 
-fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, ConfigError> {
+fn parse_model(
+    v: &Value,
+    path: &str,
+    providers: &mut Vec<Provider>,
+    env: &dyn Env,
+) -> Result<Model, ConfigError> {
     let o = v
         .as_object()
         .ok_or_else(|| err(path, "must be an object"))?;
-    check_keys(o, path, &["name", "owned_by", "deployments"])?;
+    check_keys(
+        o,
+        path,
+        &[
+            "name",
+            "owned_by",
+            "deployments",
+            "aliases",
+            "strategy",
+            "num_retries",
+            "fallbacks",
+            "context_window_fallbacks",
+            "content_policy_fallbacks",
+            "latency_buffer",
+        ],
+    )?;
     let name = opt_str(o, path, "name")?.ok_or_else(|| err(&format!("{path}.name"), "required"))?;
     if name.is_empty() {
         return Err(err(&format!("{path}.name"), "must not be empty"));
     }
+    let wildcard = name.contains('*');
+    if name.matches('*').count() > 1 {
+        return Err(err(
+            &format!("{path}.name"),
+            "a wildcard model name has exactly one `*`",
+        ));
+    }
+    let aliases = opt_str_list(o, path, "aliases")?;
+    let strategy = match opt_str(o, path, "strategy")? {
+        None => crate::routing::Strategy::SimpleShuffle,
+        Some(s) => crate::routing::Strategy::from_name(s).ok_or_else(|| {
+            err(
+                &format!("{path}.strategy"),
+                format!(
+                    "`{s}` is not one of {}",
+                    crate::routing::Strategy::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
+    let num_retries = match opt_u32(o, path, "num_retries")? {
+        None => None,
+        Some(n) if n <= 10 => Some(n as u8),
+        Some(_) => return Err(err(&format!("{path}.num_retries"), "at most 10")),
+    };
+    let latency_buffer = match o.get("latency_buffer") {
+        None | Some(Value::Null) => 0.1,
+        Some(v) => match v.as_f64() {
+            Some(f) if (0.0..=10.0).contains(&f) => f,
+            _ => {
+                return Err(err(
+                    &format!("{path}.latency_buffer"),
+                    "a number from 0 to 10",
+                ))
+            }
+        },
+    };
+    let policy = crate::routing::GroupPolicy {
+        strategy,
+        num_retries,
+        fallbacks: opt_str_list(o, path, "fallbacks")?,
+        context_window_fallbacks: opt_str_list(o, path, "context_window_fallbacks")?,
+        content_policy_fallbacks: opt_str_list(o, path, "content_policy_fallbacks")?,
+        latency_buffer,
+    };
     let dp = format!("{path}.deployments");
     let deps_v = o.get("deployments").ok_or_else(|| err(&dp, "required"))?;
     let deps_arr = deps_v
@@ -546,7 +694,24 @@ fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, C
     for (i, d) in deps_arr.iter().enumerate() {
         let p = format!("{dp}[{i}]");
         let d = d.as_object().ok_or_else(|| err(&p, "must be an object"))?;
-        check_keys(d, &p, &["provider", "model", "weight", "name", "price"])?;
+        check_keys(
+            d,
+            &p,
+            &[
+                "provider",
+                "model",
+                "weight",
+                "name",
+                "price",
+                "tags",
+                "rpm",
+                "tpm",
+                "max_input_tokens",
+                "priority",
+                "api_keys",
+                "api_keys_env",
+            ],
+        )?;
         let pname =
             opt_str(d, &p, "provider")?.ok_or_else(|| err(&format!("{p}.provider"), "required"))?;
         let provider = providers
@@ -558,7 +723,10 @@ fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, C
                     format!("no provider named `{pname}` in `providers`"),
                 )
             })?;
-        let model = opt_str(d, &p, "model")?.unwrap_or(name).to_string();
+        // Wildcard groups pass the requested name's `*` part on unless told otherwise.
+        let model = opt_str(d, &p, "model")?
+            .unwrap_or(if wildcard { "*" } else { name })
+            .to_string();
         let weight = opt_u32(d, &p, "weight")?.unwrap_or(1);
         let dname = match opt_str(d, &p, "name")? {
             Some("") => return Err(err(&format!("{p}.name"), "must not be empty")),
@@ -569,13 +737,41 @@ fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, C
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_price(v, &format!("{p}.price"))?),
         };
-        deployments.push(Deployment {
-            provider,
-            model,
-            weight,
-            name: dname,
-            price,
-        });
+        let keys = deployment_keys(d, &p, env)?;
+        let base = deployments.len();
+        let state_name = format!("{name}/{dname}");
+        let slots = keys.len().max(1);
+        for slot in 0..slots {
+            // Each extra key is its own entry, on a copy of the provider holding that key.
+            let provider = match keys.get(slot) {
+                Some(k) => {
+                    let mut copy = providers[provider].clone();
+                    copy.api_key = Some(k.clone());
+                    providers.push(copy);
+                    providers.len() - 1
+                }
+                None => provider,
+            };
+            deployments.push(Deployment {
+                provider,
+                model: model.clone(),
+                weight,
+                name: dname.clone(),
+                price,
+                tags: opt_str_list(d, &p, "tags")?,
+                rpm: opt_u32(d, &p, "rpm")?,
+                tpm: opt_u32(d, &p, "tpm")?,
+                max_input_tokens: opt_u32(d, &p, "max_input_tokens")?,
+                priority: opt_u32(d, &p, "priority")?.unwrap_or(0),
+                key_slot: slot as u8,
+                base,
+                state_key: crate::routing::state::state_key(&if slots > 1 {
+                    format!("{state_name}#{slot}")
+                } else {
+                    state_name.clone()
+                }),
+            });
+        }
     }
     let owned_by = match opt_str(o, path, "owned_by")? {
         Some(s) => s.to_string(),
@@ -583,9 +779,183 @@ fn parse_model(v: &Value, path: &str, providers: &[Provider]) -> Result<Model, C
     };
     Ok(Model {
         name: name.to_string(),
+        aliases,
         owned_by,
         deployments,
+        policy,
     })
+}
+
+/// A deployment's `api_keys` (inline) or `api_keys_env` (variable names): empty when neither.
+fn deployment_keys(
+    d: &Map<String, Value>,
+    p: &str,
+    env: &dyn Env,
+) -> Result<Vec<String>, ConfigError> {
+    let inline = opt_str_list(d, p, "api_keys")?;
+    let vars = opt_str_list(d, p, "api_keys_env")?;
+    if !inline.is_empty() && !vars.is_empty() {
+        return Err(err(
+            &format!("{p}.api_keys_env"),
+            "set either `api_keys` or `api_keys_env`, not both",
+        ));
+    }
+    if inline.len() > 16 || vars.len() > 16 {
+        return Err(err(&format!("{p}.api_keys"), "at most 16 keys"));
+    }
+    let mut keys = inline;
+    for (i, var) in vars.iter().enumerate() {
+        match env.var(var) {
+            Some(k) if !k.is_empty() => keys.push(k),
+            _ => {
+                return Err(err(
+                    &format!("{p}.api_keys_env[{i}]"),
+                    format!("environment variable `{var}` is not set in the VM"),
+                ))
+            }
+        }
+    }
+    Ok(keys)
+}
+
+fn opt_str_list(o: &Map<String, Value>, path: &str, key: &str) -> Result<Vec<String>, ConfigError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v.as_str() {
+                Some(s) if !s.is_empty() => Ok(s.to_string()),
+                _ => Err(err(
+                    &format!("{}[{i}]", join(path, key)),
+                    "must be a non-empty string",
+                )),
+            })
+            .collect(),
+        Some(_) => Err(err(&join(path, key), "must be an array of strings")),
+    }
+}
+
+fn parse_router(v: &Value) -> Result<crate::routing::RouterConfig, ConfigError> {
+    use crate::routing::{ErrorClass, RetryPolicy, RouterConfig, StatusConfig};
+    let path = "router";
+    let o = v
+        .as_object()
+        .ok_or_else(|| err(path, "must be an object"))?;
+    check_keys(
+        o,
+        path,
+        &[
+            "attempts_cluster",
+            "num_retries",
+            "retry_policy",
+            "allowed_fails",
+            "fail_window_s",
+            "cooldown_s",
+            "max_retry_after_s",
+            "tags_header",
+            "max_attempts",
+            "status",
+        ],
+    )?;
+    let mut r = RouterConfig {
+        attempts_cluster: opt_str(o, path, "attempts_cluster")?.map(str::to_string),
+        ..RouterConfig::default()
+    };
+    if let Some(n) = opt_u32(o, path, "num_retries")? {
+        if n > 10 {
+            return Err(err("router.num_retries", "at most 10"));
+        }
+        r.num_retries = n as u8;
+    }
+    r.retry_policy = RetryPolicy::uniform(r.num_retries);
+    if let Some(p) = o.get("retry_policy") {
+        let po = p.as_object().ok_or_else(|| {
+            err(
+                "router.retry_policy",
+                "must be an object of error class → retries",
+            )
+        })?;
+        for (k, v) in po {
+            let kp = format!("router.retry_policy.{k}");
+            let class = ErrorClass::from_name(k).ok_or_else(|| {
+                let names: Vec<&str> = ErrorClass::ALL.iter().map(|c| c.name()).collect();
+                err(
+                    &kp,
+                    format!("unknown error class; expected one of: {}", names.join(", ")),
+                )
+            })?;
+            let n = v
+                .as_u64()
+                .filter(|n| *n <= 10)
+                .ok_or_else(|| err(&kp, "a whole number from 0 to 10"))?;
+            r.retry_policy.max[class as usize] = n as u8;
+        }
+    }
+    if let Some(n) = opt_u32(o, path, "allowed_fails")? {
+        r.cooldown.allowed_fails = n;
+    }
+    if let Some(n) = opt_u32(o, path, "fail_window_s")? {
+        r.cooldown.window_ms = u64::from(n.max(1)) * 1000;
+    }
+    if let Some(ms) = opt_ms(o, path, "cooldown_s")? {
+        r.cooldown.cooldown_ms = ms;
+    }
+    if let Some(n) = opt_u32(o, path, "max_retry_after_s")? {
+        r.max_retry_after_s = n;
+    }
+    if let Some(h) = opt_str(o, path, "tags_header")? {
+        let h = h.to_ascii_lowercase();
+        if !is_header_name(&h) || h.starts_with("x-llmux-") {
+            return Err(err(
+                "router.tags_header",
+                "a valid header name not starting with x-llmux- (those are stripped)",
+            ));
+        }
+        r.tags_header = h;
+    }
+    if let Some(n) = opt_u32(o, path, "max_attempts")? {
+        if !(1..=10).contains(&n) {
+            return Err(err("router.max_attempts", "from 1 to 10"));
+        }
+        r.max_attempts = n as u8;
+    }
+    r.status = match o.get("status") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) => Some(StatusConfig {
+            path: "/llmux/status".into(),
+            allow: Vec::new(),
+        }),
+        Some(Value::Object(so)) => {
+            check_keys(so, "router.status", &["path", "allow"])?;
+            let p = opt_str(so, "router.status", "path")?.unwrap_or("/llmux/status");
+            if !p.starts_with('/') {
+                return Err(err("router.status.path", "must start with `/`"));
+            }
+            Some(StatusConfig {
+                path: p.to_string(),
+                allow: opt_str_list(so, "router.status", "allow")?,
+            })
+        }
+        Some(_) => {
+            return Err(err(
+                "router.status",
+                "true, false, or {path, allow: [address prefixes]}",
+            ))
+        }
+    };
+    Ok(r)
+}
+
+/// A duration in seconds (fractions allowed), as milliseconds.
+fn opt_ms(o: &Map<String, Value>, path: &str, key: &str) -> Result<Option<u64>, ConfigError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(f) if (0.0..=86_400.0).contains(&f) => Ok(Some((f * 1000.0) as u64)),
+            _ => Err(err(&join(path, key), "seconds, from 0 to 86400")),
+        },
+    }
 }
 
 fn parse_price(v: &Value, path: &str) -> Result<Price, ConfigError> {

@@ -59,6 +59,23 @@ pub struct Forward {
     /// `None` sends the client's body unchanged.
     pub body: Option<Vec<u8>>,
     pub exchange: Exchange,
+    /// Set when the request goes through the attempts cluster (failover possible): what the
+    /// upstream stage needs to make each attempt.
+    pub attempts: Option<Attempts>,
+}
+
+/// A request whose attempts the upstream stage makes (see `docs/routing.md`).
+#[derive(Debug, Clone)]
+pub struct Attempts {
+    pub plan: crate::routing::Plan,
+    pub endpoint: Endpoint,
+    /// What a wildcard group's `*` matched in the requested model name.
+    pub wildcard: Option<String>,
+    /// The model name the client asked for.
+    pub model: String,
+    pub stream: bool,
+    pub content_type: Option<String>,
+    pub key: Option<usize>,
 }
 
 /// The request headers the gateway decides on.
@@ -84,6 +101,15 @@ pub struct BodyRequest<'a> {
     pub now_unix: u64,
     /// A random number, to choose among weighted deployments.
     pub pick: u32,
+}
+
+/// What routing needs besides the request: the shared deployment state, random numbers, the
+/// current time in ms and the request's tags (from the tags header).
+pub struct RoutingInput<'a> {
+    pub store: &'a dyn crate::routing::state::StateStore,
+    pub rng: &'a mut dyn FnMut() -> u32,
+    pub now_ms: u64,
+    pub header_tags: Option<&'a str>,
 }
 
 /// The configured gateway: answers the questions the host glue asks per request.
@@ -214,33 +240,52 @@ impl Gateway {
         .with_code("request_too_large")
     }
 
-    /// The whole body of a model-routed request: validate, route, translate.
-    /// `pick` is a random number used to choose among weighted deployments.
+    /// The whole body of a model-routed request: validate, route, translate. Routing reads
+    /// fresh shared state each time; this form (for tests) uses an empty state and `req.pick`.
     pub fn on_request_body(
         &self,
         req: &BodyRequest<'_>,
         body: &[u8],
+    ) -> Result<Forward, GatewayError> {
+        let store = crate::routing::state::MemStore::default();
+        let mut x = u64::from(req.pick) << 32 | 0x9E37_79B9;
+        let mut first = Some(req.pick);
+        let mut rng = move || {
+            first.take().unwrap_or_else(|| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u32
+            })
+        };
+        self.route_request(
+            req,
+            body,
+            &mut RoutingInput {
+                store: &store,
+                rng: &mut rng,
+                now_ms: req.now_unix * 1000,
+                header_tags: None,
+            },
+        )
+    }
+
+    /// [`Gateway::on_request_body`] with the shared routing state.
+    pub fn route_request(
+        &self,
+        req: &BodyRequest<'_>,
+        body: &[u8],
+        input: &mut RoutingInput<'_>,
     ) -> Result<Forward, GatewayError> {
         let BodyRequest {
             endpoint,
             content_type,
             key,
             now_unix,
-            pick,
+            pick: _,
         } = *req;
-        if body.len() as u64 > u64::from(self.config.max_request_bytes) {
-            return Err(self.too_large());
-        }
-        let env = match endpoint {
-            Endpoint::Embeddings => parse_embeddings_envelope(body)?,
-            Endpoint::Messages => parse_messages_envelope(body)?,
-            Endpoint::OpenAiApi(_) => match content_type.and_then(crate::multipart::boundary) {
-                Some(boundary) => form_envelope(body, boundary)?,
-                None => ChatEnvelope::parse_routed(body)?,
-            },
-            _ => parse_chat_envelope(body)?,
-        };
-        let model_index = self.config.model_position(&env.model).ok_or_else(|| {
+        let env = self.envelope(endpoint, content_type, body)?;
+        let (model_index, wildcard) = self.config.resolve_model(&env.model).ok_or_else(|| {
             let known: Vec<&str> = self.config.model_names().collect();
             GatewayError::not_found(format!(
                 "model `{}` does not exist on this gateway; available models: {}",
@@ -252,11 +297,109 @@ impl Gateway {
         })?;
         let model = &self.config.models[model_index];
         if let (Some(auth), Some(key)) = (&self.config.auth, key) {
-            auth.allow_model(key, &model.name)?;
+            auth.allow_model(key, &env.model)?;
         }
-        let deployment_index = choose_deployment_index(model, pick);
-        let deployment = &model.deployments[deployment_index];
+        let tags = request_tags(input.header_tags, &env);
+        let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let plan = crate::routing::Planner {
+            config: &self.config,
+            store: input.store,
+            rng: &mut *input.rng,
+        }
+        .plan(
+            model_index,
+            &crate::routing::PlanRequest {
+                tags: &tag_refs,
+                prompt_tokens: crate::routing::estimate_prompt_tokens(body.len()),
+                now_ms: input.now_ms,
+                stream: env.stream,
+            },
+        )?;
+        let wildcard = wildcard.map(str::to_string);
+        if plan.can_fail_over() {
+            if let Some(cluster) = &self.config.router.attempts_cluster {
+                // The upstream stage translates per attempt; the body leaves as the client sent it.
+                let mut remove_headers = vec!["content-length"];
+                if self.config.auth.is_some() {
+                    remove_headers.extend(["authorization", "x-api-key", "api-key"]);
+                }
+                let total_timeout: u64 = plan
+                    .entries
+                    .iter()
+                    .filter_map(|e| self.config.deployment(e.model, e.deployment))
+                    .map(|d| u64::from(self.config.providers[d.provider].timeout_ms))
+                    .sum();
+                return Ok(Forward {
+                    set_headers: vec![
+                        (self.config.cluster_header.clone(), cluster.clone()),
+                        (
+                            "x-envoy-max-retries".to_string(),
+                            (plan.entries.len().saturating_sub(1)).to_string(),
+                        ),
+                        (
+                            "x-envoy-upstream-rq-timeout-ms".to_string(),
+                            total_timeout.min(u64::from(u32::MAX)).to_string(),
+                        ),
+                    ],
+                    remove_headers,
+                    body: None,
+                    exchange: Exchange::relay(env.model.to_string(), env.stream, endpoint),
+                    attempts: Some(Attempts {
+                        plan,
+                        endpoint,
+                        wildcard,
+                        model: env.model.into_owned(),
+                        stream: env.stream,
+                        content_type: content_type.map(str::to_string),
+                        key,
+                    }),
+                });
+            }
+        }
+        let entry = plan.current().ok_or_else(|| {
+            GatewayError::new(
+                500,
+                "api_error",
+                format!("model `{}` has no deployment", model.name),
+            )
+        })?;
+        self.forward(
+            endpoint,
+            &env,
+            body,
+            usize::from(entry.model),
+            usize::from(entry.deployment),
+            wildcard.as_deref(),
+            now_unix,
+            false,
+        )
+    }
+
+    /// The request as it goes to one deployment (the direct path, or one attempt of the
+    /// upstream stage, which passes `attempt = true`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        endpoint: Endpoint,
+        env: &ChatEnvelope<'_>,
+        body: &[u8],
+        model_index: usize,
+        deployment_index: usize,
+        wildcard: Option<&str>,
+        now_unix: u64,
+        attempt: bool,
+    ) -> Result<Forward, GatewayError> {
+        let deployment = self
+            .config
+            .models
+            .get(model_index)
+            .and_then(|m| m.deployments.get(deployment_index))
+            .ok_or_else(|| GatewayError::new(500, "api_error", "no such deployment"))?;
         let provider = self.config.provider(deployment);
+        let upstream_model: std::borrow::Cow<'_, str> = match wildcard {
+            Some(m) if deployment.model.contains('*') => deployment.model.replace('*', m).into(),
+            _ => deployment.model.as_str().into(),
+        };
         let mut translator = match endpoint {
             Endpoint::Embeddings => provider.kind.embeddings_translator().ok_or_else(|| {
                 GatewayError::bad_request(format!(
@@ -282,9 +425,9 @@ impl Gateway {
         };
         let req = translator.request(&ChatCall {
             raw: body,
-            envelope: &env,
+            envelope: env,
             provider,
-            upstream_model: &deployment.model,
+            upstream_model: &upstream_model,
             now_unix,
             want_stream_usage: self.config.stream_usage,
         })?;
@@ -301,10 +444,11 @@ impl Gateway {
         ));
         set_headers.extend(req.headers);
         let mut remove_headers = req.remove_headers;
-        if self.config.auth.is_some() {
-            // The client's gateway key must not reach the provider; the provider's own key (if
+        if self.config.auth.is_some() || attempt {
+            // The client's gateway key must not reach the provider (nor, on an attempt, the
+            // key an earlier attempt set for another provider); the provider's own key (if
             // the translator set one) stays.
-            for h in ["authorization", "x-api-key", "api-key"] {
+            for h in ["authorization", "x-api-key", "api-key", "x-goog-api-key"] {
                 if !set_headers.iter().any(|(k, _)| k == h) && !remove_headers.contains(&h) {
                     remove_headers.push(h);
                 }
@@ -319,9 +463,9 @@ impl Gateway {
             body: req.body,
             exchange: Exchange {
                 translator,
-                model: env.model.into_owned(),
+                model: env.model.to_string(),
                 provider: provider.name.clone(),
-                upstream_model: deployment.model.clone(),
+                upstream_model: upstream_model.into_owned(),
                 stream: env.stream,
                 route: crate::observe::Route::Deployment {
                     model: model_index,
@@ -330,13 +474,54 @@ impl Gateway {
                 mode: ResponseMode::Pending,
                 anthropic_api: endpoint == Endpoint::Messages,
                 passthrough: matches!(endpoint, Endpoint::OpenAiApi(_)),
+                relay: false,
                 status: 0,
                 provider_status: 0,
                 max_response_bytes: self.config.max_response_bytes,
                 retry_after: None,
+                last_error: None,
             },
+            attempts: None,
         })
     }
+
+    /// Parses the body's envelope for the endpoint (size checked first).
+    pub fn envelope<'b>(
+        &self,
+        endpoint: Endpoint,
+        content_type: Option<&str>,
+        body: &'b [u8],
+    ) -> Result<ChatEnvelope<'b>, GatewayError> {
+        if body.len() as u64 > u64::from(self.config.max_request_bytes) {
+            return Err(self.too_large());
+        }
+        match endpoint {
+            Endpoint::Embeddings => parse_embeddings_envelope(body),
+            Endpoint::Messages => parse_messages_envelope(body),
+            Endpoint::OpenAiApi(_) => match content_type.and_then(crate::multipart::boundary) {
+                Some(boundary) => form_envelope(body, boundary),
+                None => ChatEnvelope::parse_routed(body),
+            },
+            _ => parse_chat_envelope(body),
+        }
+    }
+}
+
+/// Tags from the tags header (comma-separated) and the body's `tags` (array of strings).
+fn request_tags(header: Option<&str>, env: &ChatEnvelope<'_>) -> Vec<String> {
+    let mut tags: Vec<String> = header
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some((_, raw)) = env.fields.iter().rev().find(|(k, _)| k == "tags") {
+        if let Ok(list) = serde_json::from_str::<Vec<String>>(raw.get()) {
+            tags.extend(list);
+        }
+    }
+    tags
 }
 
 /// The envelope of a multipart form routed by its `model` field.
@@ -495,6 +680,9 @@ pub struct Exchange {
     anthropic_api: bool,
     /// Successful answers go back untouched (other OpenAI endpoints); only errors are rewritten.
     passthrough: bool,
+    /// The upstream stage already translated the answer (failover path): only Envoy's own
+    /// replies (every attempt failed without an answer) are rewritten here.
+    relay: bool,
     /// The status the client gets.
     pub status: u16,
     /// The status the provider sent.
@@ -503,6 +691,8 @@ pub struct Exchange {
     /// `Retry-After` seconds the translator found in a provider error body (e.g. Gemini's
     /// `RetryInfo`), for the glue to set on the rewritten response.
     pub retry_after: Option<String>,
+    /// The error the client gets, once a failed answer has been read (routing classifies it).
+    pub last_error: Option<GatewayError>,
 }
 
 /// Header changes for the client's response.
@@ -528,6 +718,31 @@ pub enum BodyAction {
 }
 
 impl Exchange {
+    /// The downstream side of a request whose attempts the upstream stage makes.
+    pub fn relay(model: String, stream: bool, endpoint: Endpoint) -> Self {
+        Exchange {
+            translator: Box::new(OpenAiPassthrough::new("chat/completions")),
+            provider: "llmux".to_string(),
+            upstream_model: model.clone(),
+            model,
+            stream,
+            route: crate::observe::Route::Rejected,
+            mode: ResponseMode::Pending,
+            anthropic_api: endpoint == Endpoint::Messages,
+            passthrough: true,
+            relay: true,
+            status: 0,
+            provider_status: 0,
+            max_response_bytes: DEFAULT_RELAY_ERROR_BYTES,
+            retry_after: None,
+            last_error: None,
+        }
+    }
+
+    pub fn is_relay(&self) -> bool {
+        self.relay
+    }
+
     /// Response headers arrived. `status` is the upstream's (or Envoy's own local reply's);
     /// `envoy_details` is `response.code_details` when Envoy generated the response itself.
     pub fn on_response_headers(
@@ -536,10 +751,15 @@ impl Exchange {
         envoy_details: Option<&str>,
     ) -> ResponseHeaders {
         let mut h = ResponseHeaders::default();
-        h.set
-            .push((PROVIDER_RESPONSE_HEADER, self.provider.clone()));
         self.provider_status = status;
         self.status = status;
+        if self.relay && envoy_details.is_none() {
+            return h;
+        }
+        if !self.relay {
+            h.set
+                .push((PROVIDER_RESPONSE_HEADER, self.provider.clone()));
+        }
         self.mode = if let Some(details) = envoy_details {
             self.status = envoy_error_status(status, details);
             ResponseMode::EnvoyError(details.to_string())
@@ -669,17 +889,46 @@ impl Exchange {
         };
         self.status = e.status;
         self.retry_after = e.retry_after.clone();
-        Some(if self.anthropic_api {
+        let body = if self.anthropic_api {
             crate::anthropic_api::error_body(&e)
         } else {
             e.body()
-        })
+        };
+        self.last_error = Some(e);
+        Some(body)
+    }
+
+    /// The status the provider (or Envoy) answered with.
+    pub fn provider_status(&self) -> u16 {
+        self.provider_status
+    }
+
+    /// Envoy's `response.code_details` when Envoy answered instead of the provider.
+    pub fn envoy_details(&self) -> Option<&str> {
+        match &self.mode {
+            ResponseMode::EnvoyError(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The answer failed (provider error or no answer): routing counts it against the
+    /// deployment.
+    pub fn failed(&self) -> bool {
+        self.last_error.is_some()
+            || matches!(
+                self.mode,
+                ResponseMode::ProviderError | ResponseMode::EnvoyError(_)
+            )
+            || (self.mode == ResponseMode::Discard && self.status >= 500)
     }
 
     pub fn usage(&self) -> Option<Usage> {
         self.translator.usage()
     }
 }
+
+/// A relay only ever buffers Envoy's own short error replies.
+const DEFAULT_RELAY_ERROR_BYTES: u32 = 64 * 1024;
 
 /// Status for a response Envoy generated itself instead of the provider.
 fn envoy_error_status(status: u16, details: &str) -> u16 {

@@ -12,6 +12,7 @@ pub mod multipart;
 pub mod observe;
 pub mod openai;
 pub mod providers;
+pub mod routing;
 pub mod sse;
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     ("llmux.deployment", r"(\.llmux\.deployment\.([^.]+))"),
     ("llmux.status_class", r"(\.llmux\.status_class\.([^.]+))"),
     ("llmux.stream", r"(\.llmux\.stream\.([^.]+))"),
+    ("llmux.error_class", r"(\.llmux\.error_class\.([^.]+))"),
 ];
 
 /// Which configured model and deployment a request went to.
@@ -150,6 +151,24 @@ pub enum MetricKey {
     },
     /// Microseconds per output token after the first (streams).
     TimePerOutputToken {
+        route: Route,
+    },
+    /// An attempt on this deployment failed and another attempt followed.
+    Retries {
+        route: Route,
+        class: crate::routing::ErrorClass,
+    },
+    /// An attempt on this deployment failed and the request ended with that failure.
+    FailedAttempts {
+        route: Route,
+        class: crate::routing::ErrorClass,
+    },
+    /// A request was served by this deployment after an earlier attempt failed.
+    Failovers {
+        route: Route,
+    },
+    /// This deployment entered a cooldown.
+    Cooldowns {
         route: Route,
     },
     ExportRecordsSent,
@@ -268,6 +287,22 @@ impl Catalog {
                 "{PREFIX}.gen_ai.server.time_per_output_token{}",
                 self.route(route)
             ),
+            MetricKey::Retries { route, class } => format!(
+                "{PREFIX}.router.retries{}.llmux.error_class.{}",
+                self.route(route),
+                class.name()
+            ),
+            MetricKey::FailedAttempts { route, class } => format!(
+                "{PREFIX}.router.failed_attempts{}.llmux.error_class.{}",
+                self.route(route),
+                class.name()
+            ),
+            MetricKey::Failovers { route } => {
+                format!("{PREFIX}.router.failovers{}", self.route(route))
+            }
+            MetricKey::Cooldowns { route } => {
+                format!("{PREFIX}.router.cooldowns{}", self.route(route))
+            }
             MetricKey::ExportRecordsSent => format!("{PREFIX}.export.records_sent"),
             MetricKey::ExportRecordsFailed => format!("{PREFIX}.export.records_failed"),
             MetricKey::ExportRecordsDropped => format!("{PREFIX}.export.records_dropped"),

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::host::{self, Buffer, Map};
+use super::host::{self, Buffer, Map, SharedStore};
 use crate::config::{Config, ProcessEnv};
 use crate::gateway::{
     BodyAction, BodyRequest, Endpoint, Exchange, Gateway, HeadersDecision, HeadersRequest,
@@ -15,6 +15,7 @@ use crate::gateway::{
 use crate::observe::export::{encode, Batcher, Pushed};
 use crate::observe::record::{Finished, Summary, UsageRecord, MAX_LOGGED_BODY_BYTES};
 use crate::observe::{cost_nanousd, request_updates, Catalog, MetricKey, Route, Timings, Update};
+use crate::routing::{state, ErrorClass};
 
 proxy_wasm::main! {{
     // Host calls are not allowed here (Envoy answers `restricted_callback`): logging starts in
@@ -23,8 +24,8 @@ proxy_wasm::main! {{
 }}
 
 /// Per-VM state shared by the VM's HTTP contexts.
-struct Shared {
-    gateway: Gateway,
+pub struct Shared {
+    pub gateway: Gateway,
     catalog: Catalog,
     /// Metric ids, defined lazily the first time a label set is seen (`None`: define failed).
     metrics: RefCell<HashMap<MetricKey, Option<u32>>>,
@@ -32,6 +33,8 @@ struct Shared {
     exporter: Option<RefCell<Batcher>>,
     /// xorshift64 state for weighted deployment choice.
     rng: Cell<u64>,
+    /// Ids of requests handed to the upstream stage (unique in this VM).
+    attempt_seq: Cell<u64>,
 }
 
 impl Shared {
@@ -49,7 +52,7 @@ impl Shared {
         })
     }
 
-    fn apply(&self, u: Update) {
+    pub fn apply(&self, u: Update) {
         match u {
             Update::Add(k, n) => {
                 if let Some(id) = self.metric_id(k) {
@@ -77,6 +80,9 @@ impl Shared {
 #[derive(Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
+    /// This root is the upstream stage (`{"stage": "upstream"}`): it makes the attempts the
+    /// downstream stage of the same VM planned.
+    upstream: bool,
     /// Export calls in flight: token → records in the batch.
     in_flight: HashMap<u32, u64>,
 }
@@ -172,6 +178,19 @@ impl RootContext for Root {
                 return false;
             }
         };
+        if let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(&bytes) {
+            if let Some(stage) = o.get("stage") {
+                if stage != "upstream" || o.len() != 1 {
+                    log::error!(
+                        "invalid LLMux configuration at `stage`: the upstream stage's configuration is exactly {{\"stage\": \"upstream\"}}"
+                    );
+                    return false;
+                }
+                log::info!("LLMux upstream stage configured");
+                self.upstream = true;
+                return true;
+            }
+        }
         match Config::parse(&bytes, &ProcessEnv) {
             Ok(config) => {
                 let now = host::now_nanos();
@@ -191,6 +210,7 @@ impl RootContext for Root {
                     metrics: RefCell::new(HashMap::new()),
                     exporter,
                     rng: Cell::new(now | 1),
+                    attempt_seq: Cell::new(0),
                 });
                 if shared.exporter.is_some() {
                     // Exporter series exist from the start (at 0), so rates and alerts work.
@@ -214,6 +234,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.upstream {
+            return Some(Box::<super::upstream::Attempt>::default());
+        }
         // Without a config Envoy never creates streams; answering None would panic the dispatcher,
         // so an unconfigured context just passes everything through.
         let capture = self
@@ -234,6 +257,9 @@ impl RootContext for Root {
             capture,
             request_body: None,
             response_body: Vec::new(),
+            tags: None,
+            attempt_id: None,
+            direct_state: None,
         }))
     }
 
@@ -267,6 +293,12 @@ struct Stream {
     capture: bool,
     request_body: Option<Vec<u8>>,
     response_body: Vec<u8>,
+    /// The router's tags header.
+    tags: Option<String>,
+    /// The request is in the upstream stage's registry under this id (failover path).
+    attempt_id: Option<u64>,
+    /// Direct path: the deployment's shared-state key (routing counts its load and health).
+    direct_state: Option<String>,
 }
 
 impl Context for Stream {}
@@ -291,6 +323,15 @@ impl Stream {
             return;
         };
         self.timings.end_ns = host::now_nanos();
+        if let Some(id) = self.attempt_id {
+            // Failover path: the attempt that answered has the exchange that counts.
+            if let Some(p) = super::upstream::lookup(id) {
+                if let Some(ex) = p.borrow_mut().final_exchange.take() {
+                    self.exchange = Some(ex);
+                }
+            }
+        }
+        self.direct_outcome(&shared);
         let Some(ex) = &self.exchange else {
             if let (true, Some(status)) = (self.chat, self.replied) {
                 request_updates(
@@ -384,9 +425,20 @@ impl Stream {
             content_type: self.content_type.as_deref(),
             key: self.key,
             now_unix: now_ns / 1_000_000_000,
-            pick: shared.next_random(),
+            pick: 0,
         };
-        match shared.gateway.on_request_body(&req, body) {
+        let mut rng = || shared.next_random();
+        let routed = shared.gateway.route_request(
+            &req,
+            body,
+            &mut crate::gateway::RoutingInput {
+                store: &SharedStore,
+                rng: &mut rng,
+                now_ms: now_ns / 1_000_000,
+                header_tags: self.tags.as_deref(),
+            },
+        );
+        match routed {
             Err(e) => {
                 let r = shared.gateway.error_response(endpoint, &e);
                 self.reply(&r)
@@ -410,10 +462,153 @@ impl Stream {
                         log::warn!("llmux: replacing the request body failed ({})", e.0);
                     }
                 }
+                if let (Some(attempts), Some(rc)) = (fwd.attempts, self.shared.clone()) {
+                    let id = shared.attempt_seq.get().wrapping_add(1);
+                    shared.attempt_seq.set(id);
+                    let _ = host::set_header(
+                        Map::RequestHeaders,
+                        super::upstream::ATTEMPT_ID_HEADER,
+                        &id.to_string(),
+                    );
+                    super::upstream::register(
+                        id,
+                        super::upstream::Pending {
+                            shared: rc,
+                            attempts,
+                            prev_set: Vec::new(),
+                            undecided: false,
+                            final_exchange: None,
+                        },
+                    );
+                    self.attempt_id = Some(id);
+                } else if let crate::observe::Route::Deployment { model, deployment } =
+                    fwd.exchange.route
+                {
+                    if let Some(d) = shared
+                        .gateway
+                        .config
+                        .models
+                        .get(model)
+                        .and_then(|m| m.deployments.get(deployment))
+                    {
+                        let now_ms = now_ns / 1_000_000;
+                        state::update(&SharedStore, &d.state_key, |s| s.on_start(now_ms));
+                        self.direct_state = Some(d.state_key.clone());
+                    }
+                }
                 self.exchange = Some(fwd.exchange);
                 Action::Continue
             }
         }
+    }
+
+    /// `GET /llmux/status` (or the configured path): the router's view, to allowed clients.
+    fn router_status(
+        &mut self,
+        shared: &Shared,
+        method: &str,
+        status: &crate::routing::StatusConfig,
+    ) -> Action {
+        let ip = host::get_property(&["source", "address"])
+            .ok()
+            .flatten()
+            .map(|a| String::from_utf8_lossy(&a).into_owned())
+            .unwrap_or_default();
+        // `1.2.3.4:5678` or `[::1]:5678` → the address alone.
+        let ip = match ip.rsplit_once(':') {
+            Some((a, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                a.trim_start_matches('[').trim_end_matches(']').to_string()
+            }
+            _ => ip,
+        };
+        let r = if !status.allows(&ip) {
+            LocalResponse::error(
+                &crate::error::GatewayError::new(
+                    403,
+                    "permission_error",
+                    format!(
+                        "{} is only served to the router's allowed addresses",
+                        status.path
+                    ),
+                )
+                .with_code("forbidden"),
+            )
+        } else if method != "GET" {
+            LocalResponse::error(
+                &crate::error::GatewayError::new(405, "invalid_request_error", "use GET")
+                    .with_code("method_not_allowed"),
+            )
+        } else {
+            let now_ms = host::now_nanos() / 1_000_000;
+            LocalResponse::json(
+                200,
+                crate::routing::status::render(&shared.gateway.config, &SharedStore, now_ms),
+            )
+        };
+        self.reply(&r)
+    }
+
+    /// Direct path: the deployment's load and health, once the answer is known.
+    fn direct_outcome(&mut self, shared: &Shared) {
+        let Some(key) = self.direct_state.take() else {
+            return;
+        };
+        let now_ms = host::now_nanos() / 1_000_000;
+        let config = &shared.gateway.config;
+        let Some(ex) = &self.exchange else {
+            state::update(&SharedStore, &key, |s| s.on_end());
+            return;
+        };
+        if ex.status == 0 {
+            // No answer (the client went away).
+            state::update(&SharedStore, &key, |s| s.on_end());
+            return;
+        }
+        let route = ex.route;
+        if ex.failed() {
+            let class = ErrorClass::of(
+                ex.provider_status(),
+                ex.envoy_details(),
+                ex.last_error.as_ref(),
+            );
+            let only = match route {
+                crate::observe::Route::Deployment { model, .. } => config
+                    .models
+                    .get(model)
+                    .is_some_and(|m| m.deployments.len() == 1),
+                _ => true,
+            };
+            let policy = config.router.cooldown;
+            let status = ex.provider_status();
+            let counts = class.counts_against_deployment();
+            let cooled = state::update(&SharedStore, &key, |s| {
+                s.on_end();
+                counts && s.on_failure(now_ms, &policy, status, class.cools_immediately(only))
+            });
+            shared.apply(Update::Add(MetricKey::FailedAttempts { route, class }, 1));
+            if cooled == Some(true) {
+                shared.apply(Update::Add(MetricKey::Cooldowns { route }, 1));
+            }
+            return;
+        }
+        let stream = ex.stream;
+        let t = &self.timings;
+        let until = if stream && t.first_byte_ns > 0 {
+            t.first_byte_ns
+        } else {
+            t.end_ns
+        };
+        let latency_us = (until.saturating_sub(t.forwarded_ns) / 1000) as u32;
+        let tokens = ex
+            .usage()
+            .map(|u| (u.prompt_tokens + u.completion_tokens) as u32)
+            .unwrap_or(0);
+        let window = config.router.cooldown.window_ms;
+        state::update(&SharedStore, &key, |s| {
+            s.on_end();
+            s.on_success(now_ms, window, latency_us, stream);
+            s.on_tokens(now_ms, tokens);
+        });
     }
 }
 
@@ -428,6 +623,7 @@ impl HttpContext for Stream {
         let mut path = "";
         let mut content_length = None;
         let (mut bearer, mut x_api_key, mut api_key) = (None, None, None);
+        let tags_header = shared.gateway.config.router.tags_header.as_str();
         for (k, v) in &headers {
             match k.as_str() {
                 ":method" => method = std::str::from_utf8(v).unwrap_or(""),
@@ -445,11 +641,17 @@ impl HttpContext for Stream {
                 }
                 "x-api-key" => x_api_key = std::str::from_utf8(v).ok(),
                 "api-key" => api_key = std::str::from_utf8(v).ok(),
+                k if k == tags_header => self.tags = Some(String::from_utf8_lossy(v).into_owned()),
                 k if k.starts_with(INTERNAL_HEADER_PREFIX) => {
                     // Only the gateway sets these: a client's copy would spoof its decisions.
                     let _ = host::remove_header(Map::RequestHeaders, k);
                 }
                 _ => {}
+            }
+        }
+        if let Some(status) = &shared.gateway.config.router.status {
+            if path.split('?').next() == Some(status.path.as_str()) {
+                return self.router_status(&shared, method, status);
             }
         }
         let req = HeadersRequest {
@@ -521,6 +723,22 @@ impl HttpContext for Stream {
             None
         };
         let changes = ex.on_response_headers(status, details.as_deref());
+        if !ex.is_relay() {
+            if let (Some(shared), crate::observe::Route::Deployment { model, deployment }) =
+                (&self.shared, ex.route)
+            {
+                if let Some(d) = shared
+                    .gateway
+                    .config
+                    .models
+                    .get(model)
+                    .and_then(|m| m.deployments.get(deployment))
+                {
+                    let _ = host::set_header(Map::ResponseHeaders, "x-llmux-deployment", &d.name);
+                    let _ = host::set_header(Map::ResponseHeaders, "x-llmux-attempts", "1");
+                }
+            }
+        }
         for k in &changes.remove {
             let _ = host::remove_header(Map::ResponseHeaders, k);
         }
@@ -558,6 +776,9 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         self.finish();
+        if let Some(id) = self.attempt_id.take() {
+            super::upstream::unregister(id);
+        }
         if let Some(shared) = &self.shared {
             shared.apply(Update::Record(
                 MetricKey::VmMemoryBytes,
@@ -623,32 +844,41 @@ impl Stream {
                 BodyAction::Buffer => {}
             }
         }
-        match action {
-            BodyAction::Continue => Action::Continue,
-            BodyAction::Buffer => Action::Pause,
-            BodyAction::Replace(out) => {
-                if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, body_size, &out) {
-                    log::warn!("llmux: replacing the response body failed ({})", e.0);
-                }
-                Action::Continue
+        apply_body_action(action, body_size, retry_after.as_deref())
+    }
+}
+
+/// Writes a [`BodyAction`] to the response the host holds.
+pub fn apply_body_action(
+    action: BodyAction,
+    body_size: usize,
+    retry_after: Option<&str>,
+) -> Action {
+    match action {
+        BodyAction::Continue => Action::Continue,
+        BodyAction::Buffer => Action::Pause,
+        BodyAction::Replace(out) => {
+            if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, body_size, &out) {
+                log::warn!("llmux: replacing the response body failed ({})", e.0);
             }
-            BodyAction::ReplaceWhole { status, body } => {
-                // The headers are still held (see on_http_response_headers), so they can change.
-                let _ = host::set_header(Map::ResponseHeaders, ":status", &status.to_string());
-                let _ = host::set_header(Map::ResponseHeaders, "content-type", "application/json");
-                let _ = host::set_header(
-                    Map::ResponseHeaders,
-                    "content-length",
-                    &body.len().to_string(),
-                );
-                if let Some(ra) = retry_after.as_deref() {
-                    let _ = host::set_header(Map::ResponseHeaders, "retry-after", ra);
-                }
-                if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, body_size, &body) {
-                    log::warn!("llmux: replacing the response body failed ({})", e.0);
-                }
-                Action::Continue
+            Action::Continue
+        }
+        BodyAction::ReplaceWhole { status, body } => {
+            // The headers are still held (see on_http_response_headers), so they can change.
+            let _ = host::set_header(Map::ResponseHeaders, ":status", &status.to_string());
+            let _ = host::set_header(Map::ResponseHeaders, "content-type", "application/json");
+            let _ = host::set_header(
+                Map::ResponseHeaders,
+                "content-length",
+                &body.len().to_string(),
+            );
+            if let Some(ra) = retry_after {
+                let _ = host::set_header(Map::ResponseHeaders, "retry-after", ra);
             }
+            if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, body_size, &body) {
+                log::warn!("llmux: replacing the response body failed ({})", e.0);
+            }
+            Action::Continue
         }
     }
 }

@@ -106,6 +106,20 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -266,6 +280,50 @@ pub fn dispatch_http_call(
         std::time::Duration::from_millis(u64::from(timeout_ms)),
     )
     .map_err(|s| HostError(s as u32))
+}
+
+const CAS_MISMATCH: u32 = 8;
+
+/// Envoy shared data (one space per `vm_id`, shared by every worker): the value and its CAS
+/// token, `None` when the key was never set.
+pub fn get_shared_data(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let mut cas = 0u32;
+    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) }
+    {
+        OK => Ok(Some((
+            unsafe { owned(data, size) }.unwrap_or_default(),
+            cas,
+        ))),
+        NOT_FOUND => Ok(None),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Sets shared data if its CAS token is still `cas` (0: unconditionally). `Err(true)` on a CAS
+/// mismatch.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), bool> {
+    match unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    } {
+        OK => Ok(()),
+        CAS_MISMATCH => Err(true),
+        _ => Err(false),
+    }
+}
+
+/// Routing state in Envoy shared data.
+pub struct SharedStore;
+
+impl crate::routing::state::StateStore for SharedStore {
+    fn load(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        get_shared_data(key).ok().flatten()
+    }
+
+    fn store(&self, key: &str, value: &[u8], cas: u32) -> Result<(), bool> {
+        set_shared_data(key, value, cas)
+    }
 }
 
 /// Sets a gauge, or records a histogram value.

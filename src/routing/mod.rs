@@ -1,0 +1,811 @@
+//! Routing: which deployments serve a request, in which order, and what happens when one fails.
+//!
+//! A public model name (or alias, or wildcard match) names a *group* of deployments. For each
+//! request the [`Planner`] builds a [`Plan`]: the group's healthy deployments ordered by the
+//! group's strategy, repeated for its retries, then its fallback groups. The Envoy router makes
+//! the attempts (a retry per failed attempt, see `docs/routing.md`); after each failure
+//! [`Plan::next_after`] says whether another attempt is due and which entry it uses, from the
+//! error's class and the retry policy. Health and load come from [`state`], shared by every
+//! worker through Envoy shared data.
+
+pub mod state;
+pub mod status;
+
+use crate::config::{Config, Deployment, Model};
+use crate::error::GatewayError;
+use state::{DeploymentState, StateStore};
+
+/// How a group picks among its deployments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Weighted random (`weight`).
+    SimpleShuffle,
+    /// In turn, across all workers (a shared counter).
+    RoundRobin,
+    /// Fewest requests in flight (all workers).
+    LeastBusy,
+    /// Lowest latency EWMA (time to first token for streams); deployments within
+    /// `latency_buffer` of the best share the load.
+    LowestLatency,
+    /// Cheapest price per token.
+    LowestCost,
+    /// Most headroom against the deployment's `rpm`/`tpm` this minute.
+    UsageBased,
+    /// `priority` order (lower first); equal priorities by weight.
+    Priority,
+}
+
+impl Strategy {
+    pub const NAMES: &'static [&'static str] = &[
+        "simple-shuffle",
+        "round-robin",
+        "least-busy",
+        "lowest-latency",
+        "lowest-cost",
+        "usage-based",
+        "priority",
+    ];
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "simple-shuffle" => Self::SimpleShuffle,
+            "round-robin" => Self::RoundRobin,
+            "least-busy" => Self::LeastBusy,
+            "lowest-latency" | "latency-based" => Self::LowestLatency,
+            "lowest-cost" | "cost-based" => Self::LowestCost,
+            "usage-based" | "lowest-tpm-rpm" => Self::UsageBased,
+            "priority" => Self::Priority,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// Why an attempt failed: decides retries, fallbacks and cooldowns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// 429.
+    RateLimit,
+    /// 408, or no answer within the provider's timeout.
+    Timeout,
+    /// 500, 502, 503, 529 and other 5xx.
+    ServerError,
+    /// Connection refused or reset before an answer.
+    Connection,
+    /// 401, 403.
+    Auth,
+    /// 404 (the deployment's model does not exist there).
+    NotFound,
+    /// The provider refused the content (400 content filter).
+    ContentPolicy,
+    /// The prompt is larger than the model's context window.
+    ContextWindow,
+    /// Any other 4xx: the request itself is wrong; retrying elsewhere will not help.
+    BadRequest,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 9] = [
+        Self::RateLimit,
+        Self::Timeout,
+        Self::ServerError,
+        Self::Connection,
+        Self::Auth,
+        Self::NotFound,
+        Self::ContentPolicy,
+        Self::ContextWindow,
+        Self::BadRequest,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RateLimit => "rate_limit",
+            Self::Timeout => "timeout",
+            Self::ServerError => "server_error",
+            Self::Connection => "connection",
+            Self::Auth => "auth",
+            Self::NotFound => "not_found",
+            Self::ContentPolicy => "content_policy",
+            Self::ContextWindow => "context_window",
+            Self::BadRequest => "bad_request",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// Classifies a failed attempt: the provider's status (or Envoy's, for `envoy_details`)
+    /// and the error the translator made of the body.
+    pub fn of(status: u16, envoy_details: Option<&str>, error: Option<&GatewayError>) -> Self {
+        if let Some(d) = envoy_details {
+            if d.contains("timeout") {
+                return Self::Timeout;
+            }
+            return Self::Connection;
+        }
+        match status {
+            429 => Self::RateLimit,
+            408 => Self::Timeout,
+            401 | 403 => Self::Auth,
+            404 => Self::NotFound,
+            400..=499 => {
+                let text = error
+                    .map(|e| {
+                        format!("{} {}", e.code.as_deref().unwrap_or(""), e.message)
+                            .to_ascii_lowercase()
+                    })
+                    .unwrap_or_default();
+                if [
+                    "context_length",
+                    "context length",
+                    "context window",
+                    "too many tokens",
+                    "prompt is too long",
+                    "maximum context",
+                ]
+                .iter()
+                .any(|p| text.contains(p))
+                {
+                    Self::ContextWindow
+                } else if [
+                    "content_filter",
+                    "content_policy",
+                    "content policy",
+                    "content management",
+                    "safety",
+                    "responsibleaipolicyviolation",
+                ]
+                .iter()
+                .any(|p| text.contains(p))
+                {
+                    Self::ContentPolicy
+                } else {
+                    Self::BadRequest
+                }
+            }
+            _ => Self::ServerError,
+        }
+    }
+
+    /// Whether this failure takes the deployment out of rotation at once (LiteLLM's rules:
+    /// 429 unless it is the group's only deployment; 401, 404, 408).
+    pub fn cools_immediately(self, only_deployment: bool) -> bool {
+        match self {
+            Self::RateLimit => !only_deployment,
+            Self::Auth | Self::NotFound | Self::Timeout => true,
+            _ => false,
+        }
+    }
+
+    /// Whether this failure says something about the deployment's health (a bad request or a
+    /// refused prompt does not).
+    pub fn counts_against_deployment(self) -> bool {
+        !matches!(
+            self,
+            Self::BadRequest | Self::ContentPolicy | Self::ContextWindow
+        )
+    }
+}
+
+/// How many retries each error class gets (per request, across all deployments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max: [u8; 9],
+}
+
+impl RetryPolicy {
+    /// `num_retries` for every class that a retry can fix.
+    pub fn uniform(num_retries: u8) -> Self {
+        let mut max = [num_retries; 9];
+        max[ErrorClass::BadRequest as usize] = 0;
+        RetryPolicy { max }
+    }
+
+    pub fn allows(&self, class: ErrorClass, used: u8) -> bool {
+        used < self.max[class as usize]
+    }
+}
+
+/// Router settings (the config's `router` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterConfig {
+    /// The cluster whose upstream LLMux stage makes the attempts (see `docs/routing.md`);
+    /// `None`: one attempt per request, no failover.
+    pub attempts_cluster: Option<String>,
+    /// Retries per request unless a group says otherwise.
+    pub num_retries: u8,
+    pub retry_policy: RetryPolicy,
+    pub cooldown: state::CooldownPolicy,
+    /// A 429's `Retry-After` is honoured (by Envoy's back-off) when the next attempt goes to
+    /// the same deployment and the wait is at most this long.
+    pub max_retry_after_s: u32,
+    /// Requests carry tags in this header (comma-separated) or in the body's `tags`.
+    pub tags_header: String,
+    /// At most this many attempts per request.
+    pub max_attempts: u8,
+    /// `GET <path>` answers the router status JSON to the allowed client addresses.
+    pub status: Option<StatusConfig>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            attempts_cluster: None,
+            num_retries: 2,
+            retry_policy: RetryPolicy::uniform(2),
+            cooldown: state::CooldownPolicy::default(),
+            max_retry_after_s: 10,
+            tags_header: "llmux-tags".into(),
+            max_attempts: 6,
+            status: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusConfig {
+    pub path: String,
+    /// Client address prefixes allowed (`127.0.0.1`, `::1`, `10.0.`); empty: loopback only.
+    pub allow: Vec<String>,
+}
+
+impl StatusConfig {
+    pub fn allows(&self, client_ip: &str) -> bool {
+        if self.allow.is_empty() {
+            return client_ip == "127.0.0.1" || client_ip == "::1" || client_ip.starts_with("127.");
+        }
+        self.allow.iter().any(|p| client_ip.starts_with(p.as_str()))
+    }
+}
+
+/// A group's routing settings (on each `models[]` entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPolicy {
+    pub strategy: Strategy,
+    /// Retries within this group and its fallbacks (`None`: the router's `num_retries`).
+    pub num_retries: Option<u8>,
+    /// Groups tried, in order, once this group's deployments have failed.
+    pub fallbacks: Vec<String>,
+    /// Groups used when the prompt is larger than every deployment's `max_input_tokens`
+    /// (before sending), or when a provider says it is.
+    pub context_window_fallbacks: Vec<String>,
+    /// Groups tried when a provider refuses the content.
+    pub content_policy_fallbacks: Vec<String>,
+    /// `lowest-latency`: deployments within this fraction of the fastest share the load.
+    pub latency_buffer: f64,
+}
+
+impl Default for GroupPolicy {
+    fn default() -> Self {
+        GroupPolicy {
+            strategy: Strategy::SimpleShuffle,
+            num_retries: None,
+            fallbacks: Vec::new(),
+            context_window_fallbacks: Vec::new(),
+            content_policy_fallbacks: Vec::new(),
+            latency_buffer: 0.1,
+        }
+    }
+}
+
+/// Why an entry is in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The group's own deployments (and their retries).
+    Primary,
+    /// A `fallbacks` group.
+    Fallback,
+    /// Only after a content-policy refusal.
+    ContentPolicy,
+    /// Only after a context-window error.
+    ContextWindow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanEntry {
+    /// Index into `Config::models`.
+    pub model: u16,
+    /// Index into that model's `deployments`.
+    pub deployment: u16,
+    pub role: Role,
+}
+
+/// One request's attempts: what was planned, and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub entries: Vec<PlanEntry>,
+    /// The entry the current (or next) attempt uses.
+    pub cursor: usize,
+    /// Attempts made so far.
+    pub attempts: u8,
+    retries_used: [u8; 9],
+    policy: RetryPolicy,
+    max_attempts: u8,
+}
+
+impl Plan {
+    pub fn single(model: usize, deployment: usize) -> Self {
+        Plan {
+            entries: vec![PlanEntry {
+                model: model as u16,
+                deployment: deployment as u16,
+                role: Role::Primary,
+            }],
+            cursor: 0,
+            attempts: 0,
+            retries_used: [0; 9],
+            policy: RetryPolicy::uniform(0),
+            max_attempts: 1,
+        }
+    }
+
+    pub fn current(&self) -> Option<PlanEntry> {
+        self.entries.get(self.cursor).copied()
+    }
+
+    /// Whether a failure could ever lead to another attempt (else the request goes straight to
+    /// the provider's cluster, without the attempts hop).
+    pub fn can_fail_over(&self) -> bool {
+        self.entries.len() > 1 && self.max_attempts > 1
+    }
+
+    /// After a failed attempt of `class`: moves the cursor to the entry the next attempt uses,
+    /// or `None` when the request ends with this failure. `cooling` tells whether an entry's
+    /// deployment is in cooldown now (skipped while another entry is left).
+    pub fn next_after(
+        &mut self,
+        config: &Config,
+        class: ErrorClass,
+        cooling: &dyn Fn(PlanEntry) -> bool,
+    ) -> Option<PlanEntry> {
+        if self.attempts >= self.max_attempts || class == ErrorClass::BadRequest {
+            return None;
+        }
+        let failed = self.current()?;
+        // Retries within the group obey the retry policy; fallback groups are tried whenever
+        // the failure is one another deployment could fix.
+        let retry_allowed = self.policy.allows(class, self.retries_used[class as usize]);
+        let wanted = |e: &PlanEntry| match class {
+            ErrorClass::ContentPolicy => e.role == Role::ContentPolicy,
+            ErrorClass::ContextWindow => e.role == Role::ContextWindow,
+            _ => e.role == Role::Fallback || (e.role == Role::Primary && retry_allowed),
+        };
+        let candidates: Vec<usize> = (self.cursor + 1..self.entries.len())
+            .filter(|&i| wanted(&self.entries[i]))
+            .collect();
+        // Another key of the same deployment first, when the key was the problem.
+        let base = config
+            .deployment(failed.model, failed.deployment)
+            .map(|d| d.base);
+        let sibling = if matches!(class, ErrorClass::RateLimit | ErrorClass::Auth) {
+            candidates.iter().copied().find(|&i| {
+                let e = self.entries[i];
+                e.model == failed.model
+                    && e.deployment != failed.deployment
+                    && config.deployment(e.model, e.deployment).map(|d| d.base) == base
+                    && !cooling(e)
+            })
+        } else {
+            None
+        };
+        let next = sibling
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .copied()
+                    .find(|&i| !cooling(self.entries[i]))
+            })
+            .or_else(|| candidates.first().copied())?;
+        if next != self.cursor + 1 {
+            // Plan order is kept for the rest: the chosen entry moves up.
+            let e = self.entries.remove(next);
+            self.entries.insert(self.cursor + 1, e);
+        }
+        self.cursor += 1;
+        let used = &mut self.retries_used[class as usize];
+        *used = used.saturating_add(1);
+        self.current()
+    }
+
+    pub fn attempt_started(&mut self) {
+        self.attempts = self.attempts.saturating_add(1);
+    }
+}
+
+/// What the planner needs from a request besides its model.
+pub struct PlanRequest<'a> {
+    /// Tags from the request (header or body); empty: no tag filtering.
+    pub tags: &'a [&'a str],
+    /// Estimated prompt tokens (for context-window checks).
+    pub prompt_tokens: u32,
+    pub now_ms: u64,
+    pub stream: bool,
+}
+
+/// Builds plans from the config and the shared deployment state.
+pub struct Planner<'a> {
+    pub config: &'a Config,
+    pub store: &'a dyn StateStore,
+    /// Random numbers (weighted choices, tie breaks).
+    pub rng: &'a mut dyn FnMut() -> u32,
+}
+
+impl Planner<'_> {
+    pub fn plan(&mut self, model: usize, req: &PlanRequest<'_>) -> Result<Plan, GatewayError> {
+        let config = self.config;
+        let group = &config.models[model];
+        let policy = &group.policy;
+        let num_retries = policy.num_retries.unwrap_or(config.router.num_retries);
+        let failover = config.router.attempts_cluster.is_some();
+        let mut fits_nowhere = false;
+        let primary = self.order_group(model, req, &mut fits_nowhere)?;
+        let mut entries = Vec::new();
+        if !primary.is_empty() {
+            // Retries cycle through the group's deployments (one deployment: retried itself).
+            let retry_len = usize::from(num_retries) + 1;
+            for i in 0..retry_len {
+                entries.push(PlanEntry {
+                    model: model as u16,
+                    deployment: primary[i % primary.len()] as u16,
+                    role: Role::Primary,
+                });
+            }
+            self.push_groups(&policy.fallbacks, Role::Fallback, req, &mut entries);
+            self.push_groups(
+                &policy.context_window_fallbacks,
+                Role::ContextWindow,
+                req,
+                &mut entries,
+            );
+        } else if fits_nowhere {
+            // The prompt is larger than the whole group: its context-window fallbacks serve.
+            self.push_groups(
+                &policy.context_window_fallbacks,
+                Role::Primary,
+                req,
+                &mut entries,
+            );
+            self.push_groups(&policy.fallbacks, Role::Fallback, req, &mut entries);
+        }
+        self.push_groups(
+            &policy.content_policy_fallbacks,
+            Role::ContentPolicy,
+            req,
+            &mut entries,
+        );
+
+        if !entries.iter().any(|e| e.role == Role::Primary) {
+            if fits_nowhere {
+                return Err(GatewayError::bad_request(format!(
+                    "the prompt (about {} tokens) is larger than the context window of every deployment of `{}` and of its context_window_fallbacks",
+                    req.prompt_tokens, group.name
+                ))
+                .with_param("messages")
+                .with_code("context_length_exceeded"));
+            }
+            return Err(self.none_available(model, req));
+        }
+        // A cooling deployment is first only when nothing else can serve: then none can.
+        let first = entries[0];
+        if self.cooling(first, req.now_ms) {
+            match entries.iter().position(|e| {
+                matches!(e.role, Role::Primary | Role::Fallback) && !self.cooling(*e, req.now_ms)
+            }) {
+                Some(i) => {
+                    let e = entries.remove(i);
+                    entries.insert(0, e);
+                }
+                None => return Err(self.none_available(model, req)),
+            }
+        }
+        if !failover {
+            entries.truncate(1);
+        }
+        Ok(Plan {
+            entries,
+            cursor: 0,
+            attempts: 0,
+            retries_used: [0; 9],
+            policy: config.router.retry_policy_for(num_retries),
+            max_attempts: if failover {
+                config.router.max_attempts.max(1)
+            } else {
+                1
+            },
+        })
+    }
+
+    fn cooling(&self, e: PlanEntry, now_ms: u64) -> bool {
+        self.config
+            .deployment(e.model, e.deployment)
+            .is_some_and(|d| state::load(self.store, &d.state_key).cooling(now_ms))
+    }
+
+    fn push_groups(
+        &mut self,
+        names: &[String],
+        role: Role,
+        req: &PlanRequest<'_>,
+        entries: &mut Vec<PlanEntry>,
+    ) {
+        for name in names {
+            let Some(m) = self.config.model_position(name) else {
+                continue;
+            };
+            let mut too_small = false;
+            if let Ok(order) = self.order_group(m, req, &mut too_small) {
+                entries.extend(order.into_iter().map(|d| PlanEntry {
+                    model: m as u16,
+                    deployment: d as u16,
+                    role,
+                }));
+            }
+        }
+    }
+
+    /// Every deployment (and fallback) is cooling down: 429 until the first is back.
+    fn none_available(&self, model: usize, req: &PlanRequest<'_>) -> GatewayError {
+        let group = &self.config.models[model];
+        let soonest = group
+            .deployments
+            .iter()
+            .map(|d| state::load(self.store, &d.state_key).cooldown_until_ms)
+            .filter(|&t| t > req.now_ms)
+            .min()
+            .unwrap_or(req.now_ms + 1000);
+        let secs = (soonest - req.now_ms).div_ceil(1000).max(1);
+        let mut e = GatewayError::new(
+            429,
+            "rate_limit_error",
+            format!(
+                "no deployment of `{}` is available: all are cooling down after failures; retry in {secs} s",
+                group.name
+            ),
+        )
+        .with_code("no_deployments_available");
+        e.retry_after = Some(secs.to_string());
+        e
+    }
+
+    /// The group's usable deployments (tags, context window, cooldown), best first.
+    fn order_group(
+        &mut self,
+        model: usize,
+        req: &PlanRequest<'_>,
+        fits_nowhere: &mut bool,
+    ) -> Result<Vec<usize>, GatewayError> {
+        let group: &Model = &self.config.models[model];
+        let mut cands: Vec<usize> = (0..group.deployments.len()).collect();
+        if !req.tags.is_empty() {
+            let tagged: Vec<usize> = cands
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    group.deployments[i]
+                        .tags
+                        .iter()
+                        .any(|t| req.tags.contains(&t.as_str()))
+                })
+                .collect();
+            cands = if !tagged.is_empty() {
+                tagged
+            } else {
+                let default: Vec<usize> = cands
+                    .iter()
+                    .copied()
+                    .filter(|&i| group.deployments[i].tags.iter().any(|t| t == "default"))
+                    .collect();
+                if default.is_empty() {
+                    return Err(GatewayError::bad_request(format!(
+                        "no deployment of `{}` has any of the tags {:?} (and none is tagged `default`)",
+                        group.name, req.tags
+                    ))
+                    .with_code("no_deployment_for_tags"));
+                }
+                default
+            };
+        }
+        let fitting: Vec<usize> = cands
+            .iter()
+            .copied()
+            .filter(|&i| {
+                group.deployments[i]
+                    .max_input_tokens
+                    .is_none_or(|m| req.prompt_tokens <= m)
+            })
+            .collect();
+        if fitting.is_empty() {
+            *fits_nowhere = true;
+            return Ok(Vec::new());
+        }
+        let states: Vec<DeploymentState> = fitting
+            .iter()
+            .map(|&i| state::load(self.store, &group.deployments[i].state_key))
+            .collect();
+        // Healthy ones are ordered by the strategy; cooling ones follow, soonest back first.
+        let (mut healthy, mut cooling): (Vec<(usize, DeploymentState)>, Vec<_>) = fitting
+            .into_iter()
+            .zip(states)
+            .partition(|(_, s)| !s.cooling(req.now_ms));
+        cooling.sort_by_key(|(_, s)| s.cooldown_until_ms);
+        let mut order = Vec::with_capacity(healthy.len() + cooling.len());
+        // Over its rpm/tpm hint: last among the healthy (usage-based drops them, like LiteLLM).
+        let over_limit = |d: &Deployment, s: &DeploymentState| {
+            let (rpm, tpm) = s.usage_now(req.now_ms);
+            d.rpm.is_some_and(|l| rpm >= l) || d.tpm.is_some_and(|l| tpm >= l)
+        };
+        let strategy = group.policy.strategy;
+        if strategy == Strategy::RoundRobin && !healthy.is_empty() {
+            // One turn of the shared counter per request; the rest follow in config order.
+            let key = format!("llmux.rr.{}", group.name);
+            let turn = state::next_counter(self.store, &key) as usize % healthy.len();
+            healthy.sort_by_key(|(i, _)| *i);
+            healthy.rotate_left(turn);
+            order.extend(healthy.into_iter().map(|(i, _)| i));
+        } else {
+            while !healthy.is_empty() {
+                let i = self.pick(model, strategy, &healthy, req, &over_limit);
+                order.push(healthy.remove(i).0);
+            }
+        }
+        order.extend(cooling.into_iter().map(|(i, _)| i));
+        Ok(order)
+    }
+
+    /// One choice among `cands` (deployment index, state) by `strategy`.
+    fn pick(
+        &mut self,
+        model: usize,
+        strategy: Strategy,
+        cands: &[(usize, DeploymentState)],
+        req: &PlanRequest<'_>,
+        over_limit: &dyn Fn(&Deployment, &DeploymentState) -> bool,
+    ) -> usize {
+        let group = &self.config.models[model];
+        let dep = |i: usize| &group.deployments[cands[i].0];
+        let n = cands.len();
+        if n == 1 {
+            return 0;
+        }
+        // Candidates still under their limits, when any are.
+        let under: Vec<usize> = (0..n)
+            .filter(|&i| !over_limit(dep(i), &cands[i].1))
+            .collect();
+        let pool: Vec<usize> = if under.is_empty() {
+            (0..n).collect()
+        } else {
+            under
+        };
+        let random_among = |rng: &mut dyn FnMut() -> u32, among: &[usize]| -> usize {
+            among[(rng() as usize) % among.len()]
+        };
+        match strategy {
+            Strategy::SimpleShuffle => self.weighted(&pool, |i| dep(i).weight),
+            Strategy::Priority => {
+                let best = pool.iter().map(|&i| dep(i).priority).min().unwrap_or(0);
+                let top: Vec<usize> = pool
+                    .iter()
+                    .copied()
+                    .filter(|&i| dep(i).priority == best)
+                    .collect();
+                self.weighted(&top, |i| dep(i).weight)
+            }
+            // Ordered by `order_group` (one counter turn per request).
+            Strategy::RoundRobin => pool[0],
+            Strategy::LeastBusy => {
+                let best = pool
+                    .iter()
+                    .map(|&i| cands[i].1.in_flight)
+                    .min()
+                    .unwrap_or(0);
+                let top: Vec<usize> = pool
+                    .iter()
+                    .copied()
+                    .filter(|&i| cands[i].1.in_flight == best)
+                    .collect();
+                random_among(self.rng, &top)
+            }
+            Strategy::LowestLatency => {
+                let lat = |i: usize| {
+                    let s = &cands[i].1;
+                    u64::from(if req.stream && s.ttft_us > 0 {
+                        s.ttft_us
+                    } else {
+                        s.latency_us
+                    })
+                };
+                // No sample yet: tried first, so every deployment gets measured.
+                let unmeasured: Vec<usize> =
+                    pool.iter().copied().filter(|&i| lat(i) == 0).collect();
+                if !unmeasured.is_empty() {
+                    return random_among(self.rng, &unmeasured);
+                }
+                let best = pool.iter().map(|&i| lat(i)).min().unwrap_or(0);
+                let buffer = group.policy.latency_buffer.max(0.0);
+                let limit = best as f64 * (1.0 + buffer);
+                let near: Vec<usize> = pool
+                    .iter()
+                    .copied()
+                    .filter(|&i| lat(i) as f64 <= limit)
+                    .collect();
+                random_among(self.rng, &near)
+            }
+            Strategy::LowestCost => {
+                let cost = |i: usize| {
+                    dep(i)
+                        .price
+                        .map(|p| p.input_per_mtok + p.output_per_mtok)
+                        .unwrap_or(f64::MAX)
+                };
+                let best = pool.iter().map(|&i| cost(i)).fold(f64::MAX, f64::min);
+                let top: Vec<usize> = pool.iter().copied().filter(|&i| cost(i) <= best).collect();
+                random_among(self.rng, &top)
+            }
+            Strategy::UsageBased => {
+                // Utilisation of the tighter limit; without limits, raw tokens this minute.
+                let score = |i: usize| {
+                    let d = dep(i);
+                    let (rpm, tpm) = cands[i].1.usage_now(req.now_ms);
+                    let r = d.rpm.map(|l| f64::from(rpm) / f64::from(l.max(1)));
+                    let t = d.tpm.map(|l| f64::from(tpm) / f64::from(l.max(1)));
+                    match (r, t) {
+                        (None, None) => f64::from(tpm) * 1e-9,
+                        (a, b) => a.unwrap_or(0.0).max(b.unwrap_or(0.0)),
+                    }
+                };
+                let best = pool.iter().map(|&i| score(i)).fold(f64::MAX, f64::min);
+                let top: Vec<usize> = pool.iter().copied().filter(|&i| score(i) <= best).collect();
+                random_among(self.rng, &top)
+            }
+        }
+    }
+
+    fn weighted(&mut self, among: &[usize], weight: impl Fn(usize) -> u32) -> usize {
+        let total: u64 = among.iter().map(|&i| u64::from(weight(i))).sum();
+        if total == 0 {
+            return among[(self.rng)() as usize % among.len()];
+        }
+        let mut r = u64::from((self.rng)()) % total;
+        for &i in among {
+            let w = u64::from(weight(i));
+            if r < w {
+                return i;
+            }
+            r -= w;
+        }
+        among[0]
+    }
+}
+
+impl RouterConfig {
+    pub fn retry_policy_for(&self, num_retries: u8) -> RetryPolicy {
+        let mut p = self.retry_policy;
+        // A group's own `num_retries` caps every class.
+        for m in p.max.iter_mut() {
+            *m = (*m).min(num_retries);
+        }
+        p
+    }
+}
+
+/// A rough prompt size: ~4 bytes per token of the request body (no tokenizer in the filter).
+pub fn estimate_prompt_tokens(body_len: usize) -> u32 {
+    u32::try_from(body_len / 4).unwrap_or(u32::MAX)
+}
+
+/// Matches a wildcard model pattern (one `*`: `anthropic/*`, `gpt-4*`, `*-mini`) against a
+/// requested name; returns what the `*` matched.
+pub fn wildcard_match<'a>(pattern: &str, name: &'a str) -> Option<&'a str> {
+    let (prefix, suffix) = pattern.split_once('*')?;
+    if name.len() < prefix.len() + suffix.len() {
+        return None;
+    }
+    name.strip_prefix(prefix)?.strip_suffix(suffix)
+}
+
+#[cfg(test)]
+mod tests;
