@@ -42,6 +42,9 @@ def quickstart_config(env=None):
         ],
         "max_request_bytes": 8388608,
         "timeout_ms": 600000,
+        # Failover through the attempts cluster (docs/routing.md); GET /llmux/status for
+        # loopback clients.
+        "router": {"attempts_cluster": "llmux_attempts", "status": True},
     }
 
 

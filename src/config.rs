@@ -855,6 +855,7 @@ fn parse_router(v: &Value) -> Result<crate::routing::RouterConfig, ConfigError> 
             "max_retry_after_s",
             "tags_header",
             "max_attempts",
+            "reject_when_all_cooling",
             "status",
         ],
     )?;
@@ -868,7 +869,7 @@ fn parse_router(v: &Value) -> Result<crate::routing::RouterConfig, ConfigError> 
         }
         r.num_retries = n as u8;
     }
-    r.retry_policy = RetryPolicy::uniform(r.num_retries);
+    r.retry_policy = RetryPolicy::uniform(10);
     if let Some(p) = o.get("retry_policy") {
         let po = p.as_object().ok_or_else(|| {
             err(
@@ -914,6 +915,7 @@ fn parse_router(v: &Value) -> Result<crate::routing::RouterConfig, ConfigError> 
         }
         r.tags_header = h;
     }
+    r.reject_when_all_cooling = opt_bool(o, path, "reject_when_all_cooling")?.unwrap_or(false);
     if let Some(n) = opt_u32(o, path, "max_attempts")? {
         if !(1..=10).contains(&n) {
             return Err(err("router.max_attempts", "from 1 to 10"));

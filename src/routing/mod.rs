@@ -216,7 +216,7 @@ pub struct RouterConfig {
     /// The cluster whose upstream LLMux stage makes the attempts (see `docs/routing.md`);
     /// `None`: one attempt per request, no failover.
     pub attempts_cluster: Option<String>,
-    /// Retries per request unless a group says otherwise.
+    /// Extra attempts beyond one per deployment of the group, unless a group says otherwise.
     pub num_retries: u8,
     pub retry_policy: RetryPolicy,
     pub cooldown: state::CooldownPolicy,
@@ -227,6 +227,9 @@ pub struct RouterConfig {
     pub tags_header: String,
     /// At most this many attempts per request.
     pub max_attempts: u8,
+    /// When every deployment (and fallback) is cooling down: answer 429 at once instead of
+    /// asking the one that is back soonest.
+    pub reject_when_all_cooling: bool,
     /// `GET <path>` answers the router status JSON to the allowed client addresses.
     pub status: Option<StatusConfig>,
 }
@@ -235,12 +238,13 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             attempts_cluster: None,
-            num_retries: 2,
-            retry_policy: RetryPolicy::uniform(2),
+            num_retries: 0,
+            retry_policy: RetryPolicy::uniform(10),
             cooldown: state::CooldownPolicy::default(),
             max_retry_after_s: 10,
             tags_header: "llmux-tags".into(),
             max_attempts: 6,
+            reject_when_all_cooling: false,
             status: None,
         }
     }
@@ -366,16 +370,19 @@ impl Plan {
             return None;
         }
         let failed = self.current()?;
-        // Retries within the group obey the retry policy; fallback groups are tried whenever
-        // the failure is one another deployment could fix.
+        // Further attempts within the group obey the retry policy per class; fallback groups
+        // are tried whenever the failure is one another deployment could fix.
         let retry_allowed = self.policy.allows(class, self.retries_used[class as usize]);
         let wanted = |e: &PlanEntry| match class {
             ErrorClass::ContentPolicy => e.role == Role::ContentPolicy,
             ErrorClass::ContextWindow => e.role == Role::ContextWindow,
             _ => e.role == Role::Fallback || (e.role == Role::Primary && retry_allowed),
         };
+        // A key or model the provider refused will be refused again: another deployment only.
+        let same_refuses = matches!(class, ErrorClass::Auth | ErrorClass::NotFound);
         let candidates: Vec<usize> = (self.cursor + 1..self.entries.len())
             .filter(|&i| wanted(&self.entries[i]))
+            .filter(|&i| !(same_refuses && self.entries[i] == failed))
             .collect();
         // Another key of the same deployment first, when the key was the problem.
         let base = config
@@ -445,9 +452,10 @@ impl Planner<'_> {
         let primary = self.order_group(model, req, &mut fits_nowhere)?;
         let mut entries = Vec::new();
         if !primary.is_empty() {
-            // Retries cycle through the group's deployments (one deployment: retried itself).
-            let retry_len = usize::from(num_retries) + 1;
-            for i in 0..retry_len {
+            // Each deployment once (failover within the group), then `num_retries` more
+            // attempts cycling through them (one deployment: retried itself).
+            let len = primary.len().max(usize::from(num_retries) + 1);
+            for i in 0..len {
                 entries.push(PlanEntry {
                     model: model as u16,
                     deployment: primary[i % primary.len()] as u16,
@@ -499,7 +507,12 @@ impl Planner<'_> {
                     let e = entries.remove(i);
                     entries.insert(0, e);
                 }
-                None => return Err(self.none_available(model, req)),
+                // Everything is cooling down: the one back soonest is asked anyway (the
+                // provider decides), unless the router is told to refuse.
+                None if config.router.reject_when_all_cooling => {
+                    return Err(self.none_available(model, req))
+                }
+                None => {}
             }
         }
         if !failover {
@@ -621,6 +634,10 @@ impl Planner<'_> {
         if fitting.is_empty() {
             *fits_nowhere = true;
             return Ok(Vec::new());
+        }
+        if fitting.len() == 1 {
+            // Nothing to choose: no state to read (a cooling deployment is still asked).
+            return Ok(fitting);
         }
         let states: Vec<DeploymentState> = fitting
             .iter()
@@ -782,13 +799,15 @@ impl Planner<'_> {
 }
 
 impl RouterConfig {
-    pub fn retry_policy_for(&self, num_retries: u8) -> RetryPolicy {
-        let mut p = self.retry_policy;
-        // A group's own `num_retries` caps every class.
-        for m in p.max.iter_mut() {
-            *m = (*m).min(num_retries);
-        }
-        p
+    /// Whether the glue keeps a group's shared load and health record on the direct path: when
+    /// a strategy chooses among deployments or the status endpoint shows them. (A lone
+    /// deployment with neither costs no shared-data calls.)
+    pub fn tracks(&self, group: &Model) -> bool {
+        self.attempts_cluster.is_some() || self.status.is_some() || group.deployments.len() > 1
+    }
+
+    pub fn retry_policy_for(&self, _num_retries: u8) -> RetryPolicy {
+        self.retry_policy
     }
 }
 

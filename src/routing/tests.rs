@@ -146,10 +146,10 @@ fn retry_policy_per_class_limits_retries_in_the_group() {
 }
 
 #[test]
-fn cooling_deployments_are_skipped_and_all_cooling_is_429() {
+fn cooling_deployments_are_skipped_and_all_cooling_is_429_when_asked() {
     let cfg = config(
         r#"[{"name": "m", "strategy": "priority", "deployments": [{"provider": "a", "name": "x"}, {"provider": "c", "name": "y", "priority": 1}]}]"#,
-        FAILOVER,
+        r#"{"attempts_cluster": "llmux_attempts", "reject_when_all_cooling": true}"#,
     );
     let store = MemStore::default();
     let x = &cfg.models[0].deployments[0].state_key;
@@ -454,4 +454,23 @@ fn status_renders_every_deployment() {
     assert_eq!(v["models"][0]["aliases"][0], "mm");
     assert_eq!(v["models"][0]["deployments"][0]["in_flight"], 1);
     assert_eq!(v["models"][0]["deployments"][0]["healthy"], true);
+}
+
+#[test]
+fn all_cooling_asks_the_soonest_back_by_default() {
+    let cfg = config(
+        r#"[{"name": "m", "strategy": "priority", "deployments": [{"provider": "a", "name": "x"}, {"provider": "c", "name": "y", "priority": 1}]}]"#,
+        FAILOVER,
+    );
+    let store = MemStore::default();
+    let policy = state::CooldownPolicy::default();
+    let d = &cfg.models[0].deployments;
+    state::update(&store, &d[0].state_key, |s| {
+        s.on_failure(NOW + 10, &policy, 500, true)
+    });
+    state::update(&store, &d[1].state_key, |s| {
+        s.on_failure(NOW, &policy, 500, true)
+    });
+    let p = plan_with(&cfg, &store, "m", &req(NOW + 20), 1).unwrap();
+    assert_eq!(names(&cfg, &p)[0], "y");
 }

@@ -484,11 +484,11 @@ impl Stream {
                 } else if let crate::observe::Route::Deployment { model, deployment } =
                     fwd.exchange.route
                 {
-                    if let Some(d) = shared
-                        .gateway
-                        .config
+                    let config = &shared.gateway.config;
+                    if let Some(d) = config
                         .models
                         .get(model)
+                        .filter(|m| config.router.tracks(m))
                         .and_then(|m| m.deployments.get(deployment))
                     {
                         let now_ms = now_ns / 1_000_000;

@@ -71,6 +71,8 @@ pub struct Attempt {
     /// `on_end` was recorded for this attempt's deployment.
     ended: bool,
     decided: bool,
+    /// Seconds from the provider's `retry-after` header.
+    header_retry_after: Option<u32>,
 }
 
 impl Context for Attempt {}
@@ -242,6 +244,7 @@ impl Attempt {
                             .as_ref()
                             .and_then(|ex| ex.retry_after.as_deref())
                             .and_then(|s| s.trim().parse::<u32>().ok())
+                            .or(self.header_retry_after)
                     })
                     .flatten()
                     .filter(|&s| s <= config.router.max_retry_after_s);
@@ -407,6 +410,13 @@ impl HttpContext for Attempt {
         let Some(ex) = self.exchange.as_mut() else {
             return Action::Continue;
         };
+        if status == 429 || status == 503 {
+            // The provider's own Retry-After (a body may still give a better one).
+            self.header_retry_after = host::get_header(Map::ResponseHeaders, "retry-after")
+                .ok()
+                .flatten()
+                .and_then(|v| v.trim().parse::<u32>().ok());
+        }
         let changes = ex.on_response_headers(status, details.as_deref());
         for k in &changes.remove {
             let _ = host::remove_header(Map::ResponseHeaders, k);

@@ -101,11 +101,28 @@ def test_all_attempts_fail_gives_the_last_error(make_gateway):
         ]}],
     })
     r = chat(g, "m")
-    # a (503), b (500), then a again (num_retries 2): the client gets the last error.
-    assert r.status_code == 503, r.text
-    assert "bad returned 503" in r.json()["error"]["message"]
-    assert r.headers["x-llmux-deployment"] == "a"
+    # a (503), then b (500): the client gets the last error.
+    assert r.status_code == 500, r.text
+    assert "bad2 returned 500" in r.json()["error"]["message"]
+    assert r.headers["x-llmux-deployment"] == "b"
+    assert r.headers["x-llmux-attempts"] == "2"
+
+
+def test_num_retries_retries_a_lone_deployment_with_retry_after(make_gateway):
+    g = make_gateway({
+        "providers": providers(bad=429),
+        "router": ROUTER,
+        "models": [{"name": "m", "num_retries": 2, "deployments": [
+            {"provider": "bad", "model": "gpt-4o-mini", "name": "only"}]}],
+    })
+    t = time.monotonic()
+    r = chat(g, "m", headers={"x-mock-retry-after": "1"})
+    assert r.status_code == 429
     assert r.headers["x-llmux-attempts"] == "3"
+    # Envoy's back-off waited the provider's Retry-After (1 s) before each retry.
+    assert time.monotonic() - t >= 1.9
+    # The only deployment is not cooled down by a 429 (LiteLLM's rule).
+    assert status(g)[("m", "only")]["healthy"]
 
 
 def test_bad_request_is_not_retried(make_gateway):
@@ -189,3 +206,183 @@ def test_connection_reset_fails_over(make_gateway):
     assert r.status_code == 200, r.text
     assert r.headers["x-llmux-deployment"] == "ok"
     assert r.text.rstrip().endswith("data: [DONE]")
+
+
+# --- strategies, with Envoy's two workers sharing the state (harness: --concurrency 2) ---
+
+def served_by(g, model, n, parallel=8, headers=None, stream=False):
+    """`n` requests, `parallel` at a time; how many each deployment served."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_):
+        r = chat(g, model, stream=stream, headers=headers)
+        assert r.status_code == 200, r.text
+        return r.headers["x-llmux-deployment"]
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return collections.Counter(pool.map(one, range(n)))
+
+
+def three(strategy, extra_model=None, **deps):
+    """A group of three OpenAI-protocol deployments on the mock, a, b and c."""
+    p = providers()
+    for name, headers in deps.items():
+        p[name] = {"type": "openai", "cluster": "mock", "headers": headers}
+    model = {"name": "m", "strategy": strategy, "deployments": [
+        {"provider": n if n in deps else "oai", "model": "gpt-4o-mini", "name": n} for n in ("a", "b", "c")]}
+    model.update(extra_model or {})
+    return {"providers": p, "router": ROUTER, "models": [model]}
+
+
+def test_round_robin_is_exact_across_workers(make_gateway):
+    g = make_gateway(three("round-robin"))
+    counts = served_by(g, "m", 60)
+    assert counts == {"a": 20, "b": 20, "c": 20}
+
+
+def test_simple_shuffle_follows_weights_within_tolerance(make_gateway):
+    cfg = three("simple-shuffle")
+    for d, w in zip(cfg["models"][0]["deployments"], (1, 2, 5)):
+        d["weight"] = w
+    g = make_gateway(cfg)
+    n = 400
+    counts = served_by(g, "m", n, parallel=16)
+    # Binomial: expected n*w/8, σ = sqrt(n p (1-p)); 4σ tolerance.
+    for name, w in (("a", 1), ("b", 2), ("c", 5)):
+        p = w / 8
+        sigma = (n * p * (1 - p)) ** 0.5
+        assert abs(counts[name] - n * p) <= 4 * sigma, counts
+
+
+def test_lowest_latency_sends_most_traffic_to_the_fastest(make_gateway):
+    g = make_gateway(three("lowest-latency", a={"x-mock-latency-ms": "150"},
+                           b={"x-mock-latency-ms": "60"}))
+    counts = served_by(g, "m", 60, parallel=4)
+    # c answers at once; a and b only get the few requests that measure them at first.
+    assert counts["c"] >= 48, counts
+    assert counts["a"] <= 4, counts
+
+
+def test_least_busy_avoids_the_deployment_holding_requests(make_gateway):
+    # a holds each request for 1.5 s; b and c answer at once. Once a request sits on a, its
+    # in-flight count (shared by both workers) keeps new requests on b and c.
+    g = make_gateway(three("least-busy", a={"x-mock-latency-ms": "1500"}))
+    counts = served_by(g, "m", 40, parallel=4)
+    assert counts["a"] <= 4, counts
+    assert counts["b"] + counts["c"] >= 36, counts
+
+
+def test_usage_based_prefers_headroom(make_gateway):
+    cfg = three("usage-based")
+    for d, rpm in zip(cfg["models"][0]["deployments"], (5, 1000, 1000)):
+        d["rpm"] = rpm
+    g = make_gateway(cfg)
+    counts = served_by(g, "m", 60, parallel=4)
+    assert counts["a"] <= 5, counts  # its rpm hint is spent after 5
+
+
+def test_lowest_cost_and_priority(make_gateway):
+    cfg = three("lowest-cost")
+    for d, price in zip(cfg["models"][0]["deployments"], (3.0, 0.1, 1.0)):
+        d["price"] = {"input_per_mtok": price, "output_per_mtok": price}
+    g = make_gateway(cfg)
+    assert served_by(g, "m", 20) == {"b": 20}
+    cfg = three("priority")
+    for d, prio in zip(cfg["models"][0]["deployments"], (2, 1, 0)):
+        d["priority"] = prio
+    g = make_gateway(cfg)
+    assert served_by(g, "m", 20) == {"c": 20}
+
+
+def test_tags_from_header_and_body(make_gateway):
+    cfg = three("simple-shuffle")
+    deps = cfg["models"][0]["deployments"]
+    deps[0]["tags"] = ["eu"]
+    deps[1]["tags"] = ["us"]
+    deps[2]["tags"] = ["default"]
+    g = make_gateway(cfg)
+    assert served_by(g, "m", 10, headers={"llmux-tags": "eu"}) == {"a": 10}
+    assert served_by(g, "m", 10, headers={"llmux-tags": "asia"}) == {"c": 10}
+    r = g.post("/v1/chat/completions", {"model": "m", "messages": USER, "tags": ["us"]})
+    assert r.headers["x-llmux-deployment"] == "b"
+
+
+def test_aliases_and_wildcards(make_gateway):
+    g = make_gateway({
+        "providers": providers(),
+        "models": [
+            {"name": "gpt-4o-mini", "aliases": ["default", "fast"], "deployments": [{"provider": "oai"}]},
+            {"name": "anthropic/*", "deployments": [{"provider": "ant"}]},
+        ],
+    })
+    client = openai.OpenAI(base_url=g.url + "/v1", api_key="x", max_retries=0)
+    r = client.chat.completions.with_raw_response.create(model="fast", messages=USER)
+    assert r.headers["x-llmux-provider"] == "oai"
+    r = client.chat.completions.with_raw_response.create(model="anthropic/claude-3-5-haiku-20241022", messages=USER)
+    assert r.headers["x-llmux-provider"] == "ant"
+    assert r.parse().model == "claude-3-5-haiku-20241022"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="mistral/x", messages=USER)
+
+
+def test_context_window_fallback_before_sending(make_gateway):
+    g = make_gateway({
+        "providers": providers(),
+        "router": ROUTER,
+        "models": [
+            {"name": "small", "context_window_fallbacks": ["big"],
+             "deployments": [{"provider": "oai", "model": "gpt-4o-mini", "max_input_tokens": 200}]},
+            {"name": "big", "deployments": [{"provider": "ant", "model": "claude-3-5-haiku-20241022"}]},
+        ],
+    })
+    assert chat(g, "small").headers["x-llmux-provider"] == "oai"
+    long = [{"role": "user", "content": "word " * 2000}]
+    r = g.post("/v1/chat/completions", {"model": "small", "messages": long})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llmux-provider"] == "ant"
+    assert r.headers["x-llmux-attempts"] == "1"
+
+
+def test_api_key_rotation_on_401(mock, log_dir):
+    from harness import Gateway, Mock
+    strict = Mock(log_dir, args=["--openai-key", "good-key"])
+    try:
+        g = Gateway(strict, log_dir, name=f"envoy-keys-{new_id()[:6]}", llmux_config={
+            "providers": {"oai": {"type": "openai", "cluster": "mock"}},
+            "router": ROUTER,
+            # round-robin: the first request starts with the first key (deterministic test).
+            "models": [{"name": "m", "strategy": "round-robin", "deployments": [
+                {"provider": "oai", "model": "gpt-4o-mini", "name": "k", "api_keys": ["revoked-key", "good-key"]}]}],
+        })
+        try:
+            for _ in range(4):
+                r = chat(g, "m")
+                assert r.status_code == 200, r.text
+            entries = httpx.get(g.url + "/llmux/status", timeout=10).json()["models"][0]["deployments"]
+            by_key = {d["key"]: d for d in entries}
+            # The revoked key's entry cooled down after its 401; the good one serves.
+            assert not by_key[0]["healthy"] and by_key[0]["last_error_status"] == 401, entries
+            assert by_key[1]["healthy"] and by_key[1]["requests_this_minute"] == 4, entries
+        finally:
+            g.stop()
+    finally:
+        strict.stop()
+
+
+def test_status_endpoint_is_loopback_only_by_config(make_gateway):
+    g = make_gateway({
+        "providers": providers(),
+        "router": {**ROUTER, "status": {"path": "/admin/llmux", "allow": ["10.9."]}},
+        "models": [{"name": "m", "deployments": [{"provider": "oai"}]}],
+    })
+    r = httpx.get(g.url + "/admin/llmux", timeout=10)
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "forbidden"
+    g2 = make_gateway({
+        "providers": providers(),
+        "router": ROUTER,
+        "models": [{"name": "m", "deployments": [{"provider": "oai", "name": "only"}]}],
+    })
+    chat(g2, "m")
+    s = status(g2)[("m", "only")]
+    assert s["healthy"] and s["requests_this_minute"] >= 1 and s["in_flight"] == 0
