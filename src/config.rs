@@ -141,6 +141,23 @@ pub struct Provider {
     pub renames: &'static [(&'static str, &'static str)],
     /// Drop unsupported fields instead of answering 400.
     pub drop_params: bool,
+    /// Bedrock only: region and SigV4 credentials.
+    pub aws: Option<AwsConfig>,
+}
+
+/// A Bedrock provider's AWS settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    pub region: String,
+    /// `None` when the provider uses a Bedrock API key (`api_key`, sent as Bearer) instead.
+    pub credentials: Option<crate::aws::sigv4::Credentials>,
+}
+
+impl AwsConfig {
+    /// `bedrock-runtime.{region}.amazonaws.com`.
+    pub fn default_host(&self) -> String {
+        format!("bedrock-runtime.{}.amazonaws.com", self.region)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -459,6 +476,13 @@ fn parse_provider(
             "default_max_tokens",
             "api_version",
             "drop_params",
+            "region",
+            "aws_access_key_id",
+            "aws_access_key_id_env",
+            "aws_secret_access_key",
+            "aws_secret_access_key_env",
+            "aws_session_token",
+            "aws_session_token_env",
         ],
     )?;
     let type_path = format!("{path}.type");
@@ -492,9 +516,11 @@ fn parse_provider(
     if cluster.is_empty() {
         return Err(err(&format!("{path}.cluster"), "must not be empty"));
     }
+    let aws = parse_aws(o, path, env, kind)?;
     let host = opt_str(o, path, "host")?
         .map(str::to_string)
-        .or_else(|| preset.and_then(|p| p.host).map(str::to_string));
+        .or_else(|| preset.and_then(|p| p.host).map(str::to_string))
+        .or_else(|| aws.as_ref().map(|a| a.default_host()));
     let base_path = match opt_str(o, path, "base_path")? {
         Some(p) => {
             if !(p.is_empty() || p.starts_with('/')) {
@@ -605,7 +631,105 @@ fn parse_provider(
         unsupported: preset.map(|p| p.unsupported).unwrap_or(&[]),
         renames: preset.map(|p| p.renames).unwrap_or(&[]),
         drop_params,
+        aws,
     })
+}
+
+/// Bedrock: `region` (required) and SigV4 credentials, each inline or from an environment
+/// variable (`*_env`, defaulting to the standard `AWS_*` names). With an `api_key` (a Bedrock API
+/// key, sent as Bearer) no credentials are needed.
+fn parse_aws(
+    o: &Map<String, Value>,
+    path: &str,
+    env: &dyn Env,
+    kind: ProviderKind,
+) -> Result<Option<AwsConfig>, ConfigError> {
+    const KEYS: [(&str, &str); 3] = [
+        ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+        ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+        ("aws_session_token", "AWS_SESSION_TOKEN"),
+    ];
+    if kind != ProviderKind::Bedrock {
+        let aws_keys = ["region"]
+            .into_iter()
+            .chain(KEYS.iter().map(|(k, _)| *k))
+            .flat_map(|k| [k.to_string(), format!("{k}_env")]);
+        for k in aws_keys {
+            if o.contains_key(&k) {
+                return Err(err(
+                    &join(path, &k),
+                    "only Bedrock providers (`type: bedrock`) take AWS settings",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let region = opt_str(o, path, "region")?.ok_or_else(|| {
+        err(
+            &join(path, "region"),
+            "required for Bedrock (e.g. `us-east-1`)",
+        )
+    })?;
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(err(
+            &join(path, "region"),
+            "must be an AWS region name like `us-east-1`",
+        ));
+    }
+    let bearer = o.contains_key("api_key") || o.contains_key("api_key_env");
+    let mut values: [Option<String>; 3] = [None, None, None];
+    for (i, (key, default_env)) in KEYS.iter().enumerate() {
+        let env_key = format!("{key}_env");
+        values[i] = match (opt_str(o, path, key)?, opt_str(o, path, &env_key)?) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    &join(path, &env_key),
+                    format!("set either `{key}` or `{env_key}`, not both"),
+                ))
+            }
+            (Some(""), None) => {
+                return Err(err(&join(path, key), "must not be empty"))
+            }
+            (Some(v), None) => Some(v.to_string()),
+            (None, Some(var)) => match env.var(var) {
+                Some(v) if !v.is_empty() => Some(v),
+                _ => return Err(err(
+                    &join(path, &env_key),
+                    format!("environment variable `{var}` is not set in the VM (list it in vm_config.environment_variables)"),
+                )),
+            },
+            (None, None) => env.var(default_env).filter(|v| !v.is_empty()),
+        };
+    }
+    let [id, secret, token] = values;
+    let credentials = match (id, secret) {
+        _ if bearer => None,
+        (Some(access_key_id), Some(secret_access_key)) => Some(crate::aws::sigv4::Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: token,
+        }),
+        (None, _) => {
+            return Err(err(
+                &join(path, "aws_access_key_id"),
+                "Bedrock needs credentials: `aws_access_key_id` (or `aws_access_key_id_env`, default AWS_ACCESS_KEY_ID), or a Bedrock API key in `api_key`",
+            ))
+        }
+        (Some(_), None) => {
+            return Err(err(
+                &join(path, "aws_secret_access_key"),
+                "required with `aws_access_key_id` (or `aws_secret_access_key_env`, default AWS_SECRET_ACCESS_KEY)",
+            ))
+        }
+    };
+    Ok(Some(AwsConfig {
+        region: region.to_string(),
+        credentials,
+    }))
 }
 
 fn parse_model(

@@ -2,6 +2,7 @@
 //! LLMux end-to-end tests and benchmarks. See README.md for the endpoints and `x-mock-*` headers.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod body;
 pub mod cohere;
 pub mod config;

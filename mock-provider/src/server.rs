@@ -4,7 +4,7 @@ use crate::body::{self, MockBody};
 use crate::config::Config;
 use crate::mock::{self, MockHeaders, Plan};
 use crate::record::{self, Recorded, Recorder};
-use crate::{anthropic, cohere, embeddings, gemini, openai};
+use crate::{anthropic, bedrock, cohere, embeddings, gemini, openai};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -181,6 +181,7 @@ enum Provider {
     Anthropic,
     Cohere,
     Gemini,
+    Bedrock,
 }
 
 /// Paths answered by the generic echo handler.
@@ -229,6 +230,9 @@ async fn route(
             provider(state, reset, req, Provider::Gemini).await
         }
         (&Method::POST, "/v2/chat") => provider(state, reset, req, Provider::Cohere).await,
+        (&Method::POST, p) if p.starts_with("/model/") => {
+            provider(state, reset, req, Provider::Bedrock).await
+        }
         // Azure OpenAI, classic deployment paths: `api-version` query and `api-key` header.
         (&Method::POST, p)
             if p.starts_with("/openai/deployments/")
@@ -398,6 +402,10 @@ async fn provider(
                     "Request exceeds the maximum allowed number of bytes.",
                     n,
                 ),
+                Provider::Bedrock => bedrock_error_reply(
+                    &bedrock::BedrockError::validation("Input is too long for requested model."),
+                    n,
+                ),
                 Provider::Gemini => Reply::json(
                     413,
                     gemini::error_body(
@@ -427,6 +435,7 @@ async fn provider(
         Provider::Cohere => cohere_reply(&parts, &bytes, &mock, n),
         Provider::Anthropic => anthropic_reply(state, &parts, &bytes, &mock, n),
         Provider::Gemini => gemini_reply(state, &parts, &bytes, &mock, n),
+        Provider::Bedrock => bedrock_reply(&parts, &bytes, &mock, n),
     };
     Ok(deliver(reply, &mock))
 }
@@ -814,4 +823,93 @@ fn gemini_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders,
             gemini::response_body(&id, model, &plan, mock, &body, block),
         )
     }
+}
+
+fn bedrock_error_reply(e: &bedrock::BedrockError, n: u64) -> Reply {
+    let mut r = Reply::json(e.status, e.body());
+    r.headers.push(("x-amzn-errortype", e.error_type()));
+    r.headers.push(("x-amzn-requestid", format!("mock-{n}")));
+    r
+}
+
+/// `POST /model/{modelId}/{converse|converse-stream|invoke}`, SigV4 verified.
+fn bedrock_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Reply {
+    let raw_path = parts.uri.path();
+    let rest = raw_path.strip_prefix("/model/").unwrap_or("");
+    let (raw_model, op) = rest.rsplit_once('/').unwrap_or((rest, ""));
+    if raw_model.is_empty()
+        || raw_model.contains('/')
+        || !matches!(op, "converse" | "converse-stream" | "invoke")
+    {
+        let e = bedrock::BedrockError::new(
+            404,
+            "UnknownOperationException",
+            format!("Unknown operation {raw_path}"),
+        );
+        return bedrock_error_reply(&e, n);
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if let Err(e) = bedrock::verify(
+        "POST",
+        raw_path,
+        parts.uri.query().unwrap_or(""),
+        &parts.headers,
+        bytes,
+        now,
+    ) {
+        return bedrock_error_reply(&e, n);
+    }
+    if let Some(status) = mock.status {
+        return bedrock_error_reply(&bedrock::status_error(status), n);
+    }
+    let model = bedrock::percent_decode(raw_model);
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => v,
+        Err(_) => {
+            return bedrock_error_reply(
+                &bedrock::BedrockError::validation(
+                    "Malformed input request, please reformat your input and try again.",
+                ),
+                n,
+            )
+        }
+    };
+    if op == "invoke" {
+        return match bedrock::invoke(&model, &body, bytes.len()) {
+            Ok((b, tokens)) => {
+                let mut r = Reply::json(200, b);
+                if let Some(t) = tokens {
+                    r.headers
+                        .push(("x-amzn-bedrock-input-token-count", t.to_string()));
+                }
+                r
+            }
+            Err(e) => bedrock_error_reply(&e, n),
+        };
+    }
+    if let Err(m) = bedrock::validate_converse(&body) {
+        return bedrock_error_reply(&bedrock::BedrockError::validation(m), n);
+    }
+    let plan = Plan::build(
+        mock,
+        &bedrock::last_user_text(&body),
+        &bedrock::tool_names(&body),
+        bytes.len(),
+    );
+    let mut r = if op == "converse-stream" {
+        Reply {
+            status: 200,
+            content_type: bedrock::EVENTSTREAM,
+            body: bedrock::converse_stream_body(&plan, mock, n, header(parts, "x-mock-exception")),
+            stream: true,
+            headers: Vec::new(),
+        }
+    } else {
+        Reply::json(200, bedrock::converse_body(&plan, mock, n))
+    };
+    r.headers.push(("x-amzn-requestid", format!("mock-{n}")));
+    r
 }

@@ -5,6 +5,7 @@
 //! calls the proxy host, so every translator is tested natively.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod cohere;
 pub mod gemini;
 pub mod messages;
@@ -25,10 +26,13 @@ pub enum ProviderKind {
     Cohere,
     /// Google Gemini API (AI Studio, `generateContent`).
     Gemini,
+    /// AWS Bedrock Runtime (Converse, InvokeModel for embeddings), SigV4-signed.
+    Bedrock,
 }
 
 impl ProviderKind {
-    pub const NAMES: &'static [&'static str] = &["openai", "anthropic", "cohere", "gemini"];
+    pub const NAMES: &'static [&'static str] =
+        &["openai", "anthropic", "cohere", "gemini", "bedrock"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
@@ -36,6 +40,7 @@ impl ProviderKind {
             "anthropic" => Some(Self::Anthropic),
             "cohere" => Some(Self::Cohere),
             "gemini" => Some(Self::Gemini),
+            "bedrock" => Some(Self::Bedrock),
             _ => None,
         }
     }
@@ -46,6 +51,7 @@ impl ProviderKind {
             Self::Anthropic => "anthropic",
             Self::Cohere => "cohere",
             Self::Gemini => "gemini",
+            Self::Bedrock => "bedrock",
         }
     }
 
@@ -55,6 +61,7 @@ impl ProviderKind {
             Self::Anthropic => "/v1",
             Self::Cohere => "/v2",
             Self::Gemini => "/v1beta",
+            Self::Bedrock => "",
         }
     }
 
@@ -62,6 +69,7 @@ impl ProviderKind {
     pub fn embeddings_translator(self) -> Option<Box<dyn ChatTranslator>> {
         match self {
             Self::OpenAi => Some(Box::new(openai::OpenAiChat::embeddings())),
+            Self::Bedrock => Some(Box::new(bedrock::BedrockEmbeddings::default())),
             Self::Anthropic | Self::Cohere | Self::Gemini => None,
         }
     }
@@ -73,6 +81,7 @@ impl ProviderKind {
             Self::Anthropic => Box::new(anthropic::AnthropicChat::default()),
             Self::Cohere => Box::new(cohere::CohereChat::default()),
             Self::Gemini => Box::new(gemini::GeminiChat::default()),
+            Self::Bedrock => Box::new(bedrock::BedrockChat::default()),
         }
     }
 }
