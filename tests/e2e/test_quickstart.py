@@ -47,7 +47,12 @@ def test_readme_quick_start_works_as_written(running):
         r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, (cmd, r.stderr)
         outputs.append(r.stdout)
-    models, plain, streamed, embeddings = outputs
+    models, plain, streamed, embeddings, status = outputs
+    status = json.loads(status)
+    assert status["failover"] is True
+    served = {m["name"]: m["deployments"][0] for m in status["models"]}
+    assert served["claude-3-5-haiku"]["requests_this_minute"] == 2
+    assert all(d["healthy"] for d in served.values())
     assert [m["id"] for m in json.loads(models)["data"]] == ["gpt-4o-mini", "claude-3-5-haiku",
                                                              "text-embedding-3-small"]
     vectors = json.loads(embeddings)["data"]
@@ -66,12 +71,12 @@ def test_readme_quick_start_works_as_written(running):
     # The JSON access log (one line per request, flushed every second) and the metrics.
     deadline = time.monotonic() + 15
     lines = []
-    while time.monotonic() < deadline and len(lines) < 4:
+    while time.monotonic() < deadline and len(lines) < 5:
         path = run_dir / "access.log"
         lines = [json.loads(l) for l in path.read_text().splitlines() if l] if path.exists() else []
         time.sleep(0.1)  # polling with a deadline for Envoy's log flush
     assert [l["model"] for l in lines] == [None, "claude-3-5-haiku", "claude-3-5-haiku",
-                                           "text-embedding-3-small"]
+                                           "text-embedding-3-small", None]
     assert lines[2]["ttft_ms"].isdigit() and int(lines[2]["output_tokens"]) > 0
     prom = subprocess.run(["curl", "-s", f"http://127.0.0.1:{ports['ADMIN_PORT']}/stats/prometheus"],
                           capture_output=True, text=True, timeout=30).stdout
