@@ -68,6 +68,8 @@ pub struct Finished<'a> {
     pub response_body: Option<&'a [u8]>,
     /// The caller's virtual key (index in `auth.keys`).
     pub key: Option<usize>,
+    /// Attempts made (more than 1 after a failover).
+    pub attempts: u32,
 }
 
 /// What a finished request's filter state and usage record are made of, borrowing the names from
@@ -110,7 +112,7 @@ impl<'a> Summary<'a> {
                 .map(|p| cost_nanousd(p, &usage) as f64 / 1e9),
             duration_ms: f.timings.duration_ms(),
             ttft_ms: if f.stream { f.timings.ttft_ms() } else { None },
-            attempts: 1,
+            attempts: f.attempts.max(1),
             key_alias: key.map(|k| k.alias.as_str()),
             team: key.and_then(|k| k.team.as_deref()),
         })
@@ -261,6 +263,7 @@ pub(crate) mod tests {
             request_body: Some(br#"{"content":"mail me: a@b.io"}"#),
             response_body: Some(b"data: {}"),
             key: None,
+            attempts: 1,
         }
     }
 

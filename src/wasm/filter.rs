@@ -323,10 +323,13 @@ impl Stream {
             return;
         };
         self.timings.end_ns = host::now_nanos();
+        let mut attempts = 1;
         if let Some(id) = self.attempt_id {
             // Failover path: the attempt that answered has the exchange that counts.
             if let Some(p) = super::upstream::lookup(id) {
-                if let Some(ex) = p.borrow_mut().final_exchange.take() {
+                let mut p = p.borrow_mut();
+                attempts = u32::from(p.attempts.plan.attempts);
+                if let Some(ex) = p.final_exchange.take() {
                     self.exchange = Some(ex);
                 }
             }
@@ -362,6 +365,7 @@ impl Stream {
             request_body: self.request_body.as_deref(),
             response_body: self.capture.then_some(self.response_body.as_slice()),
             key: self.key,
+            attempts,
         };
         let Some(summary) = Summary::of(config, &finished) else {
             return;

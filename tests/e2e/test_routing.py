@@ -56,6 +56,13 @@ def test_failed_deployment_fails_over_to_the_next(make_gateway, code):
     assert r.headers["x-llmux-attempts"] == "2"
     assert r.json()["choices"][0]["message"]["content"]
     assert "x-llmux-retry" not in r.headers
+    # The access log line names the serving deployment and the attempts.
+    deadline = time.monotonic() + 10
+    lines = []
+    while time.monotonic() < deadline and not lines:
+        lines = [l for l in g.access_log() if l["path"] == "/v1/chat/completions"]
+        time.sleep(0.05)  # polling with a deadline for Envoy's access-log flush
+    assert lines and lines[0]["deployment"] == "second" and lines[0]["attempts"] == "2", lines
 
 
 def test_streamed_request_fails_over_before_its_first_byte_and_still_streams(make_gateway):
