@@ -170,6 +170,9 @@ pub struct Model {
     pub deployments: Vec<Deployment>,
     /// Strategy, retries and fallbacks of this group.
     pub policy: crate::routing::GroupPolicy,
+    /// LLMux keeps this group's shared health and load records: it has a choice to make
+    /// (several deployments or keys, retries, or it is another group's fallback).
+    pub tracked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -350,6 +353,21 @@ impl Config {
                     }
                 }
             }
+        }
+        // Fallback targets are chosen among too: their health matters.
+        let targets: Vec<usize> = models
+            .iter()
+            .flat_map(|m| {
+                m.policy
+                    .fallbacks
+                    .iter()
+                    .chain(&m.policy.context_window_fallbacks)
+                    .chain(&m.policy.content_policy_fallbacks)
+            })
+            .filter_map(|f| model_index.get(f).copied())
+            .collect();
+        for t in targets {
+            models[t].tracked = true;
         }
         let router = match root.get("router") {
             None | Some(Value::Null) => crate::routing::RouterConfig::default(),
@@ -905,6 +923,7 @@ fn parse_model(
         name: name.to_string(),
         aliases,
         owned_by,
+        tracked: deployments.len() > 1 || policy.num_retries.unwrap_or(0) > 0,
         deployments,
         policy,
     })

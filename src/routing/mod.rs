@@ -799,11 +799,11 @@ impl Planner<'_> {
 }
 
 impl RouterConfig {
-    /// Whether the glue keeps a group's shared load and health record on the direct path: when
-    /// a strategy chooses among deployments or the status endpoint shows them. (A lone
-    /// deployment with neither costs no shared-data calls.)
+    /// Whether the glue keeps a group's shared load and health records: when there is a choice
+    /// to make (several deployments or keys, retries, a fallback target). A lone deployment
+    /// costs no shared-data calls; the status endpoint shows it as `"tracked": false`.
     pub fn tracks(&self, group: &Model) -> bool {
-        self.attempts_cluster.is_some() || self.status.is_some() || group.deployments.len() > 1
+        group.tracked || self.num_retries > 0
     }
 
     pub fn retry_policy_for(&self, _num_retries: u8) -> RetryPolicy {

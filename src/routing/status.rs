@@ -18,6 +18,8 @@ struct Group<'a> {
     name: &'a str,
     aliases: &'a [String],
     strategy: &'static str,
+    /// Health and load are kept (there is a choice to make); otherwise the counters stay 0.
+    tracked: bool,
     fallbacks: &'a [String],
     deployments: Vec<Dep<'a>>,
 }
@@ -50,6 +52,7 @@ pub fn render(config: &Config, store: &dyn StateStore, now_ms: u64) -> Vec<u8> {
             name: &m.name,
             aliases: &m.aliases,
             strategy: m.policy.strategy.name(),
+            tracked: config.router.tracks(m),
             fallbacks: &m.policy.fallbacks,
             deployments: m
                 .deployments
