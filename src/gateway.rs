@@ -657,6 +657,9 @@ enum ResponseMode {
     Discard,
     /// Buffer the whole body, translate at the end.
     Buffer,
+    /// Forward the body as it arrives, keeping its last bytes (the translator reads its usage
+    /// there at the end).
+    Tail(Vec<u8>),
     /// Translate chunk by chunk.
     Stream,
     /// Buffer the provider's error body, answer the OpenAI error at the end.
@@ -772,6 +775,9 @@ impl Exchange {
             return h;
         } else if self.stream {
             ResponseMode::Stream
+        } else if self.translator.response_passes_through() {
+            self.mode = ResponseMode::Tail(Vec::new());
+            return h;
         } else {
             ResponseMode::Buffer
         };
@@ -796,6 +802,29 @@ impl Exchange {
         match self.mode {
             ResponseMode::Pending => BodyAction::Continue,
             ResponseMode::Discard => BodyAction::Replace(Vec::new()),
+            ResponseMode::Tail(ref mut tail) => {
+                const KEEP: usize = crate::providers::RESPONSE_TAIL_BYTES;
+                if data.len() >= KEEP {
+                    tail.clear();
+                    tail.extend_from_slice(&data[data.len() - KEEP..]);
+                } else {
+                    let overflow = (tail.len() + data.len()).saturating_sub(KEEP);
+                    tail.drain(..overflow.min(tail.len()));
+                    tail.extend_from_slice(data);
+                }
+                if end_of_stream {
+                    let tail = std::mem::take(tail);
+                    if let Err(e) = self.translator.response(&tail) {
+                        // Only usage is read here: an unreadable tail means no usage, not an error.
+                        log::debug!(
+                            "llmux: no usage in {}'s answer: {}",
+                            self.provider,
+                            e.message
+                        );
+                    }
+                }
+                BodyAction::Continue
+            }
             ResponseMode::Stream => {
                 let mut out = Vec::new();
                 if self.translator.stream_chunk(data, end_of_stream, &mut out) {
@@ -1325,7 +1354,8 @@ mod tests {
 
     #[test]
     fn oversized_response_is_cut_off_with_502() {
-        let mut ex = exchange("gpt", false);
+        // (A translated answer is held to be rewritten; pass-through ones are not held.)
+        let mut ex = exchange("claude", false);
         ex.on_response_headers(200, None);
         assert_eq!(ex.on_response_body(b"", 50, false), BodyAction::Buffer);
         match ex.on_response_body(b"", 101, false) {
@@ -1340,6 +1370,27 @@ mod tests {
             ex.on_response_body(b"", 0, true),
             BodyAction::Replace(Vec::new())
         );
+    }
+
+    #[test]
+    fn passthrough_answers_flow_through_and_usage_comes_from_the_tail() {
+        let mut ex = exchange("gpt", false);
+        let h = ex.on_response_headers(200, None);
+        assert!(!h.wait_for_body, "an OpenAI answer is not held");
+        let mut body = br#"{"id":"x","choices":[{"message":{"content":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'a', 10_000));
+        body.extend_from_slice(
+            br#""}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        );
+        for (i, chunk) in body.chunks(997).enumerate() {
+            let last = (i + 1) * 997 >= body.len();
+            assert_eq!(
+                ex.on_response_body(chunk, chunk.len(), last),
+                BodyAction::Continue
+            );
+        }
+        let u = ex.usage().unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 4));
     }
 
     #[test]

@@ -148,7 +148,17 @@ pub trait ChatTranslator {
 
     /// Token usage seen in the provider's answer so far.
     fn usage(&self) -> Option<Usage>;
+
+    /// A 2xx non-streamed answer goes to the client unchanged and its usage sits in the last
+    /// [`RESPONSE_TAIL_BYTES`] bytes: the answer is then forwarded as it arrives (not held), and
+    /// [`ChatTranslator::response`] is given only that tail.
+    fn response_passes_through(&self) -> bool {
+        false
+    }
 }
+
+/// How much of a passed-through answer's end is kept to read its usage.
+pub const RESPONSE_TAIL_BYTES: usize = 4096;
 
 /// The client status for a provider status: statuses OpenAI clients do not know are mapped
 /// (Anthropic's 529 "overloaded" becomes 503, which every OpenAI SDK retries).

@@ -118,6 +118,11 @@ impl ChatTranslator for OpenAiChat {
         })
     }
 
+    fn response_passes_through(&self) -> bool {
+        // Only the usage is read, from the end of the answer.
+        true
+    }
+
     fn response(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
         #[derive(Deserialize)]
         struct WithUsage {
