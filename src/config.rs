@@ -45,6 +45,8 @@ pub struct Config {
     pub log_bodies: bool,
     /// Export of one usage record per request to an HTTP collector.
     pub export: Option<ExportConfig>,
+    /// `rate_limit` and `identity` (limits per key and team live in `auth`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// Prices of a deployment, USD per million tokens.
@@ -224,6 +226,8 @@ impl Config {
                 "filter_state",
                 "log_bodies",
                 "export",
+                "rate_limit",
+                "identity",
             ],
         )?;
 
@@ -314,6 +318,9 @@ impl Config {
             Some(v) => Some(parse_export(v)?),
         };
 
+        let limits =
+            crate::limits::LimitsConfig::parse(root.get("rate_limit"), root.get("identity"))?;
+
         Ok(Config {
             providers,
             models,
@@ -327,6 +334,7 @@ impl Config {
             filter_state,
             log_bodies,
             export,
+            limits,
         })
     }
 

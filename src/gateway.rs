@@ -173,8 +173,8 @@ impl Gateway {
         now_unix: u64,
     ) -> Result<Option<usize>, GatewayError> {
         match &self.config.auth {
-            None => Ok(None),
-            Some(auth) => auth.authenticate(presented, now_unix).map(Some),
+            Some(auth) if auth.require_key => auth.authenticate(presented, now_unix).map(Some),
+            _ => Ok(None),
         }
     }
 

@@ -8,9 +8,11 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod limits;
 pub mod multipart;
 pub mod observe;
 pub mod openai;
+pub mod pricing;
 pub mod providers;
 pub mod sse;
 

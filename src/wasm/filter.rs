@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::host::{self, Buffer, Map};
+use super::ratelimit::{Admission, Answer, RequestLimits};
 use crate::config::{Config, ProcessEnv};
 use crate::gateway::{
     BodyAction, BodyRequest, Endpoint, Exchange, Gateway, HeadersDecision, HeadersRequest,
@@ -234,6 +235,7 @@ impl RootContext for Root {
             capture,
             request_body: None,
             response_body: Vec::new(),
+            limits: RequestLimits::default(),
         }))
     }
 
@@ -267,9 +269,34 @@ struct Stream {
     capture: bool,
     request_body: Option<Vec<u8>>,
     response_body: Vec<u8>,
+    /// Rate limits, budgets and parallel slots of this request (wasm/ratelimit.rs).
+    limits: RequestLimits,
 }
 
-impl Context for Stream {}
+impl Context for Stream {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let answer = self
+            .limits
+            .on_answer(&shared.gateway.config, token, status, size, &|u| {
+                shared.apply(u)
+            });
+        match answer {
+            Answer::Nothing => {}
+            Answer::ResumeRequest => {
+                let _ = host::resume(false);
+            }
+            Answer::ResumeResponse => {
+                let _ = host::resume(true);
+            }
+            Answer::Reject(e, h) => {
+                self.reject_limited(&shared, &e, h);
+            }
+        }
+    }
+}
 
 impl Stream {
     fn capture_response(&mut self, bytes: &[u8]) {
@@ -329,9 +356,23 @@ impl Stream {
             .models
             .get(model)
             .and_then(|m| m.deployments.get(deployment))
-            .and_then(|d| d.price.as_ref())
+            .and_then(|d| crate::pricing::price(d.price.as_ref(), &d.model))
             .zip(usage.as_ref())
-            .map(|(p, u)| cost_nanousd(p, u));
+            .map(|(p, u)| cost_nanousd(&p, u));
+        self.limits.charge(
+            config,
+            usage.as_ref(),
+            cost,
+            self.timings.end_ns / 1_000_000_000,
+            &|u| shared.apply(u),
+        );
+        if let (Some(c), true) = (cost, self.limits.headers_held) {
+            let _ = host::set_header(
+                Map::ResponseHeaders,
+                "x-llmux-cost-usd",
+                &format!("{:.9}", c as f64 / 1e9),
+            );
+        }
         request_updates(
             ex.route,
             ex.status,
@@ -353,6 +394,23 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// Answers a request refused by a limit (429/503 with `x-ratelimit-*`).
+    fn reject_limited(
+        &mut self,
+        shared: &Shared,
+        e: &crate::error::GatewayError,
+        headers: Vec<(&'static str, String)>,
+    ) -> Action {
+        self.exchange = None;
+        let endpoint = self
+            .endpoint
+            .unwrap_or(crate::gateway::Endpoint::ChatCompletions);
+        let mut r = shared.gateway.error_response(endpoint, e);
+        r.headers
+            .extend(headers.into_iter().map(|(k, v)| (k.to_string(), v)));
+        self.reply(&r)
     }
 
     fn reply(&mut self, r: &LocalResponse) -> Action {
@@ -410,8 +468,21 @@ impl Stream {
                         log::warn!("llmux: replacing the request body failed ({})", e.0);
                     }
                 }
+                let model = fwd.exchange.model.clone();
                 self.exchange = Some(fwd.exchange);
-                Action::Continue
+                self.endpoint = Some(endpoint);
+                let admission = self.limits.admit(
+                    &shared.gateway.config,
+                    self.key,
+                    &model,
+                    now_ns / 1_000_000_000,
+                    &|u| shared.apply(u),
+                );
+                match admission {
+                    Admission::Continue => Action::Continue,
+                    Admission::Wait => Action::Pause,
+                    Admission::Reject(e, h) => self.reject_limited(shared, &e, h),
+                }
             }
         }
     }
@@ -521,6 +592,10 @@ impl HttpContext for Stream {
             None
         };
         let changes = ex.on_response_headers(status, details.as_deref());
+        self.limits.headers_held = changes.wait_for_body && !end_of_stream;
+        for (k, v) in &self.limits.headers {
+            let _ = host::set_header(Map::ResponseHeaders, k, v);
+        }
         for k in &changes.remove {
             let _ = host::remove_header(Map::ResponseHeaders, k);
         }
@@ -552,12 +627,17 @@ impl HttpContext for Stream {
         let action = self.response_body_action(body_size, end_of_stream);
         if end_of_stream {
             self.finish();
+            if self.limits.hold_response() {
+                // The usage charge is recorded before the client sees the end.
+                return Action::Pause;
+            }
         }
         action
     }
 
     fn on_log(&mut self) {
         self.finish();
+        self.limits.release();
         if let Some(shared) = &self.shared {
             shared.apply(Update::Record(
                 MetricKey::VmMemoryBytes,

@@ -32,6 +32,7 @@ pub enum Map {
 pub enum Buffer {
     RequestBody = 0,
     ResponseBody = 1,
+    GrpcReceive = 5,
     PluginConfiguration = 7,
 }
 
@@ -106,6 +107,21 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -360,4 +376,52 @@ pub fn init_logging() {
     std::panic::set_hook(Box::new(|info| {
         log(Level::Critical, &format!("llmux panicked: {info}"));
     }));
+}
+
+/// Envoy shared data (one space per VM id, shared by the workers): the value and its CAS token.
+pub fn get_shared_data(key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let mut cas = 0u32;
+    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) }
+    {
+        OK => Ok((unsafe { owned(data, size) }, cas)),
+        NOT_FOUND => Ok((None, 0)),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Sets shared data if its CAS token is still `cas` (0: unconditionally). A lost race is
+/// `Err(HostError(CAS_MISMATCH))`.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<()> {
+    check(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+/// Resumes the paused request (`response: false`) or response.
+pub fn resume(response: bool) -> HostResult<()> {
+    check(unsafe { proxy_continue_stream(u32::from(response)) })
+}
+
+/// Starts a unary gRPC call; the answer arrives in the calling context's
+/// `on_grpc_call_response`. Goes through proxy-wasm's hostcall, which registers the token with
+/// the SDK's dispatcher (and handles every status Envoy's `grpcCall` returns: OK, ParseFailure
+/// for an unknown cluster, InternalFailure).
+pub fn dispatch_grpc_call(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    message: &[u8],
+    timeout_ms: u32,
+) -> HostResult<u32> {
+    proxy_wasm::hostcalls::dispatch_grpc_call(
+        cluster,
+        service,
+        method,
+        Vec::new(),
+        Some(message),
+        std::time::Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|s| HostError(s as u32))
 }
