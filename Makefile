@@ -44,8 +44,13 @@ run: build venv ## Start Envoy + LLMux on 127.0.0.1:10000 (mock provider unless 
 	@PY=$(PY) WASM=$(WASM) MOCK=$(MOCK) RUN_DIR=$(RUN_DIR) LISTEN_PORT=$(LISTEN_PORT) \
 	  ADMIN_PORT=$(ADMIN_PORT) MOCK_PORT=$(MOCK_PORT) scripts/run.sh start
 
-stop: ## Stop what `make run` started
+run-cluster: build venv ## Redis + rate-limit service + two Envoys (10000, 10001) sharing them, on the mock
+	@PY=$(PY) WASM=$(WASM) MOCK=$(MOCK) RLS=$(RLS) LISTEN_PORT=$(LISTEN_PORT) ADMIN_PORT=$(ADMIN_PORT) \
+	  MOCK_PORT=$(MOCK_PORT) scripts/run_cluster.sh start
+
+stop: ## Stop what `make run` / `make run-cluster` started
 	@RUN_DIR=$(RUN_DIR) scripts/run.sh stop
+	@scripts/run_cluster.sh stop
 
 logs: ## Follow the gateway's logs
 	tail -f $(RUN_DIR)/envoy.log $(RUN_DIR)/access.log $(RUN_DIR)/mock.log
