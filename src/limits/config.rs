@@ -435,3 +435,69 @@ impl LimitsConfig {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_limits_and_names_bad_fields() {
+        let c = LimitsConfig::parse(
+            Some(&json!({"cluster": "rls", "failure_mode": "closed", "models": {"m": {"rpm": 5}}})),
+            Some(&json!({"source": "header", "headers": {"user": "X-User"}, "limits": {"tpm": 9}})),
+        )
+        .unwrap();
+        let rls = c.rls.unwrap();
+        assert_eq!(
+            (rls.domain.as_str(), rls.timeout_ms, rls.failure_mode),
+            ("llmux", 100, FailureMode::Closed)
+        );
+        assert_eq!(c.models[0].1.rpm, Some(5));
+        assert_eq!(
+            c.identity,
+            IdentitySource::Header {
+                user: "x-user".into(),
+                team: None
+            }
+        );
+        assert_eq!(c.identity_limits.tpm, Some(9));
+        for (rl, id, path) in [
+            (json!({"domain": "x"}), json!(null), "rate_limit.cluster"),
+            (
+                json!({"cluster": "r", "failure_mode": "maybe"}),
+                json!(null),
+                "rate_limit.failure_mode",
+            ),
+            (
+                json!({"cluster": "r", "models": {"m": {"budget": 1}}}),
+                json!(null),
+                "rate_limit.models.m.budget",
+            ),
+            (json!(null), json!({"source": "cookie"}), "identity.source"),
+            (json!(null), json!({"source": "jwt"}), "identity.claims"),
+            (
+                json!(null),
+                json!({"limits": {"rpm": 0}}),
+                "identity.limits.rpm",
+            ),
+        ] {
+            assert_eq!(
+                LimitsConfig::parse(Some(&rl), Some(&id)).unwrap_err().path,
+                path
+            );
+        }
+        let o = json!({"budget": {"amount_usd": 5, "period": "2d"}});
+        assert_eq!(
+            Limits::parse(o.as_object().unwrap(), "k").unwrap_err().path,
+            "k.budget.period"
+        );
+        assert_eq!(Period::parse("60s"), Some(Period::Minute));
+        assert_eq!(
+            parse_teams(&json!([{"name": "a"}, {"name": "a"}]), "auth.teams")
+                .unwrap_err()
+                .path,
+            "auth.teams[1].name"
+        );
+    }
+}
