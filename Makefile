@@ -7,6 +7,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 WASM        := target/wasm32-wasip1/release/llmux.wasm
 MOCK        := target/release/mock-provider
+RLS         := target/release/llmux-ratelimit
 RUN_DIR     := build/run
 LISTEN_PORT ?= 10000
 ADMIN_PORT  ?= 9901
@@ -14,7 +15,7 @@ MOCK_PORT   ?= 8081
 # pytest workers: the e2e suite starts its own Envoy + mock per worker.
 PYTEST_ARGS ?=
 
-.PHONY: help wasm mock build venv run stop logs test test-unit test-wasm32 test-e2e lint fmt size clean bench
+.PHONY: help wasm mock rls build venv run run-cluster stop logs test test-unit test-wasm32 test-e2e lint fmt size clean bench
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,7 +27,10 @@ wasm: ## Build the filter (release .wasm)
 mock: ## Build the mock provider
 	cargo build --release -p mock-provider
 
-build: wasm mock ## Build everything
+rls: ## Build the rate-limit service (llmux-ratelimit, for tests and run-cluster)
+	cargo build --release -p llmux-ratelimit
+
+build: wasm mock rls ## Build everything
 
 $(VENV)/.stamp: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -40,8 +44,13 @@ run: build venv ## Start Envoy + LLMux on 127.0.0.1:10000 (mock provider unless 
 	@PY=$(PY) WASM=$(WASM) MOCK=$(MOCK) RUN_DIR=$(RUN_DIR) LISTEN_PORT=$(LISTEN_PORT) \
 	  ADMIN_PORT=$(ADMIN_PORT) MOCK_PORT=$(MOCK_PORT) scripts/run.sh start
 
-stop: ## Stop what `make run` started
+run-cluster: build venv ## Redis + rate-limit service + two Envoys (10000, 10001) sharing them, on the mock
+	@PY=$(PY) WASM=$(WASM) MOCK=$(MOCK) RLS=$(RLS) LISTEN_PORT=$(LISTEN_PORT) ADMIN_PORT=$(ADMIN_PORT) \
+	  MOCK_PORT=$(MOCK_PORT) scripts/run_cluster.sh start
+
+stop: ## Stop what `make run` / `make run-cluster` started
 	@RUN_DIR=$(RUN_DIR) scripts/run.sh stop
+	@scripts/run_cluster.sh stop
 
 logs: ## Follow the gateway's logs
 	tail -f $(RUN_DIR)/envoy.log $(RUN_DIR)/access.log $(RUN_DIR)/mock.log

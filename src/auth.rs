@@ -23,11 +23,18 @@ pub struct VirtualKey {
     /// Unix seconds after which the key is refused.
     pub expires_at: Option<u64>,
     pub blocked: bool,
+    /// rpm, tpm, max_parallel_requests, budget.
+    pub limits: crate::limits::Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Auth {
     pub keys: Vec<VirtualKey>,
+    /// Limits shared by a team's keys (`auth.teams`), on top of each key's own.
+    pub teams: Vec<crate::limits::Team>,
+    /// `keys` was given: every request must present one. Without it (`auth` with only `teams`,
+    /// for a header or JWT identity) no key is asked for.
+    pub require_key: bool,
 }
 
 fn err(path: &str, message: impl Into<String>) -> ConfigError {
@@ -93,15 +100,25 @@ impl Auth {
             .as_object()
             .ok_or_else(|| err(path, "must be an object"))?;
         for k in o.keys() {
-            if k != "keys" {
-                return Err(err(&format!("{path}.{k}"), "unknown field; expected: keys"));
+            if k != "keys" && k != "teams" {
+                return Err(err(
+                    &format!("{path}.{k}"),
+                    "unknown field; expected: keys, teams",
+                ));
             }
         }
+        let teams = match o.get("teams") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(t) => crate::limits::config::parse_teams(t, &format!("{path}.teams"))?,
+        };
         let kp = format!("{path}.keys");
-        let arr = o
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| err(&kp, "required: an array of keys"))?;
+        let empty = Vec::new();
+        let arr = match o.get("keys") {
+            None if !teams.is_empty() => &empty,
+            v => v
+                .and_then(Value::as_array)
+                .ok_or_else(|| err(&kp, "required: an array of keys"))?,
+        };
         let mut keys = Vec::with_capacity(arr.len());
         for (i, k) in arr.iter().enumerate() {
             let p = format!("{kp}[{i}]");
@@ -122,7 +139,19 @@ impl Auth {
                 return Err(err(&format!("{p}.alias"), "aliases must be unique"));
             }
         }
-        Ok(Auth { keys })
+        Ok(Auth {
+            keys,
+            teams,
+            require_key: o.contains_key("keys"),
+        })
+    }
+
+    /// The limits of team `name`, if it has any.
+    pub fn team_limits(&self, name: &str) -> Option<&crate::limits::Limits> {
+        self.teams
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| &t.limits)
     }
 
     /// The key the request presents (`Authorization: Bearer`, `x-api-key` or `api-key`), checked.
@@ -218,10 +247,16 @@ fn parse_key(v: &Value, path: &str) -> Result<VirtualKey, ConfigError> {
         "blocked",
     ];
     for k in o.keys() {
-        if !FIELDS.contains(&k.as_str()) {
+        if !FIELDS.contains(&k.as_str())
+            && !crate::limits::config::LIMIT_FIELDS.contains(&k.as_str())
+        {
             return Err(err(
                 &format!("{path}.{k}"),
-                format!("unknown field; expected one of: {}", FIELDS.join(", ")),
+                format!(
+                    "unknown field; expected one of: {}, {}",
+                    FIELDS.join(", "),
+                    crate::limits::config::LIMIT_FIELDS.join(", ")
+                ),
             ));
         }
     }
@@ -302,6 +337,7 @@ fn parse_key(v: &Value, path: &str) -> Result<VirtualKey, ConfigError> {
         models,
         expires_at,
         blocked,
+        limits: crate::limits::Limits::parse(o, path)?,
     })
 }
 

@@ -29,6 +29,9 @@ pub struct Config {
     wildcards: Vec<usize>,
     /// Failover, retries, cooldowns, the status endpoint.
     pub router: crate::routing::RouterConfig,
+    /// Add `x-llmux-cost-usd` to non-streamed answers with a known price (holds OpenAI-protocol
+    /// answers until their usage is read; `false` lets them flow through as they arrive).
+    pub cost_header: bool,
     /// Larger request bodies are answered 413 before they are parsed.
     pub max_request_bytes: u32,
     /// Larger buffered provider responses are answered 502.
@@ -49,6 +52,8 @@ pub struct Config {
     pub log_bodies: bool,
     /// Export of one usage record per request to an HTTP collector.
     pub export: Option<ExportConfig>,
+    /// `rate_limit` and `identity` (limits per key and team live in `auth`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// Prices of a deployment, USD per million tokens.
@@ -268,6 +273,9 @@ impl Config {
                 "log_bodies",
                 "export",
                 "router",
+                "cost_header",
+                "rate_limit",
+                "identity",
             ],
         )?;
 
@@ -412,12 +420,17 @@ impl Config {
             Some(v) => Some(parse_export(v)?),
         };
 
+        let limits =
+            crate::limits::LimitsConfig::parse(root.get("rate_limit"), root.get("identity"))?;
+
+        let cost_header = opt_bool(root, "", "cost_header")?.unwrap_or(true);
         Ok(Config {
             providers,
             models,
             model_index,
             wildcards,
             router,
+            cost_header,
             max_request_bytes,
             max_response_bytes,
             cluster_header,
@@ -427,6 +440,7 @@ impl Config {
             filter_state,
             log_bodies,
             export,
+            limits,
         })
     }
 

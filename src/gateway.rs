@@ -199,8 +199,8 @@ impl Gateway {
         now_unix: u64,
     ) -> Result<Option<usize>, GatewayError> {
         match &self.config.auth {
-            None => Ok(None),
-            Some(auth) => auth.authenticate(presented, now_unix).map(Some),
+            Some(auth) if auth.require_key => auth.authenticate(presented, now_unix).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -457,6 +457,9 @@ impl Gateway {
         if req.body.is_some() {
             remove_headers.push("content-length");
         }
+        let hold_for_cost = self.config.cost_header
+            && !env.stream
+            && crate::pricing::price(deployment.price.as_ref(), &upstream_model).is_some();
         Ok(Forward {
             set_headers,
             remove_headers,
@@ -480,6 +483,7 @@ impl Gateway {
                 max_response_bytes: self.config.max_response_bytes,
                 retry_after: None,
                 last_error: None,
+                hold_for_cost,
             },
             attempts: None,
         })
@@ -696,6 +700,9 @@ pub struct Exchange {
     pub retry_after: Option<String>,
     /// The error the client gets, once a failed answer has been read (routing classifies it).
     pub last_error: Option<GatewayError>,
+    /// Hold a pass-through answer anyway, so the glue can add `x-llmux-cost-usd` once its usage
+    /// is known (the deployment has a price and `cost_header` is on).
+    pub hold_for_cost: bool,
 }
 
 /// Header changes for the client's response.
@@ -739,6 +746,7 @@ impl Exchange {
             max_response_bytes: DEFAULT_RELAY_ERROR_BYTES,
             retry_after: None,
             last_error: None,
+            hold_for_cost: false,
         }
     }
 
@@ -775,7 +783,7 @@ impl Exchange {
             return h;
         } else if self.stream {
             ResponseMode::Stream
-        } else if self.translator.response_passes_through() {
+        } else if self.translator.response_passes_through() && !self.hold_for_cost {
             self.mode = ResponseMode::Tail(Vec::new());
             return h;
         } else {
@@ -1374,7 +1382,12 @@ mod tests {
 
     #[test]
     fn passthrough_answers_flow_through_and_usage_comes_from_the_tail() {
+        // gpt-4o-mini has a list price: held for `x-llmux-cost-usd` unless `cost_header` is off.
+        let mut held = exchange("gpt", false);
+        assert!(held.hold_for_cost);
+        assert!(held.on_response_headers(200, None).wait_for_body);
         let mut ex = exchange("gpt", false);
+        ex.hold_for_cost = false;
         let h = ex.on_response_headers(200, None);
         assert!(!h.wait_for_body, "an OpenAI answer is not held");
         let mut body = br#"{"id":"x","choices":[{"message":{"content":""#.to_vec();

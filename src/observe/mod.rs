@@ -176,6 +176,10 @@ pub enum MetricKey {
     ExportRecordsDropped,
     ExportBatches,
     VmMemoryBytes,
+    /// Requests refused by a limit: `requests`, `tokens`, `budget`, `parallel`.
+    RateLimited(&'static str),
+    /// Rate-limit service calls that failed (unreachable, timeout, gRPC error, bad answer).
+    RateLimitErrors,
 }
 
 impl MetricKey {
@@ -308,6 +312,8 @@ impl Catalog {
             MetricKey::ExportRecordsDropped => format!("{PREFIX}.export.records_dropped"),
             MetricKey::ExportBatches => format!("{PREFIX}.export.batches"),
             MetricKey::VmMemoryBytes => format!("{PREFIX}.vm_memory_bytes"),
+            MetricKey::RateLimited(kind) => format!("{PREFIX}.ratelimit.rejected_{kind}"),
+            MetricKey::RateLimitErrors => format!("{PREFIX}.ratelimit.errors"),
         }
     }
 }

@@ -38,7 +38,7 @@ pub struct UsageRecord {
     pub cache_creation_tokens: u64,
     pub reasoning_tokens: u64,
     pub total_tokens: u64,
-    /// Only when the deployment has prices.
+    /// Only when the deployment has prices (its own `price`, else the bundled list price).
     pub cost_usd: Option<f64>,
     pub duration_ms: Option<u64>,
     /// Streams: request sent → first response body byte.
@@ -81,7 +81,7 @@ pub struct Summary<'a> {
     pub deployment: &'a str,
     pub upstream_model: &'a str,
     pub usage: Usage,
-    /// Only when the deployment has prices.
+    /// Only when the deployment has prices (its own `price`, else the bundled list price).
     pub cost_usd: Option<f64>,
     pub duration_ms: Option<u64>,
     pub ttft_ms: Option<u64>,
@@ -106,10 +106,8 @@ impl<'a> Summary<'a> {
             deployment: &dep.name,
             upstream_model: &dep.model,
             usage,
-            cost_usd: dep
-                .price
-                .as_ref()
-                .map(|p| cost_nanousd(p, &usage) as f64 / 1e9),
+            cost_usd: crate::pricing::price(dep.price.as_ref(), &dep.model)
+                .map(|p| cost_nanousd(&p, &usage) as f64 / 1e9),
             duration_ms: f.timings.duration_ms(),
             ttft_ms: if f.stream { f.timings.ttft_ms() } else { None },
             attempts: f.attempts.max(1),

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::host::{self, Buffer, Map, SharedStore};
+use super::ratelimit::{Admission, Answer, RequestLimits};
 use crate::config::{Config, ProcessEnv};
 use crate::gateway::{
     BodyAction, BodyRequest, Endpoint, Exchange, Gateway, HeadersDecision, HeadersRequest,
@@ -260,6 +261,7 @@ impl RootContext for Root {
             tags: None,
             attempt_id: None,
             direct_state: None,
+            limits: RequestLimits::default(),
         }))
     }
 
@@ -299,9 +301,34 @@ struct Stream {
     attempt_id: Option<u64>,
     /// Direct path: the deployment's shared-state key (routing counts its load and health).
     direct_state: Option<String>,
+    /// Rate limits, budgets and parallel slots of this request (wasm/ratelimit.rs).
+    limits: RequestLimits,
 }
 
-impl Context for Stream {}
+impl Context for Stream {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let answer = self
+            .limits
+            .on_answer(&shared.gateway.config, token, status, size, &|u| {
+                shared.apply(u)
+            });
+        match answer {
+            Answer::Nothing => {}
+            Answer::ResumeRequest => {
+                let _ = host::resume(false);
+            }
+            Answer::ResumeResponse => {
+                let _ = host::resume(true);
+            }
+            Answer::Reject(e, h) => {
+                self.reject_limited(&shared, &e, h);
+            }
+        }
+    }
+}
 
 impl Stream {
     fn capture_response(&mut self, bytes: &[u8]) {
@@ -374,9 +401,23 @@ impl Stream {
             .models
             .get(model)
             .and_then(|m| m.deployments.get(deployment))
-            .and_then(|d| d.price.as_ref())
+            .and_then(|d| crate::pricing::price(d.price.as_ref(), &d.model))
             .zip(usage.as_ref())
-            .map(|(p, u)| cost_nanousd(p, u));
+            .map(|(p, u)| cost_nanousd(&p, u));
+        self.limits.charge(
+            config,
+            usage.as_ref(),
+            cost,
+            self.timings.end_ns / 1_000_000_000,
+            &|u| shared.apply(u),
+        );
+        if let (Some(c), true) = (cost, self.limits.headers_held) {
+            let _ = host::set_header(
+                Map::ResponseHeaders,
+                "x-llmux-cost-usd",
+                &format!("{:.9}", c as f64 / 1e9),
+            );
+        }
         request_updates(
             ex.route,
             ex.status,
@@ -398,6 +439,23 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// Answers a request refused by a limit (429/503 with `x-ratelimit-*`).
+    fn reject_limited(
+        &mut self,
+        shared: &Shared,
+        e: &crate::error::GatewayError,
+        headers: Vec<(&'static str, String)>,
+    ) -> Action {
+        self.exchange = None;
+        let endpoint = self
+            .endpoint
+            .unwrap_or(crate::gateway::Endpoint::ChatCompletions);
+        let mut r = shared.gateway.error_response(endpoint, e);
+        r.headers
+            .extend(headers.into_iter().map(|(k, v)| (k.to_string(), v)));
+        self.reply(&r)
     }
 
     fn reply(&mut self, r: &LocalResponse) -> Action {
@@ -500,8 +558,21 @@ impl Stream {
                         self.direct_state = Some(d.state_key.clone());
                     }
                 }
+                let model = fwd.exchange.model.clone();
                 self.exchange = Some(fwd.exchange);
-                Action::Continue
+                self.endpoint = Some(endpoint);
+                let admission = self.limits.admit(
+                    &shared.gateway.config,
+                    self.key,
+                    &model,
+                    now_ns / 1_000_000_000,
+                    &|u| shared.apply(u),
+                );
+                match admission {
+                    Admission::Continue => Action::Continue,
+                    Admission::Wait => Action::Pause,
+                    Admission::Reject(e, h) => self.reject_limited(shared, &e, h),
+                }
             }
         }
     }
@@ -743,6 +814,10 @@ impl HttpContext for Stream {
                 }
             }
         }
+        self.limits.headers_held = changes.wait_for_body && !end_of_stream;
+        for (k, v) in &self.limits.headers {
+            let _ = host::set_header(Map::ResponseHeaders, k, v);
+        }
         for k in &changes.remove {
             let _ = host::remove_header(Map::ResponseHeaders, k);
         }
@@ -774,6 +849,10 @@ impl HttpContext for Stream {
         let action = self.response_body_action(body_size, end_of_stream);
         if end_of_stream {
             self.finish();
+            if self.limits.hold_response() {
+                // The usage charge is recorded before the client sees the end.
+                return Action::Pause;
+            }
         }
         action
     }
@@ -783,6 +862,7 @@ impl HttpContext for Stream {
         if let Some(id) = self.attempt_id.take() {
             super::upstream::unregister(id);
         }
+        self.limits.release();
         if let Some(shared) = &self.shared {
             shared.apply(Update::Record(
                 MetricKey::VmMemoryBytes,

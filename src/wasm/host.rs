@@ -32,6 +32,7 @@ pub enum Map {
 pub enum Buffer {
     RequestBody = 0,
     ResponseBody = 1,
+    GrpcReceive = 5,
     PluginConfiguration = 7,
 }
 
@@ -120,6 +121,7 @@ extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -282,47 +284,22 @@ pub fn dispatch_http_call(
     .map_err(|s| HostError(s as u32))
 }
 
-const CAS_MISMATCH: u32 = 8;
-
-/// Envoy shared data (one space per `vm_id`, shared by every worker): the value and its CAS
-/// token, `None` when the key was never set.
-pub fn get_shared_data(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
-    let mut data = null_mut();
-    let mut size = 0usize;
-    let mut cas = 0u32;
-    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) }
-    {
-        OK => Ok(Some((
-            unsafe { owned(data, size) }.unwrap_or_default(),
-            cas,
-        ))),
-        NOT_FOUND => Ok(None),
-        s => Err(HostError(s)),
-    }
-}
-
-/// Sets shared data if its CAS token is still `cas` (0: unconditionally). `Err(true)` on a CAS
-/// mismatch.
-pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), bool> {
-    match unsafe {
-        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
-    } {
-        OK => Ok(()),
-        CAS_MISMATCH => Err(true),
-        _ => Err(false),
-    }
-}
+/// `proxy_status_t` CasMismatch: a shared-data write lost a race.
+pub const CAS_MISMATCH: u32 = 8;
 
 /// Routing state in Envoy shared data.
 pub struct SharedStore;
 
 impl crate::routing::state::StateStore for SharedStore {
     fn load(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        get_shared_data(key).ok().flatten()
+        match get_shared_data(key) {
+            Ok((Some(v), cas)) => Some((v, cas)),
+            _ => None,
+        }
     }
 
     fn store(&self, key: &str, value: &[u8], cas: u32) -> Result<(), bool> {
-        set_shared_data(key, value, cas)
+        set_shared_data(key, value, cas).map_err(|e| e.0 == CAS_MISMATCH)
     }
 }
 
@@ -418,4 +395,52 @@ pub fn init_logging() {
     std::panic::set_hook(Box::new(|info| {
         log(Level::Critical, &format!("llmux panicked: {info}"));
     }));
+}
+
+/// Envoy shared data (one space per VM id, shared by the workers): the value and its CAS token.
+pub fn get_shared_data(key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let mut cas = 0u32;
+    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) }
+    {
+        OK => Ok((unsafe { owned(data, size) }, cas)),
+        NOT_FOUND => Ok((None, 0)),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Sets shared data if its CAS token is still `cas` (0: unconditionally). A lost race is
+/// `Err(HostError(CAS_MISMATCH))`.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<()> {
+    check(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+/// Resumes the paused request (`response: false`) or response.
+pub fn resume(response: bool) -> HostResult<()> {
+    check(unsafe { proxy_continue_stream(u32::from(response)) })
+}
+
+/// Starts a unary gRPC call; the answer arrives in the calling context's
+/// `on_grpc_call_response`. Goes through proxy-wasm's hostcall, which registers the token with
+/// the SDK's dispatcher (and handles every status Envoy's `grpcCall` returns: OK, ParseFailure
+/// for an unknown cluster, InternalFailure).
+pub fn dispatch_grpc_call(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    message: &[u8],
+    timeout_ms: u32,
+) -> HostResult<u32> {
+    proxy_wasm::hostcalls::dispatch_grpc_call(
+        cluster,
+        service,
+        method,
+        Vec::new(),
+        Some(message),
+        std::time::Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|s| HostError(s as u32))
 }

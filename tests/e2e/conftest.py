@@ -3,11 +3,11 @@ import shutil
 
 import pytest
 
-from harness import MOCK, WASM, Gateway, Mock, tmpdir
+from harness import MOCK, RLS, WASM, Gateway, Mock, tmpdir
 
 
 def pytest_sessionstart(session):
-    for path, how in ((WASM, "make wasm"), (MOCK, "make mock")):
+    for path, how in ((WASM, "make wasm"), (MOCK, "make mock"), (RLS, "make rls")):
         if not os.path.exists(path):
             raise pytest.UsageError(f"{path} is missing: run `{how}` (or `make test`)")
 

@@ -22,6 +22,7 @@ import render_envoy  # noqa: E402
 
 WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "llmux.wasm")
 MOCK = os.path.join(ROOT, "target", "release", "mock-provider")
+RLS = os.path.join(ROOT, "target", "release", "llmux-ratelimit")
 
 
 def envoy_path():
@@ -43,12 +44,12 @@ def _die_with_parent():
 
 
 class Process:
-    def __init__(self, name, args, log_dir, env=None):
+    def __init__(self, name, args, log_dir, env=None, pipe_stdout=False):
         self.name = name
         self.log_path = os.path.join(log_dir, f"{name}.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE if name == "mock" else self._log,
+            args, stdout=subprocess.PIPE if name == "mock" or pipe_stdout else self._log,
             stderr=self._log, preexec_fn=_die_with_parent, env=env,
         )
 
@@ -90,6 +91,62 @@ class Mock:
 
     def stop(self):
         self.process.stop()
+
+
+class Redis:
+    """A throwaway redis-server (Debian package `redis-server`) on a free loopback port."""
+
+    def __init__(self, log_dir, name="redis"):
+        import shutil
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server; .ci/run does it)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.process = Process(name, [exe, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", log_dir], log_dir)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{self.process.log()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)  # polling for readiness, not waiting out a race
+        self.process.stop()
+        raise RuntimeError("redis-server did not become ready")
+
+    def stop(self):
+        self.process.stop()
+
+
+class RateLimitService:
+    """The workspace's RLS server (llmux-ratelimit), counters in Redis or in memory."""
+
+    def __init__(self, log_dir, redis_url=None, name="rls"):
+        args = [RLS, "--port", "0"] + (["--redis", redis_url] if redis_url else [])
+        self.process = Process(name, args, log_dir, pipe_stdout=True)
+        line = self.process.proc.stdout.readline().decode()
+        if not line.startswith("listening on "):
+            self.process.stop()
+            raise RuntimeError(f"llmux-ratelimit did not start: {line!r}\n{self.process.log()}")
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def stop(self):
+        self.process.stop()
+
+
+def grpc_cluster(name, port):
+    """An HTTP/2 Envoy cluster (YAML for `extra_clusters`), e.g. for the rate-limit service."""
+    return static_cluster(name, port) + """
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }"""
 
 
 class Gateway:

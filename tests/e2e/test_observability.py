@@ -30,7 +30,7 @@ def config(**extra):
             {"name": "claude-3-5-haiku", "deployments": [
                 {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "name": "claude.eu",
                  "price": PRICES["anthropic"]}]},
-            {"name": "unpriced", "deployments": [{"provider": "openai", "model": "gpt-4o"}]},
+            {"name": "unpriced", "deployments": [{"provider": "openai", "model": "ft:private-model"}]},
         ],
         **extra,
     }

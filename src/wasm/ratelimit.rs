@@ -1,0 +1,383 @@
+//! Glue for limits: calls the rate-limit service (`dispatch_grpc_call`), keeps the per-instance
+//! counters in shared data (compare-and-swap), reads header/JWT identities. Every decision is
+//! made by [`crate::limits`].
+
+use super::host::{self, Buffer, Map};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::limits::config::IdentitySource;
+use crate::limits::{self, proto, Check, FailureMode, Outcome, Scope, ScopeKind, Verdict};
+use crate::observe::{MetricKey, Update};
+use crate::providers::Usage;
+
+const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+const METHOD: &str = "ShouldRateLimit";
+/// `proxy_status_t` CasMismatch.
+use super::host::CAS_MISMATCH;
+
+/// What the filter does after admission.
+pub enum Admission {
+    Continue,
+    /// A call to the RLS is out: pause the request until [`RequestLimits::on_answer`].
+    Wait,
+    Reject(GatewayError, Vec<(&'static str, String)>),
+}
+
+/// What the filter does after an RLS answer.
+pub enum Answer {
+    Nothing,
+    ResumeRequest,
+    ResumeResponse,
+    Reject(GatewayError, Vec<(&'static str, String)>),
+}
+
+#[derive(Default, PartialEq)]
+enum Phase {
+    #[default]
+    Idle,
+    Admitting,
+    Charging,
+}
+
+/// One request's limits.
+#[derive(Default)]
+pub struct RequestLimits {
+    checks: Vec<Check>,
+    local: Vec<Outcome>,
+    /// Shared-data key of the parallel slot this request holds.
+    slot: Option<String>,
+    pending: Vec<u32>,
+    phase: Phase,
+    /// `x-ratelimit-*` for the response.
+    pub headers: Vec<(&'static str, String)>,
+    charged: bool,
+    /// The response end is held until the charge is answered.
+    holding_response: bool,
+    /// The response headers are still held (a buffered answer): `x-llmux-cost-usd` can be set.
+    pub headers_held: bool,
+}
+
+fn local_key_err(e: host::HostError) -> bool {
+    e.0 == CAS_MISMATCH
+}
+
+/// Adds `hits` to a local counter with compare-and-swap (a few tries under contention).
+fn local_count(check: &Check, now: u64, hits: u64) -> Outcome {
+    let key = check.local_key();
+    let mut last = limits::local_count(None, now, check, hits).1;
+    for _ in 0..16 {
+        let (prev, cas) = host::get_shared_data(&key).unwrap_or((None, 0));
+        let (bytes, o) = limits::local_count(prev.as_deref(), now, check, hits);
+        last = o;
+        match host::set_shared_data(&key, &bytes, cas) {
+            Ok(()) => return o,
+            Err(e) if local_key_err(e) => continue,
+            Err(_) => return o,
+        }
+    }
+    last
+}
+
+/// Takes (`delta` 1) or gives back (-1) a parallel slot; `false` when none is free.
+fn parallel(key: &str, delta: i32, max: u32) -> bool {
+    for _ in 0..32 {
+        let (prev, cas) = host::get_shared_data(key).unwrap_or((None, 0));
+        let Some(next) = limits::parallel_next(prev.as_deref(), delta, max) else {
+            return false;
+        };
+        match host::set_shared_data(key, &next, cas) {
+            Ok(()) => return true,
+            Err(e) if local_key_err(e) => continue,
+            Err(_) => return true,
+        }
+    }
+    // Lost every race: admit rather than refuse on contention alone.
+    true
+}
+
+fn header(name: &str) -> Option<String> {
+    host::get_header(Map::RequestHeaders, name)
+        .ok()
+        .flatten()
+        .filter(|v| !v.is_empty())
+}
+
+fn claim(namespace: &str, payload: &str, name: &str) -> Option<String> {
+    host::get_property(&["metadata", "filter_metadata", namespace, payload, name])
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+        .filter(|v| !v.is_empty())
+}
+
+/// The verdict, counting a refusal in the metrics.
+fn judge(results: &[(&Check, Outcome)], metric: &dyn Fn(Update)) -> Verdict {
+    let v = limits::verdict(results);
+    if let Verdict::Deny(..) = v {
+        if let Some((c, _)) = results.iter().find(|(_, o)| o.over) {
+            metric(Update::Add(MetricKey::RateLimited(c.kind.name()), 1));
+        }
+    }
+    v
+}
+
+/// The key, team and model limits that apply to this request.
+fn scopes(config: &Config, key: Option<usize>, model: &str) -> Vec<Scope> {
+    let mut out = Vec::new();
+    let auth = config.auth.as_ref();
+    let (user, team, user_limits) = match &config.limits.identity {
+        IdentitySource::Key => {
+            let k = key.and_then(|k| auth?.keys.get(k));
+            (
+                k.map(|k| k.alias.clone()),
+                k.and_then(|k| k.team.clone()),
+                k.map(|k| k.limits).unwrap_or_default(),
+            )
+        }
+        IdentitySource::Header { user, team } => (
+            header(user),
+            team.as_deref().and_then(header),
+            config.limits.identity_limits,
+        ),
+        IdentitySource::Jwt {
+            namespace,
+            payload_key,
+            user_claim,
+            team_claim,
+        } => (
+            claim(namespace, payload_key, user_claim),
+            team_claim
+                .as_deref()
+                .and_then(|t| claim(namespace, payload_key, t)),
+            config.limits.identity_limits,
+        ),
+    };
+    if let Some(id) = user {
+        if !user_limits.is_empty() {
+            out.push(Scope {
+                kind: ScopeKind::Key,
+                id,
+                limits: user_limits,
+            });
+        }
+    }
+    if let Some(t) = team {
+        if let Some(l) = auth.and_then(|a| a.team_limits(&t)) {
+            out.push(Scope {
+                kind: ScopeKind::Team,
+                id: t,
+                limits: *l,
+            });
+        }
+    }
+    if let Some((name, l)) = config.limits.models.iter().find(|(n, _)| n == model) {
+        out.push(Scope {
+            kind: ScopeKind::Model,
+            id: name.clone(),
+            limits: *l,
+        });
+    }
+    out
+}
+
+impl RequestLimits {
+    /// Before forwarding (the key and model are known).
+    pub fn admit(
+        &mut self,
+        config: &Config,
+        key: Option<usize>,
+        model: &str,
+        now_unix: u64,
+        metric: &dyn Fn(Update),
+    ) -> Admission {
+        let scopes = scopes(config, key, model);
+        if scopes.is_empty() {
+            return Admission::Continue;
+        }
+        for s in &scopes {
+            if let (ScopeKind::Key, Some(max)) = (s.kind, s.limits.max_parallel) {
+                let k = format!("llmux.par.{}", s.id);
+                if !parallel(&k, 1, max) {
+                    metric(Update::Add(MetricKey::RateLimited("parallel"), 1));
+                    return Admission::Reject(limits::too_many_parallel(&s.id, max), Vec::new());
+                }
+                self.slot = Some(k);
+            }
+        }
+        self.checks = limits::checks(&scopes);
+        if self.checks.is_empty() {
+            return Admission::Continue;
+        }
+        self.local = self
+            .checks
+            .iter()
+            .map(|c| local_count(c, now_unix, 1))
+            .collect();
+        let Some(rls) = &config.limits.rls else {
+            return self.decide_locally(metric);
+        };
+        let descriptors: Vec<_> = self.checks.iter().map(|c| c.descriptor(None)).collect();
+        let msg = proto::encode_request(&rls.domain, &descriptors, 1);
+        match host::dispatch_grpc_call(&rls.cluster, SERVICE, METHOD, &msg, rls.timeout_ms) {
+            Ok(token) => {
+                self.pending.push(token);
+                self.phase = Phase::Admitting;
+                Admission::Wait
+            }
+            Err(e) => {
+                log::warn!(
+                    "llmux: calling the rate-limit service on cluster {} failed (host status {})",
+                    rls.cluster,
+                    e.0
+                );
+                self.failed(rls.failure_mode, metric)
+            }
+        }
+    }
+
+    fn decide_locally(&mut self, metric: &dyn Fn(Update)) -> Admission {
+        let results: Vec<_> = self.checks.iter().zip(self.local.iter().copied()).collect();
+        let v = judge(&results, metric);
+        self.admit_with(v)
+    }
+
+    fn admit_with(&mut self, v: Verdict) -> Admission {
+        match v {
+            Verdict::Allow(h) => {
+                self.headers = h;
+                Admission::Continue
+            }
+            Verdict::Deny(e, h) => Admission::Reject(e, h),
+        }
+    }
+
+    fn failed(&mut self, mode: FailureMode, metric: &dyn Fn(Update)) -> Admission {
+        metric(Update::Add(MetricKey::RateLimitErrors, 1));
+        match mode {
+            FailureMode::Closed => Admission::Reject(limits::unavailable(), Vec::new()),
+            FailureMode::Open => self.decide_locally(metric),
+        }
+    }
+
+    /// The request's response is complete (or the request ends): charge tokens and cost.
+    /// Returns whether a charge is out (the filter may hold the response end until it is
+    /// answered).
+    pub fn charge(
+        &mut self,
+        config: &Config,
+        usage: Option<&Usage>,
+        cost_nanousd: Option<u64>,
+        now_unix: u64,
+        metric: &dyn Fn(Update),
+    ) -> bool {
+        if self.charged || self.checks.is_empty() || self.phase == Phase::Admitting {
+            return false;
+        }
+        self.charged = true;
+        let tokens = usage.map_or(0, Usage::total_tokens);
+        // One call per distinct amount: request-level hits_addend is understood by every RLS.
+        let mut groups: Vec<(u32, Vec<proto::Descriptor>)> = Vec::new();
+        for c in &self.checks {
+            let Some(n) = limits::charge_hits(c, tokens, cost_nanousd) else {
+                continue;
+            };
+            local_count(c, now_unix, u64::from(n));
+            match groups.iter_mut().find(|(h, _)| *h == n) {
+                Some((_, d)) => d.push(c.descriptor(None)),
+                None => groups.push((n, vec![c.descriptor(None)])),
+            }
+        }
+        let Some(rls) = &config.limits.rls else {
+            return false;
+        };
+        for (hits, descriptors) in groups {
+            let msg = proto::encode_request(&rls.domain, &descriptors, hits);
+            match host::dispatch_grpc_call(&rls.cluster, SERVICE, METHOD, &msg, rls.timeout_ms) {
+                Ok(token) => self.pending.push(token),
+                Err(e) => {
+                    log::warn!(
+                        "llmux: charging usage to the rate-limit service failed (host status {})",
+                        e.0
+                    );
+                    metric(Update::Add(MetricKey::RateLimitErrors, 1));
+                }
+            }
+        }
+        self.phase = Phase::Charging;
+        !self.pending.is_empty()
+    }
+
+    /// An answer from the RLS (`status` is the gRPC status, 0 = OK).
+    pub fn on_answer(
+        &mut self,
+        config: &Config,
+        token: u32,
+        status: u32,
+        size: usize,
+        metric: &dyn Fn(Update),
+    ) -> Answer {
+        let Some(i) = self.pending.iter().position(|t| *t == token) else {
+            return Answer::Nothing;
+        };
+        self.pending.swap_remove(i);
+        let response = if status == 0 {
+            host::get_buffer(Buffer::GrpcReceive, 0, size)
+                .ok()
+                .flatten()
+                .and_then(|b| proto::decode_response(&b))
+        } else {
+            None
+        };
+        if self.phase == Phase::Charging {
+            if response.is_none() {
+                log::warn!("llmux: the rate-limit service did not take a usage charge (gRPC status {status})");
+                metric(Update::Add(MetricKey::RateLimitErrors, 1));
+            }
+            if self.pending.is_empty() && self.holding_response {
+                self.holding_response = false;
+                return Answer::ResumeResponse;
+            }
+            return Answer::Nothing;
+        }
+        self.phase = Phase::Idle;
+        let Some(rls) = &config.limits.rls else {
+            return Answer::ResumeRequest;
+        };
+        let admission = match response {
+            Some(r) if r.statuses.len() == self.checks.len() => {
+                let results: Vec<(&Check, Outcome)> = self
+                    .checks
+                    .iter()
+                    .zip(r.statuses.iter())
+                    .map(|(c, s)| (c, Outcome::of(c, s)))
+                    .collect();
+                let v = judge(&results, metric);
+                self.admit_with(v)
+            }
+            _ => {
+                log::warn!(
+                    "llmux: the rate-limit service failed (gRPC status {status}); failure_mode {:?}",
+                    rls.failure_mode
+                );
+                self.failed(rls.failure_mode, metric)
+            }
+        };
+        match admission {
+            Admission::Continue | Admission::Wait => Answer::ResumeRequest,
+            Admission::Reject(e, h) => Answer::Reject(e, h),
+        }
+    }
+
+    /// Whether to hold the response end until the usage charge is answered (after [`charge`]).
+    pub fn hold_response(&mut self) -> bool {
+        self.holding_response = self.phase == Phase::Charging && !self.pending.is_empty();
+        self.holding_response
+    }
+
+    /// The request is over: give back its parallel slot.
+    pub fn release(&mut self) {
+        if let Some(k) = self.slot.take() {
+            parallel(&k, -1, u32::MAX);
+        }
+    }
+}
