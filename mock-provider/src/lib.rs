@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod body;
 pub mod cohere;
 pub mod config;
+pub mod embed;
 pub mod embeddings;
 pub mod gemini;
 pub mod mock;

@@ -4,7 +4,7 @@ use crate::body::{self, MockBody};
 use crate::config::Config;
 use crate::mock::{self, MockHeaders, Plan};
 use crate::record::{self, Recorded, Recorder};
-use crate::{anthropic, cohere, embeddings, gemini, openai};
+use crate::{anthropic, cohere, embed, embeddings, gemini, openai};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -180,7 +180,9 @@ enum Provider {
     OpenAiEmbeddings,
     Anthropic,
     Cohere,
+    CohereEmbed,
     Gemini,
+    GeminiEmbed,
 }
 
 /// Paths answered by the generic echo handler.
@@ -225,10 +227,16 @@ async fn route(
             provider(state, reset, req, Provider::OpenAi).await
         }
         (&Method::POST, "/v1/messages") => provider(state, reset, req, Provider::Anthropic).await,
+        (&Method::POST, p)
+            if p.starts_with("/v1beta/models/") && p.ends_with(":batchEmbedContents") =>
+        {
+            provider(state, reset, req, Provider::GeminiEmbed).await
+        }
         (&Method::POST, p) if p.starts_with("/v1beta/models/") => {
             provider(state, reset, req, Provider::Gemini).await
         }
         (&Method::POST, "/v2/chat") => provider(state, reset, req, Provider::Cohere).await,
+        (&Method::POST, "/v2/embed") => provider(state, reset, req, Provider::CohereEmbed).await,
         // Azure OpenAI, classic deployment paths: `api-version` query and `api-key` header.
         (&Method::POST, p)
             if p.starts_with("/openai/deployments/")
@@ -388,7 +396,10 @@ async fn provider(
             record(state, &parts, Bytes::new());
             let n = state.next_id();
             let reply = match which {
-                Provider::OpenAi | Provider::OpenAiEmbeddings | Provider::Cohere => Reply::json(
+                Provider::OpenAi
+                | Provider::OpenAiEmbeddings
+                | Provider::Cohere
+                | Provider::CohereEmbed => Reply::json(
                     413,
                     openai::OaiError::invalid("Request too large.", None, None).body(),
                 ),
@@ -398,7 +409,7 @@ async fn provider(
                     "Request exceeds the maximum allowed number of bytes.",
                     n,
                 ),
-                Provider::Gemini => Reply::json(
+                Provider::Gemini | Provider::GeminiEmbed => Reply::json(
                     413,
                     gemini::error_body(
                         413,
@@ -427,6 +438,8 @@ async fn provider(
         Provider::Cohere => cohere_reply(&parts, &bytes, &mock, n),
         Provider::Anthropic => anthropic_reply(state, &parts, &bytes, &mock, n),
         Provider::Gemini => gemini_reply(state, &parts, &bytes, &mock, n),
+        Provider::GeminiEmbed => gemini_embed_reply(state, &parts, &bytes, &mock),
+        Provider::CohereEmbed => cohere_embed_reply(&parts, &bytes, &mock, n),
     };
     Ok(deliver(reply, &mock))
 }
@@ -813,5 +826,76 @@ fn gemini_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders,
             200,
             gemini::response_body(&id, model, &plan, mock, &body, block),
         )
+    }
+}
+
+/// Gemini `POST /v1beta/models/{model}:batchEmbedContents` (same key checks as generateContent).
+fn gemini_embed_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders) -> Reply {
+    let err = |status: u16, name: &str, message: &str| {
+        Reply::json(status, gemini::error_body(status, name, message, None))
+    };
+    let model = parts
+        .uri
+        .path()
+        .strip_prefix("/v1beta/models/")
+        .and_then(|r| r.strip_suffix(":batchEmbedContents"))
+        .unwrap_or("");
+    if model.is_empty() || model.contains('/') {
+        return err(
+            400,
+            "INVALID_ARGUMENT",
+            &format!("Invalid model name: \"{model}\""),
+        );
+    }
+    if parts.headers.contains_key("authorization") {
+        return err(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+        );
+    }
+    if let Some(key) = state.cfg.gemini_key.as_deref() {
+        if parts.headers.get("x-goog-api-key").map(|v| v.as_bytes()) != Some(key.as_bytes()) {
+            return err(
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+            );
+        }
+    }
+    if let Some(status) = mock.status {
+        return Reply::json(status, gemini::status_error_body(status));
+    }
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return err(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("Invalid JSON payload received. {e}"),
+            )
+        }
+    };
+    match embed::gemini_batch(model, &body) {
+        Ok(b) => Reply::json(200, b),
+        Err(m) => err(400, "INVALID_ARGUMENT", &m),
+    }
+}
+
+/// Cohere `POST /v2/embed`.
+fn cohere_embed_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Reply {
+    if !header(parts, "authorization").is_some_and(|a| a.starts_with("Bearer ")) {
+        return Reply::json(401, cohere::error_body("no api key supplied"));
+    }
+    if let Some(status) = mock.status {
+        return Reply::json(status, cohere::error_body(cohere::status_message(status)));
+    }
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => v,
+        Err(_) => return Reply::json(400, cohere::error_body("invalid request: invalid JSON")),
+    };
+    match embed::cohere(&body, &format!("co_emb_mock_{n}")) {
+        Ok(b) => Reply::json(200, b),
+        Err(m) => Reply::json(400, cohere::error_body(&m)),
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod cohere;
+pub mod embeddings;
 pub mod gemini;
 pub mod messages;
 pub mod openai;
@@ -62,7 +63,13 @@ impl ProviderKind {
     pub fn embeddings_translator(self) -> Option<Box<dyn ChatTranslator>> {
         match self {
             Self::OpenAi => Some(Box::new(openai::OpenAiChat::embeddings())),
-            Self::Anthropic | Self::Cohere | Self::Gemini => None,
+            Self::Gemini => Some(Box::new(embeddings::NativeEmbeddings::new(
+                embeddings::Target::Gemini,
+            ))),
+            Self::Cohere => Some(Box::new(embeddings::NativeEmbeddings::new(
+                embeddings::Target::Cohere,
+            ))),
+            Self::Anthropic => None,
         }
     }
 
