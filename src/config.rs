@@ -137,6 +137,8 @@ pub struct Provider {
     pub renames: &'static [(&'static str, &'static str)],
     /// Drop unsupported fields instead of answering 400.
     pub drop_params: bool,
+    /// Vertex AI only: project, location, publisher, auth.
+    pub vertex: Option<crate::providers::vertex::VertexConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -180,7 +182,7 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-fn err(path: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(path: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         path: path.to_string(),
         message: message.into(),
@@ -360,24 +362,22 @@ fn parse_provider(
     let o = v
         .as_object()
         .ok_or_else(|| err(path, "must be an object"))?;
-    check_keys(
-        o,
-        path,
-        &[
-            "type",
-            "cluster",
-            "host",
-            "base_path",
-            "api_key",
-            "api_key_env",
-            "headers",
-            "timeout_ms",
-            "anthropic_version",
-            "default_max_tokens",
-            "api_version",
-            "drop_params",
-        ],
-    )?;
+    let mut allowed = vec![
+        "type",
+        "cluster",
+        "host",
+        "base_path",
+        "api_key",
+        "api_key_env",
+        "headers",
+        "timeout_ms",
+        "anthropic_version",
+        "default_max_tokens",
+        "api_version",
+        "drop_params",
+    ];
+    allowed.extend_from_slice(crate::providers::vertex::CONFIG_KEYS);
+    check_keys(o, path, &allowed)?;
     let type_path = format!("{path}.type");
     let type_name = opt_str(o, path, "type")?.ok_or_else(|| err(&type_path, "required"))?;
     let preset = presets::preset(type_name);
@@ -398,6 +398,8 @@ fn parse_provider(
             ));
         }
     };
+    let vertex =
+        crate::providers::vertex::parse_config(o, path, kind == ProviderKind::Vertex, env)?;
     let cluster = opt_str(o, path, "cluster")?
         .ok_or_else(|| {
             err(
@@ -411,7 +413,8 @@ fn parse_provider(
     }
     let host = opt_str(o, path, "host")?
         .map(str::to_string)
-        .or_else(|| preset.and_then(|p| p.host).map(str::to_string));
+        .or_else(|| preset.and_then(|p| p.host).map(str::to_string))
+        .or_else(|| vertex.as_ref().map(|v| v.default_host()));
     let base_path = match opt_str(o, path, "base_path")? {
         Some(p) => {
             if !(p.is_empty() || p.starts_with('/')) {
@@ -522,6 +525,7 @@ fn parse_provider(
         unsupported: preset.map(|p| p.unsupported).unwrap_or(&[]),
         renames: preset.map(|p| p.renames).unwrap_or(&[]),
         drop_params,
+        vertex,
     })
 }
 
@@ -731,7 +735,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn opt_str<'a>(
+pub(crate) fn opt_str<'a>(
     o: &'a Map<String, Value>,
     path: &str,
     key: &str,
@@ -743,7 +747,11 @@ fn opt_str<'a>(
     }
 }
 
-fn opt_u32(o: &Map<String, Value>, path: &str, key: &str) -> Result<Option<u32>, ConfigError> {
+pub(crate) fn opt_u32(
+    o: &Map<String, Value>,
+    path: &str,
+    key: &str,
+) -> Result<Option<u32>, ConfigError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v

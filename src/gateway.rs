@@ -58,6 +58,9 @@ pub struct Forward {
     pub remove_headers: Vec<&'static str>,
     /// `None` sends the client's body unchanged.
     pub body: Option<Vec<u8>>,
+    /// Index in `config.providers` of a provider whose OAuth2 access token the glue must add
+    /// (`authorization: Bearer`) before the request goes (Vertex AI with a service-account key).
+    pub token: Option<usize>,
     pub exchange: Exchange,
 }
 
@@ -317,6 +320,11 @@ impl Gateway {
             set_headers,
             remove_headers,
             body: req.body,
+            token: provider
+                .vertex
+                .as_ref()
+                .is_some_and(|v| v.needs_token_fetch())
+                .then_some(deployment.provider),
             exchange: Exchange {
                 translator,
                 model: env.model.into_owned(),

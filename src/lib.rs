@@ -8,10 +8,12 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod gcp_auth;
 pub mod multipart;
 pub mod observe;
 pub mod openai;
 pub mod providers;
+pub mod rs256;
 pub mod sse;
 
 #[cfg(test)]

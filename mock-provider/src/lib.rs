@@ -12,3 +12,4 @@ pub mod mock;
 pub mod openai;
 pub mod record;
 pub mod server;
+pub mod vertex;

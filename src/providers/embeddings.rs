@@ -26,6 +26,7 @@ use crate::error::GatewayError;
 pub enum Target {
     Gemini,
     Cohere,
+    Vertex,
 }
 
 pub struct NativeEmbeddings {
@@ -277,6 +278,42 @@ impl ChatTranslator for NativeEmbeddings {
                     })?,
                 )
             }
+            Target::Vertex => {
+                #[derive(Serialize)]
+                struct Instance<'a> {
+                    content: &'a str,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    task_type: Option<&'a str>,
+                }
+                #[derive(Serialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Parameters {
+                    output_dimensionality: u32,
+                }
+                #[derive(Serialize)]
+                struct Predict<'a> {
+                    instances: Vec<Instance<'a>>,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    parameters: Option<Parameters>,
+                }
+                let instances = texts
+                    .iter()
+                    .map(|t| Instance {
+                        content: t,
+                        task_type: req.task_type.as_deref(),
+                    })
+                    .collect();
+                headers.extend(super::vertex::auth_headers(p));
+                (
+                    super::vertex::model_path(p, "google", call.upstream_model, "predict")?,
+                    serialise(&Predict {
+                        instances,
+                        parameters: dims.map(|d| Parameters {
+                            output_dimensionality: d,
+                        }),
+                    })?,
+                )
+            }
         };
         headers.push(("content-type".to_string(), "application/json".to_string()));
         headers.extend(p.headers.iter().cloned());
@@ -338,6 +375,40 @@ impl ChatTranslator for NativeEmbeddings {
                     .map_or(0, float_count);
                 (r.embeddings.map(|e| e.float).unwrap_or_default(), tokens)
             }
+            Target::Vertex => {
+                #[derive(Deserialize)]
+                struct Stats {
+                    token_count: Option<f64>,
+                }
+                #[derive(Deserialize)]
+                struct Emb {
+                    #[serde(default)]
+                    values: Vec<f32>,
+                    statistics: Option<Stats>,
+                }
+                #[derive(Deserialize)]
+                struct Pred {
+                    embeddings: Emb,
+                }
+                #[derive(Deserialize)]
+                struct R {
+                    #[serde(default)]
+                    predictions: Vec<Pred>,
+                }
+                let r: R = serde_json::from_slice(body).map_err(invalid)?;
+                let mut tokens = 0u64;
+                let mut v = Vec::with_capacity(r.predictions.len());
+                for p in r.predictions {
+                    let n = p
+                        .embeddings
+                        .statistics
+                        .and_then(|s| s.token_count)
+                        .map_or(0, float_count);
+                    tokens = tokens.saturating_add(n);
+                    v.push(p.embeddings.values);
+                }
+                (v, tokens)
+            }
         };
         if vectors.len() != self.inputs {
             return Err(bad_gateway(
@@ -358,7 +429,7 @@ impl ChatTranslator for NativeEmbeddings {
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
         match self.target {
-            Target::Gemini => {
+            Target::Gemini | Target::Vertex => {
                 super::gemini::GeminiChat::for_provider(&self.provider).error(status, body)
             }
             Target::Cohere => {

@@ -11,6 +11,7 @@ pub mod gemini;
 pub mod messages;
 pub mod openai;
 pub mod presets;
+pub mod vertex;
 
 use crate::config::Provider;
 use crate::error::{kind_for_status, GatewayError};
@@ -26,10 +27,13 @@ pub enum ProviderKind {
     Cohere,
     /// Google Gemini API (AI Studio, `generateContent`).
     Gemini,
+    /// Google Vertex AI: Gemini and Claude models, OAuth2 bearer auth.
+    Vertex,
 }
 
 impl ProviderKind {
-    pub const NAMES: &'static [&'static str] = &["openai", "anthropic", "cohere", "gemini"];
+    pub const NAMES: &'static [&'static str] =
+        &["openai", "anthropic", "cohere", "gemini", "vertex"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
@@ -37,6 +41,7 @@ impl ProviderKind {
             "anthropic" => Some(Self::Anthropic),
             "cohere" => Some(Self::Cohere),
             "gemini" => Some(Self::Gemini),
+            "vertex" => Some(Self::Vertex),
             _ => None,
         }
     }
@@ -47,6 +52,7 @@ impl ProviderKind {
             Self::Anthropic => "anthropic",
             Self::Cohere => "cohere",
             Self::Gemini => "gemini",
+            Self::Vertex => "vertex",
         }
     }
 
@@ -56,6 +62,7 @@ impl ProviderKind {
             Self::Anthropic => "/v1",
             Self::Cohere => "/v2",
             Self::Gemini => "/v1beta",
+            Self::Vertex => "/v1",
         }
     }
 
@@ -69,6 +76,9 @@ impl ProviderKind {
             Self::Cohere => Some(Box::new(embeddings::NativeEmbeddings::new(
                 embeddings::Target::Cohere,
             ))),
+            Self::Vertex => Some(Box::new(embeddings::NativeEmbeddings::new(
+                embeddings::Target::Vertex,
+            ))),
             Self::Anthropic => None,
         }
     }
@@ -80,6 +90,7 @@ impl ProviderKind {
             Self::Anthropic => Box::new(anthropic::AnthropicChat::default()),
             Self::Cohere => Box::new(cohere::CohereChat::default()),
             Self::Gemini => Box::new(gemini::GeminiChat::default()),
+            Self::Vertex => Box::new(vertex::VertexChat::default()),
         }
     }
 }
