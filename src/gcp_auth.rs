@@ -12,7 +12,7 @@
 //! as [`Slot`]: the token, when to refresh it, when it expires, and a lease that says "a fetch
 //! is under way until then", so that only one fetch runs at a time across all VMs.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::rs256::RsaKey;
 
@@ -135,38 +135,23 @@ impl ServiceAccount {
 
     /// The signed JWT assertion for a token request at `now_unix`.
     pub fn assertion(&self, now_unix: u64) -> Result<String, String> {
-        #[derive(Serialize)]
-        struct Header<'a> {
-            alg: &'static str,
-            typ: &'static str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            kid: Option<&'a str>,
-        }
-        #[derive(Serialize)]
-        struct Claims<'a> {
-            iss: &'a str,
-            scope: &'static str,
-            aud: &'a str,
-            iat: u64,
-            exp: u64,
-        }
-        let header = serde_json::to_vec(&Header {
-            alg: "RS256",
-            typ: "JWT",
-            kid: self.private_key_id.as_deref(),
-        })
-        .map_err(|e| e.to_string())?;
-        let claims = serde_json::to_vec(&Claims {
-            iss: &self.client_email,
-            scope: CLOUD_PLATFORM_SCOPE,
-            aud: &self.token_uri,
-            iat: now_unix,
-            exp: now_unix.saturating_add(ASSERTION_LIFETIME_SECS),
-        })
-        .map_err(|e| e.to_string())?;
-        let mut jwt = base64url(&header);
+        use crate::openai::json_string;
+        let header = match &self.private_key_id {
+            Some(kid) => format!(
+                r#"{{"alg":"RS256","typ":"JWT","kid":{}}}"#,
+                json_string(kid)
+            ),
+            None => r#"{"alg":"RS256","typ":"JWT"}"#.to_string(),
+        };
+        let claims = format!(
+            r#"{{"iss":{},"scope":"{CLOUD_PLATFORM_SCOPE}","aud":{},"iat":{now_unix},"exp":{}}}"#,
+            json_string(&self.client_email),
+            json_string(&self.token_uri),
+            now_unix.saturating_add(ASSERTION_LIFETIME_SECS)
+        );
+        let mut jwt = base64url(header.as_bytes());
         jwt.push('.');
-        jwt.push_str(&base64url(&claims));
+        jwt.push_str(&base64url(claims.as_bytes()));
         let sig = self
             .key
             .sign_sha256(jwt.as_bytes())
@@ -198,15 +183,10 @@ pub struct TokenError {
 /// The token endpoint's answer → the cache entry to store.
 pub fn parse_token_response(status: u16, body: &[u8], now_ms: u64) -> Result<Slot, TokenError> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Num {
-        N(u64),
-        S(String),
-    }
-    #[derive(Deserialize)]
     struct Answer {
         access_token: Option<String>,
-        expires_in: Option<Num>,
+        /// A number, or a number in a string.
+        expires_in: Option<serde_json::Value>,
         error: Option<String>,
         error_description: Option<String>,
     }
@@ -232,13 +212,12 @@ pub fn parse_token_response(status: u16, body: &[u8], now_ms: u64) -> Result<Slo
         .access_token
         .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| fail("an answer without a valid `access_token`".into()))?;
-    let secs = match a.expires_in {
-        Some(Num::N(n)) => n,
-        Some(Num::S(s)) => s
-            .trim()
-            .parse()
-            .map_err(|_| fail(format!("`expires_in` `{s}` is not a number")))?,
+    let secs = match &a.expires_in {
         None => 3600,
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .ok_or_else(|| fail(format!("`expires_in` {v} is not a number")))?,
     };
     let lifetime_ms = secs.saturating_mul(1000);
     let expires_at_ms = now_ms.saturating_add(lifetime_ms);

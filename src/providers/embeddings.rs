@@ -190,12 +190,6 @@ pub fn openai_response(
     })
 }
 
-#[derive(Deserialize)]
-struct Values {
-    #[serde(default)]
-    values: Vec<f32>,
-}
-
 impl ChatTranslator for NativeEmbeddings {
     fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
         let p = call.provider;
@@ -337,79 +331,39 @@ impl ChatTranslator for NativeEmbeddings {
                 format!("an invalid embeddings response: {e}"),
             )
         };
-        let (vectors, tokens) = match self.target {
+        // One generic parse for the three shapes (typed parsers per shape cost the .wasm ~10 KB).
+        let v: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+        let floats = |x: &serde_json::Value| -> Option<Vec<f32>> {
+            x.as_array()?
+                .iter()
+                .map(|n| n.as_f64().map(|f| f as f32))
+                .collect()
+        };
+        let count = |x: &serde_json::Value| x.as_f64().map_or(0, float_count);
+        let shape = || bad_gateway(&self.provider, "an embedding that is not a list of numbers");
+        let mut vectors = Vec::new();
+        let mut tokens = 0u64;
+        match self.target {
             Target::Gemini => {
-                #[derive(Deserialize)]
-                struct R {
-                    #[serde(default)]
-                    embeddings: Vec<Values>,
+                for e in list(&v["embeddings"]) {
+                    vectors.push(floats(&e["values"]).ok_or_else(shape)?);
                 }
-                let r: R = serde_json::from_slice(body).map_err(invalid)?;
-                let v: Vec<Vec<f32>> = r.embeddings.into_iter().map(|e| e.values).collect();
-                (v, self.estimate)
+                tokens = self.estimate;
             }
             Target::Cohere => {
-                #[derive(Deserialize)]
-                struct Embeddings {
-                    #[serde(default)]
-                    float: Vec<Vec<f32>>,
+                for e in list(&v["embeddings"]["float"]) {
+                    vectors.push(floats(e).ok_or_else(shape)?);
                 }
-                #[derive(Deserialize)]
-                struct Billed {
-                    input_tokens: Option<f64>,
-                }
-                #[derive(Deserialize)]
-                struct Meta {
-                    billed_units: Option<Billed>,
-                }
-                #[derive(Deserialize)]
-                struct R {
-                    embeddings: Option<Embeddings>,
-                    meta: Option<Meta>,
-                }
-                let r: R = serde_json::from_slice(body).map_err(invalid)?;
-                let tokens = r
-                    .meta
-                    .and_then(|m| m.billed_units)
-                    .and_then(|b| b.input_tokens)
-                    .map_or(0, float_count);
-                (r.embeddings.map(|e| e.float).unwrap_or_default(), tokens)
+                tokens = count(&v["meta"]["billed_units"]["input_tokens"]);
             }
             Target::Vertex => {
-                #[derive(Deserialize)]
-                struct Stats {
-                    token_count: Option<f64>,
+                for p in list(&v["predictions"]) {
+                    vectors.push(floats(&p["embeddings"]["values"]).ok_or_else(shape)?);
+                    tokens =
+                        tokens.saturating_add(count(&p["embeddings"]["statistics"]["token_count"]));
                 }
-                #[derive(Deserialize)]
-                struct Emb {
-                    #[serde(default)]
-                    values: Vec<f32>,
-                    statistics: Option<Stats>,
-                }
-                #[derive(Deserialize)]
-                struct Pred {
-                    embeddings: Emb,
-                }
-                #[derive(Deserialize)]
-                struct R {
-                    #[serde(default)]
-                    predictions: Vec<Pred>,
-                }
-                let r: R = serde_json::from_slice(body).map_err(invalid)?;
-                let mut tokens = 0u64;
-                let mut v = Vec::with_capacity(r.predictions.len());
-                for p in r.predictions {
-                    let n = p
-                        .embeddings
-                        .statistics
-                        .and_then(|s| s.token_count)
-                        .map_or(0, float_count);
-                    tokens = tokens.saturating_add(n);
-                    v.push(p.embeddings.values);
-                }
-                (v, tokens)
             }
-        };
+        }
         if vectors.len() != self.inputs {
             return Err(bad_gateway(
                 &self.provider,
@@ -441,6 +395,10 @@ impl ChatTranslator for NativeEmbeddings {
     fn usage(&self) -> Option<Usage> {
         self.usage
     }
+}
+
+fn list(x: &serde_json::Value) -> &[serde_json::Value] {
+    x.as_array().map_or(&[], Vec::as_slice)
 }
 
 /// A token count sent as a JSON number (Vertex sends floats like `7.0`).

@@ -19,7 +19,9 @@ use crate::observe::{cost_nanousd, request_updates, Catalog, MetricKey, Route, T
 proxy_wasm::main! {{
     // Host calls are not allowed here (Envoy answers `restricted_callback`): logging starts in
     // on_configure.
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(Root { id, ..Root::default() })
+    });
 }}
 
 /// Per-VM state shared by the VM's HTTP contexts.
@@ -76,6 +78,8 @@ impl Shared {
 
 #[derive(Default)]
 struct Root {
+    /// This root context's id (token fetches resume requests from it).
+    id: u32,
     shared: Option<Rc<Shared>>,
     /// Export calls in flight: token → records in the batch.
     in_flight: HashMap<u32, u64>,
@@ -86,12 +90,15 @@ impl Context for Root {
         &mut self,
         token: u32,
         _headers: usize,
-        _body: usize,
+        body: usize,
         _trailers: usize,
     ) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        if super::token::on_http_call_response(&shared.gateway.config, self.id, token, body) {
+            return;
+        }
         let Some(n) = self.in_flight.remove(&token) else {
             return;
         };
@@ -213,7 +220,7 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Without a config Envoy never creates streams; answering None would panic the dispatcher,
         // so an unconfigured context just passes everything through.
         let capture = self
@@ -221,6 +228,7 @@ impl RootContext for Root {
             .as_ref()
             .is_some_and(|s| s.gateway.config.log_bodies);
         Some(Box::new(Stream {
+            context_id,
             shared: self.shared.clone(),
             timings: Timings::default(),
             replied: None,
@@ -243,10 +251,14 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.flush_due();
+        if let Some(shared) = &self.shared {
+            super::token::on_tick(&shared.gateway.config, self.id);
+        }
     }
 }
 
 struct Stream {
+    context_id: u32,
     shared: Option<Rc<Shared>>,
     timings: Timings,
     /// The filter answered this request itself, with this status.
@@ -411,7 +423,23 @@ impl Stream {
                     }
                 }
                 self.exchange = Some(fwd.exchange);
-                Action::Continue
+                // Vertex AI with a service-account key: add the cached token, or wait for it.
+                let auth = fwd
+                    .token
+                    .map(|p| super::token::authorize(&shared.gateway.config, p, self.context_id));
+                match auth {
+                    None => Action::Continue,
+                    Some(Ok(super::token::Auth::Ready(t))) => {
+                        let bearer = format!("Bearer {t}");
+                        let _ = host::set_header(Map::RequestHeaders, "authorization", &bearer);
+                        Action::Continue
+                    }
+                    Some(Ok(super::token::Auth::Wait)) => Action::Pause,
+                    Some(Err(r)) => {
+                        self.exchange = None;
+                        self.reply(&r)
+                    }
+                }
             }
         }
     }
@@ -520,6 +548,12 @@ impl HttpContext for Stream {
         } else {
             None
         };
+        if details.as_deref() == Some("llmux") {
+            // Answered by LLMux from elsewhere (a failed token fetch): already in final shape.
+            ex.status = status;
+            self.replied = Some(status);
+            return Action::Continue;
+        }
         let changes = ex.on_response_headers(status, details.as_deref());
         for k in &changes.remove {
             let _ = host::remove_header(Map::ResponseHeaders, k);

@@ -32,6 +32,7 @@ pub enum Map {
 pub enum Buffer {
     RequestBody = 0,
     ResponseBody = 1,
+    HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
 
@@ -106,6 +107,22 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -266,6 +283,41 @@ pub fn dispatch_http_call(
         std::time::Duration::from_millis(u64::from(timeout_ms)),
     )
     .map_err(|s| HostError(s as u32))
+}
+
+/// Reads a shared-data entry (all VMs with this `vm_id` see it): value and CAS token.
+pub fn get_shared_data(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let mut cas = 0u32;
+    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) }
+    {
+        OK => Ok(Some((
+            unsafe { owned(data, size) }.unwrap_or_default(),
+            cas,
+        ))),
+        NOT_FOUND => Ok(None),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Writes a shared-data entry; with `cas` ≠ 0 only if nobody wrote it since that read
+/// (else `Err`, status CasMismatch).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<()> {
+    check(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+/// Makes the following host calls act on context `id` (another HTTP stream of this VM); `Err`
+/// when that context is gone.
+pub fn set_effective_context(id: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_effective_context(id) })
+}
+
+/// Resumes the (effective context's) paused request.
+pub fn continue_request() -> HostResult<()> {
+    check(unsafe { proxy_continue_stream(0) })
 }
 
 /// Sets a gauge, or records a histogram value.

@@ -6,3 +6,5 @@ mod map_codec;
 mod filter;
 #[cfg(target_arch = "wasm32")]
 mod host;
+#[cfg(target_arch = "wasm32")]
+mod token;

@@ -170,3 +170,112 @@ def test_vertex_errors_of_both_shapes(vgw):
                      headers={"x-mock-status": str(status)})
         assert r.status_code == (503 if status == 529 else status), r.text
         assert r.json()["error"]["message"].startswith(f"vx returned {status}")
+
+
+# --- service-account key: JWT → token endpoint → cached token ------------------------------------
+
+import json as _json  # noqa: E402
+import os  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+import httpx  # noqa: E402
+
+from harness import ROOT, free_port, static_cluster  # noqa: E402
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "vertex")
+SA_KEY = open(os.path.join(FIXTURES, "service_account.json")).read()
+
+
+def sa_config(token_cluster="mock"):
+    return {
+        "providers": {"vx": {"type": "vertex", "cluster": "mock", "project": PROJECT,
+                             "location": LOCATION, "service_account_key": SA_KEY,
+                             "token_cluster": token_cluster, "token_timeout_ms": 2000}},
+        "models": MODELS,
+    }
+
+
+def all_requests(m):
+    return httpx.get(f"{m.url}/__mock/requests", timeout=5).json()
+
+
+def issued(m):
+    return httpx.get(f"{m.url}/__mock/tokens", timeout=5).json()["issued"]
+
+
+@pytest.fixture
+def samock(log_dir):
+    """A mock that verifies assertions with the test key's public key (fresh token count)."""
+    m = Mock(log_dir, args=["--vertex-public-key", os.path.join(FIXTURES, "service_account_public.pem")])
+    yield m
+    m.stop()
+
+
+def test_service_account_one_token_fetch_for_many_concurrent_requests(samock, log_dir):
+    g = Gateway(samock, log_dir, llmux_config=sa_config(), name="envoy-vertex-sa", concurrency=2)
+    try:
+        assert issued(samock) == 0
+        mid = new_id()
+
+        def one(i):
+            model = ("vertex-gemini", "vertex-claude")[i % 2]
+            return client(g, mid).chat.completions.create(
+                model=model, messages=[{"role": "user", "content": f"n{i}"}])
+
+        # All cold: the first requests of both worker VMs arrive before any token exists.
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(one, range(24)))
+        assert sorted(a.choices[0].message.content for a in answers) == sorted(
+            f"Hello from the mock! You said: n{i}" for i in range(24))
+        emb = client(g, mid).embeddings.create(model="vertex-embed", input="x", encoding_format="float")
+        assert len(emb.data) == 1
+        assert issued(samock) == 1, "one token fetch for all requests of all workers"
+        seen = samock.requests(mid)
+        assert len(seen) == 25
+        assert {r["headers"]["authorization"] for r in seen} == {"Bearer ya29.mock-1"}
+        [tok_req] = [r for r in all_requests(samock) if r["path"] == "/token"]
+        assert tok_req["headers"]["content-type"] == "application/x-www-form-urlencoded"
+        assert tok_req["headers"]["host"] == "oauth2.googleapis.com"
+        assert "panicked" not in g.process.log()
+    finally:
+        g.stop()
+
+
+def test_token_endpoint_refusal_is_a_502_naming_provider_and_status(log_dir):
+    # This mock verifies with another key: the signature is refused (400 invalid_grant).
+    m = Mock(log_dir, args=["--vertex-public-key", os.path.join(FIXTURES, "other_public.pem")])
+    g = Gateway(m, log_dir, llmux_config=sa_config(), name="envoy-vertex-sa-bad")
+    try:
+        for _ in range(2):  # the failed fetch frees the lease: the next request tries again
+            mid = new_id()
+            r = g.post("/v1/chat/completions", {"model": "vertex-gemini",
+                                                "messages": [{"role": "user", "content": "x"}]},
+                       headers={"x-mock-id": mid})
+            assert r.status_code == 502, r.text
+            err = r.json()["error"]
+            assert err["code"] == "token_fetch_failed"
+            assert "vertex provider `vx`" in err["message"]
+            assert "oauth2.googleapis.com/token" in err["message"]
+            assert "answered 400: invalid_grant: Invalid JWT Signature." in err["message"], err
+            assert m.requests(mid) == [], "nothing reaches Vertex without a token"
+        assert issued(m) == 0
+        assert len([r for r in all_requests(m) if r["path"] == "/token"]) == 2
+    finally:
+        g.stop()
+        m.stop()
+
+
+def test_unreachable_token_endpoint_is_a_502(samock, log_dir):
+    dead = free_port()
+    g = Gateway(samock, log_dir, llmux_config=sa_config("deadtoken"), name="envoy-vertex-sa-dead",
+                extra_clusters=static_cluster("deadtoken", dead))
+    try:
+        r = g.post("/v1/chat/completions", {"model": "vertex-claude",
+                                            "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 502, r.text
+        # Envoy itself answers the callout: 503 and its reset reason.
+        msg = r.json()["error"]["message"]
+        assert "(cluster `deadtoken`) answered 503" in msg and "connection failure" in msg, msg
+        assert _json.loads(r.text)["error"]["type"] == "api_error"
+    finally:
+        g.stop()
