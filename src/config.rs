@@ -148,6 +148,8 @@ pub struct Provider {
     pub drop_params: bool,
     /// Bedrock only: region and SigV4 credentials.
     pub aws: Option<AwsConfig>,
+    /// Vertex AI only: project, location, publisher, auth.
+    pub vertex: Option<crate::providers::vertex::VertexConfig>,
 }
 
 /// A Bedrock provider's AWS settings.
@@ -228,7 +230,7 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-fn err(path: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(path: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         path: path.to_string(),
         message: message.into(),
@@ -515,7 +517,11 @@ fn parse_provider(
             "aws_secret_access_key_env",
             "aws_session_token",
             "aws_session_token_env",
-        ],
+        ]
+        .iter()
+        .chain(crate::providers::vertex::CONFIG_KEYS)
+        .copied()
+        .collect::<Vec<_>>(),
     )?;
     let type_path = format!("{path}.type");
     let type_name = opt_str(o, path, "type")?.ok_or_else(|| err(&type_path, "required"))?;
@@ -537,6 +543,8 @@ fn parse_provider(
             ));
         }
     };
+    let vertex =
+        crate::providers::vertex::parse_config(o, path, kind == ProviderKind::Vertex, env)?;
     let cluster = opt_str(o, path, "cluster")?
         .ok_or_else(|| {
             err(
@@ -552,7 +560,8 @@ fn parse_provider(
     let host = opt_str(o, path, "host")?
         .map(str::to_string)
         .or_else(|| preset.and_then(|p| p.host).map(str::to_string))
-        .or_else(|| aws.as_ref().map(|a| a.default_host()));
+        .or_else(|| aws.as_ref().map(|a| a.default_host()))
+        .or_else(|| vertex.as_ref().map(|v| v.default_host()));
     let base_path = match opt_str(o, path, "base_path")? {
         Some(p) => {
             if !(p.is_empty() || p.starts_with('/')) {
@@ -664,6 +673,7 @@ fn parse_provider(
         renames: preset.map(|p| p.renames).unwrap_or(&[]),
         drop_params,
         aws,
+        vertex,
     })
 }
 
@@ -1260,7 +1270,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn opt_str<'a>(
+pub(crate) fn opt_str<'a>(
     o: &'a Map<String, Value>,
     path: &str,
     key: &str,
@@ -1272,7 +1282,11 @@ fn opt_str<'a>(
     }
 }
 
-fn opt_u32(o: &Map<String, Value>, path: &str, key: &str) -> Result<Option<u32>, ConfigError> {
+pub(crate) fn opt_u32(
+    o: &Map<String, Value>,
+    path: &str,
+    key: &str,
+) -> Result<Option<u32>, ConfigError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v

@@ -58,6 +58,9 @@ pub struct Forward {
     pub remove_headers: Vec<&'static str>,
     /// `None` sends the client's body unchanged.
     pub body: Option<Vec<u8>>,
+    /// Index in `config.providers` of a provider whose OAuth2 access token the glue must add
+    /// (`authorization: Bearer`) before the request goes (Vertex AI with a service-account key).
+    pub token: Option<usize>,
     pub exchange: Exchange,
     /// Set when the request goes through the attempts cluster (failover possible): what the
     /// upstream stage needs to make each attempt.
@@ -344,6 +347,7 @@ impl Gateway {
                     remove_headers,
                     body: None,
                     exchange: Exchange::relay(env.model.to_string(), env.stream, endpoint),
+                    token: None,
                     attempts: Some(Attempts {
                         plan,
                         endpoint,
@@ -464,6 +468,11 @@ impl Gateway {
             set_headers,
             remove_headers,
             body: req.body,
+            token: provider
+                .vertex
+                .as_ref()
+                .is_some_and(|v| v.needs_token_fetch())
+                .then_some(deployment.provider),
             exchange: Exchange {
                 translator,
                 model: env.model.to_string(),

@@ -9,6 +9,7 @@ pub mod aws;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod gcp_auth;
 pub mod limits;
 pub mod multipart;
 pub mod observe;
@@ -16,6 +17,7 @@ pub mod openai;
 pub mod pricing;
 pub mod providers;
 pub mod routing;
+pub mod rs256;
 pub mod sse;
 
 #[cfg(test)]

@@ -9,6 +9,10 @@ pub struct Config {
     pub openai_key: Option<String>,
     pub anthropic_key: Option<String>,
     pub gemini_key: Option<String>,
+    /// A static access token Vertex routes accept.
+    pub vertex_token: Option<String>,
+    /// PEM file of the RSA public key that signs service-account assertions sent to `/token`.
+    pub vertex_public_key: Option<String>,
     /// Size of the request ring buffer; 0 disables recording.
     pub record: usize,
     pub verbose: bool,
@@ -23,6 +27,8 @@ impl Default for Config {
             openai_key: None,
             anthropic_key: None,
             gemini_key: None,
+            vertex_token: None,
+            vertex_public_key: None,
             record: 200,
             verbose: false,
         }
@@ -30,7 +36,8 @@ impl Default for Config {
 }
 
 pub const USAGE: &str = "usage: mock-provider [--host 127.0.0.1] [--port 0] [--threads 2] \
-[--openai-key KEY] [--anthropic-key KEY] [--gemini-key KEY] [--record 200] [--verbose]";
+[--openai-key KEY] [--anthropic-key KEY] [--gemini-key KEY] [--vertex-token TOKEN] \
+[--vertex-public-key PEM_FILE] [--record 200] [--verbose]";
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,8 +59,15 @@ impl Config {
             match flag.as_str() {
                 "-h" | "--help" => return Ok(Cli::Help),
                 "--verbose" | "-v" => cfg.verbose = true,
-                "--host" | "--port" | "--threads" | "--openai-key" | "--anthropic-key"
-                | "--gemini-key" | "--record" => {
+                "--host"
+                | "--port"
+                | "--threads"
+                | "--openai-key"
+                | "--anthropic-key"
+                | "--gemini-key"
+                | "--vertex-token"
+                | "--vertex-public-key"
+                | "--record" => {
                     let value = match inline {
                         Some(v) => v,
                         None => it
@@ -72,6 +86,8 @@ impl Config {
                         "--openai-key" => cfg.openai_key = Some(value),
                         "--anthropic-key" => cfg.anthropic_key = Some(value),
                         "--gemini-key" => cfg.gemini_key = Some(value),
+                        "--vertex-token" => cfg.vertex_token = Some(value),
+                        "--vertex-public-key" => cfg.vertex_public_key = Some(value),
                         _ => cfg.record = parse_num(&flag, &value)?,
                     }
                 }

@@ -47,14 +47,16 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     // Install the handlers before announcing readiness, so an early SIGTERM is handled.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let listener = tokio::net::TcpListener::bind(cfg.bind_addr()).await?;
+    let bind = cfg.bind_addr();
+    let state = State::try_new(cfg).map_err(std::io::Error::other)?;
+    let listener = tokio::net::TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
-    let server = tokio::spawn(serve(listener, Arc::new(State::new(cfg))));
+    let server = tokio::spawn(serve(listener, Arc::new(state)));
     std::future::poll_fn(|cx| {
         if term.poll_recv(cx).is_ready() || int.poll_recv(cx).is_ready() {
             std::task::Poll::Ready(())

@@ -4,7 +4,7 @@ use crate::body::{self, MockBody};
 use crate::config::Config;
 use crate::mock::{self, MockHeaders, Plan};
 use crate::record::{self, Recorded, Recorder};
-use crate::{anthropic, bedrock, cohere, embeddings, gemini, openai};
+use crate::{anthropic, bedrock, cohere, embed, embeddings, gemini, openai, vertex};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -30,6 +30,8 @@ const SSE: &str = "text/event-stream; charset=utf-8";
 /// Shared server state.
 pub struct State {
     pub cfg: Config,
+    /// Vertex AI access tokens (static and issued by `/token`).
+    pub tokens: vertex::Tokens,
     counter: AtomicU64,
     pub recorder: Recorder,
 }
@@ -38,9 +40,26 @@ impl State {
     pub fn new(cfg: Config) -> Self {
         State {
             recorder: Recorder::new(cfg.record),
+            tokens: vertex::Tokens::new(cfg.vertex_token.clone(), None).unwrap_or_default(),
             cfg,
             counter: AtomicU64::new(1),
         }
+    }
+
+    /// As `new`, reading `--vertex-public-key` (an unreadable or bad key is an error).
+    pub fn try_new(cfg: Config) -> Result<Self, String> {
+        let pem = match &cfg.vertex_public_key {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("--vertex-public-key {path}: {e}"))?,
+            ),
+            None => None,
+        };
+        let tokens = vertex::Tokens::new(cfg.vertex_token.clone(), pem.as_deref())?;
+        Ok(State {
+            tokens,
+            ..State::new(cfg)
+        })
     }
 
     fn next_id(&self) -> u64 {
@@ -180,8 +199,11 @@ enum Provider {
     OpenAiEmbeddings,
     Anthropic,
     Cohere,
+    CohereEmbed,
     Gemini,
     Bedrock,
+    GeminiEmbed,
+    Vertex,
 }
 
 /// Paths answered by the generic echo handler.
@@ -226,13 +248,37 @@ async fn route(
             provider(state, reset, req, Provider::OpenAi).await
         }
         (&Method::POST, "/v1/messages") => provider(state, reset, req, Provider::Anthropic).await,
+        (&Method::POST, p)
+            if p.starts_with("/v1beta/models/") && p.ends_with(":batchEmbedContents") =>
+        {
+            provider(state, reset, req, Provider::GeminiEmbed).await
+        }
         (&Method::POST, p) if p.starts_with("/v1beta/models/") => {
             provider(state, reset, req, Provider::Gemini).await
+        }
+        (&Method::POST, "/token") => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body).await.unwrap_or_default();
+            record(state, &parts, bytes.clone());
+            let (status, b) = state.tokens.grant(&bytes);
+            Ok(plain(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                JSON,
+                b.into(),
+            ))
+        }
+        (&Method::GET, "/__mock/tokens") => {
+            let b = serde_json::json!({ "issued": state.tokens.issued() }).to_string();
+            Ok(plain(StatusCode::OK, JSON, b.into()))
+        }
+        (&Method::POST, p) if p.starts_with("/v1/projects/") => {
+            provider(state, reset, req, Provider::Vertex).await
         }
         (&Method::POST, "/v2/chat") => provider(state, reset, req, Provider::Cohere).await,
         (&Method::POST, p) if p.starts_with("/model/") => {
             provider(state, reset, req, Provider::Bedrock).await
         }
+        (&Method::POST, "/v2/embed") => provider(state, reset, req, Provider::CohereEmbed).await,
         // Azure OpenAI, classic deployment paths: `api-version` query and `api-key` header.
         (&Method::POST, p)
             if p.starts_with("/openai/deployments/")
@@ -358,7 +404,7 @@ fn record(state: &State, parts: &Parts, body: Bytes) {
 }
 
 /// A provider answer before delivery.
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     content_type: &'static str,
     body: Vec<u8>,
@@ -367,7 +413,7 @@ struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, body: Vec<u8>) -> Self {
+    pub(crate) fn json(status: u16, body: Vec<u8>) -> Self {
         Reply {
             status,
             content_type: JSON,
@@ -392,7 +438,10 @@ async fn provider(
             record(state, &parts, Bytes::new());
             let n = state.next_id();
             let reply = match which {
-                Provider::OpenAi | Provider::OpenAiEmbeddings | Provider::Cohere => Reply::json(
+                Provider::OpenAi
+                | Provider::OpenAiEmbeddings
+                | Provider::Cohere
+                | Provider::CohereEmbed => Reply::json(
                     413,
                     openai::OaiError::invalid("Request too large.", None, None).body(),
                 ),
@@ -406,7 +455,7 @@ async fn provider(
                     &bedrock::BedrockError::validation("Input is too long for requested model."),
                     n,
                 ),
-                Provider::Gemini => Reply::json(
+                Provider::Gemini | Provider::GeminiEmbed | Provider::Vertex => Reply::json(
                     413,
                     gemini::error_body(
                         413,
@@ -436,6 +485,9 @@ async fn provider(
         Provider::Anthropic => anthropic_reply(state, &parts, &bytes, &mock, n),
         Provider::Gemini => gemini_reply(state, &parts, &bytes, &mock, n),
         Provider::Bedrock => bedrock_reply(&parts, &bytes, &mock, n),
+        Provider::GeminiEmbed => gemini_embed_reply(state, &parts, &bytes, &mock),
+        Provider::CohereEmbed => cohere_embed_reply(&parts, &bytes, &mock, n),
+        Provider::Vertex => vertex_reply(state, &parts, &bytes, &mock, n),
     };
     Ok(deliver(reply, &mock))
 }
@@ -690,6 +742,13 @@ fn anthropic_reply(
             ))
         }
     };
+    anthropic_body_reply(&body, bytes.len(), mock, n)
+}
+
+/// An Anthropic Messages body (already parsed, headers checked) → the answer.
+pub(crate) fn anthropic_body_reply(body: &Value, len: usize, mock: &MockHeaders, n: u64) -> Reply {
+    let bad = |m: &str| anthropic_error_reply(400, "invalid_request_error", m, n);
+    let body = body.clone();
     if let Err(m) = anthropic::validate(&body) {
         return bad(&m);
     }
@@ -702,7 +761,7 @@ fn anthropic_reply(
         mock,
         &anthropic::last_user_text(&body),
         &anthropic::tool_names(&body),
-        bytes.len(),
+        len,
     );
     let id = format!("msg_mock_{n}");
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -792,6 +851,19 @@ fn gemini_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders,
     if let Some(status) = mock.status {
         return Reply::json(status, gemini::status_error_body(status));
     }
+    gemini_body_reply(parts, bytes, mock, n, model, stream)
+}
+
+/// A Gemini generateContent request whose path and auth were checked → the answer.
+pub(crate) fn gemini_body_reply(
+    parts: &Parts,
+    bytes: &Bytes,
+    mock: &MockHeaders,
+    n: u64,
+    model: &str,
+    stream: bool,
+) -> Reply {
+    let bad = |m: &str| Reply::json(400, gemini::error_body(400, "INVALID_ARGUMENT", m, None));
     let body = match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => v,
         Err(e) => return bad(&format!("Invalid JSON payload received. {e}")),
@@ -912,4 +984,157 @@ fn bedrock_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Re
     };
     r.headers.push(("x-amzn-requestid", format!("mock-{n}")));
     r
+}
+
+/// Gemini `POST /v1beta/models/{model}:batchEmbedContents` (same key checks as generateContent).
+fn gemini_embed_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders) -> Reply {
+    let err = |status: u16, name: &str, message: &str| {
+        Reply::json(status, gemini::error_body(status, name, message, None))
+    };
+    let model = parts
+        .uri
+        .path()
+        .strip_prefix("/v1beta/models/")
+        .and_then(|r| r.strip_suffix(":batchEmbedContents"))
+        .unwrap_or("");
+    if model.is_empty() || model.contains('/') {
+        return err(
+            400,
+            "INVALID_ARGUMENT",
+            &format!("Invalid model name: \"{model}\""),
+        );
+    }
+    if parts.headers.contains_key("authorization") {
+        return err(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+        );
+    }
+    if let Some(key) = state.cfg.gemini_key.as_deref() {
+        if parts.headers.get("x-goog-api-key").map(|v| v.as_bytes()) != Some(key.as_bytes()) {
+            return err(
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+            );
+        }
+    }
+    if let Some(status) = mock.status {
+        return Reply::json(status, gemini::status_error_body(status));
+    }
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return err(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("Invalid JSON payload received. {e}"),
+            )
+        }
+    };
+    match embed::gemini_batch(model, &body) {
+        Ok(b) => Reply::json(200, b),
+        Err(m) => err(400, "INVALID_ARGUMENT", &m),
+    }
+}
+
+/// Cohere `POST /v2/embed`.
+fn cohere_embed_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Reply {
+    if !header(parts, "authorization").is_some_and(|a| a.starts_with("Bearer ")) {
+        return Reply::json(401, cohere::error_body("no api key supplied"));
+    }
+    if let Some(status) = mock.status {
+        return Reply::json(status, cohere::error_body(cohere::status_message(status)));
+    }
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => v,
+        Err(_) => return Reply::json(400, cohere::error_body("invalid request: invalid JSON")),
+    };
+    match embed::cohere(&body, &format!("co_emb_mock_{n}")) {
+        Ok(b) => Reply::json(200, b),
+        Err(m) => Reply::json(400, cohere::error_body(&m)),
+    }
+}
+
+/// Vertex AI model routes (see `vertex.rs`).
+fn vertex_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Reply {
+    let gerr = |status: u16, name: &str, message: &str| {
+        Reply::json(status, gemini::error_body(status, name, message, None))
+    };
+    let Some((publisher, model, method)) = vertex::parse_path(parts.uri.path()) else {
+        return gerr(
+            404,
+            "NOT_FOUND",
+            &format!(
+                "The requested URL {} was not found on this server.",
+                parts.uri.path()
+            ),
+        );
+    };
+    if !state.tokens.accepts(header(parts, "authorization")) {
+        return gerr(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+        );
+    }
+    let body = || serde_json::from_slice::<Value>(bytes);
+    match (publisher, method) {
+        ("google", "generateContent" | "streamGenerateContent") => {
+            let stream = method == "streamGenerateContent";
+            let alt_sse = parts
+                .uri
+                .query()
+                .and_then(|q| record::query_param(q, "alt"))
+                .is_some_and(|a| a == "sse");
+            if stream && !alt_sse {
+                return gerr(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "mock: streamGenerateContent is only served as SSE; add ?alt=sse",
+                );
+            }
+            if let Some(status) = mock.status {
+                return Reply::json(status, gemini::status_error_body(status));
+            }
+            gemini_body_reply(parts, bytes, mock, n, model, stream)
+        }
+        ("google", "predict") => {
+            if let Some(status) = mock.status {
+                return Reply::json(status, gemini::status_error_body(status));
+            }
+            match body()
+                .map_err(|e| e.to_string())
+                .and_then(|b| embed::vertex_predict(&b))
+            {
+                Ok(b) => Reply::json(200, b),
+                Err(m) => gerr(400, "INVALID_ARGUMENT", &m),
+            }
+        }
+        ("anthropic", "rawPredict" | "streamRawPredict") => {
+            let bad = |m: &str| anthropic_error_reply(400, "invalid_request_error", m, n);
+            if let Some(status) = mock.status {
+                let (kind, message) = anthropic::error_kind(status);
+                return anthropic_error_reply(status, kind, message, n);
+            }
+            let b = match body() {
+                Ok(b) => b,
+                Err(e) => return bad(&format!("invalid JSON ({e})")),
+            };
+            let streamed = b.get("stream").and_then(Value::as_bool) == Some(true);
+            if streamed != (method == "streamRawPredict") {
+                return bad("stream: use :streamRawPredict exactly when \"stream\": true");
+            }
+            match vertex::anthropic_body(&b, model) {
+                Ok(messages) => anthropic_body_reply(&messages, bytes.len(), mock, n),
+                Err(m) => bad(&m),
+            }
+        }
+        _ => gerr(
+            404,
+            "NOT_FOUND",
+            &format!("Publisher model method `{publisher}/{model}:{method}` not found."),
+        ),
+    }
 }

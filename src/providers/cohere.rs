@@ -47,6 +47,14 @@ fn bad(param: &str, message: impl Into<String>) -> GatewayError {
 }
 
 impl CohereChat {
+    /// A translator that only reads answers of `provider` (errors, for the embeddings translator).
+    pub(crate) fn for_provider(provider: &str) -> Self {
+        CohereChat {
+            provider: provider.to_string(),
+            ..Self::default()
+        }
+    }
+
     fn usage_from(&mut self, u: &Value) {
         let tokens = u.get("tokens").or_else(|| u.get("billed_units"));
         let get = |k: &str| {

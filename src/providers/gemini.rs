@@ -145,6 +145,14 @@ struct CandState {
 }
 
 impl GeminiChat {
+    /// A translator that only reads answers of `provider` (errors, for the embeddings translator).
+    pub(crate) fn for_provider(provider: &str) -> Self {
+        GeminiChat {
+            provider: provider.to_string(),
+            ..Self::default()
+        }
+    }
+
     fn provider_name(&self) -> &str {
         if self.provider.is_empty() {
             "gemini"
@@ -960,7 +968,7 @@ fn build_request<'r>(req: &'r ChatRequest<'_>) -> Result<GenerateContentRequest<
 }
 
 /// A model name as one path segment (Gemini names are `[a-z0-9.-]`; anything else is escaped).
-fn model_segment(model: &str) -> Cow<'_, str> {
+pub(crate) fn model_segment(model: &str) -> Cow<'_, str> {
     let model = model.strip_prefix("models/").unwrap_or(model);
     let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
     if model.bytes().all(plain) {

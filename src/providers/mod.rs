@@ -7,10 +7,12 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod cohere;
+pub mod embeddings;
 pub mod gemini;
 pub mod messages;
 pub mod openai;
 pub mod presets;
+pub mod vertex;
 
 use crate::config::Provider;
 use crate::error::{kind_for_status, GatewayError};
@@ -28,11 +30,19 @@ pub enum ProviderKind {
     Gemini,
     /// AWS Bedrock Runtime (Converse, InvokeModel for embeddings), SigV4-signed.
     Bedrock,
+    /// Google Vertex AI: Gemini and Claude models, OAuth2 bearer auth.
+    Vertex,
 }
 
 impl ProviderKind {
-    pub const NAMES: &'static [&'static str] =
-        &["openai", "anthropic", "cohere", "gemini", "bedrock"];
+    pub const NAMES: &'static [&'static str] = &[
+        "openai",
+        "anthropic",
+        "cohere",
+        "gemini",
+        "bedrock",
+        "vertex",
+    ];
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
@@ -41,6 +51,7 @@ impl ProviderKind {
             "cohere" => Some(Self::Cohere),
             "gemini" => Some(Self::Gemini),
             "bedrock" => Some(Self::Bedrock),
+            "vertex" => Some(Self::Vertex),
             _ => None,
         }
     }
@@ -52,6 +63,7 @@ impl ProviderKind {
             Self::Cohere => "cohere",
             Self::Gemini => "gemini",
             Self::Bedrock => "bedrock",
+            Self::Vertex => "vertex",
         }
     }
 
@@ -62,6 +74,7 @@ impl ProviderKind {
             Self::Cohere => "/v2",
             Self::Gemini => "/v1beta",
             Self::Bedrock => "",
+            Self::Vertex => "/v1",
         }
     }
 
@@ -70,7 +83,16 @@ impl ProviderKind {
         match self {
             Self::OpenAi => Some(Box::new(openai::OpenAiChat::embeddings())),
             Self::Bedrock => Some(Box::new(bedrock::BedrockEmbeddings::default())),
-            Self::Anthropic | Self::Cohere | Self::Gemini => None,
+            Self::Gemini => Some(Box::new(embeddings::NativeEmbeddings::new(
+                embeddings::Target::Gemini,
+            ))),
+            Self::Cohere => Some(Box::new(embeddings::NativeEmbeddings::new(
+                embeddings::Target::Cohere,
+            ))),
+            Self::Vertex => Some(Box::new(embeddings::NativeEmbeddings::new(
+                embeddings::Target::Vertex,
+            ))),
+            Self::Anthropic => None,
         }
     }
 
@@ -82,6 +104,7 @@ impl ProviderKind {
             Self::Cohere => Box::new(cohere::CohereChat::default()),
             Self::Gemini => Box::new(gemini::GeminiChat::default()),
             Self::Bedrock => Box::new(bedrock::BedrockChat::default()),
+            Self::Vertex => Box::new(vertex::VertexChat::default()),
         }
     }
 }

@@ -21,7 +21,9 @@ use crate::routing::{state, ErrorClass};
 proxy_wasm::main! {{
     // Host calls are not allowed here (Envoy answers `restricted_callback`): logging starts in
     // on_configure.
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(Root { id, ..Root::default() })
+    });
 }}
 
 /// Per-VM state shared by the VM's HTTP contexts.
@@ -80,6 +82,8 @@ impl Shared {
 
 #[derive(Default)]
 struct Root {
+    /// This root context's id (token fetches resume requests from it).
+    id: u32,
     shared: Option<Rc<Shared>>,
     /// This root is the upstream stage (`{"stage": "upstream"}`): it makes the attempts the
     /// downstream stage of the same VM planned.
@@ -93,12 +97,15 @@ impl Context for Root {
         &mut self,
         token: u32,
         _headers: usize,
-        _body: usize,
+        body: usize,
         _trailers: usize,
     ) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        if super::token::on_http_call_response(&shared.gateway.config, self.id, token, body) {
+            return;
+        }
         let Some(n) = self.in_flight.remove(&token) else {
             return;
         };
@@ -234,9 +241,9 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         if self.upstream {
-            return Some(Box::<super::upstream::Attempt>::default());
+            return Some(Box::new(super::upstream::Attempt::new(context_id)));
         }
         // Without a config Envoy never creates streams; answering None would panic the dispatcher,
         // so an unconfigured context just passes everything through.
@@ -245,6 +252,7 @@ impl RootContext for Root {
             .as_ref()
             .is_some_and(|s| s.gateway.config.log_bodies);
         Some(Box::new(Stream {
+            context_id,
             shared: self.shared.clone(),
             timings: Timings::default(),
             replied: None,
@@ -271,10 +279,14 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.flush_due();
+        if let Some(shared) = &self.shared {
+            super::token::on_tick(&shared.gateway.config, self.id);
+        }
     }
 }
 
 struct Stream {
+    context_id: u32,
     shared: Option<Rc<Shared>>,
     timings: Timings,
     /// The filter answered this request itself, with this status.
@@ -561,6 +573,25 @@ impl Stream {
                 let model = fwd.exchange.model.clone();
                 self.exchange = Some(fwd.exchange);
                 self.endpoint = Some(endpoint);
+                // Vertex AI with a service-account key: add the cached token, or wait for it.
+                // (A request waiting for a token fetch is resumed by the fetch; its rate-limit
+                // check still runs now.)
+                let auth = fwd
+                    .token
+                    .map(|p| super::token::authorize(&shared.gateway.config, p, self.context_id));
+                let mut waiting_for_token = false;
+                match auth {
+                    None => {}
+                    Some(Ok(super::token::Auth::Ready(t))) => {
+                        let bearer = format!("Bearer {t}");
+                        let _ = host::set_header(Map::RequestHeaders, "authorization", &bearer);
+                    }
+                    Some(Ok(super::token::Auth::Wait)) => waiting_for_token = true,
+                    Some(Err(r)) => {
+                        self.exchange = None;
+                        return self.reply(&r);
+                    }
+                }
                 let admission = self.limits.admit(
                     &shared.gateway.config,
                     self.key,
@@ -569,6 +600,7 @@ impl Stream {
                     &|u| shared.apply(u),
                 );
                 match admission {
+                    Admission::Continue if waiting_for_token => Action::Pause,
                     Admission::Continue => Action::Continue,
                     Admission::Wait => Action::Pause,
                     Admission::Reject(e, h) => self.reject_limited(shared, &e, h),
@@ -797,6 +829,12 @@ impl HttpContext for Stream {
         } else {
             None
         };
+        if details.as_deref() == Some("llmux") {
+            // Answered by LLMux from elsewhere (a failed token fetch): already in final shape.
+            ex.status = status;
+            self.replied = Some(status);
+            return Action::Continue;
+        }
         let changes = ex.on_response_headers(status, details.as_deref());
         if !ex.is_relay() {
             if let (Some(shared), crate::observe::Route::Deployment { model, deployment }) =

@@ -33,6 +33,7 @@ pub enum Buffer {
     RequestBody = 0,
     ResponseBody = 1,
     GrpcReceive = 5,
+    HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
 
@@ -121,6 +122,7 @@ extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
@@ -301,6 +303,17 @@ impl crate::routing::state::StateStore for SharedStore {
     fn store(&self, key: &str, value: &[u8], cas: u32) -> Result<(), bool> {
         set_shared_data(key, value, cas).map_err(|e| e.0 == CAS_MISMATCH)
     }
+}
+
+/// Makes the following host calls act on context `id` (another HTTP stream of this VM); `Err`
+/// when that context is gone.
+pub fn set_effective_context(id: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_effective_context(id) })
+}
+
+/// Resumes the (effective context's) paused request.
+pub fn continue_request() -> HostResult<()> {
+    check(unsafe { proxy_continue_stream(0) })
 }
 
 /// Sets a gauge, or records a histogram value.

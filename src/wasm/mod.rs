@@ -9,4 +9,6 @@ mod host;
 #[cfg(target_arch = "wasm32")]
 mod ratelimit;
 #[cfg(target_arch = "wasm32")]
+mod token;
+#[cfg(target_arch = "wasm32")]
 mod upstream;

@@ -59,6 +59,10 @@ pub fn unregister(id: u64) -> Option<Rc<RefCell<Pending>>> {
 
 #[derive(Default)]
 pub struct Attempt {
+    /// This attempt's context (a Vertex token fetch resumes it by id).
+    pub context_id: u32,
+    /// Waiting for a Vertex access token: the fetch resumes the attempt.
+    waiting_for_token: bool,
     pending: Option<Rc<RefCell<Pending>>>,
     exchange: Option<Exchange>,
     entry: Option<PlanEntry>,
@@ -76,6 +80,15 @@ pub struct Attempt {
 }
 
 impl Context for Attempt {}
+
+impl Attempt {
+    pub fn new(context_id: u32) -> Self {
+        Attempt {
+            context_id,
+            ..Default::default()
+        }
+    }
+}
 
 impl Attempt {
     fn state_key(&self, p: &Pending) -> Option<String> {
@@ -162,6 +175,32 @@ impl Attempt {
                 if let Some(new_body) = &fwd.body {
                     if let Err(e) = host::set_buffer(Buffer::RequestBody, 0, body_size, new_body) {
                         log::warn!("llmux: replacing the request body failed ({})", e.0);
+                    }
+                }
+                if let Some(tp) = fwd.token {
+                    // Vertex AI with a service-account key (see wasm/token.rs).
+                    p.prev_set.push("authorization".to_string());
+                    match super::token::authorize(config, tp, self.context_id) {
+                        Ok(super::token::Auth::Ready(t)) => {
+                            let _ = host::set_header(
+                                Map::RequestHeaders,
+                                "authorization",
+                                &format!("Bearer {t}"),
+                            );
+                        }
+                        Ok(super::token::Auth::Wait) => self.waiting_for_token = true,
+                        Err(r) => {
+                            self.local_error = Some(crate::error::GatewayError::new(
+                                r.status,
+                                crate::error::kind_for_status(r.status),
+                                String::from_utf8_lossy(&r.body).into_owned(),
+                            ));
+                            let _ = host::set_header(
+                                Map::RequestHeaders,
+                                &config.cluster_header,
+                                "llmux-no-such-cluster",
+                            );
+                        }
                     }
                 }
                 self.exchange = Some(fwd.exchange);
@@ -355,6 +394,9 @@ impl HttpContext for Attempt {
             .flatten()
             .unwrap_or_default();
         self.start(&body, body_size);
+        if self.waiting_for_token {
+            return Action::Pause; // the token fetch resumes this attempt
+        }
         Action::Continue
     }
 
