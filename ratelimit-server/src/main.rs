@@ -9,7 +9,7 @@
 //!   1, as the proto says. Every hit is counted, even over the limit (as envoyproxy/ratelimit
 //!   does): a charge after a response is never lost.
 //! - Each descriptor is counted on its own; the answer is OVER_LIMIT when any is.
-//! - Counters live in memory (the `limitador` library's in-memory storage) or in Redis
+//! - Counters live in memory (one map in this process) or in Redis
 //!   (`--redis redis://...`, shared by every instance). Windows start at a counter's first hit and
 //!   last one unit. Redis is spoken directly, with one Lua script that adds the hits and reads
 //!   the new value atomically (INCRBY, then compare): limitador's own Redis storage does not
@@ -21,8 +21,9 @@
 //! Usage: `llmux-ratelimit [--port N] [--host 127.0.0.1] [--redis URL]`. `--port 0` picks a free
 //! port; the first line on stdout is `listening on HOST:PORT`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
@@ -33,15 +34,12 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
-use limitador::counter::Counter;
-use limitador::limit::{Context, Limit};
-use limitador::storage::in_memory::InMemoryStorage;
-use limitador::storage::{Authorization, CounterStorage};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
 enum Store {
-    Memory(InMemoryStorage),
+    /// Counter → (hits, window start).
+    Memory(std::sync::Mutex<HashMap<String, (u64, Instant)>>),
     Redis(redis::aio::MultiplexedConnection),
 }
 
@@ -69,33 +67,25 @@ impl Store {
     /// Counts `hits` (`0`: only checks that the limit is not used up) on the counter `ns`.
     async fn hit(&self, ns: String, max: u64, seconds: u64, hits: u64) -> Result<Count, String> {
         match self {
-            Store::Memory(s) => {
-                let limit = Limit::new(ns, max, seconds, [], []);
-                let ctx = Context::default();
-                let counter = Counter::new(limit, &ctx)
-                    .map_err(|e| e.to_string())?
-                    .ok_or("no counter")?;
-                let mut counters = vec![counter];
-                let e = |e: limitador::storage::StorageErr| e.to_string();
-                let over = if hits == 0 {
-                    matches!(
-                        s.check(&mut counters, 1).map_err(e)?,
-                        Authorization::Limited(_)
-                    )
-                } else {
-                    let a = s.check_and_update(&mut counters, hits).map_err(e)?;
-                    let over = matches!(a, Authorization::Limited(_));
-                    if over {
-                        s.update_counter(&counters[0], hits).map_err(e)?;
-                    }
-                    over
-                };
-                let c = &counters[0];
-                let before = c.remaining().unwrap_or(max);
+            Store::Memory(map) => {
+                // The same rule as the Redis script: every hit counts, the window starts at the
+                // first hit and lasts one unit.
+                let key = format!("{ns}:{seconds}");
+                let window = Duration::from_secs(seconds);
+                let now = Instant::now();
+                let mut map = map
+                    .lock()
+                    .map_err(|_| "counter lock poisoned".to_string())?;
+                let entry = map.entry(key).or_insert((0, now));
+                if now.duration_since(entry.1) >= window {
+                    *entry = (0, now);
+                }
+                entry.0 = entry.0.saturating_add(hits);
+                let n = entry.0;
                 Ok(Count {
-                    over,
-                    remaining: if over { 0 } else { before.saturating_sub(hits) },
-                    reset: c.expires_in().unwrap_or(Duration::from_secs(seconds)),
+                    over: if hits == 0 { n >= max } else { n > max },
+                    remaining: max.saturating_sub(n),
+                    reset: window.saturating_sub(now.duration_since(entry.1)),
                 })
             }
             Store::Redis(con) => {
@@ -302,7 +292,7 @@ async fn main() {
                 std::process::exit(1);
             }
         },
-        None => Store::Memory(InMemoryStorage::new(100_000)),
+        None => Store::Memory(Default::default()),
     };
     let addr: SocketAddr = match format!("{}:{}", args.host, args.port).parse() {
         Ok(a) => a,
@@ -379,7 +369,7 @@ mod tests {
 
     fn svc() -> Service {
         Service {
-            store: Store::Memory(InMemoryStorage::new(1000)),
+            store: Store::Memory(Default::default()),
             lock: Mutex::new(()),
         }
     }
