@@ -34,6 +34,28 @@ pub enum StreamEnd {
     NotRecoverable,
 }
 
+/// What became of a broken stream (the `llmux_outcome` label of
+/// `llmux_router_midstream_recoveries`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The fallback's continuation was appended.
+    Recovered,
+    /// The fallback failed too: the stream ended as it would have without recovery.
+    Failed,
+    /// Broken, but recovery did not apply (tool calls, several choices, no fallback left).
+    NotRecoverable,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Recovered => "recovered",
+            Self::Failed => "failed",
+            Self::NotRecoverable => "not_recoverable",
+        }
+    }
+}
+
 /// Watches the client's SSE stream (see the module docs).
 #[derive(Debug, Default)]
 pub struct StreamWatch {

@@ -260,6 +260,7 @@ impl RootContext for Root {
             tags: None,
             attempt_id: None,
             direct_state: None,
+            recovery: None,
         }))
     }
 
@@ -299,9 +300,27 @@ struct Stream {
     attempt_id: Option<u64>,
     /// Direct path: the deployment's shared-state key (routing counts its load and health).
     direct_state: Option<String>,
+    /// Failover path, streamed chat completion: mid-stream recovery watches the stream.
+    recovery: Option<super::recovery::Recovery>,
 }
 
-impl Context for Stream {}
+impl Context for Stream {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body: usize,
+        _trailers: usize,
+    ) {
+        let (Some(shared), Some(r)) = (self.shared.clone(), self.recovery.as_mut()) else {
+            return;
+        };
+        if let Some(appended) = r.on_call_response(&shared, self.attempt_id, token, body) {
+            self.capture_response(&appended);
+            self.finish();
+        }
+    }
+}
 
 impl Stream {
     fn capture_response(&mut self, bytes: &[u8]) {
@@ -463,6 +482,8 @@ impl Stream {
                     }
                 }
                 if let (Some(attempts), Some(rc)) = (fwd.attempts, self.shared.clone()) {
+                    self.recovery =
+                        super::recovery::Recovery::for_request(shared, endpoint, body, &attempts);
                     let id = shared.attempt_seq.get().wrapping_add(1);
                     shared.attempt_seq.set(id);
                     let _ = host::set_header(
@@ -766,6 +787,18 @@ impl HttpContext for Stream {
         }
         if self.timings.first_byte_ns == 0 && body_size > 0 {
             self.timings.first_byte_ns = host::now_nanos();
+        }
+        let ok = self
+            .exchange
+            .as_ref()
+            .is_some_and(|ex| (200..300).contains(&ex.status));
+        if let (true, Some(shared), Some(r)) = (ok, self.shared.clone(), self.recovery.as_mut()) {
+            let (action, out) = r.on_body(&shared, self.attempt_id, body_size, end_of_stream);
+            self.capture_response(&out);
+            if end_of_stream && action == Action::Continue {
+                self.finish();
+            }
+            return action; // Pause: the continuation's answer resumes it (and finishes)
         }
         let action = self.response_body_action(body_size, end_of_stream);
         if end_of_stream {

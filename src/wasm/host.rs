@@ -32,6 +32,8 @@ pub enum Map {
 pub enum Buffer {
     RequestBody = 0,
     ResponseBody = 1,
+    /// The body of a `dispatch_http_call` answer (in `on_http_call_response`).
+    HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
 
@@ -120,6 +122,7 @@ extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -280,6 +283,13 @@ pub fn dispatch_http_call(
         std::time::Duration::from_millis(u64::from(timeout_ms)),
     )
     .map_err(|s| HostError(s as u32))
+}
+
+/// Resumes the HTTP response a callback paused (`proxy_continue_stream`, stream type
+/// `HttpResponse`); an error (e.g. the stream is gone) is returned, never a panic.
+pub fn resume_response() -> HostResult<()> {
+    const HTTP_RESPONSE: u32 = 1;
+    check(unsafe { proxy_continue_stream(HTTP_RESPONSE) })
 }
 
 const CAS_MISMATCH: u32 = 8;
