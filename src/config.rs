@@ -1024,6 +1024,7 @@ fn parse_router(v: &Value) -> Result<crate::routing::RouterConfig, ConfigError> 
             "max_attempts",
             "reject_when_all_cooling",
             "status",
+            "mid_stream_recovery",
         ],
     )?;
     let mut r = RouterConfig {
@@ -1083,6 +1084,7 @@ fn parse_router(v: &Value) -> Result<crate::routing::RouterConfig, ConfigError> 
         r.tags_header = h;
     }
     r.reject_when_all_cooling = opt_bool(o, path, "reject_when_all_cooling")?.unwrap_or(false);
+    r.mid_stream_recovery = opt_bool(o, path, "mid_stream_recovery")?.unwrap_or(true);
     if let Some(n) = opt_u32(o, path, "max_attempts")? {
         if !(1..=10).contains(&n) {
             return Err(err("router.max_attempts", "from 1 to 10"));

@@ -171,6 +171,12 @@ pub enum MetricKey {
     Cooldowns {
         route: Route,
     },
+    /// A stream broke off mid-way: continued on this (fallback) deployment, or (outcome
+    /// `not_recoverable`) left as it was on the deployment that broke.
+    MidStreamRecoveries {
+        route: Route,
+        outcome: crate::routing::recovery::Outcome,
+    },
     ExportRecordsSent,
     ExportRecordsFailed,
     ExportRecordsDropped,
@@ -307,6 +313,11 @@ impl Catalog {
             MetricKey::Cooldowns { route } => {
                 format!("{PREFIX}.router.cooldowns{}", self.route(route))
             }
+            MetricKey::MidStreamRecoveries { route, outcome } => format!(
+                "{PREFIX}.router.midstream_recoveries{}.llmux.outcome.{}",
+                self.route(route),
+                outcome.name()
+            ),
             MetricKey::ExportRecordsSent => format!("{PREFIX}.export.records_sent"),
             MetricKey::ExportRecordsFailed => format!("{PREFIX}.export.records_failed"),
             MetricKey::ExportRecordsDropped => format!("{PREFIX}.export.records_dropped"),

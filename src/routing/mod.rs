@@ -8,6 +8,7 @@
 //! error's class and the retry policy. Health and load come from [`state`], shared by every
 //! worker through Envoy shared data.
 
+pub mod recovery;
 pub mod state;
 pub mod status;
 
@@ -232,6 +233,9 @@ pub struct RouterConfig {
     pub reject_when_all_cooling: bool,
     /// `GET <path>` answers the router status JSON to the allowed client addresses.
     pub status: Option<StatusConfig>,
+    /// A streamed chat completion that breaks off after its first byte is continued on a
+    /// fallback deployment (failover path only; see [`recovery`]).
+    pub mid_stream_recovery: bool,
 }
 
 impl Default for RouterConfig {
@@ -246,6 +250,7 @@ impl Default for RouterConfig {
             max_attempts: 6,
             reject_when_all_cooling: false,
             status: None,
+            mid_stream_recovery: true,
         }
     }
 }
@@ -420,6 +425,37 @@ impl Plan {
 
     pub fn attempt_started(&mut self) {
         self.attempts = self.attempts.saturating_add(1);
+    }
+
+    /// Mid-stream recovery (see [`recovery`]): the entry that continues a stream the current
+    /// entry broke off. The first later entry of the group or a `fallbacks` group on another
+    /// deployment (another key of the same deployment does not count), one not cooling down
+    /// first; `None` when there is none or `max_attempts` is used up. The plan is not changed.
+    pub fn recovery_entry(
+        &self,
+        config: &Config,
+        cooling: &dyn Fn(PlanEntry) -> bool,
+    ) -> Option<PlanEntry> {
+        if self.attempts >= self.max_attempts {
+            return None;
+        }
+        let broke = self.current()?;
+        let base = |e: PlanEntry| config.deployment(e.model, e.deployment).map(|d| d.base);
+        let broke_base = base(broke);
+        let candidates: Vec<PlanEntry> = self
+            .entries
+            .iter()
+            .skip(self.cursor + 1)
+            .copied()
+            .filter(|e| matches!(e.role, Role::Primary | Role::Fallback))
+            .filter(|e| e.model != broke.model || base(*e) != broke_base)
+            .filter(|e| base(*e).is_some())
+            .collect();
+        candidates
+            .iter()
+            .copied()
+            .find(|e| !cooling(*e))
+            .or_else(|| candidates.first().copied())
     }
 }
 

@@ -474,3 +474,54 @@ fn all_cooling_asks_the_soonest_back_by_default() {
     let p = plan_with(&cfg, &store, "m", &req(NOW + 20), 1).unwrap();
     assert_eq!(names(&cfg, &p)[0], "y");
 }
+
+#[test]
+fn recovery_entry_is_the_next_other_deployment() {
+    let cfg = config(
+        r#"[{"name": "m", "strategy": "priority", "num_retries": 2, "fallbacks": ["f"],
+              "content_policy_fallbacks": ["cp"],
+              "deployments": [{"provider": "a", "name": "x", "priority": 0, "api_keys": ["k1", "k2"]},
+                              {"provider": "c", "name": "y", "priority": 1}]},
+            {"name": "f", "deployments": [{"provider": "b", "name": "z"}]},
+            {"name": "cp", "deployments": [{"provider": "b", "name": "w"}]}]"#,
+        FAILOVER,
+    );
+    let never = |_: PlanEntry| false;
+    let name = |e: Option<PlanEntry>| {
+        e.map(|e| cfg.deployment(e.model, e.deployment).unwrap().name.clone())
+    };
+    let mut p = plan_with(&cfg, &MemStore::default(), "m", &req(NOW), 1).unwrap();
+    p.attempt_started();
+    assert_eq!(name(p.current()), Some("x".into()));
+    // Not x's other key: another deployment.
+    assert_eq!(name(p.recovery_entry(&cfg, &never)), Some("y".into()));
+    // A cooling one only when nothing else is left.
+    let y_cools = |e: PlanEntry| cfg.deployment(e.model, e.deployment).unwrap().name == "y";
+    assert_eq!(name(p.recovery_entry(&cfg, &y_cools)), Some("z".into()));
+    // From the fallback group's deployment nothing is left (content-policy entries never).
+    let last = p
+        .entries
+        .iter()
+        .position(|e| e.role == Role::Fallback)
+        .unwrap();
+    p.cursor = last;
+    assert_eq!(p.recovery_entry(&cfg, &never), None);
+    // A single-deployment plan has none.
+    let lone = config(
+        r#"[{"name": "m", "deployments": [{"provider": "a", "name": "x"}]}]"#,
+        FAILOVER,
+    );
+    let p = plan_with(&lone, &MemStore::default(), "m", &req(NOW), 1).unwrap();
+    assert_eq!(p.recovery_entry(&lone, &never), None);
+}
+
+#[test]
+fn mid_stream_recovery_is_on_unless_configured_off() {
+    let m = r#"[{"name": "m", "deployments": [{"provider": "a"}]}]"#;
+    assert!(config(m, "{}").router.mid_stream_recovery);
+    assert!(
+        !config(m, r#"{"mid_stream_recovery": false}"#)
+            .router
+            .mid_stream_recovery
+    );
+}

@@ -270,6 +270,7 @@ impl RootContext for Root {
             attempt_id: None,
             direct_state: None,
             limits: RequestLimits::default(),
+            recovery: None,
         }))
     }
 
@@ -315,6 +316,8 @@ struct Stream {
     direct_state: Option<String>,
     /// Rate limits, budgets and parallel slots of this request (wasm/ratelimit.rs).
     limits: RequestLimits,
+    /// Failover path, streamed chat completion: mid-stream recovery watches the stream.
+    recovery: Option<super::recovery::Recovery>,
 }
 
 impl Context for Stream {
@@ -338,6 +341,22 @@ impl Context for Stream {
             Answer::Reject(e, h) => {
                 self.reject_limited(&shared, &e, h);
             }
+        }
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body: usize,
+        _trailers: usize,
+    ) {
+        let (Some(shared), Some(r)) = (self.shared.clone(), self.recovery.as_mut()) else {
+            return;
+        };
+        if let Some(appended) = r.on_call_response(&shared, self.attempt_id, token, body) {
+            self.capture_response(&appended);
+            self.finish();
         }
     }
 }
@@ -537,6 +556,8 @@ impl Stream {
                     }
                 }
                 if let (Some(attempts), Some(rc)) = (fwd.attempts, self.shared.clone()) {
+                    self.recovery =
+                        super::recovery::Recovery::for_request(shared, endpoint, body, &attempts);
                     let id = shared.attempt_seq.get().wrapping_add(1);
                     shared.attempt_seq.set(id);
                     let _ = host::set_header(
@@ -883,6 +904,18 @@ impl HttpContext for Stream {
         }
         if self.timings.first_byte_ns == 0 && body_size > 0 {
             self.timings.first_byte_ns = host::now_nanos();
+        }
+        let ok = self
+            .exchange
+            .as_ref()
+            .is_some_and(|ex| (200..300).contains(&ex.status));
+        if let (true, Some(shared), Some(r)) = (ok, self.shared.clone(), self.recovery.as_mut()) {
+            let (action, out) = r.on_body(&shared, self.attempt_id, body_size, end_of_stream);
+            self.capture_response(&out);
+            if end_of_stream && action == Action::Continue {
+                self.finish();
+            }
+            return action; // Pause: the continuation's answer resumes it (and finishes)
         }
         let action = self.response_body_action(body_size, end_of_stream);
         if end_of_stream {

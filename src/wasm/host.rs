@@ -33,6 +33,7 @@ pub enum Buffer {
     RequestBody = 0,
     ResponseBody = 1,
     GrpcReceive = 5,
+    /// The body of a `dispatch_http_call` answer (in `on_http_call_response`).
     HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
@@ -284,6 +285,13 @@ pub fn dispatch_http_call(
         std::time::Duration::from_millis(u64::from(timeout_ms)),
     )
     .map_err(|s| HostError(s as u32))
+}
+
+/// Resumes the HTTP response a callback paused (`proxy_continue_stream`, stream type
+/// `HttpResponse`); an error (e.g. the stream is gone) is returned, never a panic.
+pub fn resume_response() -> HostResult<()> {
+    const HTTP_RESPONSE: u32 = 1;
+    check(unsafe { proxy_continue_stream(HTTP_RESPONSE) })
 }
 
 /// `proxy_status_t` CasMismatch: a shared-data write lost a race.

@@ -9,6 +9,8 @@ mod host;
 #[cfg(target_arch = "wasm32")]
 mod ratelimit;
 #[cfg(target_arch = "wasm32")]
+mod recovery;
+#[cfg(target_arch = "wasm32")]
 mod token;
 #[cfg(target_arch = "wasm32")]
 mod upstream;

@@ -1,0 +1,324 @@
+//! Mid-stream recovery in the downstream stage (the logic is in `routing::recovery`): watch the
+//! stream the client gets; when it breaks off, hold its end, ask the fallback deployment for
+//! the continuation with an HTTP callout, append it and let the response go on. Whatever
+//! fails, the held-back bytes go out as they were: the stream never hangs.
+
+use proxy_wasm::types::Action;
+
+use super::filter::Shared;
+use super::host::{self, Buffer, Map, SharedStore};
+use crate::gateway::{Attempts, Endpoint, Exchange};
+use crate::observe::{MetricKey, Route, Update};
+use crate::routing::recovery::{
+    continuation_body, render_tail, Outcome, RecoveryRequest, StreamEnd, StreamWatch,
+};
+use crate::routing::{state, PlanEntry};
+
+/// One streamed chat completion that can be recovered.
+pub struct Recovery {
+    watch: StreamWatch,
+    /// The client's body, to build the continuation from.
+    original: Vec<u8>,
+    request: RecoveryRequest,
+    call: Option<Call>,
+}
+
+/// The continuation in flight.
+struct Call {
+    token: u32,
+    entry: PlanEntry,
+    exchange: Exchange,
+    /// What the paused response body holds (the stream up to the held-back end).
+    body: Vec<u8>,
+}
+
+fn route(e: PlanEntry) -> Route {
+    Route::Deployment {
+        model: usize::from(e.model),
+        deployment: usize::from(e.deployment),
+    }
+}
+
+impl Recovery {
+    /// At the request body: `Some` when a break could be recovered (a streamed chat completion
+    /// on the failover path whose plan has another deployment, recovery configured on).
+    pub fn for_request(
+        shared: &Shared,
+        endpoint: Endpoint,
+        body: &[u8],
+        attempts: &Attempts,
+    ) -> Option<Self> {
+        let config = &shared.gateway.config;
+        if endpoint != Endpoint::ChatCompletions
+            || !attempts.stream
+            || !config.router.mid_stream_recovery
+        {
+            return None;
+        }
+        attempts.plan.recovery_entry(config, &|_| false)?;
+        let request = RecoveryRequest::of(body)?;
+        Some(Recovery {
+            watch: StreamWatch::new(),
+            original: body.to_vec(),
+            request,
+            call: None,
+        })
+    }
+
+    /// A chunk of a successful streamed response. Returns what to do with it and the bytes the
+    /// client gets now (for the captured body). `Action::Pause` at the end: the continuation
+    /// was asked for; [`Recovery::on_call_response`] resumes the response.
+    pub fn on_body(
+        &mut self,
+        shared: &Shared,
+        attempt_id: Option<u64>,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> (Action, Vec<u8>) {
+        let chunk = match host::get_buffer(Buffer::ResponseBody, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                log::warn!("llmux: reading the response body failed ({})", e.0);
+                return (Action::Continue, Vec::new());
+            }
+        };
+        let mut out = self.watch.feed(&chunk, end_of_stream);
+        let mut action = Action::Continue;
+        if end_of_stream {
+            match self.watch.end() {
+                StreamEnd::Complete => {}
+                StreamEnd::NotRecoverable => {
+                    if let Some(e) = attempt_id.and_then(served_entry) {
+                        count(shared, e, Outcome::NotRecoverable);
+                    }
+                }
+                StreamEnd::Broken { partial_text } => {
+                    match self.start(shared, attempt_id, &partial_text) {
+                        Ok(()) => action = Action::Pause,
+                        Err(why) => log::info!("llmux: stream broke off, not recovered: {why}"),
+                    }
+                }
+            }
+            if action == Action::Continue {
+                out.extend(self.watch.take_held());
+            } else if let Some(call) = &mut self.call {
+                call.body = out.clone();
+            }
+        }
+        if out != chunk {
+            if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, body_size, &out) {
+                log::warn!("llmux: replacing the response body failed ({})", e.0);
+            }
+        }
+        (action, out)
+    }
+
+    /// Sends the continuation request to the fallback deployment.
+    fn start(
+        &mut self,
+        shared: &Shared,
+        attempt_id: Option<u64>,
+        partial_text: &str,
+    ) -> Result<(), String> {
+        let pending = attempt_id
+            .and_then(super::upstream::lookup)
+            .ok_or("the request's plan is gone")?;
+        let p = pending.borrow();
+        let config = &shared.gateway.config;
+        let now_ms = host::now_nanos() / 1_000_000;
+        let cooling = |e: PlanEntry| {
+            config
+                .deployment(e.model, e.deployment)
+                .is_some_and(|d| state::load(&SharedStore, &d.state_key).cooling(now_ms))
+        };
+        let Some(entry) = p.attempts.plan.recovery_entry(config, &cooling) else {
+            if let Some(e) = p.attempts.plan.current() {
+                count(shared, e, Outcome::NotRecoverable);
+            }
+            return Err("no other deployment left in the plan".into());
+        };
+        let result = self.dispatch(shared, &p.attempts, entry, partial_text, now_ms);
+        if result.is_err() {
+            count(shared, entry, Outcome::Failed);
+        }
+        result
+    }
+
+    fn dispatch(
+        &mut self,
+        shared: &Shared,
+        attempts: &Attempts,
+        entry: PlanEntry,
+        partial_text: &str,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        let config = &shared.gateway.config;
+        let deployment = config
+            .deployment(entry.model, entry.deployment)
+            .ok_or("no such deployment")?;
+        let provider = config.provider(deployment);
+        let body = continuation_body(&self.original, partial_text)
+            .ok_or("the request body is not a chat completion")?;
+        let gw = &shared.gateway;
+        let env = gw
+            .envelope(Endpoint::ChatCompletions, None, &body)
+            .map_err(|e| e.message)?;
+        let fwd = gw
+            .forward(
+                Endpoint::ChatCompletions,
+                &env,
+                &body,
+                usize::from(entry.model),
+                usize::from(entry.deployment),
+                attempts.wildcard.as_deref(),
+                now_ms / 1000,
+                true,
+            )
+            .map_err(|e| e.message)?;
+        let mut path = None;
+        let mut authority = provider.host.as_deref();
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(fwd.set_headers.len() + 4);
+        for (k, v) in &fwd.set_headers {
+            match k.as_str() {
+                ":path" => path = Some(v.as_str()),
+                ":authority" => authority = Some(v.as_str()),
+                k if k == config.cluster_header || k.starts_with("x-envoy-") => {}
+                k if k.starts_with(':') => {}
+                _ => headers.push((k, v)),
+            }
+        }
+        let path = path.ok_or("the translator set no path")?;
+        headers.push((":method", "POST"));
+        headers.push((":path", path));
+        headers.push((":authority", authority.unwrap_or(provider.cluster.as_str())));
+        if !headers.iter().any(|(k, _)| *k == "content-type") {
+            headers.push(("content-type", "application/json"));
+        }
+        let out_body = fwd.body.as_deref().unwrap_or(&body);
+        let token =
+            host::dispatch_http_call(&provider.cluster, headers, out_body, provider.timeout_ms)
+                .map_err(|e| {
+                    format!(
+                        "calling cluster {} failed (host status {})",
+                        provider.cluster, e.0
+                    )
+                })?;
+        log::info!(
+            "llmux: stream broke off after {} bytes of text; continuing on deployment {}",
+            partial_text.len(),
+            deployment.name
+        );
+        self.call = Some(Call {
+            token,
+            entry,
+            exchange: fwd.exchange,
+            body: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// The continuation's answer: append the tail (or the held-back end, if it failed) and
+    /// resume the response. Returns the bytes appended (for the captured body), `None` when the
+    /// token is not this stream's call.
+    pub fn on_call_response(
+        &mut self,
+        shared: &Shared,
+        attempt_id: Option<u64>,
+        token: u32,
+        body_size: usize,
+    ) -> Option<Vec<u8>> {
+        if self.call.as_ref().map(|c| c.token) != Some(token) {
+            return None;
+        }
+        let mut call = self.call.take()?;
+        let config = &shared.gateway.config;
+        let name = config
+            .deployment(call.entry.model, call.entry.deployment)
+            .map(|d| d.name.clone())
+            .unwrap_or_default();
+        let partial_usage = self.watch.usage.or_else(|| {
+            attempt_id
+                .and_then(super::upstream::lookup)
+                .and_then(|p| p.borrow().final_exchange.as_ref().and_then(|e| e.usage()))
+        });
+        let tail = self
+            .answer(&mut call.exchange, body_size)
+            .and_then(|completion| {
+                render_tail(
+                    &self.watch,
+                    &completion,
+                    &name,
+                    self.request.include_usage,
+                    partial_usage,
+                )
+            });
+        let appended = match tail {
+            Ok(tail) => {
+                count(shared, call.entry, Outcome::Recovered);
+                tail
+            }
+            Err(why) => {
+                log::warn!("llmux: recovering the stream on deployment {name} failed: {why}");
+                count(shared, call.entry, Outcome::Failed);
+                self.watch.take_held()
+            }
+        };
+        let mut body = std::mem::take(&mut call.body);
+        let held_len = body.len();
+        body.extend_from_slice(&appended);
+        if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, held_len, &body) {
+            log::warn!("llmux: appending to the response body failed ({})", e.0);
+        }
+        if let Err(e) = host::resume_response() {
+            log::warn!("llmux: resuming the response failed ({})", e.0);
+        }
+        Some(appended)
+    }
+
+    /// The fallback's answer as an OpenAI chat completion, or why there is none.
+    fn answer(&self, exchange: &mut Exchange, body_size: usize) -> Result<Vec<u8>, String> {
+        // No headers: the call failed (timeout, reset, no healthy host).
+        let status = host::get_header(Map::HttpCallResponse, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or("no answer (timeout or connection failure)")?;
+        let body = host::get_buffer(Buffer::HttpCallResponseBody, 0, body_size)
+            .map_err(|e| format!("reading the answer failed (host status {})", e.0))?
+            .unwrap_or_default();
+        exchange.on_response_headers(status, None);
+        let out = match exchange.on_response_body(&body, body.len(), true) {
+            crate::gateway::BodyAction::ReplaceWhole { body: out, .. } => out,
+            crate::gateway::BodyAction::Continue => body,
+            _ => return Err("the answer could not be read".into()),
+        };
+        if !(200..300).contains(&status) || exchange.failed() {
+            let msg = exchange
+                .last_error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
+            return Err(format!("status {status}: {msg}"));
+        }
+        Ok(out)
+    }
+}
+
+/// The deployment that served the stream (failover path).
+fn served_entry(attempt_id: u64) -> Option<PlanEntry> {
+    super::upstream::lookup(attempt_id)?
+        .borrow()
+        .attempts
+        .plan
+        .current()
+}
+
+fn count(shared: &Shared, entry: PlanEntry, outcome: Outcome) {
+    shared.apply(Update::Add(
+        MetricKey::MidStreamRecoveries {
+            route: route(entry),
+            outcome,
+        },
+        1,
+    ));
+}
