@@ -20,6 +20,38 @@ def queries(dash):
     return out
 
 
+def router_traffic(make_gateway):
+    bad = lambda status: {"type": "openai", "cluster": "mock", "headers": {"x-mock-status": str(status)}}
+    g = make_gateway({
+        "providers": {"ok": {"type": "openai", "cluster": "mock"}, "limited": bad(429),
+                      "down": bad(500), "down2": bad(503),
+                      "breaks": {"type": "anthropic", "cluster": "mock",
+                                 "headers": {"x-mock-stream-error-after": "3"}}},
+        "router": {"attempts_cluster": "llmux_attempts"},
+        "identity": {"source": "header", "headers": {"user": "x-user-id"}, "limits": {"rpm": 1}},
+        "models": [
+            {"name": "failover", "strategy": "priority", "deployments": [
+                {"provider": "limited", "model": "gpt-4o-mini", "name": "limited", "priority": 0},
+                {"provider": "ok", "model": "gpt-4o-mini", "name": "ok", "priority": 1}]},
+            {"name": "broken", "deployments": [{"provider": "down", "name": "down"},
+                                               {"provider": "down2", "name": "down2"}]},
+            {"name": "recover", "strategy": "priority", "deployments": [
+                {"provider": "breaks", "model": "claude-3-5-haiku-20241022", "name": "breaks", "priority": 0},
+                {"provider": "ok", "model": "gpt-4o-mini", "name": "fallback", "priority": 1}]},
+        ],
+    })
+    def post(model, user, stream=False):
+        return g.post("/v1/chat/completions", {"model": model, "messages": USER, "stream": stream},
+                      headers={"x-user-id": user})
+    assert post("failover", "u1").headers["x-llmux-attempts"] == "2"
+    assert post("broken", "u2").status_code >= 500
+    assert post("recover", "u3", stream=True).status_code == 200
+    assert post("failover", "u1").status_code == 429  # u1's rpm is 1
+    return poll(lambda: (lambda t: t if "llmux_router_midstream_recoveries" in t
+                         and "llmux_ratelimit_rejected_requests" in t else None)(g.prometheus()),
+                "router and rate-limit series in the scrape")
+
+
 def test_every_dashboard_query_names_an_exported_metric(make_gateway):
     collector = Collector()
     try:
@@ -34,6 +66,10 @@ def test_every_dashboard_query_names_an_exported_metric(make_gateway):
             g.prometheus()), "histograms in the scrape")
     finally:
         collector.stop()
+
+    # Router and rate-limit series come from a second gateway that fails over, cools down,
+    # recovers a broken stream and rejects over a limit.
+    text += "\n" + router_traffic(make_gateway)
 
     exported = {n for n in prom.names(text) if n.startswith("llmux_")}
     labels = {"le"}
