@@ -58,7 +58,7 @@ DEFAULT_FALLBACK_ROUTE = """              - match: { prefix: "/" }
 
 def render(listen_port=10000, admin_port=9901, mock_port=8081, wasm_path=DEFAULT_WASM,
            llmux_config=None, env=None, host_env_keys=None, fallback_route=DEFAULT_FALLBACK_ROUTE,
-           extra_clusters="", access_log_path="/dev/stdout"):
+           extra_clusters="", access_log_path="/dev/stdout", extra_http_filters=""):
     env = os.environ if env is None else env
     if llmux_config is None:
         llmux_config = quickstart_config(env)
@@ -77,6 +77,8 @@ def render(listen_port=10000, admin_port=9901, mock_port=8081, wasm_path=DEFAULT
         "LLMUX_CONFIG": indented,
         "FALLBACK_ROUTE": fallback_route,
         "EXTRA_CLUSTERS": extra_clusters,
+        # HTTP filters before LLMux (e.g. jwt_authn for identity from JWT claims).
+        "EXTRA_HTTP_FILTERS": extra_http_filters,
         "ACCESS_LOG_PATH": access_log_path,
     }.items():
         text = text.replace("{{" + key + "}}", value)

@@ -32,6 +32,8 @@ pub struct Config {
     /// Add `x-llmux-cost-usd` to non-streamed answers with a known price (holds OpenAI-protocol
     /// answers until their usage is read; `false` lets them flow through as they arrive).
     pub cost_header: bool,
+    /// Provider of `/v1/files` and `/v1/batches` requests that name none (`llmux-provider`).
+    pub files_provider: Option<String>,
     /// Larger request bodies are answered 413 before they are parsed.
     pub max_request_bytes: u32,
     /// Larger buffered provider responses are answered 502.
@@ -276,6 +278,7 @@ impl Config {
                 "export",
                 "router",
                 "cost_header",
+                "files_provider",
                 "rate_limit",
                 "identity",
             ],
@@ -426,6 +429,12 @@ impl Config {
             crate::limits::LimitsConfig::parse(root.get("rate_limit"), root.get("identity"))?;
 
         let cost_header = opt_bool(root, "", "cost_header")?.unwrap_or(true);
+        let files_provider = opt_str(root, "", "files_provider")?.map(str::to_string);
+        if let Some(f) = &files_provider {
+            if !providers.iter().any(|p| &p.name == f) {
+                return Err(err("files_provider", format!("no provider named `{f}`")));
+            }
+        }
         Ok(Config {
             providers,
             models,
@@ -433,6 +442,7 @@ impl Config {
             wildcards,
             router,
             cost_header,
+            files_provider,
             max_request_bytes,
             max_response_bytes,
             cluster_header,

@@ -49,7 +49,14 @@ pub enum HeadersDecision {
     ReadBody(Endpoint, Option<usize>),
     /// Not ours: let Envoy route it untouched.
     PassThrough,
+    /// Forward with these header changes; the body streams through untouched (`/v1/files`,
+    /// `/v1/batches`: no model to route by).
+    Forward(Vec<(String, String)>, Vec<&'static str>),
 }
+
+/// Request header naming the provider of a request without a model (`/v1/files`,
+/// `/v1/batches`); the config's `files_provider` otherwise.
+pub const PROVIDER_HINT_HEADER: &str = "llmux-provider";
 
 /// The request as it goes upstream.
 pub struct Forward {
@@ -91,6 +98,8 @@ pub struct HeadersRequest<'a> {
     /// The `Authorization: Bearer` token, else `x-api-key`, else `api-key`.
     pub credential: Option<&'a str>,
     pub now_unix: u64,
+    /// The `llmux-provider` header (requests without a model).
+    pub provider_hint: Option<&'a str>,
 }
 
 /// What the glue knows about a request besides its body.
@@ -138,6 +147,7 @@ impl Gateway {
             content_length,
             credential,
             now_unix,
+            provider_hint,
         } = *req;
         let route = path.split('?').next().unwrap_or(path);
         let endpoint = Endpoint::of(route);
@@ -170,6 +180,10 @@ impl Gateway {
                 }
                 HeadersDecision::ReadBody(endpoint, key)
             }
+            Some(Endpoint::Unrouted(_)) => match self.unrouted(path, provider_hint) {
+                Ok((set, remove)) => HeadersDecision::Forward(set, remove),
+                Err(e) => respond(e),
+            },
             Some(Endpoint::Models) => {
                 if method != "GET" {
                     return respond(method_not_allowed(method, route, "GET"));
@@ -229,6 +243,58 @@ impl Gateway {
             }
             _ => LocalResponse::error(e),
         }
+    }
+
+    /// `/v1/files...` and `/v1/batches...` (any method): to the named OpenAI-protocol provider,
+    /// with its path prefix, host and key; the body is not read.
+    fn unrouted(
+        &self,
+        path: &str,
+        hint: Option<&str>,
+    ) -> Result<(Vec<(String, String)>, Vec<&'static str>), GatewayError> {
+        let name = hint
+            .or(self.config.files_provider.as_deref())
+            .ok_or_else(|| {
+                GatewayError::bad_request(
+                    "/v1/files and /v1/batches have no model to route by: send the `llmux-provider` header or set `files_provider` in the gateway config",
+                )
+                .with_code("missing_provider")
+            })?;
+        let provider = self
+            .config
+            .providers
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| {
+                GatewayError::bad_request(format!("no provider named `{name}` on this gateway"))
+                    .with_code("unknown_provider")
+            })?;
+        if provider.kind != ProviderKind::OpenAi || provider.type_name == "azure" {
+            return Err(GatewayError::bad_request(format!(
+                "provider `{name}` ({}) has no OpenAI files/batches API",
+                provider.type_name
+            ))
+            .with_code("unsupported_endpoint"));
+        }
+        let rest = path.strip_prefix("/v1").unwrap_or(path);
+        let mut set = vec![
+            (":path".to_string(), format!("{}{rest}", provider.base_path)),
+            (self.config.cluster_header.clone(), provider.cluster.clone()),
+        ];
+        if let Some(host) = &provider.host {
+            set.push((":authority".to_string(), host.clone()));
+        }
+        let (auth, mut remove) = crate::providers::openai::auth_headers(provider);
+        set.extend(auth);
+        remove.push(PROVIDER_HINT_HEADER);
+        if self.config.auth.is_some() {
+            for h in ["authorization", "x-api-key", "api-key"] {
+                if !set.iter().any(|(k, _)| k == h) && !remove.contains(&h) {
+                    remove.push(h);
+                }
+            }
+        }
+        Ok((set, remove))
     }
 
     fn too_large(&self) -> GatewayError {
@@ -581,6 +647,8 @@ pub enum Endpoint {
     /// Another OpenAI endpoint (`completions`, `responses`, `images/generations`, ...): routed
     /// by its `model` and passed through to OpenAI-protocol providers.
     OpenAiApi(&'static str),
+    /// `files` or `batches` (and their sub-paths): no model; routed to one provider by name.
+    Unrouted(&'static str),
 }
 
 /// OpenAI endpoints passed through with model routing and auth (JSON or multipart bodies).
@@ -603,6 +671,12 @@ impl Endpoint {
             "/embeddings" => Some(Self::Embeddings),
             "/messages" => Some(Self::Messages),
             "/models" => Some(Self::Models),
+            other if other == "/files" || other.starts_with("/files/") => {
+                Some(Self::Unrouted("files"))
+            }
+            other if other == "/batches" || other.starts_with("/batches/") => {
+                Some(Self::Unrouted("batches"))
+            }
             other => OPENAI_PASSTHROUGH_PATHS
                 .iter()
                 .find(|s| other.strip_prefix('/') == Some(**s))
@@ -1018,6 +1092,7 @@ mod tests {
             content_length,
             credential: None,
             now_unix: 0,
+            provider_hint: None,
         }
     }
 

@@ -238,7 +238,7 @@ fn openai_error(provider: &str, status: u16, body: &[u8]) -> GatewayError {
 }
 
 /// The auth headers to set and the client headers to remove, for an OpenAI-protocol provider.
-fn auth_headers(p: &Provider) -> (Vec<(String, String)>, Vec<&'static str>) {
+pub(crate) fn auth_headers(p: &Provider) -> (Vec<(String, String)>, Vec<&'static str>) {
     let mut headers = Vec::with_capacity(2 + p.headers.len());
     let mut remove = Vec::new();
     if let Some(key) = &p.api_key {

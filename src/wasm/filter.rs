@@ -751,6 +751,7 @@ impl HttpContext for Stream {
         let mut path = "";
         let mut content_length = None;
         let (mut bearer, mut x_api_key, mut api_key) = (None, None, None);
+        let mut provider_hint = None;
         let tags_header = shared.gateway.config.router.tags_header.as_str();
         for (k, v) in &headers {
             match k.as_str() {
@@ -768,6 +769,7 @@ impl HttpContext for Stream {
                     })
                 }
                 "x-api-key" => x_api_key = std::str::from_utf8(v).ok(),
+                crate::gateway::PROVIDER_HINT_HEADER => provider_hint = std::str::from_utf8(v).ok(),
                 "api-key" => api_key = std::str::from_utf8(v).ok(),
                 k if k == tags_header => self.tags = Some(String::from_utf8_lossy(v).into_owned()),
                 k if k.starts_with(INTERNAL_HEADER_PREFIX) => {
@@ -788,10 +790,20 @@ impl HttpContext for Stream {
             content_length,
             credential: bearer.or(x_api_key).or(api_key),
             now_unix: self.timings.start_ns / 1_000_000_000,
+            provider_hint,
         };
         match shared.gateway.on_request_headers(&req) {
             HeadersDecision::Respond(r) => self.reply(&r),
             HeadersDecision::PassThrough => Action::Continue,
+            HeadersDecision::Forward(set, remove) => {
+                for (k, v) in &set {
+                    let _ = host::set_header(Map::RequestHeaders, k, v);
+                }
+                for k in &remove {
+                    let _ = host::remove_header(Map::RequestHeaders, k);
+                }
+                Action::Continue
+            }
             HeadersDecision::ReadBody(endpoint, key) => {
                 self.key = key;
                 self.chat = true;

@@ -153,7 +153,7 @@ class Gateway:
     """Envoy with LLMux in front of the mock provider."""
 
     def __init__(self, mock, log_dir, llmux_config=None, env=None, fallback_route=None,
-                 extra_clusters="", concurrency=2, name="envoy"):
+                 extra_clusters="", concurrency=2, name="envoy", extra_http_filters=""):
         self.mock = mock
         self.port = free_port()
         self.admin_port = free_port()
@@ -163,7 +163,7 @@ class Gateway:
         if llmux_config is None:
             llmux_config = render_envoy.quickstart_config(env)
         self.access_log_path = os.path.join(log_dir, f"{name}-access.log")
-        kwargs = {"access_log_path": self.access_log_path}
+        kwargs = {"access_log_path": self.access_log_path, "extra_http_filters": extra_http_filters}
         if fallback_route is not None:
             kwargs["fallback_route"] = fallback_route
         self.yaml = render_envoy.render(self.port, self.admin_port, mock.port, WASM, llmux_config,

@@ -221,3 +221,58 @@ def test_trusted_header_identity(make_gateway, rls):
     assert post(u2).status_code == 200
     # Without the header there is no identity to limit (the edge must set or strip it).
     assert g.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": USER}).status_code == 200
+
+
+def hs256_jwt(secret, claims):
+    import base64
+    import hmac
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def test_jwt_identity_from_envoy_jwt_authn(make_gateway, rls):
+    """Envoy's jwt_authn verifies the token and puts its claims in dynamic metadata; LLMux limits
+    each `sub` (user) with `identity.limits` and reads the team from the `org` claim."""
+    import base64
+    secret = b"llmux-jwt-test-secret-0123456789abcdef"
+    jwks = json.dumps({"keys": [{"kty": "oct", "alg": "HS256",
+                                 "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}]})
+    jwt_filter = f"""          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                test:
+                  issuer: llmux-test
+                  local_jwks: {{ inline_string: '{jwks}' }}
+                  payload_in_metadata: jwt_payload
+              rules:
+              - match: {{ prefix: "/" }}
+                requires: {{ provider_name: test }}"""
+    cfg = {
+        "providers": {"oai": {"type": "openai", "cluster": "mock"}},
+        "models": [{"name": "gpt-4o-mini", "deployments": [{"provider": "oai"}]}],
+        "rate_limit": {"cluster": "rls", "failure_mode": "closed"},
+        "identity": {"source": "jwt", "claims": {"user": "sub", "team": "org"}, "limits": {"rpm": 2}},
+    }
+    g = start(make_gateway, cfg, rls.port, extra_http_filters=jwt_filter)
+    exp = int(time.time()) + 600
+
+    def post(sub):
+        token = hs256_jwt(secret, {"iss": "llmux-test", "sub": sub, "org": "t", "exp": exp})
+        return g.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": USER},
+                      headers={"authorization": f"Bearer {token}"})
+
+    alice, bob = "alice-" + new_id()[:8], "bob-" + new_id()[:8]
+    assert [post(alice).status_code for _ in range(3)] == [200, 200, 429]
+    assert post(bob).status_code == 200
+    # An unsigned or forged token never reaches LLMux: jwt_authn answers 401.
+    forged = hs256_jwt(b"wrong-secret-wrong-secret-wrong!!", {"iss": "llmux-test", "sub": alice, "exp": exp})
+    r = g.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": USER},
+               headers={"authorization": f"Bearer {forged}"})
+    assert r.status_code == 401
