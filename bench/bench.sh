@@ -13,11 +13,13 @@ export OHA_VERSION LITELLM_VERSION PORTKEY_VERSION
 for tool in taskset node npm python3 cargo; do
   command -v "$tool" >/dev/null || { echo "bench: '$tool' is required" >&2; exit 1; }
 done
+[ -f /usr/include/openssl/ssl.h ] || { echo "bench: OpenSSL headers are required (apt-get install libssl-dev pkg-config)" >&2; exit 1; }
 
-# Load generator: oha from crates.io, no TLS features.
+# Load generator: oha from crates.io.
 if ! bench/.tools/bin/oha --version 2>/dev/null | grep -q "$OHA_VERSION"; then
   echo "bench: installing oha $OHA_VERSION into bench/.tools"
-  cargo install --locked --quiet oha --version "$OHA_VERSION" --no-default-features --root bench/.tools
+  # (oha 1.16 does not build without a TLS feature; native-tls links the system OpenSSL.)
+  cargo install --locked --quiet oha --version "$OHA_VERSION" --no-default-features --features native-tls --root bench/.tools
 fi
 
 # Orchestration and chart: bench/.venv with matplotlib.

@@ -180,6 +180,14 @@ impl Gateway {
                 }
                 HeadersDecision::ReadBody(endpoint, key)
             }
+            // Not configured for files and batches: as before, other routes may serve them.
+            Some(Endpoint::Unrouted(_))
+                if provider_hint.is_none()
+                    && self.config.files_provider.is_none()
+                    && self.config.unknown_paths == UnknownPaths::Passthrough =>
+            {
+                HeadersDecision::PassThrough
+            }
             Some(Endpoint::Unrouted(_)) => match self.unrouted(path, provider_hint) {
                 Ok((set, remove)) => HeadersDecision::Forward(set, remove),
                 Err(e) => respond(e),

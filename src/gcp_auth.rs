@@ -12,6 +12,7 @@
 //! as [`Slot`]: the token, when to refresh it, when it expires, and a lease that says "a fetch
 //! is under way until then", so that only one fetch runs at a time across all VMs.
 
+use crate::base64::url_no_pad as base64url;
 use serde::Deserialize;
 
 use crate::rs256::RsaKey;
@@ -56,25 +57,6 @@ impl PartialEq for ServiceAccount {
             && self.token_uri == other.token_uri
             && self.key.modulus() == other.key.modulus()
     }
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let b1 = c.get(1).copied().unwrap_or(0);
-        let b2 = c.get(2).copied().unwrap_or(0);
-        let n = (u32::from(c[0]) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-        out.push(char::from(A[(n >> 18) as usize & 63]));
-        out.push(char::from(A[(n >> 12) as usize & 63]));
-        if c.len() > 1 {
-            out.push(char::from(A[(n >> 6) as usize & 63]));
-        }
-        if c.len() > 2 {
-            out.push(char::from(A[n as usize & 63]));
-        }
-    }
-    out
 }
 
 /// `https://host[:port]/path` → (`host[:port]`, `/path`).

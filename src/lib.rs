@@ -6,6 +6,7 @@
 pub mod anthropic_api;
 pub mod auth;
 pub mod aws;
+pub mod base64;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -53,6 +53,7 @@
 //! Errors: `{"message"}` bodies; the `x-amzn-ErrorType` header is not seen here, so the code is
 //! the exception Bedrock documents for the status (429 ThrottlingException, ...).
 
+use crate::base64::standard as base64;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -1223,25 +1224,6 @@ enum EmbeddingValue<'a> {
 struct EmbeddingUsage {
     prompt_tokens: u64,
     total_tokens: u64,
-}
-
-/// Standard base64 with padding.
-pub fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(c.get(1).copied().unwrap_or(0)) << 8)
-            | u32::from(c.get(2).copied().unwrap_or(0));
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
 }
 
 impl BedrockEmbeddings {

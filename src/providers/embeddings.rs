@@ -16,6 +16,7 @@
 //! standard base64, as OpenAI sends it. Float vectors are written as f32 (what the providers
 //! compute), so a value prints in its shortest f32 form.
 
+use crate::base64::standard as base64;
 use serde::{Deserialize, Serialize};
 
 use super::{ChatCall, ChatTranslator, ProviderRequest, Usage};
@@ -108,30 +109,6 @@ fn serialise(v: &impl Serialize) -> Result<Vec<u8>, GatewayError> {
 
 fn bad_gateway(provider: &str, what: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(502, "api_error", format!("{provider} returned {what}"))
-}
-
-/// Standard base64 (with padding), as OpenAI encodes embeddings.
-pub fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let b1 = c.get(1).copied().unwrap_or(0);
-        let b2 = c.get(2).copied().unwrap_or(0);
-        let n = (u32::from(c[0]) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-        out.push(char::from(A[(n >> 18) as usize & 63]));
-        out.push(char::from(A[(n >> 12) as usize & 63]));
-        out.push(if c.len() > 1 {
-            char::from(A[(n >> 6) as usize & 63])
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            char::from(A[n as usize & 63])
-        } else {
-            '='
-        });
-    }
-    out
 }
 
 /// The OpenAI embeddings response for these vectors.
