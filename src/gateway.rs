@@ -54,6 +54,9 @@ pub enum HeadersDecision {
     Forward(Vec<(String, String)>, Vec<&'static str>),
 }
 
+/// Request headers to set and to remove.
+pub type HeaderChanges = (Vec<(String, String)>, Vec<&'static str>);
+
 /// Request header naming the provider of a request without a model (`/v1/files`,
 /// `/v1/batches`); the config's `files_provider` otherwise.
 pub const PROVIDER_HINT_HEADER: &str = "llmux-provider";
@@ -255,11 +258,7 @@ impl Gateway {
 
     /// `/v1/files...` and `/v1/batches...` (any method): to the named OpenAI-protocol provider,
     /// with its path prefix, host and key; the body is not read.
-    fn unrouted(
-        &self,
-        path: &str,
-        hint: Option<&str>,
-    ) -> Result<(Vec<(String, String)>, Vec<&'static str>), GatewayError> {
+    fn unrouted(&self, path: &str, hint: Option<&str>) -> Result<HeaderChanges, GatewayError> {
         let name = hint
             .or(self.config.files_provider.as_deref())
             .ok_or_else(|| {
