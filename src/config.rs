@@ -180,7 +180,7 @@ pub struct Model {
     /// Strategy, retries and fallbacks of this group.
     pub policy: crate::routing::GroupPolicy,
     /// LLMux keeps this group's shared health and load records: it has a choice to make
-    /// (several deployments or keys, retries, or it is another group's fallback).
+    /// (several deployments or keys, retries, fallbacks, or it is another group's fallback).
     pub tracked: bool,
 }
 
@@ -194,6 +194,8 @@ pub struct Deployment {
     /// Name in metrics and records; defaults to `<provider>/<model>`.
     pub name: String,
     pub price: Option<Price>,
+    /// What its requests cost: `price`, else the bundled list price of `model` (src/pricing.rs).
+    pub cost_price: Option<Price>,
     /// Tags for tag-based routing (`default` serves requests whose tags match nothing).
     pub tags: Vec<String>,
     /// Requests / tokens per minute this deployment may take (routing hints, not enforced).
@@ -913,6 +915,13 @@ fn parse_model(
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_price(v, &format!("{p}.price"))?),
         };
+        // Resolved once here, not per request (a wildcard deployment's model is only known per
+        // request: its own price or none).
+        let cost_price = if model.contains('*') {
+            price
+        } else {
+            crate::pricing::price(price.as_ref(), &model)
+        };
         let keys = deployment_keys(d, &p, env)?;
         let base = deployments.len();
         let state_name = format!("{name}/{dname}");
@@ -934,6 +943,7 @@ fn parse_model(
                 weight,
                 name: dname.clone(),
                 price,
+                cost_price,
                 tags: opt_str_list(d, &p, "tags")?,
                 rpm: opt_u32(d, &p, "rpm")?,
                 tpm: opt_u32(d, &p, "tpm")?,
@@ -957,7 +967,11 @@ fn parse_model(
         name: name.to_string(),
         aliases,
         owned_by,
-        tracked: deployments.len() > 1 || policy.num_retries.unwrap_or(0) > 0,
+        tracked: deployments.len() > 1
+            || policy.num_retries.unwrap_or(0) > 0
+            || !policy.fallbacks.is_empty()
+            || !policy.context_window_fallbacks.is_empty()
+            || !policy.content_policy_fallbacks.is_empty(),
         deployments,
         policy,
     })

@@ -2,7 +2,7 @@
 //! response, decided from data the host glue hands in. No proxy-wasm call happens here, so the
 //! whole pipeline is unit-tested natively; `wasm` only moves bytes and headers.
 
-use crate::config::{Config, Deployment, Model, UnknownPaths};
+use crate::config::{Config, UnknownPaths};
 use crate::error::GatewayError;
 use crate::openai::ChatEnvelope;
 use crate::openai::{parse_chat_envelope, parse_embeddings_envelope, parse_messages_envelope};
@@ -534,9 +534,8 @@ impl Gateway {
         if req.body.is_some() {
             remove_headers.push("content-length");
         }
-        let hold_for_cost = self.config.cost_header
-            && !env.stream
-            && crate::pricing::price(deployment.price.as_ref(), &upstream_model).is_some();
+        let hold_for_cost =
+            self.config.cost_header && !env.stream && deployment.cost_price.is_some();
         Ok(Forward {
             set_headers,
             remove_headers,
@@ -690,29 +689,6 @@ impl Endpoint {
                 .map(|s| Self::OpenAiApi(s)),
         }
     }
-}
-
-/// Weighted choice among a model's deployments (weight 0 = never, unless all are 0).
-/// Richer strategies (latency, cost, usage, cooldowns) build on this.
-pub fn choose_deployment(model: &Model, pick: u32) -> &Deployment {
-    &model.deployments[choose_deployment_index(model, pick)]
-}
-
-/// [`choose_deployment`], as an index into `model.deployments`.
-pub fn choose_deployment_index(model: &Model, pick: u32) -> usize {
-    let total: u64 = model.deployments.iter().map(|d| u64::from(d.weight)).sum();
-    if total == 0 {
-        return 0;
-    }
-    let mut r = u64::from(pick) % total;
-    for (i, d) in model.deployments.iter().enumerate() {
-        let w = u64::from(d.weight);
-        if r < w {
-            return i;
-        }
-        r -= w;
-    }
-    0
 }
 
 fn models_list(config: &Config, created: u64) -> Vec<u8> {
@@ -1361,14 +1337,24 @@ mod tests {
 
     #[test]
     fn weighted_choice_follows_weights() {
+        // The planner's simple-shuffle (routing/mod.rs) takes `pick` as its first random number.
         let g = gw();
-        let model = g.config.model("split").unwrap();
+        let body = br#"{"model":"split","messages":[{"role":"user","content":"x"}]}"#;
         let (mut oai, mut ant) = (0, 0);
         for pick in 0..4000u32 {
+            let req = BodyRequest {
+                endpoint: Endpoint::ChatCompletions,
+                content_type: None,
+                key: None,
+                now_unix: 0,
+                pick,
+            };
             match g
-                .config
-                .provider(choose_deployment(model, pick))
-                .name
+                .on_request_body(&req, body)
+                .ok()
+                .unwrap()
+                .exchange
+                .provider
                 .as_str()
             {
                 "oai" => oai += 1,

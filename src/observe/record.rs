@@ -106,8 +106,10 @@ impl<'a> Summary<'a> {
             deployment: &dep.name,
             upstream_model: &dep.model,
             usage,
-            cost_usd: crate::pricing::price(dep.price.as_ref(), &dep.model)
-                .map(|p| cost_nanousd(&p, &usage) as f64 / 1e9),
+            cost_usd: dep
+                .cost_price
+                .as_ref()
+                .map(|p| cost_nanousd(p, &usage) as f64 / 1e9),
             duration_ms: f.timings.duration_ms(),
             ttft_ms: if f.stream { f.timings.ttft_ms() } else { None },
             attempts: f.attempts.max(1),

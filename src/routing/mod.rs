@@ -323,6 +323,16 @@ pub struct PlanEntry {
     pub role: Role,
 }
 
+impl PlanEntry {
+    /// The metric route (model and deployment) of this entry.
+    pub fn route(self) -> crate::observe::Route {
+        crate::observe::Route::Deployment {
+            model: usize::from(self.model),
+            deployment: usize::from(self.deployment),
+        }
+    }
+}
+
 /// One request's attempts: what was planned, and where it stands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -486,17 +496,22 @@ impl Planner<'_> {
         let failover = config.router.attempts_cluster.is_some();
         let mut fits_nowhere = false;
         let primary = self.order_group(model, req, &mut fits_nowhere)?;
-        let mut entries = Vec::new();
+        // Each entry with whether its deployment is cooling down (read once, in order_group).
+        let mut entries: Vec<(PlanEntry, bool)> = Vec::new();
         if !primary.is_empty() {
             // Each deployment once (failover within the group), then `num_retries` more
             // attempts cycling through them (one deployment: retried itself).
             let len = primary.len().max(usize::from(num_retries) + 1);
             for i in 0..len {
-                entries.push(PlanEntry {
-                    model: model as u16,
-                    deployment: primary[i % primary.len()] as u16,
-                    role: Role::Primary,
-                });
+                let (d, cooling) = primary[i % primary.len()];
+                entries.push((
+                    PlanEntry {
+                        model: model as u16,
+                        deployment: d as u16,
+                        role: Role::Primary,
+                    },
+                    cooling,
+                ));
             }
             self.push_groups(&policy.fallbacks, Role::Fallback, req, &mut entries);
             self.push_groups(
@@ -522,7 +537,7 @@ impl Planner<'_> {
             &mut entries,
         );
 
-        if !entries.iter().any(|e| e.role == Role::Primary) {
+        if !entries.iter().any(|(e, _)| e.role == Role::Primary) {
             if fits_nowhere {
                 return Err(GatewayError::bad_request(format!(
                     "the prompt (about {} tokens) is larger than the context window of every deployment of `{}` and of its context_window_fallbacks",
@@ -534,10 +549,9 @@ impl Planner<'_> {
             return Err(self.none_available(model, req));
         }
         // A cooling deployment is first only when nothing else can serve: then none can.
-        let first = entries[0];
-        if self.cooling(first, req.now_ms) {
-            match entries.iter().position(|e| {
-                matches!(e.role, Role::Primary | Role::Fallback) && !self.cooling(*e, req.now_ms)
+        if entries[0].1 {
+            match entries.iter().position(|(e, cooling)| {
+                matches!(e.role, Role::Primary | Role::Fallback) && !cooling
             }) {
                 Some(i) => {
                     let e = entries.remove(i);
@@ -555,11 +569,11 @@ impl Planner<'_> {
             entries.truncate(1);
         }
         Ok(Plan {
-            entries,
+            entries: entries.into_iter().map(|(e, _)| e).collect(),
             cursor: 0,
             attempts: 0,
             retries_used: [0; 9],
-            policy: config.router.retry_policy_for(num_retries),
+            policy: config.router.retry_policy,
             max_attempts: if failover {
                 config.router.max_attempts.max(1)
             } else {
@@ -568,18 +582,12 @@ impl Planner<'_> {
         })
     }
 
-    fn cooling(&self, e: PlanEntry, now_ms: u64) -> bool {
-        self.config
-            .deployment(e.model, e.deployment)
-            .is_some_and(|d| state::load(self.store, &d.state_key).cooling(now_ms))
-    }
-
     fn push_groups(
         &mut self,
         names: &[String],
         role: Role,
         req: &PlanRequest<'_>,
-        entries: &mut Vec<PlanEntry>,
+        entries: &mut Vec<(PlanEntry, bool)>,
     ) {
         for name in names {
             let Some(m) = self.config.model_position(name) else {
@@ -587,10 +595,15 @@ impl Planner<'_> {
             };
             let mut too_small = false;
             if let Ok(order) = self.order_group(m, req, &mut too_small) {
-                entries.extend(order.into_iter().map(|d| PlanEntry {
-                    model: m as u16,
-                    deployment: d as u16,
-                    role,
+                entries.extend(order.into_iter().map(|(d, cooling)| {
+                    (
+                        PlanEntry {
+                            model: m as u16,
+                            deployment: d as u16,
+                            role,
+                        },
+                        cooling,
+                    )
                 }));
             }
         }
@@ -620,13 +633,14 @@ impl Planner<'_> {
         e
     }
 
-    /// The group's usable deployments (tags, context window, cooldown), best first.
+    /// The group's usable deployments (tags, context window, cooldown), best first, each with
+    /// whether it is cooling down.
     fn order_group(
         &mut self,
         model: usize,
         req: &PlanRequest<'_>,
         fits_nowhere: &mut bool,
-    ) -> Result<Vec<usize>, GatewayError> {
+    ) -> Result<Vec<(usize, bool)>, GatewayError> {
         let group: &Model = &self.config.models[model];
         let mut cands: Vec<usize> = (0..group.deployments.len()).collect();
         if !req.tags.is_empty() {
@@ -671,9 +685,9 @@ impl Planner<'_> {
             *fits_nowhere = true;
             return Ok(Vec::new());
         }
-        if fitting.len() == 1 {
-            // Nothing to choose: no state to read (a cooling deployment is still asked).
-            return Ok(fitting);
+        if !self.config.router.tracks(group) {
+            // Nothing to choose and no record kept (never cooling): no state to read.
+            return Ok(fitting.into_iter().map(|i| (i, false)).collect());
         }
         let states: Vec<DeploymentState> = fitting
             .iter()
@@ -698,14 +712,14 @@ impl Planner<'_> {
             let turn = state::next_counter(self.store, &key) as usize % healthy.len();
             healthy.sort_by_key(|(i, _)| *i);
             healthy.rotate_left(turn);
-            order.extend(healthy.into_iter().map(|(i, _)| i));
+            order.extend(healthy.into_iter().map(|(i, _)| (i, false)));
         } else {
             while !healthy.is_empty() {
                 let i = self.pick(model, strategy, &healthy, req, &over_limit);
-                order.push(healthy.remove(i).0);
+                order.push((healthy.remove(i).0, false));
             }
         }
-        order.extend(cooling.into_iter().map(|(i, _)| i));
+        order.extend(cooling.into_iter().map(|(i, _)| (i, true)));
         Ok(order)
     }
 
@@ -841,10 +855,61 @@ impl RouterConfig {
     pub fn tracks(&self, group: &Model) -> bool {
         group.tracked || self.num_retries > 0
     }
+}
 
-    pub fn retry_policy_for(&self, _num_retries: u8) -> RetryPolicy {
-        self.retry_policy
+/// Whether a plan entry's deployment is cooling down now.
+pub fn is_cooling(config: &Config, store: &dyn StateStore, e: PlanEntry, now_ms: u64) -> bool {
+    config
+        .deployment(e.model, e.deployment)
+        .is_some_and(|d| state::load(store, &d.state_key).cooling(now_ms))
+}
+
+/// A failed attempt on a deployment of group `model`: counted against the deployment unless the
+/// request itself was at fault. Returns whether a cooldown started.
+pub fn record_failure(
+    s: &mut DeploymentState,
+    config: &Config,
+    model: usize,
+    class: ErrorClass,
+    status: u16,
+    now_ms: u64,
+) -> bool {
+    if !class.counts_against_deployment() {
+        return false;
     }
+    let only = config
+        .models
+        .get(model)
+        .is_some_and(|m| m.deployments.len() == 1);
+    s.on_failure(
+        now_ms,
+        &config.router.cooldown,
+        status,
+        class.cools_immediately(only),
+    )
+}
+
+/// A successful attempt: its latency (first byte for streams, else the whole answer, from
+/// `t.forwarded_ns`) and its tokens. `t.end_ns` is now.
+pub fn record_success(
+    s: &mut DeploymentState,
+    config: &Config,
+    t: &crate::observe::Timings,
+    stream: bool,
+    usage: Option<&crate::providers::Usage>,
+) {
+    let until = if stream && t.first_byte_ns > 0 {
+        t.first_byte_ns
+    } else {
+        t.end_ns
+    };
+    let latency_us = u32::try_from(until.saturating_sub(t.forwarded_ns) / 1000).unwrap_or(u32::MAX);
+    let tokens = usage.map_or(0, |u| {
+        u32::try_from(u.prompt_tokens + u.completion_tokens).unwrap_or(u32::MAX)
+    });
+    let now_ms = t.end_ns / 1_000_000;
+    s.on_success(now_ms, config.router.cooldown.window_ms, latency_us, stream);
+    s.on_tokens(now_ms, tokens);
 }
 
 /// A rough prompt size: ~4 bytes per token of the request body (no tokenizer in the filter).

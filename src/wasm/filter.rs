@@ -432,9 +432,9 @@ impl Stream {
             .models
             .get(model)
             .and_then(|m| m.deployments.get(deployment))
-            .and_then(|d| crate::pricing::price(d.price.as_ref(), &d.model))
+            .and_then(|d| d.cost_price.as_ref())
             .zip(usage.as_ref())
-            .map(|(p, u)| cost_nanousd(&p, u));
+            .map(|(p, u)| cost_nanousd(p, u));
         self.limits.charge(
             config,
             usage.as_ref(),
@@ -693,25 +693,20 @@ impl Stream {
             return;
         }
         let route = ex.route;
+        let crate::observe::Route::Deployment { model, .. } = route else {
+            state::update(&SharedStore, &key, |s| s.on_end());
+            return;
+        };
         if ex.failed() {
             let class = ErrorClass::of(
                 ex.provider_status(),
                 ex.envoy_details(),
                 ex.last_error.as_ref(),
             );
-            let only = match route {
-                crate::observe::Route::Deployment { model, .. } => config
-                    .models
-                    .get(model)
-                    .is_some_and(|m| m.deployments.len() == 1),
-                _ => true,
-            };
-            let policy = config.router.cooldown;
             let status = ex.provider_status();
-            let counts = class.counts_against_deployment();
             let cooled = state::update(&SharedStore, &key, |s| {
                 s.on_end();
-                counts && s.on_failure(now_ms, &policy, status, class.cools_immediately(only))
+                crate::routing::record_failure(s, config, model, class, status, now_ms)
             });
             shared.apply(Update::Add(MetricKey::FailedAttempts { route, class }, 1));
             if cooled == Some(true) {
@@ -719,23 +714,11 @@ impl Stream {
             }
             return;
         }
-        let stream = ex.stream;
-        let t = &self.timings;
-        let until = if stream && t.first_byte_ns > 0 {
-            t.first_byte_ns
-        } else {
-            t.end_ns
-        };
-        let latency_us = (until.saturating_sub(t.forwarded_ns) / 1000) as u32;
-        let tokens = ex
-            .usage()
-            .map(|u| (u.prompt_tokens + u.completion_tokens) as u32)
-            .unwrap_or(0);
-        let window = config.router.cooldown.window_ms;
+        let usage = ex.usage();
+        let (t, stream) = (&self.timings, ex.stream);
         state::update(&SharedStore, &key, |s| {
             s.on_end();
-            s.on_success(now_ms, window, latency_us, stream);
-            s.on_tokens(now_ms, tokens);
+            crate::routing::record_success(s, config, t, stream, usage.as_ref());
         });
     }
 }

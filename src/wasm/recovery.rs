@@ -8,11 +8,11 @@ use proxy_wasm::types::Action;
 use super::filter::Shared;
 use super::host::{self, Buffer, Map, SharedStore};
 use crate::gateway::{Attempts, Endpoint, Exchange};
-use crate::observe::{MetricKey, Route, Update};
+use crate::observe::{MetricKey, Update};
 use crate::routing::recovery::{
     continuation_body, render_tail, Outcome, RecoveryRequest, StreamEnd, StreamWatch,
 };
-use crate::routing::{state, PlanEntry};
+use crate::routing::PlanEntry;
 
 /// One streamed chat completion that can be recovered.
 pub struct Recovery {
@@ -30,13 +30,6 @@ struct Call {
     exchange: Exchange,
     /// What the paused response body holds (the stream up to the held-back end).
     body: Vec<u8>,
-}
-
-fn route(e: PlanEntry) -> Route {
-    Route::Deployment {
-        model: usize::from(e.model),
-        deployment: usize::from(e.deployment),
-    }
 }
 
 impl Recovery {
@@ -126,11 +119,7 @@ impl Recovery {
         let p = pending.borrow();
         let config = &shared.gateway.config;
         let now_ms = host::now_nanos() / 1_000_000;
-        let cooling = |e: PlanEntry| {
-            config
-                .deployment(e.model, e.deployment)
-                .is_some_and(|d| state::load(&SharedStore, &d.state_key).cooling(now_ms))
-        };
+        let cooling = |e| crate::routing::is_cooling(config, &SharedStore, e, now_ms);
         let Some(entry) = p.attempts.plan.recovery_entry(config, &cooling) else {
             if let Some(e) = p.attempts.plan.current() {
                 count(shared, e, Outcome::NotRecoverable);
@@ -316,7 +305,7 @@ fn served_entry(attempt_id: u64) -> Option<PlanEntry> {
 fn count(shared: &Shared, entry: PlanEntry, outcome: Outcome) {
     shared.apply(Update::Add(
         MetricKey::MidStreamRecoveries {
-            route: route(entry),
+            route: entry.route(),
             outcome,
         },
         1,

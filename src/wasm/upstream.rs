@@ -14,8 +14,7 @@ use super::filter::{apply_body_action, Shared};
 use super::host::{self, Buffer, Map, SharedStore};
 use crate::gateway::{Attempts, BodyAction, Exchange};
 use crate::observe::{MetricKey, Route, Update};
-use crate::routing::state;
-use crate::routing::{ErrorClass, PlanEntry};
+use crate::routing::{self, state, ErrorClass, PlanEntry};
 
 /// Request header naming the registry entry (set by the downstream stage, removed by the
 /// attempts listener's route before the request leaves Envoy).
@@ -101,13 +100,7 @@ impl Attempt {
     }
 
     fn route(&self) -> Route {
-        match self.entry {
-            Some(e) => Route::Deployment {
-                model: usize::from(e.model),
-                deployment: usize::from(e.deployment),
-            },
-            None => Route::Rejected,
-        }
+        self.entry.map_or(Route::Rejected, PlanEntry::route)
     }
 
     fn start(&mut self, body: &[u8], body_size: usize) {
@@ -121,12 +114,7 @@ impl Attempt {
         if p.undecided {
             // The previous attempt got no answer at all (reset): the router retried on its own.
             p.undecided = false;
-            let store = SharedStore;
-            let cooling = |e: PlanEntry| {
-                config
-                    .deployment(e.model, e.deployment)
-                    .is_some_and(|d| state::load(&store, &d.state_key).cooling(now_ms))
-            };
+            let cooling = |e| routing::is_cooling(config, &SharedStore, e, now_ms);
             p.attempts
                 .plan
                 .next_after(config, ErrorClass::Connection, &cooling);
@@ -246,33 +234,21 @@ impl Attempt {
         let now_ms = host::now_nanos() / 1_000_000;
         let route = self.route();
         let entry = self.entry?;
-        if class.counts_against_deployment() {
-            let only = config
-                .models
-                .get(usize::from(entry.model))
-                .is_some_and(|m| m.deployments.len() == 1);
-            let immediate = class.cools_immediately(only);
-            let policy = config.router.cooldown;
-            if let Some(key) = self.state_key(&p) {
-                let cooled = state::update(&SharedStore, &key, |s| {
-                    s.on_failure(now_ms, &policy, status, immediate)
-                });
-                if cooled == Some(true) {
-                    shared.apply(Update::Add(MetricKey::Cooldowns { route }, 1));
-                    log::info!(
-                        "llmux: deployment {key} cools down for {} ms after {} ({status})",
-                        policy.cooldown_ms,
-                        class.name()
-                    );
-                }
+        if let Some(key) = self.state_key(&p) {
+            let model = usize::from(entry.model);
+            let cooled = state::update(&SharedStore, &key, |s| {
+                routing::record_failure(s, config, model, class, status, now_ms)
+            });
+            if cooled == Some(true) {
+                shared.apply(Update::Add(MetricKey::Cooldowns { route }, 1));
+                log::info!(
+                    "llmux: deployment {key} cools down for {} ms after {} ({status})",
+                    config.router.cooldown.cooldown_ms,
+                    class.name()
+                );
             }
         }
-        let store = SharedStore;
-        let cooling = |e: PlanEntry| {
-            config
-                .deployment(e.model, e.deployment)
-                .is_some_and(|d| state::load(&store, &d.state_key).cooling(now_ms))
-        };
+        let cooling = |e| routing::is_cooling(config, &SharedStore, e, now_ms);
         match p.attempts.plan.next_after(config, class, &cooling) {
             Some(next) => {
                 shared.apply(Update::Add(MetricKey::Retries { route, class }, 1));
@@ -322,8 +298,6 @@ impl Attempt {
         };
         let mut p = pending.borrow_mut();
         let shared = p.shared.clone();
-        let now_ns = host::now_nanos();
-        let now_ms = now_ns / 1_000_000;
         if success {
             p.undecided = false;
             if p.attempts.plan.attempts > 1 {
@@ -336,22 +310,16 @@ impl Attempt {
             }
             if let Some(key) = self.state_key(&p) {
                 let stream = self.exchange.as_ref().is_some_and(|e| e.stream);
-                let until = if stream && self.first_byte_ns > 0 {
-                    self.first_byte_ns
-                } else {
-                    now_ns
+                let usage = self.exchange.as_ref().and_then(|e| e.usage());
+                let t = crate::observe::Timings {
+                    start_ns: self.started_ns,
+                    forwarded_ns: self.started_ns,
+                    first_byte_ns: self.first_byte_ns,
+                    end_ns: host::now_nanos(),
                 };
-                let latency_us = (until.saturating_sub(self.started_ns) / 1000) as u32;
-                let tokens = self
-                    .exchange
-                    .as_ref()
-                    .and_then(|e| e.usage())
-                    .map(|u| (u.prompt_tokens + u.completion_tokens) as u32)
-                    .unwrap_or(0);
-                let window = shared.gateway.config.router.cooldown.window_ms;
+                let config = &shared.gateway.config;
                 state::update(&SharedStore, &key, |s| {
-                    s.on_success(now_ms, window, latency_us, stream);
-                    s.on_tokens(now_ms, tokens);
+                    routing::record_success(s, config, &t, stream, usage.as_ref())
                 });
             }
         }
