@@ -45,6 +45,8 @@ def quickstart_config(env=None):
         # Failover through the attempts cluster (docs/routing.md); GET /llmux/status for
         # loopback clients.
         "router": {"attempts_cluster": "llmux_attempts", "status": True},
+        # The quick start's access log prints the llmux_* filter-state fields.
+        "filter_state": True,
     }
 
 

@@ -421,7 +421,9 @@ impl Config {
             Some(v) => Some(crate::auth::Auth::parse(v, "auth")?),
         };
         let log_bodies = opt_bool(root, "", "log_bodies")?.unwrap_or(false);
-        let filter_state = opt_bool(root, "", "filter_state")?.unwrap_or(true);
+        // Off unless an access log prints the fields: 15 properties cost more host work than
+        // everything else LLMux does for a pass-through request (bench/README.md).
+        let filter_state = opt_bool(root, "", "filter_state")?.unwrap_or(false);
         let export = match root.get("export") {
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_export(v)?),

@@ -5,7 +5,9 @@
 use crate::config::{Config, UnknownPaths};
 use crate::error::GatewayError;
 use crate::openai::ChatEnvelope;
-use crate::openai::{parse_chat_envelope, parse_embeddings_envelope, parse_messages_envelope};
+use crate::openai::{
+    check_messages, parse_chat_top, parse_embeddings_envelope, parse_messages_envelope,
+};
 use crate::providers::openai::OpenAiPassthrough;
 use crate::providers::{ChatCall, ChatTranslator, ProviderKind, Usage};
 
@@ -498,7 +500,12 @@ impl Gateway {
                     .with_code("unsupported_endpoint"))
                 }
             },
-            _ => provider.kind.chat_translator(),
+            _ => {
+                if provider.kind.needs_message_check() {
+                    check_messages(env)?;
+                }
+                provider.kind.chat_translator()
+            }
         };
         let req = translator.request(&ChatCall {
             raw: body,
@@ -587,7 +594,8 @@ impl Gateway {
                 Some(boundary) => form_envelope(body, boundary),
                 None => ChatEnvelope::parse_routed(body),
             },
-            _ => parse_chat_envelope(body),
+            // The messages are checked in `forward`, once the provider is known.
+            _ => parse_chat_top(body),
         }
     }
 }
@@ -1147,6 +1155,40 @@ mod tests {
             g.on_request_headers(&hdrs("POST", "/v1/files", None)),
             HeadersDecision::PassThrough
         );
+    }
+
+    #[test]
+    fn messages_are_checked_by_whoever_reads_them() {
+        let send = |model: &str, messages: &str| {
+            let body = format!(r#"{{"model":"{model}","messages":{messages}}}"#);
+            gw().on_request_body(
+                &BodyRequest {
+                    endpoint: Endpoint::ChatCompletions,
+                    content_type: None,
+                    key: None,
+                    now_unix: 0,
+                    pick: 0,
+                },
+                body.as_bytes(),
+            )
+        };
+        // OpenAI's protocol: the messages go as they are (the provider answers bad ones).
+        assert!(send("gpt", r#"[{"role":"robot","content":"x"}]"#).is_ok());
+        // Translated: the same errors as before the provider was known.
+        let e = send("claude", r#"[{"role":"robot","content":"x"}]"#)
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.status, e.param.as_deref()),
+            (400, Some("messages[0].role"))
+        );
+        let e = send("claude", "[]").err().unwrap();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("messages")));
+        // Not an array is refused for every provider.
+        for model in ["gpt", "claude"] {
+            let e = send(model, r#"{"role":"user"}"#).err().unwrap();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some("messages")));
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod gcp_auth;
+pub mod json_text;
 pub mod limits;
 pub mod multipart;
 pub mod observe;

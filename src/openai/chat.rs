@@ -62,7 +62,7 @@ impl<'a> From<&'a str> for Str<'a> {
 
 impl Serialize for Str<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        crate::json_text::serialize(&self.0, s)
     }
 }
 
@@ -370,10 +370,18 @@ pub fn parse_messages<'a>(raw: Option<&'a RawValue>) -> Result<Vec<ChatMessage<'
         );
     };
     match serde_json::from_str::<Vec<ChatMessage<'a>>>(raw.get()) {
+        Ok(m) if m.is_empty() => Err(GatewayError::invalid_param(
+            "messages",
+            "`messages` must contain at least one message",
+        )),
         Ok(m) => Ok(m),
-        Err(whole) => Err(locate_message_error(raw).unwrap_or_else(|| {
-            GatewayError::invalid_param("messages", format!("invalid `messages`: {whole}"))
-        })),
+        // The shape and roles first (the clearer message), then the message at fault.
+        Err(whole) => Err(crate::openai::envelope::check_message_list(raw)
+            .err()
+            .or_else(|| locate_message_error(raw))
+            .unwrap_or_else(|| {
+                GatewayError::invalid_param("messages", format!("invalid `messages`: {whole}"))
+            })),
     }
 }
 
@@ -573,9 +581,13 @@ pub struct Choice<'a> {
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage<'a> {
     pub role: &'static str,
+    #[serde(serialize_with = "crate::json_text::serialize_opt")]
     pub content: Option<Cow<'a, str>>,
     /// Not OpenAI's own API, but what OpenAI-compatible servers (vLLM, DeepSeek) use.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json_text::serialize_opt"
+    )]
     pub reasoning_content: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallOut<'a>>,

@@ -115,13 +115,69 @@ fn parse_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
     Ok(env)
 }
 
-/// Parses and validates the top level of a chat-completions request.
+/// Parses and validates the top level of a chat-completions request, messages included.
 pub fn parse_chat_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
+    let env = parse_chat_top(body)?;
+    check_messages(&env)?;
+    Ok(env)
+}
+
+/// The top level of a chat-completions request: `messages` must be there and be an array, but
+/// its messages are not looked at ([`check_messages`] does that). A provider that takes the
+/// messages as they are (OpenAI's protocol) checks them itself, so the gateway does not read
+/// them twice.
+pub fn parse_chat_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
     let mut env = parse_top(body)?;
     let messages_raw = env.field("messages").ok_or_else(|| {
         GatewayError::invalid_param("messages", "`messages` is required")
             .with_code("missing_required_parameter")
     })?;
+    if !messages_raw.get().starts_with('[') {
+        return Err(GatewayError::invalid_param(
+            "messages",
+            "`messages` must be an array of message objects",
+        ));
+    }
+    if let Some(raw) = env.field("stream") {
+        env.stream = match raw.get() {
+            "true" => true,
+            "false" | "null" => false,
+            _ => {
+                return Err(GatewayError::invalid_param(
+                    "stream",
+                    "`stream` must be a boolean",
+                ))
+            }
+        };
+    }
+    if let Some(raw) = env.field("stream_options") {
+        if raw.get() != "null" {
+            let so: StreamOptions = serde_json::from_str(raw.get()).map_err(|e| {
+                GatewayError::invalid_param(
+                    "stream_options",
+                    format!("`stream_options` must be an object: {e}"),
+                )
+            })?;
+            env.include_usage = so.include_usage.unwrap_or(false);
+            env.stream_options_span = Some(env.span_of(raw));
+        }
+    }
+    Ok(env)
+}
+
+/// Every message is an object with a known string `role`, and there is at least one.
+pub fn check_messages(env: &ChatEnvelope<'_>) -> Result<(), GatewayError> {
+    let Some(messages_raw) = env.field("messages") else {
+        return Err(
+            GatewayError::invalid_param("messages", "`messages` is required")
+                .with_code("missing_required_parameter"),
+        );
+    };
+    check_message_list(messages_raw)
+}
+
+/// [`check_messages`] on the raw `messages` value.
+pub fn check_message_list(messages_raw: &RawValue) -> Result<(), GatewayError> {
     let heads: Vec<MessageHead<'_>> = serde_json::from_str(messages_raw.get()).map_err(|e| {
         GatewayError::invalid_param(
             "messages",
@@ -150,32 +206,7 @@ pub fn parse_chat_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError
             ));
         }
     }
-
-    if let Some(raw) = env.field("stream") {
-        env.stream = match raw.get() {
-            "true" => true,
-            "false" | "null" => false,
-            _ => {
-                return Err(GatewayError::invalid_param(
-                    "stream",
-                    "`stream` must be a boolean",
-                ))
-            }
-        };
-    }
-    if let Some(raw) = env.field("stream_options") {
-        if raw.get() != "null" {
-            let so: StreamOptions = serde_json::from_str(raw.get()).map_err(|e| {
-                GatewayError::invalid_param(
-                    "stream_options",
-                    format!("`stream_options` must be an object: {e}"),
-                )
-            })?;
-            env.include_usage = so.include_usage.unwrap_or(false);
-            env.stream_options_span = Some(env.span_of(raw));
-        }
-    }
-    Ok(env)
+    Ok(())
 }
 
 /// Parses and validates the top level of an Anthropic Messages request (`/v1/messages`).

@@ -4,6 +4,6 @@ pub mod chat;
 pub mod envelope;
 
 pub use envelope::{
-    json_string, parse_chat_envelope, parse_embeddings_envelope, parse_messages_envelope,
-    ChatEnvelope, Span,
+    check_messages, json_string, parse_chat_envelope, parse_chat_top, parse_embeddings_envelope,
+    parse_messages_envelope, ChatEnvelope, Span,
 };

@@ -191,7 +191,7 @@ struct MessagesRequest<'r> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum System<'r> {
-    Text(&'r str),
+    Text(#[serde(serialize_with = "crate::json_text::serialize_field")] &'r str),
     Blocks(Vec<Block<'r>>),
 }
 
@@ -205,6 +205,7 @@ struct AMessage<'r> {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Block<'r> {
     Text {
+        #[serde(serialize_with = "crate::json_text::serialize_field")]
         text: &'r str,
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<&'r RawValue>,
@@ -229,6 +230,7 @@ enum Block<'r> {
 enum ImageSource<'r> {
     Base64 {
         media_type: &'static str,
+        #[serde(serialize_with = "crate::json_text::serialize_field")]
         data: &'r str,
     },
     Url {

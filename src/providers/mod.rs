@@ -96,6 +96,14 @@ impl ProviderKind {
         }
     }
 
+    /// The gateway checks the chat messages' shape and roles before this provider's translator
+    /// runs. Not for OpenAI's protocol (the messages go as they are; the provider answers bad
+    /// ones itself) nor for the translators that parse every message anyway (`ChatRequest`,
+    /// which reports the same errors), so a body is not read once more just to check it.
+    pub fn needs_message_check(self) -> bool {
+        matches!(self, Self::Cohere)
+    }
+
     /// A fresh translator for one chat-completions request to this kind of provider.
     pub fn chat_translator(self) -> Box<dyn ChatTranslator> {
         match self {

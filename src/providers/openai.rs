@@ -201,9 +201,187 @@ fn usage_at_tail(body: &[u8]) -> Option<Usage> {
     if rest[colon] != b':' {
         return None;
     }
-    let mut de = serde_json::Deserializer::from_slice(rest.get(colon + 1..)?);
+    let value = rest.get(colon + 1..)?;
+    // Every pass-through answer comes here: a plain scan of the usage object first (serde's
+    // struct visitor costs ~5,000 instructions on it); anything unusual goes to serde.
+    if let Some(u) = scan_usage(value) {
+        return Some(u.into_usage());
+    }
+    let mut de = serde_json::Deserializer::from_slice(value);
     let usage = OpenAiUsage::deserialize(&mut de).ok()?;
     Some(usage.into_usage())
+}
+
+/// The usage object at the start of `b` (after optional whitespace), read without serde. `None`
+/// for anything it does not expect (escapes in keys, non-integer counts, malformed JSON): the
+/// caller then parses it with serde.
+fn scan_usage(b: &[u8]) -> Option<OpenAiUsage> {
+    let mut s = Scan { b, i: 0 };
+    let mut u = OpenAiUsage {
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        prompt_tokens_details: None,
+        completion_tokens_details: None,
+    };
+    s.object(|s, key| {
+        match key {
+            b"prompt_tokens" => u.prompt_tokens = s.count()?.unwrap_or(0),
+            b"completion_tokens" => u.completion_tokens = s.count()?.unwrap_or(0),
+            b"prompt_tokens_details" if s.peek() == Some(b'{') => {
+                let mut d = PromptDetails {
+                    cached_tokens: None,
+                    cache_write_tokens: None,
+                };
+                s.object(|s, k| {
+                    match k {
+                        b"cached_tokens" => d.cached_tokens = s.count()?,
+                        b"cache_write_tokens" => d.cache_write_tokens = s.count()?,
+                        _ => s.skip_value()?,
+                    }
+                    Some(())
+                })?;
+                u.prompt_tokens_details = Some(d);
+            }
+            b"completion_tokens_details" if s.peek() == Some(b'{') => {
+                let mut d = CompletionDetails {
+                    reasoning_tokens: None,
+                };
+                s.object(|s, k| {
+                    match k {
+                        b"reasoning_tokens" => d.reasoning_tokens = s.count()?,
+                        _ => s.skip_value()?,
+                    }
+                    Some(())
+                })?;
+                u.completion_tokens_details = Some(d);
+            }
+            _ => s.skip_value()?,
+        }
+        Some(())
+    })?;
+    Some(u)
+}
+
+/// A forward-only JSON reader for [`scan_usage`].
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            if !c.is_ascii_whitespace() {
+                return Some(c);
+            }
+            self.i += 1;
+        }
+        None
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// `{ "key": value, ... }`, handing each key to `field` positioned at its value.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.eat(b'"')?;
+            let start = self.i;
+            let len = self.b.get(start..)?.iter().position(|&c| c == b'"')?;
+            let key = &self.b[start..start + len];
+            if key.contains(&b'\\') {
+                return None;
+            }
+            self.i = start + len + 1;
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A token count: a non-negative integer, or `null` (`Some(None)`).
+    fn count(&mut self) -> Option<Option<u64>> {
+        if self.peek()? == b'n' {
+            return self.b[self.i..].starts_with(b"null").then(|| {
+                self.i += 4;
+                None
+            });
+        }
+        let digits = self.b[self.i..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits == 0 || digits > 19 {
+            return None;
+        }
+        let n = std::str::from_utf8(&self.b[self.i..self.i + digits])
+            .ok()?
+            .parse()
+            .ok()?;
+        self.i += digits;
+        // `1.0` or `1e3` is not a count this reader takes.
+        match self.b.get(self.i) {
+            Some(b'.' | b'e' | b'E') => None,
+            _ => Some(Some(n)),
+        }
+    }
+
+    /// Steps over any value (strings with escapes, nested objects and arrays).
+    fn skip_value(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    loop {
+                        match *self.b.get(self.i)? {
+                            b'\\' => self.i += 2,
+                            b'"' => break,
+                            _ => self.i += 1,
+                        }
+                    }
+                    self.i += 1;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.i += 1;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    self.i += 1;
+                }
+                b',' | b':' if depth > 0 => self.i += 1,
+                _ => {
+                    // A number or literal.
+                    let n = self.b[self.i..]
+                        .iter()
+                        .take_while(|c| {
+                            !matches!(c, b',' | b'}' | b']' | b':') && !c.is_ascii_whitespace()
+                        })
+                        .count();
+                    if n == 0 {
+                        return None;
+                    }
+                    self.i += n;
+                }
+            }
+            if depth == 0 {
+                return Some(());
+            }
+        }
+    }
 }
 
 /// The provider's error (OpenAI's `{"error":{...}}`, or anything else) as the client's error.
@@ -257,10 +435,27 @@ pub(crate) fn auth_headers(p: &Provider) -> (Vec<(String, String)>, Vec<&'static
 }
 
 /// The provider's path for an OpenAI endpoint (`chat/completions`, `embeddings`, ...).
+/// The provider's path template with `{endpoint}` and `{model}` filled in (one pass: this runs
+/// for every request).
 fn api_path(p: &Provider, endpoint: &str, model: &str) -> String {
-    p.path_template
-        .replace("{endpoint}", endpoint)
-        .replace("{model}", &percent_encode(model))
+    let mut out = String::with_capacity(p.path_template.len() + endpoint.len() + model.len());
+    let mut rest = p.path_template.as_str();
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(r) = rest.strip_prefix("{endpoint}") {
+            out.push_str(endpoint);
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("{model}") {
+            percent_encode_into(&mut out, model);
+            rest = r;
+        } else {
+            out.push('{');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Other OpenAI endpoints (`responses`, `images/generations`, `audio/transcriptions`, ...): the
@@ -411,16 +606,25 @@ fn rebuild(call: &ChatCall<'_>, dropped: &[&str], stream_options: Option<String>
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
+#[cfg(test)]
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    percent_encode_into(&mut out, s);
+    out
+}
+
+/// RFC 3986 percent-encoding of everything but unreserved characters.
+fn percent_encode_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
-    out
 }
 
 fn truncate(b: &[u8], n: usize) -> &[u8] {
@@ -661,6 +865,57 @@ data: [DONE]\n\n";
         assert_eq!(req.path, "/openai/v1/chat/completions");
         let v: serde_json::Value = serde_json::from_slice(&req.body.unwrap()).unwrap();
         assert_eq!(v["model"], "dep-1");
+    }
+
+    #[test]
+    fn usage_scan_agrees_with_serde() {
+        let cases: &[&[u8]] = &[
+            br#"{"prompt_tokens":250,"completion_tokens":9,"total_tokens":259}"#,
+            br#" { "prompt_tokens" : 5 , "completion_tokens":2, "prompt_tokens_details": {"cached_tokens": 1, "audio_tokens": 0, "cache_write_tokens": 3}, "completion_tokens_details": {"reasoning_tokens": 4, "accepted_prediction_tokens": 0}} , "system_fingerprint": "fp"}"#,
+            br#"{"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":null},"prompt_tokens":1}"#,
+            br#"{"completion_tokens":7,"extra":{"a":[1,{"b":"x\"}]"}],"c":true},"prompt_tokens":3}"#,
+            br#"{}"#,
+        ];
+        for c in cases {
+            let fast = scan_usage(c).expect("scanned").into_usage();
+            let slow = OpenAiUsage::deserialize(&mut serde_json::Deserializer::from_slice(c))
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(c)))
+                .into_usage();
+            assert_eq!(
+                (
+                    fast.prompt_tokens,
+                    fast.completion_tokens,
+                    fast.cached_tokens
+                ),
+                (
+                    slow.prompt_tokens,
+                    slow.completion_tokens,
+                    slow.cached_tokens
+                ),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+            assert_eq!(
+                (fast.cache_creation_tokens, fast.reasoning_tokens),
+                (slow.cache_creation_tokens, slow.reasoning_tokens)
+            );
+        }
+        // What the scan does not take goes to serde (usage_at_tail still answers).
+        for odd in [
+            &br#"{"prompt_tokens":1.0,"completion_tokens":2}"#[..],
+            br#"{"prompt\u005ftokens":1}"#,
+            br#"{"prompt_tokens":-1}"#,
+            br#"{"prompt_tokens":1"#,
+            br#"["#,
+        ] {
+            assert!(
+                scan_usage(odd).is_none(),
+                "{}",
+                String::from_utf8_lossy(odd)
+            );
+        }
+        let body = br#"{"usage":{"prompt\u005ftokens":5,"completion_tokens":2}}"#;
+        assert_eq!(usage_at_tail(body).map(|u| u.prompt_tokens), Some(5));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use super::host::{self, Buffer, Map, SharedStore};
@@ -31,13 +32,15 @@ pub struct Shared {
     pub gateway: Gateway,
     catalog: Catalog,
     /// Metric ids, defined lazily the first time a label set is seen (`None`: define failed).
-    metrics: RefCell<HashMap<MetricKey, Option<u32>>>,
+    metrics: RefCell<HashMap<MetricKey, Option<u32>, BuildHasherDefault<KeyHasher>>>,
     /// Usage records waiting for export (per VM; sent from the root context's tick).
     exporter: Option<RefCell<Batcher>>,
     /// xorshift64 state for weighted deployment choice.
     rng: Cell<u64>,
     /// Ids of requests handed to the upstream stage (unique in this VM).
     attempt_seq: Cell<u64>,
+    /// The VM memory size last written to the gauge.
+    vm_memory_reported: Cell<u64>,
 }
 
 impl Shared {
@@ -77,6 +80,43 @@ impl Shared {
         x ^= x << 17;
         self.rng.set(x);
         (x >> 32) as u32
+    }
+}
+
+/// A multiply-rotate hasher for metric keys: a few looked up per request, from a set the config
+/// bounds (no untrusted input), where SipHash's flood resistance only costs time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -215,10 +255,11 @@ impl RootContext for Root {
                 let shared = Rc::new(Shared {
                     catalog: Catalog::new(&config),
                     gateway: Gateway::new(config, now / 1_000_000_000),
-                    metrics: RefCell::new(HashMap::new()),
+                    metrics: RefCell::new(HashMap::default()),
                     exporter,
                     rng: Cell::new(now | 1),
                     attempt_seq: Cell::new(0),
+                    vm_memory_reported: Cell::new(0),
                 });
                 if shared.exporter.is_some() {
                     // Exporter series exist from the start (at 0), so rates and alerts work.
@@ -267,6 +308,7 @@ impl RootContext for Root {
             request_body: None,
             response_body: Vec::new(),
             tags: None,
+            path: String::new(),
             attempt_id: None,
             direct_state: None,
             limits: RequestLimits::default(),
@@ -310,6 +352,8 @@ struct Stream {
     response_body: Vec<u8>,
     /// The router's tags header.
     tags: Option<String>,
+    /// The client's `:path` (a translated request whose path is the same does not set it again).
+    path: String,
     /// The request is in the upstream stage's registry under this id (failover path).
     attempt_id: Option<u64>,
     /// Direct path: the deployment's shared-state key (routing counts its load and health).
@@ -356,6 +400,7 @@ impl Context for Stream {
         };
         if let Some(appended) = r.on_call_response(&shared, self.attempt_id, token, body) {
             self.capture_response(&appended);
+            self.timings.end_ns = 0; // the continuation's end, not the failed stream's
             self.finish();
         }
     }
@@ -380,7 +425,9 @@ impl Stream {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        self.timings.end_ns = host::now_nanos();
+        if self.timings.end_ns == 0 {
+            self.timings.end_ns = host::now_nanos();
+        }
         let mut attempts = 1;
         if let Some(id) = self.attempt_id {
             // Failover path: the attempt that answered has the exchange that counts.
@@ -537,12 +584,16 @@ impl Stream {
                 self.reply(&r)
             }
             Ok(fwd) => {
-                self.timings.forwarded_ns = host::now_nanos();
+                // (The routing decision itself takes microseconds: one clock read serves both.)
+                self.timings.forwarded_ns = now_ns;
                 if self.capture {
                     self.request_body =
                         Some(body[..body.len().min(MAX_LOGGED_BODY_BYTES)].to_vec());
                 }
                 for (k, v) in &fwd.set_headers {
+                    if k == ":path" && *v == self.path {
+                        continue; // every host call counts: the path is already this
+                    }
                     if let Err(e) = host::set_header(Map::RequestHeaders, k, v) {
                         log::warn!("llmux: setting request header {k} failed ({})", e.0);
                     }
@@ -729,7 +780,8 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         self.timings.start_ns = host::now_nanos();
-        let headers = host::get_headers(Map::RequestHeaders).unwrap_or_default();
+        let raw_headers = host::get_headers(Map::RequestHeaders).unwrap_or_default();
+        let headers = super::map_codec::decode_map(&raw_headers);
         let mut method = "";
         let mut path = "";
         let mut content_length = None;
@@ -737,7 +789,8 @@ impl HttpContext for Stream {
         let mut provider_hint = None;
         let tags_header = shared.gateway.config.router.tags_header.as_str();
         for (k, v) in &headers {
-            match k.as_str() {
+            let v: &[u8] = v;
+            match k.as_ref() {
                 ":method" => method = std::str::from_utf8(v).unwrap_or(""),
                 ":path" => path = std::str::from_utf8(v).unwrap_or(""),
                 "content-length" => {
@@ -767,6 +820,7 @@ impl HttpContext for Stream {
                 return self.router_status(&shared, method, status);
             }
         }
+        self.path.push_str(path);
         let req = HeadersRequest {
             method,
             path,
@@ -897,8 +951,15 @@ impl HttpContext for Stream {
         if self.exchange.is_none() {
             return Action::Continue;
         }
-        if self.timings.first_byte_ns == 0 && body_size > 0 {
-            self.timings.first_byte_ns = host::now_nanos();
+        if (self.timings.first_byte_ns == 0 && body_size > 0) || end_of_stream {
+            // One clock read per callback: the last one is also the end (see `finish`).
+            let now = host::now_nanos();
+            if self.timings.first_byte_ns == 0 && body_size > 0 {
+                self.timings.first_byte_ns = now;
+            }
+            if end_of_stream {
+                self.timings.end_ns = now;
+            }
         }
         let ok = self
             .exchange
@@ -930,10 +991,11 @@ impl HttpContext for Stream {
         }
         self.limits.release();
         if let Some(shared) = &self.shared {
-            shared.apply(Update::Record(
-                MetricKey::VmMemoryBytes,
-                host::vm_memory_bytes(),
-            ));
+            // The linear memory only ever grows, and rarely: a host call only when it did.
+            let bytes = host::vm_memory_bytes();
+            if shared.vm_memory_reported.replace(bytes) != bytes {
+                shared.apply(Update::Record(MetricKey::VmMemoryBytes, bytes));
+            }
         }
         if !log::log_enabled!(log::Level::Debug) {
             return;

@@ -8,7 +8,7 @@
 
 use std::ptr::{null, null_mut};
 
-use super::map_codec::{decode_map, encode_map};
+use super::map_codec::encode_map;
 
 /// A non-OK status from the host (`proxy_status_t`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,14 +203,13 @@ pub fn set_buffer(buffer: Buffer, start: usize, size: usize, value: &[u8]) -> Ho
     })
 }
 
-pub fn get_headers(map: Map) -> HostResult<Vec<(String, Vec<u8>)>> {
+/// The whole header map in Proxy-Wasm's wire format (decode it with `map_codec::decode_map`,
+/// which borrows from it).
+pub fn get_headers(map: Map) -> HostResult<Vec<u8>> {
     let mut data = null_mut();
     let mut size = 0usize;
     check(unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) })?;
-    Ok(match unsafe { owned(data, size) } {
-        Some(bytes) => decode_map(&bytes),
-        None => Vec::new(),
-    })
+    Ok(unsafe { owned(data, size) }.unwrap_or_default())
 }
 
 pub fn get_header(map: Map, name: &str) -> HostResult<Option<String>> {

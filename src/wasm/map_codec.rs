@@ -24,8 +24,9 @@ pub(crate) fn encode_map(map: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// Decodes a header map; a malformed map yields the pairs read before the damage.
-pub(crate) fn decode_map(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+/// Decodes a header map, borrowing from `bytes` (no allocation per header); a malformed map
+/// yields the pairs read before the damage.
+pub(crate) fn decode_map(bytes: &[u8]) -> Vec<(std::borrow::Cow<'_, str>, &[u8])> {
     let read_u32 = |at: usize| -> Option<usize> {
         let b = bytes.get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -50,7 +51,7 @@ pub(crate) fn decode_map(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
             break;
         };
         p += vlen + 1;
-        out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
+        out.push((String::from_utf8_lossy(key), value));
     }
     out
 }
@@ -65,10 +66,7 @@ mod tests {
         let dec = decode_map(&enc);
         assert_eq!(
             dec,
-            vec![
-                ("a".into(), b"1".to_vec()),
-                (":path".into(), b"/v1/x".to_vec())
-            ]
+            vec![("a".into(), &b"1"[..]), (":path".into(), &b"/v1/x"[..])]
         );
         for cut in 0..enc.len() {
             let _ = decode_map(&enc[..cut]);
@@ -77,6 +75,6 @@ mod tests {
         let mut bad = encode_map(&[("k", "v")]);
         let n = bad.len();
         bad[n - 2] = 0xff; // non-UTF-8 value byte
-        assert_eq!(decode_map(&bad)[0].1, vec![0xff]);
+        assert_eq!(decode_map(&bad)[0].1, &[0xff][..]);
     }
 }

@@ -162,6 +162,11 @@ class Gateway:
         env = dict(os.environ if env is None else env)
         if llmux_config is None:
             llmux_config = render_envoy.quickstart_config(env)
+        # The access log the tests read prints LLMux's filter-state fields: on unless a test
+        # says otherwise (`None`: leave the filter's default).
+        llmux_config = dict(llmux_config)
+        if llmux_config.setdefault("filter_state", True) is None:
+            del llmux_config["filter_state"]
         self.access_log_path = os.path.join(log_dir, f"{name}-access.log")
         kwargs = {"access_log_path": self.access_log_path, "extra_http_filters": extra_http_filters}
         if fallback_route is not None:

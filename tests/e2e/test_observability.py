@@ -419,9 +419,10 @@ def test_unreachable_provider_counts_as_5xx_with_duration(make_gateway):
     assert prom.total(prom.parse(g.prometheus()), "llmux_gen_ai_server_time_to_first_token_count") == 0
 
 
-def test_filter_state_can_be_turned_off(make_gateway):
+@pytest.mark.parametrize("setting", [False, None], ids=["off", "default"])
+def test_filter_state_is_off_unless_asked(make_gateway, setting):
     cfg = config()
-    cfg["filter_state"] = False
+    cfg["filter_state"] = setting  # None: not in the config at all (the default is off)
     g = make_gateway(cfg)
     rid = new_id()
     r = g.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": USER}, headers={"x-request-id": rid})
