@@ -10,7 +10,7 @@ PORTKEY_VERSION=1.15.2
 MATPLOTLIB_VERSION=3.11.2
 export OHA_VERSION LITELLM_VERSION PORTKEY_VERSION
 
-for tool in taskset node npm python3 cargo; do
+for tool in taskset node npm python3 cargo valgrind callgrind_control; do
   command -v "$tool" >/dev/null || { echo "bench: '$tool' is required" >&2; exit 1; }
 done
 [ -f /usr/include/openssl/ssl.h ] || { echo "bench: OpenSSL headers are required (apt-get install libssl-dev pkg-config)" >&2; exit 1; }
@@ -51,6 +51,6 @@ fi
 
 # The native hot-path benchmark.
 cargo build --release --quiet -p core-bench
-cargo build --release --quiet --target wasm32-wasip1 -p noop-filter
+cargo build --release --quiet --target wasm32-wasip1 -p noop-filter -p reference-filter
 
 exec bench/.venv/bin/python bench/run.py

@@ -39,6 +39,7 @@ QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "llmux.wasm")
 MOCK = os.path.join(ROOT, "target", "release", "mock-provider")
 NOOP_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
+REF_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "reference_filter.wasm")
 CORE_BENCH = os.path.join(ROOT, "target", "release", "core-bench")
 OHA = os.path.join(HERE, ".tools", "bin", "oha")
 LITELLM = os.path.join(HERE, ".venv-litellm", "bin", "litellm")
@@ -223,16 +224,21 @@ def wasm_filter(name, path, configuration=None):
 
 
 def envoy_config(listen, admin, mock_port, kind):
-    """Plain Envoy (`floor`, the floor), Envoy + LLMux (`llmux`) or Envoy + a Wasm filter that does
-    nothing (`noop`); everything else identical. No access log on any (LiteLLM runs with its
-    production logging, which logs nothing per request)."""
-    llmux = kind == "llmux"
-    if llmux:
-        filter_cfg = render_envoy.quickstart_config({})  # both providers on the mock
+    """Plain Envoy (`floor`, the floor), Envoy + LLMux (`llmux`; `llmux-fs` with the access-log
+    filter state on), Envoy + a Wasm filter that does nothing (`noop`) or Envoy + the issue's
+    reference filter (`reference`); everything else identical. No access log on any (LiteLLM
+    runs with its production logging, which logs nothing per request), so LLMux's filter state
+    (`filter_state`, only read by access logs) is off except in `llmux-fs`."""
+    if kind in ("llmux", "llmux-fs", "reference"):
         routes = [{"match": {"prefix": "/", "headers": [{"name": "x-llmux-cluster", "present_match": True}]},
                    "request_headers_to_remove": ["x-llmux-cluster"],
                    "route": {"cluster_header": "x-llmux-cluster", "timeout": "600s"}}]
-        filters = [wasm_filter("llmux", WASM, json.dumps(filter_cfg))]
+        if kind == "reference":
+            filters = [wasm_filter("reference", REF_WASM)]
+        else:
+            filter_cfg = render_envoy.quickstart_config({})  # both providers on the mock
+            filter_cfg["filter_state"] = kind == "llmux-fs"
+            filters = [wasm_filter("llmux", WASM, json.dumps(filter_cfg))]
     else:
         routes = [{"match": {"prefix": "/"}, "route": {"cluster": "mock", "timeout": "600s"}}]
         filters = [wasm_filter("noop", NOOP_WASM)] if kind == "noop" else []
@@ -273,15 +279,16 @@ def envoy_path():
 
 
 class Envoy:
-    def __init__(self, name, mock, log_dir, kind):
+    def __init__(self, name, mock, log_dir, kind, wrap=()):
         self.port, self.admin = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = os.path.join(log_dir, f"{name}.yaml")
         with open(cfg, "w") as f:
             json.dump(envoy_config(self.port, self.admin, mock.port, kind), f, indent=1)
-        self.p = Proc(name, [envoy_path(), "-c", cfg, "--concurrency", "1", "--use-dynamic-base-id",
-                             "-l", "warning"], log_dir, cpu=GATEWAY_CPU)
-        wait_http(f"http://127.0.0.1:{self.admin}/ready", self.p, ok=lambda s, b: b.strip() == b"LIVE")
+        self.p = Proc(name, [*wrap, envoy_path(), "-c", cfg, "--concurrency", "1",
+                             "--use-dynamic-base-id", "-l", "warning"], log_dir, cpu=GATEWAY_CPU)
+        wait_http(f"http://127.0.0.1:{self.admin}/ready", self.p, timeout=600 if wrap else 90,
+                  ok=lambda s, b: b.strip() == b"LIVE")
 
     def vm_memory(self):
         s, _, b = http("GET", f"http://127.0.0.1:{self.admin}/stats?filter=vm_memory_bytes&format=json")
@@ -440,6 +447,44 @@ def ttfb(url, path, body, headers, n):
 # the run
 
 
+def instructions(log_dir, tmp, mock, plan, n):
+    """Instructions Envoy executes per request (user space, every thread), counted by callgrind.
+
+    Unlike time, an instruction count does not move with other work on the machine: the same
+    binary, config and requests give the same count to within a fraction of a percent. `plan` is
+    [(kind, [(id, path, body, headers), ...]), ...]: one Envoy per kind under valgrind, each
+    scenario warmed up uninstrumented, then `n` requests counted (c=4)."""
+    out = {}
+    for kind, scenarios in plan:
+        base = os.path.join(log_dir, f"callgrind-{kind}.out")
+        env = Envoy(f"cg-{kind}", mock, log_dir, kind,
+                    wrap=("valgrind", "--tool=callgrind", "--smc-check=all-non-file",
+                          "--instr-atstart=no", f"--callgrind-out-file={base}"))
+        ctl = lambda *a: subprocess.run(["callgrind_control", *a, str(env.p.pid)], check=True,  # noqa: E731
+                                        capture_output=True, timeout=120)
+        try:
+            for sid, path, body, hdr in scenarios:
+                oha(env.url + path, body, hdr, 300, 4, tmp)  # JIT tiers, pools, caches
+                before = set(os.listdir(log_dir))
+                ctl("-i", "on")
+                r = oha(env.url + path, body, hdr, n, 4, tmp)
+                ctl("-i", "off")
+                ctl("-d")
+                dumps = [f for f in set(os.listdir(log_dir)) - before if f.startswith(os.path.basename(base))]
+                total = 0
+                for f in dumps:
+                    with open(os.path.join(log_dir, f)) as fh:
+                        for line in fh:
+                            if line.startswith("totals:"):
+                                total += int(line.split()[1])
+                ok = int(r.get("statusCodeDistribution", {}).get("200", 0))
+                out[sid] = {"kind": kind, "n": n, "ok": ok, "instructions_per_request": round(total / n)}
+                print(f"  {sid:<4} {kind:<9} {total / n:>10,.0f} instructions/request (ok {ok}/{n})", flush=True)
+        finally:
+            env.p.stop()
+    return out
+
+
 def machine():
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -509,8 +554,10 @@ def main():
     mock = Mock(log_dir)
     floor = Envoy("envoy-floor", mock, log_dir, "floor")
     noop = Envoy("envoy-noop", mock, log_dir, "noop")
+    ref = Envoy("envoy-reference", mock, log_dir, "reference")
     llmux = Envoy("envoy-llmux", mock, log_dir, "llmux")
-    gw_name = {id(floor): "envoy", id(noop): "envoy+noop-wasm", id(llmux): "llmux"}
+    gw_name = {id(floor): "envoy", id(noop): "envoy+noop-wasm", id(ref): "envoy+reference-wasm",
+               id(llmux): "llmux"}
     oai = "/v1/chat/completions"
     json_h = {}
     stream_h = {"x-mock-text": STREAM_TEXT}
@@ -519,6 +566,8 @@ def main():
     zero = [
         ("s1", "Envoy, no filter (floor), OpenAI 1 KB", floor, oai, body_1k("gpt-4o-mini"), json_h, 20000, 2000, None),
         ("w1", "Envoy + a Wasm filter that does nothing, OpenAI 1 KB", noop, oai, body_1k("gpt-4o-mini"), json_h, 20000, 2000, "s1"),
+        ("r1", "Envoy + the issue's reference filter (parse, rewrite model, route), OpenAI 1 KB", ref, oai,
+         body_1k("gpt-4o-mini"), json_h, 20000, 2000, "s1"),
         ("s2", "LLMux → OpenAI deployment, 1 KB", llmux, oai, body_1k("gpt-4o-mini"), json_h, 20000, 2000, "s1"),
         ("f3", "Envoy, no filter, the Anthropic request LLMux sends", floor, rec["anthropic_1k"]["path"],
          rec["anthropic_1k"]["body"], rec["anthropic_1k"]["headers"], 20000, 2000, None),
@@ -591,11 +640,31 @@ def main():
 
         res["peak_rss_kb"]["envoy_floor"] = floor.p.status_kb("VmHWM")
         res["peak_rss_kb"]["envoy_noop_wasm"] = noop.p.status_kb("VmHWM")
+        res["peak_rss_kb"]["envoy_reference_wasm"] = ref.p.status_kb("VmHWM")
         res["peak_rss_kb"]["envoy_llmux"] = llmux.p.status_kb("VmHWM")
     finally:
         floor.p.stop()
         noop.p.stop()
+        ref.p.stop()
         llmux.p.stop()
+
+    # Instructions per request (callgrind): the noise-free comparison.
+    print("instructions per request (callgrind, c=4)", flush=True)
+    a1k, st = rec["anthropic_1k"], rec["anthropic_stream"]
+    try:
+        res["instructions"] = instructions(log_dir, tmp, mock, [
+            ("floor", [("s1", oai, body_1k("gpt-4o-mini"), json_h),
+                       ("f3", a1k["path"], a1k["body"], a1k["headers"]),
+                       ("f4", st["path"], st["body"], {**st["headers"], **stream_h})]),
+            ("noop", [("w1", oai, body_1k("gpt-4o-mini"), json_h)]),
+            ("reference", [("r1", oai, body_1k("gpt-4o-mini"), json_h)]),
+            ("llmux", [("s2", oai, body_1k("gpt-4o-mini"), json_h),
+                       ("s3", oai, body_1k("claude-3-5-haiku"), json_h),
+                       ("s4", oai, body_1k("claude-3-5-haiku", stream=True), stream_h)]),
+            ("llmux-fs", [("s2fs", oai, body_1k("gpt-4o-mini"), json_h)]),
+        ], n_requests(500, 100))
+    except (OSError, subprocess.SubprocessError, RuntimeError) as e:
+        res["notes"].append(f"callgrind instruction counts failed: {e}")
 
     # Peers: scenario 2's request (OpenAI client → OpenAI-protocol deployment on the mock).
     peer_n = {"litellm": (2000, 300), "portkey": (10000, 1000)}

@@ -1182,12 +1182,12 @@ mod tests {
             (e.status, e.param.as_deref()),
             (400, Some("messages[0].role"))
         );
-        let e = send("claude", "[]").err().unwrap();
-        assert_eq!((e.status, e.param.as_deref()), (400, Some("messages")));
-        // Not an array is refused for every provider.
+        // No messages, or not an array, is refused for every provider.
         for model in ["gpt", "claude"] {
-            let e = send(model, r#"{"role":"user"}"#).err().unwrap();
-            assert_eq!((e.status, e.param.as_deref()), (400, Some("messages")));
+            for messages in [r#"{"role":"user"}"#, "[]", "[ \n ]"] {
+                let e = send(model, messages).err().unwrap();
+                assert_eq!((e.status, e.param.as_deref()), (400, Some("messages")));
+            }
         }
     }
 

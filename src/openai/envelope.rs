@@ -138,6 +138,12 @@ pub fn parse_chat_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
             "`messages` must be an array of message objects",
         ));
     }
+    if messages_raw.get()[1..].trim_start().starts_with(']') {
+        return Err(GatewayError::invalid_param(
+            "messages",
+            "`messages` must contain at least one message",
+        ));
+    }
     if let Some(raw) = env.field("stream") {
         env.stream = match raw.get() {
             "true" => true,

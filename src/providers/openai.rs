@@ -394,11 +394,14 @@ fn openai_error(provider: &str, status: u16, body: &[u8]) -> GatewayError {
     struct ErrBody {
         message: Option<String>,
         code: Option<serde_json::Value>,
+        /// The provider's own pointer at the bad field (OpenAI checks the messages the gateway
+        /// passes through as they are), kept for the client.
+        param: Option<serde_json::Value>,
     }
     let parsed = serde_json::from_slice::<Envelope>(body)
         .ok()
         .and_then(|e| e.error);
-    let (message, code) = match parsed {
+    let (message, code, param) = match parsed {
         Some(e) => (
             e.message.unwrap_or_default(),
             e.code.and_then(|c| match c {
@@ -406,13 +409,20 @@ fn openai_error(provider: &str, status: u16, body: &[u8]) -> GatewayError {
                 serde_json::Value::Number(n) => Some(n.to_string()),
                 _ => None,
             }),
+            match e.param {
+                Some(serde_json::Value::String(p)) if !p.is_empty() => Some(p),
+                _ => None,
+            },
         ),
         None => (
             String::from_utf8_lossy(truncate(body, 512)).into_owned(),
             None,
+            None,
         ),
     };
-    provider_error(provider, status, &message, code.as_deref())
+    let mut e = provider_error(provider, status, &message, code.as_deref());
+    e.param = param;
+    e
 }
 
 /// The auth headers to set and the client headers to remove, for an OpenAI-protocol provider.
@@ -1006,6 +1016,17 @@ data: [DONE]\n\n";
         assert_eq!(e.kind, "rate_limit_error");
         assert!(e.message.contains("oai") && e.message.contains("Rate limit reached"));
         assert_eq!(e.code.as_deref(), Some("rate_limit_exceeded"));
+        assert_eq!(e.param, None);
+        let e = t.error(
+            400,
+            br#"{"error":{"message":"Invalid value: 'wizard'.","type":"invalid_request_error","param":"messages[0].role","code":"invalid_value"}}"#,
+        );
+        assert_eq!(
+            (e.status, e.param.as_deref()),
+            (400, Some("messages[0].role"))
+        );
+        let e = t.error(400, br#"{"error":{"message":"m","param":{"odd":1}}}"#);
+        assert_eq!((e.param, e.message.contains(": m")), (None, true));
         let e = t.error(500, b"<html>oops</html>");
         assert_eq!(e.status, 500);
         assert!(e.message.contains("<html>oops</html>"));

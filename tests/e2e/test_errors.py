@@ -30,7 +30,10 @@ def assert_openai_error(r, status):
     (b'{"model": "gpt-4o-mini"}', "messages"),
     (b'{"model": "gpt-4o-mini", "messages": "hi"}', "messages"),
     (b'{"model": "gpt-4o-mini", "messages": []}', "messages"),
+    # OpenAI's protocol: the messages go as they are and the provider's own error (and param)
+    # comes back; translated providers: the gateway checks them.
     (b'{"model": "gpt-4o-mini", "messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
+    (b'{"model": "claude-3-5-haiku", "messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
     (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream"),
     (b'{"model": "claude-3-5-haiku", "messages": [{"role": "user", "content": "x"}], "stream": 1}', "stream"),
 ])
