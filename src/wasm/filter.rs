@@ -309,6 +309,7 @@ impl RootContext for Root {
             response_body: Vec::new(),
             tags: None,
             path: String::new(),
+            sent: 0,
             attempt_id: None,
             direct_state: None,
             limits: RequestLimits::default(),
@@ -325,6 +326,17 @@ impl RootContext for Root {
         if let Some(shared) = &self.shared {
             super::token::on_tick(&shared.gateway.config, self.id);
         }
+    }
+}
+
+/// The request headers whose presence [`Stream::sent`] records, one bit each.
+fn sent_bit(name: &str) -> Option<u8> {
+    match name {
+        "authorization" => Some(1),
+        "x-api-key" => Some(2),
+        "api-key" => Some(4),
+        "content-length" => Some(8),
+        _ => None,
     }
 }
 
@@ -354,6 +366,9 @@ struct Stream {
     tags: Option<String>,
     /// The client's `:path` (a translated request whose path is the same does not set it again).
     path: String,
+    /// Which of the headers a translated request may drop the client sent ([`sent_bit`]): removing
+    /// one that is not there would be a host call for nothing.
+    sent: u8,
     /// The request is in the upstream stage's registry under this id (failover path).
     attempt_id: Option<u64>,
     /// Direct path: the deployment's shared-state key (routing counts its load and health).
@@ -591,14 +606,23 @@ impl Stream {
                         Some(body[..body.len().min(MAX_LOGGED_BODY_BYTES)].to_vec());
                 }
                 for (k, v) in &fwd.set_headers {
-                    if k == ":path" && *v == self.path {
-                        continue; // every host call counts: the path is already this
+                    // Every host call counts: nothing to do when the client's value is this one.
+                    let unchanged = match k.as_str() {
+                        ":path" => *v == self.path,
+                        "content-type" => self.content_type.as_deref() == Some(v.as_str()),
+                        _ => false,
+                    };
+                    if unchanged {
+                        continue;
                     }
                     if let Err(e) = host::set_header(Map::RequestHeaders, k, v) {
                         log::warn!("llmux: setting request header {k} failed ({})", e.0);
                     }
                 }
                 for k in &fwd.remove_headers {
+                    if sent_bit(k).is_some_and(|b| self.sent & b == 0) {
+                        continue; // the client did not send it
+                    }
                     let _ = host::remove_header(Map::RequestHeaders, k);
                 }
                 if let Some(new_body) = &fwd.body {
@@ -790,6 +814,7 @@ impl HttpContext for Stream {
         let tags_header = shared.gateway.config.router.tags_header.as_str();
         for (k, v) in &headers {
             let v: &[u8] = v;
+            self.sent |= sent_bit(k).unwrap_or(0);
             match k.as_ref() {
                 ":method" => method = std::str::from_utf8(v).unwrap_or(""),
                 ":path" => path = std::str::from_utf8(v).unwrap_or(""),
@@ -1047,6 +1072,7 @@ impl Stream {
         };
         let action = ex.on_response_body(&data, body_size, end_of_stream);
         let retry_after = ex.retry_after.clone();
+        let upstream_status = ex.provider_status();
         if capture {
             match &action {
                 BodyAction::Continue => self.capture_response(&data),
@@ -1056,7 +1082,7 @@ impl Stream {
                 BodyAction::Buffer => {}
             }
         }
-        apply_body_action(action, body_size, retry_after.as_deref())
+        apply_body_action(action, body_size, retry_after.as_deref(), upstream_status)
     }
 }
 
@@ -1065,6 +1091,7 @@ pub fn apply_body_action(
     action: BodyAction,
     body_size: usize,
     retry_after: Option<&str>,
+    upstream_status: u16,
 ) -> Action {
     match action {
         BodyAction::Continue => Action::Continue,
@@ -1077,7 +1104,9 @@ pub fn apply_body_action(
         }
         BodyAction::ReplaceWhole { status, body } => {
             // The headers are still held (see on_http_response_headers), so they can change.
-            let _ = host::set_header(Map::ResponseHeaders, ":status", &status.to_string());
+            if status != upstream_status {
+                let _ = host::set_header(Map::ResponseHeaders, ":status", &status.to_string());
+            }
             let _ = host::set_header(Map::ResponseHeaders, "content-type", "application/json");
             let _ = host::set_header(
                 Map::ResponseHeaders,

@@ -496,9 +496,10 @@ impl Attempt {
                 .unwrap_or_default()
         };
         let action = ex.on_response_body(&data, body_size, end_of_stream);
+        let upstream_status = ex.provider_status();
         if !end_of_stream {
             let retry_after = ex.retry_after.clone();
-            return apply_body_action(action, body_size, retry_after.as_deref());
+            return apply_body_action(action, body_size, retry_after.as_deref(), upstream_status);
         }
         if ex.failed() {
             let status = ex.provider_status();
@@ -514,7 +515,7 @@ impl Attempt {
             }
             self.served_headers();
             let retry_after = self.exchange.as_ref().and_then(|e| e.retry_after.clone());
-            let a = apply_body_action(action, body_size, retry_after.as_deref());
+            let a = apply_body_action(action, body_size, retry_after.as_deref(), upstream_status);
             self.end();
             self.hand_over(false);
             return a;
@@ -522,7 +523,7 @@ impl Attempt {
         let retry_after = ex.retry_after.clone();
         let a = match action {
             BodyAction::Buffer => Action::Pause,
-            other => apply_body_action(other, body_size, retry_after.as_deref()),
+            other => apply_body_action(other, body_size, retry_after.as_deref(), upstream_status),
         };
         self.decided = true;
         self.end();
