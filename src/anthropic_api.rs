@@ -422,14 +422,13 @@ pub struct StreamToMessages {
 
 impl StreamToMessages {
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.sse.feed(chunk, &mut |e| events.push(e));
+        // The parser lends each event from its buffers: out of `self` while it feeds us.
+        let mut sse = std::mem::take(&mut self.sse);
+        sse.feed(chunk, &mut |e| self.event(e, out));
         if end_of_stream {
-            self.sse.finish(&mut |e| events.push(e));
+            sse.finish(&mut |e| self.event(e, out));
         }
-        for e in events {
-            self.event(e, out);
-        }
+        self.sse = sse;
         if end_of_stream && !self.done {
             if self.finish.is_some() {
                 self.close(out);

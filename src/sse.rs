@@ -5,11 +5,12 @@
 //! event-stream rules: `\n`, `\r\n` and `\r` end lines, `:` lines are comments, several `data:`
 //! lines join with `\n`, a blank line dispatches the event.
 
-/// One dispatched event. `data` is the joined `data:` lines.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SseEvent {
-    pub event: Option<String>,
-    pub data: String,
+/// One dispatched event, borrowed from the parser's buffers (reused for every event: a stream of
+/// small events allocates nothing per event). `data` is the joined `data:` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SseEvent<'a> {
+    pub event: Option<&'a str>,
+    pub data: &'a str,
 }
 
 #[derive(Debug, Default)]
@@ -18,7 +19,8 @@ pub struct SseParser {
     line: Vec<u8>,
     /// The previous chunk ended in `\r`: a `\n` starting the next chunk belongs to that line end.
     after_cr: bool,
-    event: Option<String>,
+    event: String,
+    has_event: bool,
     data: String,
     has_data: bool,
 }
@@ -102,7 +104,14 @@ impl SseParser {
                 }
                 self.has_data = true;
             }
-            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => {
+                self.event.clear();
+                match std::str::from_utf8(value) {
+                    Ok(v) => self.event.push_str(v),
+                    Err(_) => self.event.push_str(&String::from_utf8_lossy(value)),
+                }
+                self.has_event = true;
+            }
             _ => {} // id, retry and unknown fields carry nothing a translator needs
         }
     }
@@ -110,11 +119,13 @@ impl SseParser {
     fn dispatch(&mut self, on_event: &mut dyn FnMut(SseEvent)) {
         if self.has_data {
             on_event(SseEvent {
-                event: self.event.take(),
-                data: std::mem::take(&mut self.data),
+                event: self.has_event.then_some(self.event.as_str()),
+                data: &self.data,
             });
         }
-        self.event = None;
+        self.event.clear();
+        self.data.clear();
+        self.has_event = false;
         self.has_data = false;
     }
 }
@@ -148,37 +159,51 @@ pub fn write_event(out: &mut Vec<u8>, name: &str, json: &[u8]) {
 mod tests {
     use super::*;
 
-    fn parse_all(chunks: &[&[u8]]) -> Vec<SseEvent> {
+    /// An event the test keeps.
+    #[derive(Debug, PartialEq)]
+    struct Owned {
+        event: Option<String>,
+        data: String,
+    }
+
+    fn own(e: SseEvent<'_>) -> Owned {
+        Owned {
+            event: e.event.map(str::to_string),
+            data: e.data.to_string(),
+        }
+    }
+
+    fn parse_all(chunks: &[&[u8]]) -> Vec<Owned> {
         let mut p = SseParser::new();
         let mut out = Vec::new();
         for c in chunks {
-            p.feed(c, &mut |e| out.push(e));
+            p.feed(c, &mut |e| out.push(own(e)));
         }
-        p.finish(&mut |e| out.push(e));
+        p.finish(&mut |e| out.push(own(e)));
         out
     }
 
     const STREAM: &[u8] = b": comment\nevent: message_start\ndata: {\"a\":1}\n\nevent: ping\r\ndata: {}\r\n\r\ndata: line1\ndata: line2\n\ndata:x\r\rid: 7\nretry: 5\ndata: \xe2\x82\xac\n\n";
 
-    fn expected() -> Vec<SseEvent> {
+    fn expected() -> Vec<Owned> {
         vec![
-            SseEvent {
+            Owned {
                 event: Some("message_start".into()),
                 data: "{\"a\":1}".into(),
             },
-            SseEvent {
+            Owned {
                 event: Some("ping".into()),
                 data: "{}".into(),
             },
-            SseEvent {
+            Owned {
                 event: None,
                 data: "line1\nline2".into(),
             },
-            SseEvent {
+            Owned {
                 event: None,
                 data: "x".into(),
             },
-            SseEvent {
+            Owned {
                 event: None,
                 data: "\u{20ac}".into(),
             },

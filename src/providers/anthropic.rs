@@ -989,6 +989,20 @@ impl AnthropicChat {
         self.s.chunk_prefix = p;
     }
 
+    /// What follows a chunk's delta: finish reason, usage placeholder, end of the event.
+    fn chunk_suffix(&self, out: &mut Vec<u8>, finish: Option<&'static str>) {
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(f) => out.extend_from_slice(json_string(f).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]");
+        if self.include_usage {
+            out.extend_from_slice(b",\"usage\":null");
+        }
+        out.extend_from_slice(b"}\n\n");
+    }
+
     fn write_chunk(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&'static str>) {
         if !self.s.chunk_prefix.is_empty() {
             // Hot path: only the delta is serialised.
@@ -996,16 +1010,7 @@ impl AnthropicChat {
             if serde_json::to_writer(&mut *out, &delta).is_err() {
                 out.extend_from_slice(b"{}");
             }
-            out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
-            match finish {
-                Some(f) => out.extend_from_slice(json_string(f).as_bytes()),
-                None => out.extend_from_slice(b"null"),
-            }
-            out.extend_from_slice(b"}]");
-            if self.include_usage {
-                out.extend_from_slice(b",\"usage\":null");
-            }
-            out.extend_from_slice(b"}\n\n");
+            self.chunk_suffix(out, finish);
             return;
         }
         let choices = [ChunkChoice {
@@ -1060,6 +1065,20 @@ impl AnthropicChat {
     fn on_event(&mut self, ev: SseEvent, at_end: bool, out: &mut Vec<u8>) {
         if self.s.done {
             return;
+        }
+        // Nearly every event of a stream is a text delta: its text is copied as the JSON string
+        // it already is, without parsing the event (the rest go through serde below).
+        if !self.s.chunk_prefix.is_empty() {
+            if let Some(text) = text_delta_fast(&ev.data) {
+                if text != "\"\"" {
+                    out.extend_from_slice(&self.s.chunk_prefix);
+                    out.extend_from_slice(b"{\"content\":");
+                    out.extend_from_slice(text.as_bytes());
+                    out.push(b'}');
+                    self.chunk_suffix(out, None);
+                }
+                return;
+            }
         }
         let e: StreamEvent<'_> = match serde_json::from_str(&ev.data) {
             Ok(e) => e,
@@ -1452,6 +1471,37 @@ impl ChatTranslator for AnthropicChat {
     fn usage(&self) -> Option<Usage> {
         self.usage
     }
+}
+
+/// The text of an event that is exactly Anthropic's text delta,
+/// `{"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":"..."}}`, as the
+/// JSON string token it is (quotes and escapes included). `None` for anything else, which is
+/// then parsed in full: another field, another order, whitespace, or a string that does not end
+/// where the event does.
+fn text_delta_fast(data: &str) -> Option<&str> {
+    let rest = data.strip_prefix(r#"{"type":"content_block_delta","index":"#)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = rest
+        .get(digits..)?
+        .strip_prefix(r#","delta":{"type":"text_delta","text":"#)?;
+    let token = rest.strip_suffix("}}")?;
+    let inner = token.strip_prefix('"')?.strip_suffix('"')?;
+    // One string token: every quote inside is escaped, and no control character is raw.
+    let b = inner.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => match b.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
+                _ => return None,
+            },
+            b'"' => return None,
+            c if c < 0x20 => return None,
+            _ => i += 1,
+        }
+    }
+    (digits > 0 && i == b.len()).then_some(token)
 }
 
 #[cfg(test)]
@@ -2185,6 +2235,57 @@ mod tests {
             .iter()
             .map(|e| serde_json::from_str(e).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn text_delta_fast_path_writes_what_the_full_parse_writes() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n";
+        let texts = [
+            r#""Hello""#,
+            r#""""#,
+            r#"" quote \" backslash \\ slash \/ tab \t nl \n uni \u00e9 \ud83d\ude80 é ✓""#,
+            r#""</script>""#,
+        ];
+        for text in texts {
+            // The exact shape Anthropic sends (fast path), and the same event reordered (full parse).
+            let fast = format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{text}}}}}\n\n");
+            let slow = format!("event: content_block_delta\ndata: {{\"index\":0,\"delta\":{{\"text\":{text},\"type\":\"text_delta\"}},\"type\":\"content_block_delta\"}}\n\n");
+            assert!(
+                text_delta_fast(fast.lines().nth(1).unwrap().strip_prefix("data: ").unwrap())
+                    .is_some()
+            );
+            let (mut a, mut b) = (fresh(true, true), fresh(true, true));
+            let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+            a.stream_chunk(format!("{start}{fast}").as_bytes(), false, &mut out_a);
+            b.stream_chunk(format!("{start}{slow}").as_bytes(), false, &mut out_b);
+            // The same chunks; the text's escapes are the provider's own (`\/` or `/`, `\u00e9`
+            // or `é`: the same JSON string).
+            let (a, b) = (
+                String::from_utf8(out_a).unwrap(),
+                String::from_utf8(out_b).unwrap(),
+            );
+            let parse = |o: &str| -> Vec<Value> {
+                o.split("\n\n")
+                    .filter_map(|e| e.strip_prefix("data: "))
+                    .map(|d| serde_json::from_str(d).unwrap())
+                    .collect()
+            };
+            assert_eq!(parse(&a), parse(&b), "{text}");
+            assert_eq!(parse(&a).len(), if text == r#""""# { 1 } else { 2 });
+        }
+        // Not the exact shape, or not one valid string token: the full parse decides.
+        for data in [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"},"x":1}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"b"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\q"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\u12"}}"#,
+            r#"{"type":"content_block_delta","index":,"delta":{"type":"text_delta","text":"a"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":5}}"#,
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\u{1}\"}}",
+        ] {
+            assert_eq!(text_delta_fast(data), None, "{data}");
+        }
     }
 
     #[test]
