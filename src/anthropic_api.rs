@@ -448,7 +448,7 @@ impl StreamToMessages {
             }
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+        let Ok(v) = serde_json::from_str::<Value>(e.data) else {
             self.fail("the provider sent an unreadable stream event", 502, out);
             return;
         };

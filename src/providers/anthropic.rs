@@ -1069,7 +1069,7 @@ impl AnthropicChat {
         // Nearly every event of a stream is a text delta: its text is copied as the JSON string
         // it already is, without parsing the event (the rest go through serde below).
         if !self.s.chunk_prefix.is_empty() {
-            if let Some(text) = text_delta_fast(&ev.data) {
+            if let Some(text) = text_delta_fast(ev.data) {
                 if text != "\"\"" {
                     out.extend_from_slice(&self.s.chunk_prefix);
                     out.extend_from_slice(b"{\"content\":");
@@ -1080,7 +1080,7 @@ impl AnthropicChat {
                 return;
             }
         }
-        let e: StreamEvent<'_> = match serde_json::from_str(&ev.data) {
+        let e: StreamEvent<'_> = match serde_json::from_str(ev.data) {
             Ok(e) => e,
             Err(_) if at_end => return,
             Err(err) => {
@@ -1090,11 +1090,7 @@ impl AnthropicChat {
                 return;
             }
         };
-        let kind = e
-            .kind
-            .as_deref()
-            .or(ev.event.as_deref())
-            .unwrap_or_default();
+        let kind = e.kind.as_deref().or(ev.event).unwrap_or_default();
         match kind {
             "message_start" => {
                 if let Some(m) = &e.message {

@@ -109,14 +109,14 @@ impl CohereChat {
         if e.data.trim() == "[DONE]" {
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+        let Ok(v) = serde_json::from_str::<Value>(e.data) else {
             self.fail("unreadable stream event", out);
             return;
         };
         let kind = v
             .get("type")
             .and_then(Value::as_str)
-            .or(e.event.as_deref())
+            .or(e.event)
             .unwrap_or("")
             .to_string();
         let msg = v.pointer("/delta/message");

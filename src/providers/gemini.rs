@@ -1420,7 +1420,7 @@ impl GeminiChat {
         if self.s.done {
             return;
         }
-        let r: GResponse<'_> = match serde_json::from_str(&ev.data) {
+        let r: GResponse<'_> = match serde_json::from_str(ev.data) {
             Ok(r) => r,
             Err(_) if at_end => return,
             Err(err) => {

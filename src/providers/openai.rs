@@ -148,7 +148,7 @@ impl ChatTranslator for OpenAiChat {
             // Cheap test first: only events that carry usage are parsed.
             let mut keep = true;
             if ev.data.contains("\"usage\"") {
-                if let Ok(c) = serde_json::from_str::<UsageChunk>(&ev.data) {
+                if let Ok(c) = serde_json::from_str::<UsageChunk>(ev.data) {
                     if let Some(u) = c.usage {
                         usage = Some(u.into_usage());
                         if strip && c.choices.is_empty() {
