@@ -333,6 +333,12 @@ def readme_section(res, stem):
          "", summary_table(res), "",
          "Targets met: " + "; ".join(f"{t} ({meas})" for t, meas in held) + ".", "",
          "Not met yet: " + "; ".join(f"{t} ({meas})" for t, meas in missed) + ".", ""]
+    it = instruction_table(res)
+    if it:
+        L += ["Instructions Envoy executes per request, counted by callgrind in the same run: unlike "
+              "the timings above, repeat runs agree to a fraction of a percent, so this is the number "
+              "to compare changes by (user space only; the kernel's share is the same for every row):",
+              "", it, ""]
     return "\n".join(L)
 
 
