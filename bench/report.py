@@ -223,6 +223,16 @@ def markdown(res, png_name):
         L.append(f"| Envoy, no filter (Anthropic SSE as is) | {_f(fl['ttfb_p50_us'])} | {_f(fl['ttfb_p90_us'])} | {_f(fl['ttfb_p99_us'])} |")
         L.append(f"| Envoy + LLMux (translated to OpenAI chunks) | {_f(lx['ttfb_p50_us'])} | {_f(lx['ttfb_p90_us'])} | {_f(lx['ttfb_p99_us'])} |")
         L.append(f"| **added** | **{_f(lx['ttfb_p50_us'] - fl['ttfb_p50_us'])}** | {_f(lx['ttfb_p90_us'] - fl['ttfb_p90_us'])} | {_f(lx['ttfb_p99_us'] - fl['ttfb_p99_us'])} |")
+        rf = t.get("reference")
+        if rf:
+            L.append(f"| Envoy + the issue's reference filter (the Anthropic request, not translated), added | "
+                     f"{_f(rf['ttfb_p50_us'] - fl['ttfb_p50_us'])} | {_f(rf['ttfb_p90_us'] - fl['ttfb_p90_us'])} | "
+                     f"{_f(rf['ttfb_p99_us'] - fl['ttfb_p99_us'])} |")
+        if t.get("rounds"):
+            L.append(f"\nMedian of {len(t['rounds']['llmux'])} interleaved rounds (each round in the JSON, "
+                     "`ttfb.rounds`). Each request here comes ~7 ms after the last, so every filter runs "
+                     "with cold caches: the reference filter's row shows what buffering and parsing a "
+                     "request costs in this test by itself.")
         lat, cpu = per_chunk(res)
         if lat is not None:
             L.append(f"\nPer-chunk translation cost (scenario 4 vs `f4`, {t['stream_bytes']:,}-byte Anthropic "
