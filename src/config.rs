@@ -32,6 +32,8 @@ pub struct Config {
     /// Add `x-llmux-cost-usd` to non-streamed answers with a known price (holds OpenAI-protocol
     /// answers until their usage is read; `false` lets them flow through as they arrive).
     pub cost_header: bool,
+    /// `x-llmux-provider`, `x-llmux-deployment` and `x-llmux-attempts` on answers.
+    pub answer_headers: bool,
     /// Provider of `/v1/files` and `/v1/batches` requests that name none (`llmux-provider`).
     pub files_provider: Option<String>,
     /// Larger request bodies are answered 413 before they are parsed.
@@ -280,6 +282,7 @@ impl Config {
                 "export",
                 "router",
                 "cost_header",
+                "answer_headers",
                 "files_provider",
                 "rate_limit",
                 "identity",
@@ -433,6 +436,7 @@ impl Config {
             crate::limits::LimitsConfig::parse(root.get("rate_limit"), root.get("identity"))?;
 
         let cost_header = opt_bool(root, "", "cost_header")?.unwrap_or(true);
+        let answer_headers = opt_bool(root, "", "answer_headers")?.unwrap_or(true);
         let files_provider = opt_str(root, "", "files_provider")?.map(str::to_string);
         if let Some(f) = &files_provider {
             if !providers.iter().any(|p| &p.name == f) {
@@ -446,6 +450,7 @@ impl Config {
             wildcards,
             router,
             cost_header,
+            answer_headers,
             files_provider,
             max_request_bytes,
             max_response_bytes,

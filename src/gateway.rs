@@ -572,6 +572,7 @@ impl Gateway {
                 retry_after: None,
                 last_error: None,
                 hold_for_cost,
+                answer_headers: self.config.answer_headers,
             },
             attempts: None,
         })
@@ -777,6 +778,8 @@ pub struct Exchange {
     /// Hold a pass-through answer anyway, so the glue can add `x-llmux-cost-usd` once its usage
     /// is known (the deployment has a price and `cost_header` is on).
     pub hold_for_cost: bool,
+    /// Name the provider in `x-llmux-provider` (`answer_headers`).
+    pub answer_headers: bool,
 }
 
 /// Header changes for the client's response.
@@ -821,6 +824,7 @@ impl Exchange {
             retry_after: None,
             last_error: None,
             hold_for_cost: false,
+            answer_headers: false,
         }
     }
 
@@ -841,7 +845,7 @@ impl Exchange {
         if self.relay && envoy_details.is_none() {
             return h;
         }
-        if !self.relay {
+        if !self.relay && self.answer_headers {
             h.set
                 .push((PROVIDER_RESPONSE_HEADER, self.provider.clone()));
         }
@@ -1423,6 +1427,26 @@ mod tests {
         .ok()
         .unwrap()
         .exchange
+    }
+
+    #[test]
+    fn answer_headers_can_be_turned_off() {
+        let cfg = CONFIG.replace(
+            "\"max_request_bytes\": 200",
+            "\"max_request_bytes\": 200, \"answer_headers\": false",
+        );
+        let g = Gateway::new(Config::parse(cfg.as_bytes(), &ProcessEnv).unwrap(), 0);
+        let body = br#"{"model":"gpt","messages":[{"role":"user","content":"x"}]}"#;
+        let req = BodyRequest {
+            endpoint: Endpoint::ChatCompletions,
+            content_type: None,
+            key: None,
+            now_unix: 0,
+            pick: 0,
+        };
+        let mut ex = g.on_request_body(&req, body).ok().unwrap().exchange;
+        let h = ex.on_response_headers(429, None);
+        assert!(!h.set.iter().any(|(k, _)| *k == PROVIDER_RESPONSE_HEADER));
     }
 
     #[test]

@@ -931,7 +931,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let changes = ex.on_response_headers(status, details.as_deref());
-        if !ex.is_relay() {
+        if !ex.is_relay() && ex.answer_headers {
             if let (Some(shared), crate::observe::Route::Deployment { model, deployment }) =
                 (&self.shared, ex.route)
             {

@@ -278,6 +278,9 @@ impl Attempt {
         };
         let p = pending.borrow();
         let config = &p.shared.gateway.config;
+        if !config.answer_headers {
+            return;
+        }
         if let Some(d) = self
             .entry
             .and_then(|e| config.deployment(e.model, e.deployment))

@@ -396,3 +396,26 @@ def test_status_endpoint_is_loopback_only_by_config(make_gateway):
     s = status(g2)
     assert all(d["healthy"] and d["in_flight"] == 0 for d in s.values()), s
     assert sum(d["requests_this_minute"] for d in s.values()) == 2, s
+
+
+def test_answer_headers_can_be_turned_off(make_gateway):
+    """`answer_headers: false`: no deployment or provider names reach clients (the cost header
+    has its own switch), on the direct path and through failover alike."""
+    g = make_gateway({
+        "providers": providers(oai_bad=500),
+        "router": ROUTER,
+        "answer_headers": False,
+        "models": [
+            {"name": "direct", "deployments": [{"provider": "ant", "model": "claude-3-5-haiku-20241022"}]},
+            {"name": "failover", "strategy": "priority", "deployments": [
+                {"provider": "oai_bad", "model": "gpt-4o-mini", "priority": 0},
+                {"provider": "oai", "model": "gpt-4o-mini", "priority": 1}]},
+        ],
+    })
+    for model in ("direct", "failover"):
+        for stream in (False, True):
+            r = chat(g, model, stream=stream)
+            assert r.status_code == 200, r.text
+            named = {"x-llmux-provider", "x-llmux-deployment", "x-llmux-attempts"} & set(r.headers)
+            assert not named, (model, stream, dict(r.headers))
+            assert r.headers.get("x-request-id")
