@@ -33,10 +33,9 @@ use crate::sse::{write_event, SseEvent, SseParser};
 
 /// Validates the top level of a Messages request (the fields the gateway needs).
 pub fn validate_envelope(env: &ChatEnvelope<'_>) -> Result<(), GatewayError> {
-    let messages = env.field("messages").ok_or_else(|| {
-        GatewayError::invalid_param("messages", "`messages` is required")
-            .with_code("missing_required_parameter")
-    })?;
+    let messages = env
+        .field("messages")
+        .ok_or_else(crate::openai::envelope::messages_required)?;
     match serde_json::from_str::<Value>(messages.get()) {
         Ok(Value::Array(items)) if !items.is_empty() => {
             for (i, m) in items.iter().enumerate() {

@@ -1066,6 +1066,15 @@ mod tests {
     use super::*;
     use crate::config::ProcessEnv;
 
+    /// A chat-completions body request at time 0, no key.
+    const CHAT_REQUEST: BodyRequest<'static> = BodyRequest {
+        endpoint: Endpoint::ChatCompletions,
+        content_type: None,
+        key: None,
+        now_unix: 0,
+        pick: 0,
+    };
+
     const CONFIG: &str = r#"{
         "providers": {
             "oai": {"type": "openai", "cluster": "c_oai", "api_key": "sk-o", "timeout_ms": 1234},
@@ -1165,16 +1174,7 @@ mod tests {
     fn messages_are_checked_by_whoever_reads_them() {
         let send = |model: &str, messages: &str| {
             let body = format!(r#"{{"model":"{model}","messages":{messages}}}"#);
-            gw().on_request_body(
-                &BodyRequest {
-                    endpoint: Endpoint::ChatCompletions,
-                    content_type: None,
-                    key: None,
-                    now_unix: 0,
-                    pick: 0,
-                },
-                body.as_bytes(),
-            )
+            gw().on_request_body(&CHAT_REQUEST, body.as_bytes())
         };
         // OpenAI's protocol: the messages go as they are (the provider answers bad ones).
         assert!(send("gpt", r#"[{"role":"robot","content":"x"}]"#).is_ok());
@@ -1199,13 +1199,7 @@ mod tests {
     fn unknown_model_lists_known_ones() {
         let e = gw()
             .on_request_body(
-                &BodyRequest {
-                    endpoint: Endpoint::ChatCompletions,
-                    content_type: None,
-                    key: None,
-                    now_unix: 0,
-                    pick: 0,
-                },
+                &CHAT_REQUEST,
                 br#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
             )
             .err()
@@ -1219,13 +1213,7 @@ mod tests {
     fn forward_sets_route_auth_and_timeout() {
         let f = gw()
             .on_request_body(
-                &BodyRequest {
-                    endpoint: Endpoint::ChatCompletions,
-                    content_type: None,
-                    key: None,
-                    now_unix: 0,
-                    pick: 0,
-                },
+                &CHAT_REQUEST,
                 br#"{"model":"gpt","messages":[{"role":"user","content":"x"}]}"#,
             )
             .ok()
@@ -1414,19 +1402,10 @@ mod tests {
         let body = format!(
             r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"x"}}]}}"#
         );
-        gw().on_request_body(
-            &BodyRequest {
-                endpoint: Endpoint::ChatCompletions,
-                content_type: None,
-                key: None,
-                now_unix: 0,
-                pick: 0,
-            },
-            body.as_bytes(),
-        )
-        .ok()
-        .unwrap()
-        .exchange
+        gw().on_request_body(&CHAT_REQUEST, body.as_bytes())
+            .ok()
+            .unwrap()
+            .exchange
     }
 
     #[test]
@@ -1437,13 +1416,7 @@ mod tests {
         );
         let g = Gateway::new(Config::parse(cfg.as_bytes(), &ProcessEnv).unwrap(), 0);
         let body = br#"{"model":"gpt","messages":[{"role":"user","content":"x"}]}"#;
-        let req = BodyRequest {
-            endpoint: Endpoint::ChatCompletions,
-            content_type: None,
-            key: None,
-            now_unix: 0,
-            pick: 0,
-        };
+        let req = CHAT_REQUEST;
         let mut ex = g.on_request_body(&req, body).ok().unwrap().exchange;
         let h = ex.on_response_headers(429, None);
         assert!(!h.set.iter().any(|(k, _)| *k == PROVIDER_RESPONSE_HEADER));

@@ -324,37 +324,15 @@ async fn route(
         (&Method::POST, p) if p.ends_with("/embeddings") => {
             provider(state, reset, req, Provider::OpenAiEmbeddings).await
         }
-        // Files and batches (any method): recorded and acknowledged, like the echo below.
-        (m, p) if p.contains("/files") || p.contains("/batches") => {
-            let method = m.as_str().to_string();
-            let (parts, body) = req.into_parts();
-            let bytes = read_body(body).await.unwrap_or_default();
-            let len = bytes.len();
-            record(state, &parts, bytes);
-            let b = serde_json::json!({
-                "object": "mock.echo",
-                "method": method,
-                "path": parts.uri.path(),
-                "query": parts.uri.query(),
-                "bytes": len,
-            })
-            .to_string();
-            Ok(plain(StatusCode::OK, JSON, b.into()))
-        }
-        // Other OpenAI endpoints a gateway passes through: recorded and acknowledged, so tests
-        // can check what arrived (path, auth, model) without a full mock of each API.
-        (&Method::POST, p) if ECHO_PATHS.iter().any(|e| p.ends_with(e)) => {
-            let (parts, body) = req.into_parts();
-            let bytes = read_body(body).await.unwrap_or_default();
-            let len = bytes.len();
-            record(state, &parts, bytes);
-            let b = serde_json::json!({
-                "object": "mock.echo",
-                "path": parts.uri.path(),
-                "bytes": len,
-            })
-            .to_string();
-            Ok(plain(StatusCode::OK, JSON, b.into()))
+        // Files and batches (any method), and the other OpenAI endpoints a gateway passes
+        // through: recorded and acknowledged, so tests can check what arrived (method, path,
+        // query, auth, model) without a full mock of each API.
+        (m, p)
+            if p.contains("/files")
+                || p.contains("/batches")
+                || (m == Method::POST && ECHO_PATHS.iter().any(|e| p.ends_with(e))) =>
+        {
+            echo(state, req).await
         }
         (&Method::GET, "/v1/models") => {
             let (parts, body) = req.into_parts();
@@ -439,6 +417,24 @@ impl Reply {
             headers: Vec::new(),
         }
     }
+}
+
+/// Records the request and answers what arrived: method, path, query and body size.
+async fn echo(state: &State, req: Request<Incoming>) -> Result<Response<MockBody>, DropConnection> {
+    let method = req.method().as_str().to_string();
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body).await.unwrap_or_default();
+    let len = bytes.len();
+    record(state, &parts, bytes);
+    let b = serde_json::json!({
+        "object": "mock.echo",
+        "method": method,
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "bytes": len,
+    })
+    .to_string();
+    Ok(plain(StatusCode::OK, JSON, b.into()))
 }
 
 async fn provider(

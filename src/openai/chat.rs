@@ -363,17 +363,9 @@ fn field<'a, T: Deserialize<'a>>(
 /// `messages` in one pass; only when that fails is it walked element by element to name the
 /// exact message, content part or tool call at fault.
 pub fn parse_messages<'a>(raw: Option<&'a RawValue>) -> Result<Vec<ChatMessage<'a>>, GatewayError> {
-    let Some(raw) = raw else {
-        return Err(
-            GatewayError::invalid_param("messages", "`messages` is required")
-                .with_code("missing_required_parameter"),
-        );
-    };
+    let raw = raw.ok_or_else(crate::openai::envelope::messages_required)?;
     match serde_json::from_str::<Vec<ChatMessage<'a>>>(raw.get()) {
-        Ok(m) if m.is_empty() => Err(GatewayError::invalid_param(
-            "messages",
-            "`messages` must contain at least one message",
-        )),
+        // (An empty list never gets here: `parse_chat_top` refuses it.)
         Ok(m) => Ok(m),
         // The shape and roles first (the clearer message), then the message at fault.
         Err(whole) => Err(crate::openai::envelope::check_message_list(raw)

@@ -128,10 +128,7 @@ pub fn parse_chat_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError
 /// them twice.
 pub fn parse_chat_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
     let mut env = parse_top(body)?;
-    let messages_raw = env.field("messages").ok_or_else(|| {
-        GatewayError::invalid_param("messages", "`messages` is required")
-            .with_code("missing_required_parameter")
-    })?;
+    let messages_raw = env.field("messages").ok_or_else(messages_required)?;
     if !messages_raw.get().starts_with('[') {
         return Err(GatewayError::invalid_param(
             "messages",
@@ -139,23 +136,9 @@ pub fn parse_chat_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
         ));
     }
     if messages_raw.get()[1..].trim_start().starts_with(']') {
-        return Err(GatewayError::invalid_param(
-            "messages",
-            "`messages` must contain at least one message",
-        ));
+        return Err(no_messages());
     }
-    if let Some(raw) = env.field("stream") {
-        env.stream = match raw.get() {
-            "true" => true,
-            "false" | "null" => false,
-            _ => {
-                return Err(GatewayError::invalid_param(
-                    "stream",
-                    "`stream` must be a boolean",
-                ))
-            }
-        };
-    }
+    env.stream = stream_flag(&env)?;
     if let Some(raw) = env.field("stream_options") {
         if raw.get() != "null" {
             let so: StreamOptions = serde_json::from_str(raw.get()).map_err(|e| {
@@ -173,13 +156,30 @@ pub fn parse_chat_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
 
 /// Every message is an object with a known string `role`, and there is at least one.
 pub fn check_messages(env: &ChatEnvelope<'_>) -> Result<(), GatewayError> {
-    let Some(messages_raw) = env.field("messages") else {
-        return Err(
-            GatewayError::invalid_param("messages", "`messages` is required")
-                .with_code("missing_required_parameter"),
-        );
-    };
-    check_message_list(messages_raw)
+    check_message_list(env.field("messages").ok_or_else(messages_required)?)
+}
+
+/// `stream`: a boolean, or absent/`null` for false.
+fn stream_flag(env: &ChatEnvelope<'_>) -> Result<bool, GatewayError> {
+    match env.field("stream").map(|raw| raw.get()) {
+        None | Some("false" | "null") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(GatewayError::invalid_param(
+            "stream",
+            "`stream` must be a boolean",
+        )),
+    }
+}
+
+/// The error for a request without `messages`.
+pub fn messages_required() -> GatewayError {
+    GatewayError::invalid_param("messages", "`messages` is required")
+        .with_code("missing_required_parameter")
+}
+
+/// The error for an empty `messages` array.
+fn no_messages() -> GatewayError {
+    GatewayError::invalid_param("messages", "`messages` must contain at least one message")
 }
 
 /// [`check_messages`] on the raw `messages` value.
@@ -193,10 +193,7 @@ pub fn check_message_list(messages_raw: &RawValue) -> Result<(), GatewayError> {
         )
     })?;
     if heads.is_empty() {
-        return Err(GatewayError::invalid_param(
-            "messages",
-            "`messages` must contain at least one message",
-        ));
+        return Err(no_messages());
     }
     for (i, h) in heads.iter().enumerate() {
         if !matches!(
@@ -219,18 +216,7 @@ pub fn check_message_list(messages_raw: &RawValue) -> Result<(), GatewayError> {
 pub fn parse_messages_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
     let mut env = parse_top(body)?;
     crate::anthropic_api::validate_envelope(&env)?;
-    if let Some(raw) = env.field("stream") {
-        env.stream = match raw.get() {
-            "true" => true,
-            "false" | "null" => false,
-            _ => {
-                return Err(GatewayError::invalid_param(
-                    "stream",
-                    "`stream` must be a boolean",
-                ))
-            }
-        };
-    }
+    env.stream = stream_flag(&env)?;
     Ok(env)
 }
 

@@ -905,7 +905,7 @@ pub fn record_success(
     };
     let latency_us = u32::try_from(until.saturating_sub(t.forwarded_ns) / 1000).unwrap_or(u32::MAX);
     let tokens = usage.map_or(0, |u| {
-        u32::try_from(u.prompt_tokens + u.completion_tokens).unwrap_or(u32::MAX)
+        u32::try_from(u.prompt_tokens.saturating_add(u.completion_tokens)).unwrap_or(u32::MAX)
     });
     let now_ms = t.end_ns / 1_000_000;
     s.on_success(now_ms, config.router.cooldown.window_ms, latency_us, stream);
