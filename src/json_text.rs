@@ -10,6 +10,10 @@
 //! private token). Its output is checked byte for byte against plain `serialize_str` in the tests
 //! below, for serde_json's writer and its `Value` serializer, so a serde_json that changed the
 //! protocol fails the tests instead of writing wrong JSON.
+//!
+//! Better still is not to look at all: a string serde_json lent from the JSON text it parsed
+//! holds nothing to escape (it lends only strings without escapes, and refuses raw control
+//! characters), so a [`Text`] that knows it came from there is written without the scan.
 
 use serde::ser::{SerializeStruct, Serializer};
 
@@ -24,6 +28,11 @@ pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
     if text.len() < RAW_MIN_LEN || needs_escape(text.as_bytes()) {
         return s.serialize_str(text);
     }
+    serialize_raw(text, s)
+}
+
+/// Writes `text`, which must need no escaping, quoted and as it is.
+fn serialize_raw<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
     quoted.push_str(text);
@@ -33,12 +42,64 @@ pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
     st.end()
 }
 
-/// For `#[serde(serialize_with = ...)]` on a string field.
-pub fn serialize_field<S: Serializer, T: AsRef<str> + ?Sized>(
-    text: &T,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    serialize(text.as_ref(), s)
+/// Whether a string a `Deserialize` impl is handed by deserializer `D` through
+/// `visit_borrowed_str` is a slice of JSON text between quotes with no escapes in it: true for
+/// serde_json's own deserializer over a slice or `str` (it lends only such strings and refuses
+/// raw control characters). False for everything else (serde's buffered `Content` for untagged
+/// enums, a `Value`, map keys), which then costs a scan, never wrong JSON. `type_name` is a
+/// constant per `D`, so this folds away; a test pins its form for serde_json.
+pub fn lends_json_text<'de, D: serde::Deserializer<'de>>() -> bool {
+    std::any::type_name::<D>().starts_with("&mut serde_json::de::Deserializer<")
+}
+
+/// A string to write into JSON, and whether it is known to need no escaping because serde_json
+/// lent it (or the string it is part of) from the JSON text it parsed. Written without looking
+/// at its bytes when it is; scanned by [`serialize`] when it is not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Text<'a> {
+    text: &'a str,
+    clean: bool,
+}
+
+impl<'a> Text<'a> {
+    /// Any string: it will be scanned (and escaped if need be) when written.
+    pub fn new(text: &'a str) -> Self {
+        Text { text, clean: false }
+    }
+
+    /// `text` as serde_json lent it from JSON text (see [`lends_json_text`]).
+    pub(crate) fn lent_by_json(text: &'a str) -> Self {
+        Text { text, clean: true }
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        self.text
+    }
+
+    /// A part of this text (`part` must be a slice of it, e.g. from `split_once`); it keeps
+    /// what is known about this text. Anything else is treated as [`Text::new`].
+    pub fn part(&self, part: &'a str) -> Text<'a> {
+        let (whole, at) = (self.text.as_ptr() as usize, part.as_ptr() as usize);
+        let inside = at >= whole && at + part.len() <= whole + self.text.len();
+        Text {
+            text: part,
+            clean: self.clean && inside,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
+
+impl serde::Serialize for Text<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.clean && self.text.len() >= RAW_MIN_LEN {
+            serialize_raw(self.text, s)
+        } else {
+            serialize(self.text, s)
+        }
+    }
 }
 
 /// For `#[serde(serialize_with = ...)]` on an `Option` of a string.

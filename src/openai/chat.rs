@@ -25,66 +25,117 @@ use crate::providers::Usage;
 // ---------------------------------------------------------------------------------------------
 
 /// A JSON string borrowed from the input when it has no escapes (serde's own `Cow<str>` only
-/// borrows for a bare `#[serde(borrow)] Cow<str>` field, not inside `Option` or `Vec`).
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Str<'a>(pub Cow<'a, str>);
+/// borrows for a bare `#[serde(borrow)] Cow<str>` field, not inside `Option` or `Vec`). It
+/// remembers whether serde_json lent it from JSON text, so that writing it into another JSON
+/// body needs no escaping scan ([`Str::text`]). Only deserialization makes one (outside tests),
+/// and nothing changes one, so that knowledge stays true.
+#[derive(Clone, Default)]
+pub struct Str<'a> {
+    text: Cow<'a, str>,
+    /// Lent by serde_json from JSON text: nothing in it needs escaping.
+    clean: bool,
+}
 
 impl<'a> Str<'a> {
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// The string with what is known about it, for a translator to write into its own body.
+    pub fn text(&self) -> crate::json_text::Text<'_> {
+        if self.clean {
+            crate::json_text::Text::lent_by_json(&self.text)
+        } else {
+            crate::json_text::Text::new(&self.text)
+        }
+    }
+
+    /// Whether serde_json lent it from the JSON text it parsed (tests).
+    #[cfg(test)]
+    pub fn is_lent(&self) -> bool {
+        self.clean && matches!(self.text, Cow::Borrowed(_))
     }
 }
+
+impl PartialEq for Str<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Str<'_> {}
 
 impl std::ops::Deref for Str<'_> {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl fmt::Debug for Str<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.text, f)
     }
 }
 
 impl fmt::Display for Str<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
+#[cfg(test)]
 impl<'a> From<&'a str> for Str<'a> {
     fn from(s: &'a str) -> Self {
-        Str(Cow::Borrowed(s))
+        Str {
+            text: Cow::Borrowed(s),
+            clean: false,
+        }
     }
 }
 
 impl Serialize for Str<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::json_text::serialize(&self.0, s)
+        self.text().serialize(s)
+    }
+}
+
+/// What the visitors below make of a string: lent from JSON text (clean) when `lent` says the
+/// deserializer lends only such strings.
+fn lent_str(v: &str, lent: bool) -> Str<'_> {
+    Str {
+        text: Cow::Borrowed(v),
+        clean: lent,
+    }
+}
+
+fn owned_str<'a>(v: String) -> Str<'a> {
+    Str {
+        text: Cow::Owned(v),
+        clean: false,
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        struct V<'a>(bool, std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
             type Value = Str<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Borrowed(v)))
+                Ok(lent_str(v, self.0))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v.to_string())))
+                Ok(owned_str(v.to_string()))
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v)))
+                Ok(owned_str(v))
             }
         }
-        d.deserialize_str(V(std::marker::PhantomData))
+        let lent = crate::json_text::lends_json_text::<D>();
+        d.deserialize_str(V(lent, std::marker::PhantomData))
     }
 }
 
@@ -162,20 +213,20 @@ pub enum MessageContent<'a> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for MessageContent<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        struct V<'a>(bool, std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
             type Value = MessageContent<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string or an array of content parts")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(MessageContent::Text(Str(Cow::Borrowed(v))))
+                Ok(MessageContent::Text(lent_str(v, self.0)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(MessageContent::Text(Str(Cow::Owned(v.to_string()))))
+                Ok(MessageContent::Text(owned_str(v.to_string())))
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(MessageContent::Text(Str(Cow::Owned(v))))
+                Ok(MessageContent::Text(owned_str(v)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
@@ -185,7 +236,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for MessageContent<'a> {
                 Ok(MessageContent::Parts(parts))
             }
         }
-        d.deserialize_any(V(std::marker::PhantomData))
+        let lent = crate::json_text::lends_json_text::<D>();
+        d.deserialize_any(V(lent, std::marker::PhantomData))
     }
 }
 
@@ -704,6 +756,44 @@ mod tests {
         ChatRequest::from_envelope(&env)
     }
 
+    /// Only serde_json reading JSON text lends strings known to need no escaping; a string
+    /// handed over by anything else (a `Value`, serde's buffer for untagged enums) is scanned.
+    #[test]
+    fn only_json_text_lends_clean_strings() {
+        let json = br#""a plain string""#;
+        assert!(serde_json::from_slice::<Str>(json).unwrap().is_lent());
+        assert!(serde_json::from_str::<Str>(r#""a plain string""#)
+            .unwrap()
+            .is_lent());
+        assert!(!serde_json::from_str::<Str>(r#""an \"escaped\" one""#)
+            .unwrap()
+            .is_lent());
+        let v = serde_json::Value::String("a \"quote\" in a Value".into());
+        let from_value = Str::deserialize(&v).unwrap();
+        assert!(!from_value.is_lent());
+        assert_eq!(
+            serde_json::to_string(&from_value).unwrap(),
+            serde_json::to_string(&v).unwrap()
+        );
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either<'a> {
+            #[serde(borrow)]
+            S(Str<'a>),
+        }
+        let Either::S(s) = serde_json::from_str::<Either>(r#""via Content""#).unwrap();
+        assert!(!s.is_lent());
+        // A lent string keeps what is known about it in its parts, and only in its parts.
+        let lent = serde_json::from_str::<Str>(r#""data:image/png;base64,AAAA""#).unwrap();
+        let t = lent.text();
+        let (_, data) = t.as_str().split_once(',').unwrap();
+        assert_eq!(t.part(data), crate::json_text::Text::lent_by_json(data));
+        assert_eq!(
+            t.part("elsewhere"),
+            crate::json_text::Text::new("elsewhere")
+        );
+    }
+
     #[test]
     fn parses_messages_borrowing_unescaped_strings() {
         let body = r#"{"model":"m","messages":[
@@ -716,17 +806,20 @@ mod tests {
         assert_eq!(r.messages.len(), 4);
         assert_eq!(r.messages[0].role, Role::System);
         match &r.messages[0].content {
-            Some(MessageContent::Text(t)) => assert!(matches!(t.0, Cow::Borrowed("be brief"))),
+            // Lent by serde_json from the body: written into another body without a scan.
+            Some(MessageContent::Text(t)) => assert!(t.is_lent() && t.as_str() == "be brief"),
             other => panic!("{other:?}"),
         }
         match &r.messages[1].content {
             Some(MessageContent::Parts(p)) => {
                 assert_eq!(p[0].text.as_deref(), Some("a \"quoted\" word"));
-                assert!(matches!(p[0].text.as_ref().unwrap().0, Cow::Owned(_)));
+                // Unescaped into a new string: scanned when written.
+                assert!(!p[0].text.as_ref().unwrap().is_lent());
                 assert_eq!(
                     p[1].image_url.as_ref().unwrap().url.as_str(),
                     "https://x/y.png"
                 );
+                assert!(p[1].image_url.as_ref().unwrap().url.is_lent());
             }
             other => panic!("{other:?}"),
         }

@@ -56,6 +56,7 @@ use std::borrow::Cow;
 
 use super::{client_status, provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::error::{kind_for_status, GatewayError};
+use crate::json_text::Text;
 use crate::openai::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatMessage, ChatRequest, Choice,
     ChunkChoice, CompletionUsage, ContentPart, Delta, DeltaFunction, DeltaToolCall, FunctionOut,
@@ -191,7 +192,7 @@ struct MessagesRequest<'r> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum System<'r> {
-    Text(#[serde(serialize_with = "crate::json_text::serialize_field")] &'r str),
+    Text(Text<'r>),
     Blocks(Vec<Block<'r>>),
 }
 
@@ -205,8 +206,7 @@ struct AMessage<'r> {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Block<'r> {
     Text {
-        #[serde(serialize_with = "crate::json_text::serialize_field")]
-        text: &'r str,
+        text: Text<'r>,
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<&'r RawValue>,
     },
@@ -230,8 +230,7 @@ enum Block<'r> {
 enum ImageSource<'r> {
     Base64 {
         media_type: &'static str,
-        #[serde(serialize_with = "crate::json_text::serialize_field")]
-        data: &'r str,
+        data: Text<'r>,
     },
     Url {
         url: &'r str,
@@ -327,9 +326,9 @@ impl<'r> Conversation<'r> {
     }
 }
 
-fn text_block(text: &str) -> Option<Block<'_>> {
+fn text_block<'r>(text: &'r Str<'_>) -> Option<Block<'r>> {
     (!text.is_empty()).then_some(Block::Text {
-        text,
+        text: text.text(),
         cache_control: None,
     })
 }
@@ -341,8 +340,8 @@ fn text_part<'r>(
     allow_refusal: bool,
 ) -> Result<Option<Block<'r>>, GatewayError> {
     let text = match part.kind.as_str() {
-        "text" => part.text.as_deref(),
-        "refusal" if allow_refusal => part.refusal.as_deref(),
+        "text" => part.text.as_ref().map(Str::text),
+        "refusal" if allow_refusal => part.refusal.as_ref().map(Str::text),
         _ => None,
     };
     let Some(text) = text else {
@@ -365,7 +364,8 @@ fn text_part<'r>(
     }))
 }
 
-fn image_block<'r>(url: &'r str, param: &str) -> Result<Block<'r>, GatewayError> {
+fn image_block<'r>(image_url: Text<'r>, param: &str) -> Result<Block<'r>, GatewayError> {
+    let url = image_url.as_str();
     if let Some(rest) = strip_prefix_ci(url, "data:") {
         let bad =
             |why: &str| GatewayError::invalid_param(param, format!("invalid data URL: {why}"));
@@ -390,7 +390,10 @@ fn image_block<'r>(url: &'r str, param: &str) -> Result<Block<'r>, GatewayError>
             return Err(bad("no image data"));
         }
         return Ok(Block::Image {
-            source: ImageSource::Base64 { media_type, data },
+            source: ImageSource::Base64 {
+                media_type,
+                data: image_url.part(data),
+            },
         });
     }
     if strip_prefix_ci(url, "https://").is_some() || strip_prefix_ci(url, "http://").is_some() {
@@ -476,7 +479,7 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
                                 let img = p.image_url.as_ref().ok_or_else(|| {
                                     GatewayError::invalid_param(&param, "`image_url` is required")
                                 })?;
-                                Some(image_block(&img.url, &param)?)
+                                Some(image_block(img.url.text(), &param)?)
                             }
                             "input_audio" => {
                                 return Err(unsupported(&part_path(j)(), "audio input"))
@@ -574,7 +577,7 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
                                             "`image_url` is required",
                                         )
                                     })?;
-                                    blocks.push(image_block(&img.url, &param)?);
+                                    blocks.push(image_block(img.url.text(), &param)?);
                                 }
                                 other => {
                                     return Err(GatewayError::invalid_param(
@@ -614,7 +617,7 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
             AMessage {
                 role: "user",
                 content: vec![Block::Text {
-                    text: LEADING_USER_PLACEHOLDER,
+                    text: Text::new(LEADING_USER_PLACEHOLDER),
                     cache_control: None,
                 }],
             },
@@ -678,7 +681,7 @@ fn build_request<'r>(
         [Block::Text {
             text,
             cache_control: None,
-        }] => Some(System::Text(text)),
+        }] => Some(System::Text(*text)),
         _ => Some(System::Blocks(conv.system)),
     };
 
@@ -1690,6 +1693,40 @@ mod tests {
                 {"type":"image","source":{"type":"url","url":"https://example.com/cat.png"}},
                 {"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo/AAA="}},
                 {"type":"image","source":{"type":"base64","media_type":"image/jpeg","data":"/9j/4AAQ"}}
+            ])
+        );
+    }
+
+    /// Long texts go through the no-scan path when serde_json lent them and the escaping path
+    /// when they held escapes: either way the Anthropic body carries exactly the client's text.
+    #[test]
+    fn long_texts_and_image_data_arrive_unchanged() {
+        let plain =
+            "Summarise the quarterly planning notes below in three short bullet points. ".repeat(3);
+        let escaped = format!(r#"{plain}with \"quotes\", a \\ backslash,\n a new line and \u0001"#);
+        let b64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+        let body = with_messages(
+            &format!(
+                r#"[{{"role":"system","content":"{plain}"}},
+                   {{"role":"user","content":[{{"type":"text","text":"{plain}"}},{{"type":"text","text":"{escaped}"}},
+                     {{"type":"image_url","image_url":{{"url":"data:image/png;base64,{b64}"}}}}]}},
+                   {{"role":"assistant","content":"{escaped}"}},{{"role":"user","content":"{plain}"}}]"#
+            ),
+            "",
+        );
+        let v = body_of(&body);
+        let unescaped: String = serde_json::from_str(&format!("\"{escaped}\"")).unwrap();
+        assert!(unescaped.contains('"') && unescaped.contains('\n') && unescaped.contains('\u{1}'));
+        assert_eq!(v["system"], json!(plain));
+        assert_eq!(
+            v["messages"],
+            json!([
+                {"role":"user","content":[
+                    {"type":"text","text":plain},
+                    {"type":"text","text":unescaped},
+                    {"type":"image","source":{"type":"base64","media_type":"image/png","data":b64}}]},
+                {"role":"assistant","content":[{"type":"text","text":unescaped}]},
+                {"role":"user","content":[{"type":"text","text":plain}]}
             ])
         );
     }
