@@ -25,6 +25,16 @@ pub struct SseParser {
     has_data: bool,
 }
 
+/// The current event's `event:` and first `data:` value while they are still slices of the chunk
+/// being fed: an event whose lines all arrive in one chunk (nearly all of them) is dispatched
+/// without copying them. Copied into the parser only when the chunk ends before the event does
+/// or a second `data:` line has to be joined to the first.
+#[derive(Default)]
+struct Lent<'c> {
+    event: Option<&'c str>,
+    data: Option<&'c str>,
+}
+
 impl SseParser {
     pub fn new() -> Self {
         Self::default()
@@ -32,14 +42,18 @@ impl SseParser {
 
     /// Feeds bytes; calls `on_event` for each event completed by them.
     pub fn feed(&mut self, mut chunk: &[u8], on_event: &mut dyn FnMut(SseEvent)) {
+        if chunk.is_empty() {
+            return; // (an empty chunk between `\r` and `\n` must not end the `\r\n` wait)
+        }
         if self.after_cr {
             self.after_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
             }
         }
+        let mut lent = Lent::default();
         let mut start = 0;
-        while let Some(off) = memchr::memchr2(b'\n', b'\r', &chunk[start..]) {
+        while let Some(off) = line_end(&chunk[start..]) {
             let line_end = start + off;
             let mut next = line_end + 1;
             if chunk[line_end] == b'\r' {
@@ -50,27 +64,33 @@ impl SseParser {
                 }
             }
             if self.line.is_empty() {
-                self.process_line(&chunk[start..line_end], on_event);
+                self.process_line(&chunk[start..line_end], &mut lent, on_event);
             } else {
+                // The rest of a line the previous chunk began (the first line of this chunk,
+                // so nothing is lent yet).
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(&chunk[start..line_end]);
-                self.process_line(&line, on_event);
+                let mut from_line = Lent::default();
+                self.process_line(&line, &mut from_line, on_event);
+                self.keep(&mut from_line);
                 line.clear();
                 self.line = line;
             }
             start = next;
         }
+        self.keep(&mut lent);
         self.line.extend_from_slice(&chunk[start..]);
     }
 
     /// At end of stream: an event not closed by a blank line is still dispatched (some providers,
     /// e.g. Gemini, close the connection right after the last `data:` line).
     pub fn finish(&mut self, on_event: &mut dyn FnMut(SseEvent)) {
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.process_line(&line, on_event);
+        let line = std::mem::take(&mut self.line);
+        let mut lent = Lent::default();
+        if !line.is_empty() {
+            self.process_line(&line, &mut lent, on_event);
         }
-        self.dispatch(on_event);
+        self.dispatch(&mut lent, on_event);
     }
 
     /// Bytes held back waiting for a line end (bounded by the caller's body limit).
@@ -78,9 +98,25 @@ impl SseParser {
         self.line.len() + self.data.len()
     }
 
-    fn process_line(&mut self, line: &[u8], on_event: &mut dyn FnMut(SseEvent)) {
+    /// Copies what is still lent into the parser: the chunk it points into is going away.
+    fn keep(&mut self, lent: &mut Lent<'_>) {
+        if let Some(e) = lent.event.take() {
+            self.event.clear();
+            self.event.push_str(e);
+        }
+        if let Some(d) = lent.data.take() {
+            self.data.push_str(d);
+        }
+    }
+
+    fn process_line<'c>(
+        &mut self,
+        line: &'c [u8],
+        lent: &mut Lent<'c>,
+        on_event: &mut dyn FnMut(SseEvent),
+    ) {
         if line.is_empty() {
-            self.dispatch(on_event);
+            self.dispatch(lent, on_event);
             return;
         }
         if line[0] == b':' {
@@ -95,39 +131,83 @@ impl SseParser {
         };
         match field {
             b"data" => {
-                if self.has_data {
-                    self.data.push('\n');
+                let text = std::str::from_utf8(value);
+                if !self.has_data {
+                    self.has_data = true;
+                    match text {
+                        Ok(v) => lent.data = Some(v),
+                        Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
+                    }
+                    return;
                 }
-                match std::str::from_utf8(value) {
+                if let Some(first) = lent.data.take() {
+                    self.data.push_str(first);
+                }
+                self.data.push('\n');
+                match text {
                     Ok(v) => self.data.push_str(v),
                     Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
                 }
-                self.has_data = true;
             }
             b"event" => {
-                self.event.clear();
-                match std::str::from_utf8(value) {
-                    Ok(v) => self.event.push_str(v),
-                    Err(_) => self.event.push_str(&String::from_utf8_lossy(value)),
-                }
                 self.has_event = true;
+                match std::str::from_utf8(value) {
+                    Ok(v) => lent.event = Some(v),
+                    Err(_) => {
+                        lent.event = None;
+                        self.event.clear();
+                        self.event.push_str(&String::from_utf8_lossy(value));
+                    }
+                }
             }
             _ => {} // id, retry and unknown fields carry nothing a translator needs
         }
     }
 
-    fn dispatch(&mut self, on_event: &mut dyn FnMut(SseEvent)) {
+    fn dispatch(&mut self, lent: &mut Lent<'_>, on_event: &mut dyn FnMut(SseEvent)) {
         if self.has_data {
+            let event = match lent.event {
+                Some(e) => Some(e),
+                None => self.has_event.then_some(self.event.as_str()),
+            };
             on_event(SseEvent {
-                event: self.has_event.then_some(self.event.as_str()),
-                data: &self.data,
+                event,
+                data: lent.data.unwrap_or(&self.data),
             });
         }
+        *lent = Lent::default();
         self.event.clear();
         self.data.clear();
         self.has_event = false;
         self.has_data = false;
     }
+}
+
+/// The index of the first `\n` or `\r`, eight bytes per step (on wasm32, where `usize` is four
+/// bytes, twice what a `usize`-wide search does).
+fn line_end(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        let lf = x ^ (ONES * u64::from(b'\n'));
+        let cr = x ^ (ONES * u64::from(b'\r'));
+        // The lowest flagged byte is exact (only bytes above a zero byte can be flagged falsely).
+        let hits = (lf.wrapping_sub(ONES) & !lf | cr.wrapping_sub(ONES) & !cr) & HIGHS;
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'\n' || c == b'\r')
+        .map(|p| at + p)
 }
 
 /// Appends `data: <json>\n\n`.
@@ -220,6 +300,57 @@ mod tests {
         for cut in 0..=STREAM.len() {
             let (a, b) = STREAM.split_at(cut);
             assert_eq!(parse_all(&[a, b]), expected(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn same_events_at_every_pair_of_split_offsets() {
+        // Three chunks: events lent from one chunk, copied across two, joined across three.
+        for a in 0..=STREAM.len() {
+            for b in a..=STREAM.len() {
+                let chunks = [&STREAM[..a], &STREAM[a..b], &STREAM[b..]];
+                assert_eq!(parse_all(&chunks), expected(), "cuts at {a} and {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn later_event_line_wins_and_bad_utf8_is_replaced() {
+        let s: &[u8] = b"event: a\nevent: b\ndata: 1\n\nevent: \xff\ndata: \xfe2\ndata: 3\n\n";
+        let want = vec![
+            Owned {
+                event: Some("b".into()),
+                data: "1".into(),
+            },
+            Owned {
+                event: Some("\u{fffd}".into()),
+                data: "\u{fffd}2\n3".into(),
+            },
+        ];
+        for cut in 0..=s.len() {
+            let (a, b) = s.split_at(cut);
+            assert_eq!(parse_all(&[a, b]), want, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn line_end_finds_the_first_cr_or_lf_at_every_position() {
+        for len in 0..40 {
+            // Bytes one bit away from `\n`/`\r`, high bytes, and zero: none is a line end.
+            let filler: Vec<u8> = (0..len)
+                .map(|i| [b'a', 0x0b, 0x0c, 0x0e, 0x8a, 0x8d, 0x00, 0xff, 0x09][i % 9])
+                .collect();
+            assert_eq!(line_end(&filler), None, "len {len}");
+            for pos in 0..len {
+                for end in [b'\n', b'\r'] {
+                    let mut b = filler.clone();
+                    b[pos] = end;
+                    if pos + 1 < len {
+                        b[len - 1] = b'\n'; // a later one does not count
+                    }
+                    assert_eq!(line_end(&b), Some(pos), "{end:#x} at {pos} of {len}");
+                }
+            }
         }
     }
 
