@@ -89,6 +89,7 @@ use std::borrow::Cow;
 
 use super::{client_status, provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::error::{kind_for_status, GatewayError};
+use crate::json_text::Text;
 use crate::openai::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatMessage, ChatRequest, Choice,
     ChunkChoice, CompletionUsage, ContentPart, Delta, DeltaFunction, DeltaToolCall, FunctionOut,
@@ -196,7 +197,7 @@ struct SystemInstruction<'r> {
 #[serde(rename_all = "camelCase")]
 struct Part<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'r str>,
+    text: Option<Text<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     inline_data: Option<Blob<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,7 +214,7 @@ struct Part<'r> {
 #[serde(rename_all = "camelCase")]
 struct Blob<'r> {
     mime_type: Cow<'r, str>,
-    data: &'r str,
+    data: Text<'r>,
 }
 
 #[derive(Serialize)]
@@ -240,7 +241,15 @@ struct FnResponse<'r> {
 #[serde(untagged)]
 enum FnResult<'r> {
     Object(&'r RawValue),
-    Output { output: Cow<'r, str> },
+    Output { output: ToolText<'r> },
+}
+
+/// Text of a tool message: one string as the client sent it, or several text parts joined.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolText<'r> {
+    One(Text<'r>),
+    Joined(String),
 }
 
 #[derive(Serialize)]
@@ -350,7 +359,7 @@ impl<'r> Conversation<'r> {
     }
 }
 
-fn text(t: &str) -> Option<Part<'_>> {
+fn text(t: Text<'_>) -> Option<Part<'_>> {
     (!t.is_empty()).then(|| Part {
         text: Some(t),
         ..Default::default()
@@ -364,8 +373,8 @@ fn text_part<'r>(
     allow_refusal: bool,
 ) -> Result<Option<Part<'r>>, GatewayError> {
     let t = match p.kind.as_str() {
-        "text" => p.text.as_deref(),
-        "refusal" if allow_refusal => p.refusal.as_deref(),
+        "text" => p.text.as_ref().map(Str::text),
+        "refusal" if allow_refusal => p.refusal.as_ref().map(Str::text),
         _ => None,
     };
     match t {
@@ -385,7 +394,8 @@ fn strip_prefix_ci<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
 }
 
 /// `data:<media type>;base64,<data>` → (media type, data).
-fn data_url<'u>(url: &'u str, param: &str) -> Result<(Cow<'u, str>, &'u str), GatewayError> {
+fn data_url<'u>(url_text: Text<'u>, param: &str) -> Result<(Cow<'u, str>, Text<'u>), GatewayError> {
+    let url = url_text.as_str();
     let bad = |why: &str| GatewayError::invalid_param(param, format!("invalid data URL: {why}"));
     let rest = strip_prefix_ci(url, "data:").ok_or_else(|| bad("expected `data:`"))?;
     let (meta, data) = rest
@@ -409,7 +419,7 @@ fn data_url<'u>(url: &'u str, param: &str) -> Result<(Cow<'u, str>, &'u str), Ga
     } else {
         Cow::Borrowed(media)
     };
-    Ok((media, data))
+    Ok((media, url_text.part(data)))
 }
 
 /// MIME type from a URL's path extension.
@@ -431,9 +441,10 @@ fn mime_from_extension(url: &str) -> Option<&'static str> {
 
 const FILES_API_PREFIX: &str = "https://generativelanguage.googleapis.com/";
 
-fn image_part<'r>(url: &'r str, param: &str) -> Result<Part<'r>, GatewayError> {
+fn image_part<'r>(url_text: Text<'r>, param: &str) -> Result<Part<'r>, GatewayError> {
+    let url = url_text.as_str();
     if strip_prefix_ci(url, "data:").is_some() {
-        let (mime_type, data) = data_url(url, param)?;
+        let (mime_type, data) = data_url(url_text, param)?;
         return Ok(Part {
             inline_data: Some(Blob { mime_type, data }),
             ..Default::default()
@@ -492,7 +503,7 @@ fn audio_part<'r>(raw: Option<&'r RawValue>, param: &str) -> Result<Part<'r>, Ga
     Ok(Part {
         inline_data: Some(Blob {
             mime_type: Cow::Borrowed(mime),
-            data: a.data,
+            data: Text::new(a.data),
         }),
         ..Default::default()
     })
@@ -513,7 +524,7 @@ fn file_part<'r>(raw: Option<&'r RawValue>, param: &str) -> Result<Part<'r>, Gat
             "a `file` part without `file_data` (uploaded `file_id`)",
         ));
     };
-    let (mime_type, data) = data_url(url, param)?;
+    let (mime_type, data) = data_url(Text::new(url), param)?;
     Ok(Part {
         inline_data: Some(Blob { mime_type, data }),
         ..Default::default()
@@ -601,15 +612,15 @@ fn tool_name<'r>(msgs: &'r [ChatMessage<'_>], before: usize, id: &str) -> Option
 }
 
 /// Text of a tool message: the string, or its text parts joined.
-fn tool_text<'r>(m: &'r ChatMessage<'_>, i: usize) -> Result<Cow<'r, str>, GatewayError> {
+fn tool_text<'r>(m: &'r ChatMessage<'_>, i: usize) -> Result<ToolText<'r>, GatewayError> {
     Ok(match &m.content {
-        None => Cow::Borrowed(""),
-        Some(MessageContent::Text(t)) => Cow::Borrowed(t.as_str()),
+        None => ToolText::One(Text::new("")),
+        Some(MessageContent::Text(t)) => ToolText::One(t.text()),
         Some(MessageContent::Parts(parts)) => {
-            let mut out: Cow<'r, str> = Cow::Borrowed("");
+            let mut out = ToolText::One(Text::new(""));
             for (j, p) in parts.iter().enumerate() {
-                let t = match (p.kind.as_str(), p.text.as_deref()) {
-                    ("text", Some(t)) => t,
+                let t = match (p.kind.as_str(), p.text.as_ref()) {
+                    ("text", Some(t)) => t.text(),
                     _ => {
                         return Err(GatewayError::invalid_param(
                             &format!("messages[{i}].content[{j}]"),
@@ -620,10 +631,10 @@ fn tool_text<'r>(m: &'r ChatMessage<'_>, i: usize) -> Result<Cow<'r, str>, Gatew
                         ))
                     }
                 };
-                if out.is_empty() {
-                    out = Cow::Borrowed(t);
-                } else {
-                    out.to_mut().push_str(t);
+                match &mut out {
+                    ToolText::One(o) if o.is_empty() => out = ToolText::One(t),
+                    ToolText::One(o) => out = ToolText::Joined([o.as_str(), t.as_str()].concat()),
+                    ToolText::Joined(s) => s.push_str(t.as_str()),
                 }
             }
             out
@@ -641,7 +652,7 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
         match m.role {
             Role::System | Role::Developer => match &m.content {
                 None => {}
-                Some(MessageContent::Text(t)) => conv.system.extend(text(t)),
+                Some(MessageContent::Text(t)) => conv.system.extend(text(t.text())),
                 Some(MessageContent::Parts(parts)) => {
                     for (j, p) in parts.iter().enumerate() {
                         if p.kind.as_str() != "text" {
@@ -657,7 +668,7 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
             Role::User => match &m.content {
                 None => {}
                 Some(MessageContent::Text(t)) => {
-                    if let Some(p) = text(t) {
+                    if let Some(p) = text(t.text()) {
                         conv.push("user", p);
                     }
                 }
@@ -670,7 +681,7 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
                                 let img = p.image_url.as_ref().ok_or_else(|| {
                                     GatewayError::invalid_param(&param, "`image_url` is required")
                                 })?;
-                                Some(image_part(&img.url, &param)?)
+                                Some(image_part(img.url.text(), &param)?)
                             }
                             "input_audio" => Some(audio_part(
                                 p.input_audio,
@@ -700,7 +711,7 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
                 match &m.content {
                     None => {}
                     Some(MessageContent::Text(t)) => {
-                        if let Some(p) = text(t) {
+                        if let Some(p) = text(t.text()) {
                             conv.push("model", p);
                         }
                     }
@@ -774,9 +785,9 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
                     )
                 })?;
                 let body = tool_text(m, i)?;
-                let response = match &body {
-                    Cow::Borrowed(t) if t.trim_start().starts_with('{') => {
-                        match serde_json::from_str::<&RawValue>(t) {
+                let response = match body {
+                    ToolText::One(t) if t.as_str().trim_start().starts_with('{') => {
+                        match serde_json::from_str::<&RawValue>(t.as_str()) {
                             Ok(raw) => FnResult::Object(raw),
                             Err(_) => FnResult::Output { output: body },
                         }
@@ -811,7 +822,7 @@ fn convert_messages<'r>(msgs: &'r [ChatMessage<'_>]) -> Result<Conversation<'r>,
             Content {
                 role: "user",
                 parts: vec![Part {
-                    text: Some(LEADING_USER_PLACEHOLDER),
+                    text: Some(Text::new(LEADING_USER_PLACEHOLDER)),
                     ..Default::default()
                 }],
             },
@@ -1949,6 +1960,51 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    /// Long texts go through the no-scan path when serde_json lent them and the escaping path
+    /// when they held escapes: either way the Gemini body carries exactly the client's text.
+    #[test]
+    fn long_texts_and_image_data_arrive_unchanged() {
+        let plain =
+            "Summarise the quarterly planning notes below in three short bullet points. ".repeat(3);
+        let escaped = format!(r#"{plain}with \"quotes\", a \\ backslash,\n a new line and \u0001"#);
+        let b64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+        let body = with_messages(
+            &format!(
+                r#"[{{"role":"system","content":"{plain}"}},
+                   {{"role":"user","content":[{{"type":"text","text":"{plain}"}},{{"type":"text","text":"{escaped}"}},
+                     {{"type":"image_url","image_url":{{"url":"data:image/png;base64,{b64}"}}}}]}},
+                   {{"role":"assistant","content":"{escaped}","tool_calls":[
+                     {{"id":"call_1","type":"function","function":{{"name":"f","arguments":"{{}}"}}}},
+                     {{"id":"call_2","type":"function","function":{{"name":"g","arguments":"{{}}"}}}}]}},
+                   {{"role":"tool","tool_call_id":"call_1","content":"{plain}"}},
+                   {{"role":"tool","tool_call_id":"call_2","content":[{{"type":"text","text":"{plain}"}},{{"type":"text","text":"{escaped}"}}]}},
+                   {{"role":"user","content":"{plain}"}}]"#
+            ),
+            "",
+        );
+        let v = body_of(&body);
+        let unescaped: String = serde_json::from_str(&format!("\"{escaped}\"")).unwrap();
+        assert!(unescaped.contains('"') && unescaped.contains('\n') && unescaped.contains('\u{1}'));
+        assert_eq!(v["systemInstruction"], json!({"parts":[{"text":plain}]}));
+        assert_eq!(
+            v["contents"],
+            json!([
+                {"role":"user","parts":[
+                    {"text":plain},
+                    {"text":unescaped},
+                    {"inlineData":{"mimeType":"image/png","data":b64}}]},
+                {"role":"model","parts":[
+                    {"text":unescaped},
+                    {"functionCall":{"name":"f","args":{}},"thoughtSignature":SKIP_THOUGHT_SIGNATURE},
+                    {"functionCall":{"name":"g","args":{}}}]},
+                {"role":"user","parts":[
+                    {"functionResponse":{"name":"f","response":{"output":plain}}},
+                    {"functionResponse":{"name":"g","response":{"output":format!("{plain}{unescaped}")}}},
+                    {"text":plain}]}
+            ])
+        );
     }
 
     #[test]
