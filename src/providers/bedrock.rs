@@ -64,10 +64,11 @@ use crate::aws::eventstream::{Decoder, Message};
 use crate::aws::sigv4;
 use crate::config::Provider;
 use crate::error::{kind_for_status, GatewayError};
+use crate::json_text::Text;
 use crate::openai::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice,
     CompletionUsage, ContentPart, Delta, DeltaFunction, DeltaToolCall, FunctionOut, MessageContent,
-    ResponseFormat, Role, ToolCallOut, ToolChoice,
+    ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
 use crate::sse::write_json_event;
 
@@ -215,7 +216,7 @@ struct Msg<'r> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 enum Block<'r> {
-    Text(&'r str),
+    Text(Text<'r>),
     Image(Image<'r>),
     ToolUse(ToolUse<'r>),
     ToolResult(ToolResult<'r>),
@@ -229,7 +230,8 @@ struct Image<'r> {
 
 #[derive(Serialize)]
 struct ImageSource<'r> {
-    bytes: &'r str,
+    /// The base64 data of the client's data URL.
+    bytes: Text<'r>,
 }
 
 #[derive(Serialize)]
@@ -377,7 +379,8 @@ fn image_format(mime: &str) -> Option<&'static str> {
     }
 }
 
-fn image<'r>(url: &'r str, param: &str) -> Result<Block<'r>, GatewayError> {
+fn image<'r>(image_url: Text<'r>, param: &str) -> Result<Block<'r>, GatewayError> {
+    let url = image_url.as_str();
     let Some(rest) = url
         .get(..5)
         .filter(|h| h.eq_ignore_ascii_case("data:"))
@@ -407,7 +410,9 @@ fn image<'r>(url: &'r str, param: &str) -> Result<Block<'r>, GatewayError> {
     })?;
     Ok(Block::Image(Image {
         format,
-        source: ImageSource { bytes: data },
+        source: ImageSource {
+            bytes: image_url.part(data),
+        },
     }))
 }
 
@@ -419,14 +424,14 @@ fn plain_text<'r>(
 ) -> Result<(), GatewayError> {
     match content {
         None => {}
-        Some(MessageContent::Text(t)) if !t.is_empty() => out.push(Block::Text(t)),
+        Some(MessageContent::Text(t)) if !t.is_empty() => out.push(Block::Text(t.text())),
         Some(MessageContent::Text(_)) => {}
         Some(MessageContent::Parts(parts)) => {
             for (j, p) in parts.iter().enumerate() {
-                match (p.kind.as_str(), p.text.as_deref()) {
+                match (p.kind.as_str(), p.text.as_ref()) {
                     ("text", Some(t)) => {
                         if !t.is_empty() {
-                            out.push(Block::Text(t));
+                            out.push(Block::Text(t.text()));
                         }
                     }
                     (kind, _) => {
@@ -447,16 +452,16 @@ fn user_part<'r>(p: &'r ContentPart<'_>, param: &str) -> Result<Option<Block<'r>
         "text" => {
             let t = p
                 .text
-                .as_deref()
+                .as_ref()
                 .ok_or_else(|| bad(param, "a `text` part must carry `text`"))?;
-            Ok((!t.is_empty()).then_some(Block::Text(t)))
+            Ok((!t.is_empty()).then_some(Block::Text(t.text())))
         }
         "image_url" => {
             let url = p
                 .image_url
                 .as_ref()
                 .ok_or_else(|| bad(param, "an `image_url` part must carry `image_url.url`"))?;
-            image(url.url.as_str(), param).map(Some)
+            image(url.url.text(), param).map(Some)
         }
         other => Err(unsupported(param, &format!("a `{other}` content part"))),
     }
@@ -502,7 +507,7 @@ fn conversation<'r>(req: &'r ChatRequest<'_>) -> Result<Conversation<'r>, Gatewa
                     None => return Err(bad(&format!("{param}.content"), "`content` is required")),
                     Some(MessageContent::Text(t)) => {
                         if !t.is_empty() {
-                            c.push("user", Block::Text(t));
+                            c.push("user", Block::Text(t.text()));
                         }
                     }
                     Some(MessageContent::Parts(parts)) => {
@@ -527,8 +532,8 @@ fn conversation<'r>(req: &'r ChatRequest<'_>) -> Result<Conversation<'r>, Gatewa
                     Some(MessageContent::Parts(parts)) => {
                         for (j, p) in parts.iter().enumerate() {
                             let t = match p.kind.as_str() {
-                                "text" => p.text.as_deref(),
-                                "refusal" => p.refusal.as_deref(),
+                                "text" => p.text.as_ref().map(Str::text),
+                                "refusal" => p.refusal.as_ref().map(Str::text),
                                 _ => None,
                             }
                             .ok_or_else(|| {
@@ -603,7 +608,7 @@ fn conversation<'r>(req: &'r ChatRequest<'_>) -> Result<Conversation<'r>, Gatewa
             0,
             Msg {
                 role: "user",
-                content: vec![Block::Text(LEADING_USER_PLACEHOLDER)],
+                content: vec![Block::Text(Text::new(LEADING_USER_PLACEHOLDER))],
             },
         ),
         _ => {}
@@ -1611,6 +1616,46 @@ mod tests {
         assert_eq!(
             keys,
             ["inferenceConfig", "messages", "system", "toolConfig"]
+        );
+    }
+
+    /// Long texts go through the no-scan path when serde_json lent them and the escaping path
+    /// when they held escapes: either way the Converse body carries exactly the client's text.
+    #[test]
+    fn long_texts_and_image_data_arrive_unchanged() {
+        let plain =
+            "Summarise the quarterly planning notes below in three short bullet points. ".repeat(3);
+        let escaped = format!(r#"{plain}with \"quotes\", a \\ backslash,\n a new line and \u0001"#);
+        let b64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+        let b = body_of(&format!(
+            r#"{{"model":"m","messages":[{{"role":"system","content":"{plain}"}},
+               {{"role":"system","content":[{{"type":"text","text":"{escaped}"}}]}},
+               {{"role":"user","content":[{{"type":"text","text":"{plain}"}},{{"type":"text","text":"{escaped}"}},
+                 {{"type":"image_url","image_url":{{"url":"data:image/png;base64,{b64}"}}}}]}},
+               {{"role":"assistant","content":"{escaped}","tool_calls":[{{"id":"c","type":"function","function":{{"name":"f","arguments":"{{}}"}}}}]}},
+               {{"role":"tool","tool_call_id":"c","content":"{escaped}"}},
+               {{"role":"assistant","content":[{{"type":"text","text":"{plain}"}},{{"type":"refusal","refusal":"{escaped}"}}]}},
+               {{"role":"user","content":"{plain}"}}]}}"#
+        ));
+        let unescaped: String = serde_json::from_str(&format!("\"{escaped}\"")).unwrap();
+        assert!(unescaped.contains('"') && unescaped.contains('\n') && unescaped.contains('\u{1}'));
+        assert!(b64.len() >= 64 && plain.len() >= 64);
+        assert_eq!(b["system"], json!([{"text": plain}, {"text": unescaped}]));
+        assert_eq!(
+            b["messages"],
+            json!([
+                {"role":"user","content":[
+                    {"text":plain},
+                    {"text":unescaped},
+                    {"image":{"format":"png","source":{"bytes":b64}}}]},
+                {"role":"assistant","content":[
+                    {"text":unescaped},
+                    {"toolUse":{"toolUseId":"c","name":"f","input":{}}}]},
+                {"role":"user","content":[
+                    {"toolResult":{"toolUseId":"c","content":[{"text":unescaped}]}}]},
+                {"role":"assistant","content":[{"text":plain},{"text":unescaped}]},
+                {"role":"user","content":[{"text":plain}]}
+            ])
         );
     }
 
