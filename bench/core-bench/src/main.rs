@@ -15,11 +15,13 @@ use std::time::Instant;
 const CONFIG: &str = r#"{
   "providers": {
     "openai": {"type": "openai", "cluster": "mock"},
-    "anthropic": {"type": "anthropic", "cluster": "mock"}
+    "anthropic": {"type": "anthropic", "cluster": "mock"},
+    "gemini": {"type": "gemini", "cluster": "mock", "api_key": "k"}
   },
   "models": [
     {"name": "gpt-4o-mini", "deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]},
-    {"name": "claude-3-5-haiku", "deployments": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]}
+    {"name": "claude-3-5-haiku", "deployments": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
+    {"name": "gemini-2.5-flash", "deployments": [{"provider": "gemini", "model": "gemini-2.5-flash"}]}
   ]
 }"#;
 
@@ -129,6 +131,7 @@ struct Fixtures {
     ant_1k_stream: Vec<u8>,
     oai_img: Vec<u8>,
     ant_img: Vec<u8>,
+    gem_img: Vec<u8>,
     ant_msg: Vec<u8>,
     oai_completion: Vec<u8>,
     stream_events: Vec<Vec<u8>>,
@@ -145,6 +148,7 @@ fn fixtures() -> Fixtures {
         ant_1k_stream: request_1k("claude-3-5-haiku", true),
         oai_img: request_image("gpt-4o-mini", 200_000),
         ant_img: request_image("claude-3-5-haiku", 200_000),
+        gem_img: request_image("gemini-2.5-flash", 200_000),
         ant_msg: anthropic_message(),
         oai_completion: openai_completion(),
         stream_whole: stream_events.concat(),
@@ -263,6 +267,15 @@ const CASES: &[Case] = &[
         "on_request_body → Anthropic, 200 KB base64 image (translated)",
         |f| {
             f.gw.on_request_body(&chat(1, 7), &f.ant_img)
+                .map(|fw| fw.body.map_or(0, |b| b.len()))
+                .unwrap_or(0)
+        },
+    ),
+    (
+        "request_gemini_200k_image",
+        "on_request_body → Gemini, 200 KB base64 image (translated)",
+        |f| {
+            f.gw.on_request_body(&chat(1, 7), &f.gem_img)
                 .map(|fw| fw.body.map_or(0, |b| b.len()))
                 .unwrap_or(0)
         },
