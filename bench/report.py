@@ -74,6 +74,8 @@ INSTRUCTION_ROWS = [
     ("s3", "LLMux → Anthropic (translated both ways), 1 KB", "f3"),
     ("f4", "Envoy, no filter, Anthropic SSE 200 deltas", None),
     ("s4", "LLMux streamed, 200 Anthropic deltas → OpenAI chunks", "f4"),
+    ("f5", "Envoy, no filter, the 200 KB Anthropic image request", None),
+    ("s5", "LLMux → Anthropic, 200 KB prompt (base64 image)", "f5"),
 ]
 
 

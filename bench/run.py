@@ -659,17 +659,19 @@ def main():
 
     # Instructions per request (callgrind): the noise-free comparison.
     print("instructions per request (callgrind, c=4)", flush=True)
-    a1k, st = rec["anthropic_1k"], rec["anthropic_stream"]
+    a1k, st, img = rec["anthropic_1k"], rec["anthropic_stream"], rec["anthropic_image"]
     try:
         res["instructions"] = instructions(log_dir, tmp, mock, [
             ("floor", [("s1", oai, body_1k("gpt-4o-mini"), json_h),
                        ("f3", a1k["path"], a1k["body"], a1k["headers"]),
-                       ("f4", st["path"], st["body"], {**st["headers"], **stream_h})]),
+                       ("f4", st["path"], st["body"], {**st["headers"], **stream_h}),
+                       ("f5", img["path"], img["body"], img["headers"])]),
             ("noop", [("w1", oai, body_1k("gpt-4o-mini"), json_h)]),
             ("reference", [("r1", oai, body_1k("gpt-4o-mini"), json_h)]),
             ("llmux", [("s2", oai, body_1k("gpt-4o-mini"), json_h),
                        ("s3", oai, body_1k("claude-3-5-haiku"), json_h),
-                       ("s4", oai, body_1k("claude-3-5-haiku", stream=True), stream_h)]),
+                       ("s4", oai, body_1k("claude-3-5-haiku", stream=True), stream_h),
+                       ("s5", oai, body_image("claude-3-5-haiku"), json_h)]),
             ("llmux-fs", [("s2fs", oai, body_1k("gpt-4o-mini"), json_h)]),
         ], n_requests(500, 100))
     except (OSError, subprocess.SubprocessError, RuntimeError) as e:
