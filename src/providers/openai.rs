@@ -143,11 +143,10 @@ impl ChatTranslator for OpenAiChat {
         };
         let strip = self.strip_usage_chunk;
         let mut usage = None;
-        let mut rewritten = Vec::new();
         let mut on_event = |ev: crate::sse::SseEvent| {
-            // Cheap test first: only events that carry usage are parsed.
+            // Cheap tests first: only events that may carry usage are parsed.
             let mut keep = true;
-            if ev.data.contains("\"usage\"") {
+            if !usage_is_null(ev.data) && ev.data.contains("\"usage\"") {
                 if let Ok(c) = serde_json::from_str::<UsageChunk>(ev.data) {
                     if let Some(u) = c.usage {
                         usage = Some(u.into_usage());
@@ -158,12 +157,13 @@ impl ChatTranslator for OpenAiChat {
                 }
             }
             if keep && strip {
+                // The stream is re-framed event by event (only whole events go out).
                 if let Some(name) = &ev.event {
-                    rewritten.extend_from_slice(b"event: ");
-                    rewritten.extend_from_slice(name.as_bytes());
-                    rewritten.push(b'\n');
+                    out.extend_from_slice(b"event: ");
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b'\n');
                 }
-                crate::sse::write_data(&mut rewritten, ev.data.as_bytes());
+                crate::sse::write_data(out, ev.data.as_bytes());
             }
         };
         parser.feed(chunk, &mut on_event);
@@ -173,13 +173,7 @@ impl ChatTranslator for OpenAiChat {
         if usage.is_some() {
             self.usage = usage;
         }
-        if strip {
-            // The stream is re-framed event by event (only whole events go out).
-            out.extend_from_slice(&rewritten);
-            true
-        } else {
-            false
-        }
+        strip
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -189,6 +183,14 @@ impl ChatTranslator for OpenAiChat {
     fn usage(&self) -> Option<Usage> {
         self.usage
     }
+}
+
+/// Whether a chunk ends with `"usage":null}`: with `stream_options.include_usage` (which the
+/// gateway adds to count tokens) OpenAI puts that on every chunk but the last, so most chunks
+/// need no parse at all. (Only the top-level object can end that way: a nested object's end is
+/// followed by the top level's `}`.)
+fn usage_is_null(data: &str) -> bool {
+    data.trim_end().ends_with("\"usage\":null}")
 }
 
 /// `usage` is the last field of an OpenAI answer: read it from its last `"usage":` key instead
@@ -798,6 +800,24 @@ data: [DONE]\n\n";
                 (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
                 (9, 2, 4)
             );
+        }
+    }
+
+    #[test]
+    fn only_a_top_level_null_usage_skips_the_parse() {
+        for (data, null) in [
+            (
+                r#"{"id":"c","choices":[{"delta":{"content":"x"}}],"usage":null}"#,
+                true,
+            ),
+            ("{\"choices\":[],\"usage\":null} \n", true),
+            (r#"{"choices":[],"usage":{"prompt_tokens":1}}"#, false),
+            (r#"{"usage":null,"choices":[]}"#, false),
+            (r#"{"choices":[{"x":{"usage":null}}]}"#, false),
+            (r#"{"choices":[],"usage": null}"#, false),
+            ("[DONE]", false),
+        ] {
+            assert_eq!(usage_is_null(data), null, "{data}");
         }
     }
 
