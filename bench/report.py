@@ -76,6 +76,8 @@ INSTRUCTION_ROWS = [
     ("s4", "LLMux streamed, 200 Anthropic deltas → OpenAI chunks", "f4"),
     ("f5", "Envoy, no filter, the 200 KB Anthropic image request", None),
     ("s5", "LLMux → Anthropic, 200 KB prompt (base64 image)", "f5"),
+    ("f6", "Envoy, no filter, OpenAI SSE 200 deltas (the request LLMux sends)", None),
+    ("s6", "LLMux streamed, OpenAI → OpenAI deployment, 200 deltas (usage counted)", "f6"),
 ]
 
 
@@ -98,6 +100,24 @@ def instruction_table(res):
             ref_added = ref - ins["s1"]["instructions_per_request"]
             vs_ref = f"{(n - f) / ref_added:.2f}×" if ref_added > 0 else "–"
         L.append(f"| {sid} | {title} | {n:,} | {added} | {vs_ref} |")
+    return "\n".join(L)
+
+
+SPLIT_COLUMNS = [("envoy", "Envoy's code (C++, V8's runtime)"), ("wasm_jit", "the filter's Wasm (V8's compiled code)"),
+                 ("libc", "libc (body copies)")]
+
+
+def split_table(res):
+    """Where each row's instructions are, by the code that ran them (`run.callgrind_split`)."""
+    ins = res.get("instructions") or {}
+    rows = [(sid, title) for sid, title, _ in INSTRUCTION_ROWS if (ins.get(sid) or {}).get("split_per_request")]
+    if not rows:
+        return None
+    L = ["| id | " + " | ".join(t for _, t in SPLIT_COLUMNS) + " |",
+         "|---|" + "---:|" * len(SPLIT_COLUMNS)]
+    for sid, _ in rows:
+        sp = ins[sid]["split_per_request"]
+        L.append(f"| {sid} | " + " | ".join(f"{sp.get(k, 0):,}" for k, _ in SPLIT_COLUMNS) + " |")
     return "\n".join(L)
 
 
@@ -254,6 +274,12 @@ def markdown(res, png_name):
                  "kernel's share of a request, about a quarter of plain Envoy's CPU time here, is the same "
                  "for every row and is left out.\n")
         L.append(it + "\n")
+        st = split_table(res)
+        if st:
+            L.append("The same counts by the code that ran them, per request (V8's compiled code is told "
+                     "apart by its address, far above 4 GiB; a guide, not an exact attribution). What a "
+                     "filter adds in Envoy's column is Envoy's side of its host calls and callbacks:\n")
+            L.append(st + "\n")
     L.append("## Memory\n")
     if mem.get("before"):
         b, a = mem["before"], mem["after"]
