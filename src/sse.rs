@@ -314,6 +314,121 @@ mod tests {
         }
     }
 
+    /// The WHATWG rules written the plain way, over the whole input at once.
+    fn reference(input: &[u8]) -> Vec<Owned> {
+        let mut lines: Vec<&[u8]> = Vec::new();
+        let (mut i, mut start) = (0, 0);
+        while i < input.len() {
+            if input[i] == b'\n' || input[i] == b'\r' {
+                lines.push(&input[start..i]);
+                if input[i] == b'\r' && input.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            i += 1;
+        }
+        if start < input.len() {
+            lines.push(&input[start..]);
+        }
+        let (mut out, mut event, mut data) = (Vec::new(), None::<String>, None::<String>);
+        let mut dispatch = |event: &mut Option<String>, data: &mut Option<String>| {
+            if let Some(d) = data.take() {
+                out.push(Owned {
+                    event: event.take(),
+                    data: d,
+                });
+            }
+            *event = None;
+        };
+        for line in lines {
+            if line.is_empty() {
+                dispatch(&mut event, &mut data);
+                continue;
+            }
+            if line[0] == b':' {
+                continue;
+            }
+            let (field, value) = match line.iter().position(|&c| c == b':') {
+                Some(p) => (
+                    &line[..p],
+                    line[p + 1..].strip_prefix(b" ").unwrap_or(&line[p + 1..]),
+                ),
+                None => (line, &b""[..]),
+            };
+            let value = String::from_utf8_lossy(value).into_owned();
+            match field {
+                b"data" => match &mut data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(&value);
+                    }
+                    None => data = Some(value),
+                },
+                b"event" => event = Some(value),
+                _ => {}
+            }
+        }
+        dispatch(&mut event, &mut data);
+        out
+    }
+
+    #[test]
+    fn random_streams_in_random_chunks_match_the_plain_rules() {
+        const LINES: &[&[u8]] = &[
+            b"event: content_block_delta",
+            b"event:ping",
+            b"data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hi\"}}",
+            b"data:",
+            b"data: two words",
+            b"data: \xe2\x82\xac \xff",
+            b"event: \xfe",
+            b": a comment",
+            b"id: 9",
+            b"retry: 10",
+            b"",
+            b"",
+            b"",
+        ];
+        const ENDS: &[&[u8]] = &[b"\n", b"\n", b"\r\n", b"\r"];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for round in 0..400 {
+            let mut input = Vec::new();
+            for _ in 0..1 + next(30) {
+                input.extend_from_slice(LINES[next(LINES.len())]);
+                input.extend_from_slice(ENDS[next(ENDS.len())]);
+            }
+            if next(4) == 0 {
+                input.extend_from_slice(b"data: cut off"); // no line end: dispatched at finish
+            }
+            let want = reference(&input);
+            for _ in 0..4 {
+                let mut chunks: Vec<&[u8]> = Vec::new();
+                let mut at = 0;
+                while at < input.len() {
+                    let len = (1 + next(40)).min(input.len() - at);
+                    chunks.push(&input[at..at + len]);
+                    if next(5) == 0 {
+                        chunks.push(b""); // empty callbacks happen too
+                    }
+                    at += len;
+                }
+                assert_eq!(
+                    parse_all(&chunks),
+                    want,
+                    "round {round}: {:?}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
+    }
+
     #[test]
     fn later_event_line_wins_and_bad_utf8_is_replaced() {
         let s: &[u8] = b"event: a\nevent: b\ndata: 1\n\nevent: \xff\ndata: \xfe2\ndata: 3\n\n";
