@@ -441,13 +441,14 @@ impl StreamToMessages {
         if self.done {
             return;
         }
-        if e.data.trim() == "[DONE]" {
+        let data = e.text();
+        if data.trim() == "[DONE]" {
             if self.finish.is_some() || self.started {
                 self.close(out);
             }
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(e.data) else {
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
             self.fail("the provider sent an unreadable stream event", 502, out);
             return;
         };

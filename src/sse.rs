@@ -6,11 +6,20 @@
 //! lines join with `\n`, a blank line dispatches the event.
 
 /// One dispatched event, borrowed from the parser's buffers (reused for every event: a stream of
-/// small events allocates nothing per event). `data` is the joined `data:` lines.
+/// small events allocates nothing per event). `data` is the joined `data:` lines as they came:
+/// not checked as UTF-8, since a pass-through needs no check and a JSON parse does its own;
+/// [`SseEvent::text`] for a string.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SseEvent<'a> {
     pub event: Option<&'a str>,
-    pub data: &'a str,
+    pub data: &'a [u8],
+}
+
+impl<'a> SseEvent<'a> {
+    /// `data` as text, invalid UTF-8 replaced (borrowed when it is valid).
+    pub fn text(&self) -> std::borrow::Cow<'a, str> {
+        String::from_utf8_lossy(self.data)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -21,7 +30,7 @@ pub struct SseParser {
     after_cr: bool,
     event: String,
     has_event: bool,
-    data: String,
+    data: Vec<u8>,
     has_data: bool,
 }
 
@@ -32,7 +41,7 @@ pub struct SseParser {
 #[derive(Default)]
 struct Lent<'c> {
     event: Option<&'c str>,
-    data: Option<&'c str>,
+    data: Option<&'c [u8]>,
 }
 
 impl SseParser {
@@ -105,7 +114,7 @@ impl SseParser {
             self.event.push_str(e);
         }
         if let Some(d) = lent.data.take() {
-            self.data.push_str(d);
+            self.data.extend_from_slice(d);
         }
     }
 
@@ -131,23 +140,16 @@ impl SseParser {
         };
         match field {
             b"data" => {
-                let text = std::str::from_utf8(value);
                 if !self.has_data {
                     self.has_data = true;
-                    match text {
-                        Ok(v) => lent.data = Some(v),
-                        Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
-                    }
+                    lent.data = Some(value);
                     return;
                 }
                 if let Some(first) = lent.data.take() {
-                    self.data.push_str(first);
+                    self.data.extend_from_slice(first);
                 }
-                self.data.push('\n');
-                match text {
-                    Ok(v) => self.data.push_str(v),
-                    Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
-                }
+                self.data.push(b'\n');
+                self.data.extend_from_slice(value);
             }
             b"event" => {
                 self.has_event = true;
@@ -249,7 +251,7 @@ mod tests {
     fn own(e: SseEvent<'_>) -> Owned {
         Owned {
             event: e.event.map(str::to_string),
-            data: e.data.to_string(),
+            data: e.text().into_owned(),
         }
     }
 

@@ -1093,7 +1093,8 @@ impl AnthropicChat {
                 return;
             }
         }
-        let e: StreamEvent<'_> = match serde_json::from_str(ev.data) {
+        let data = ev.text();
+        let e: StreamEvent<'_> = match serde_json::from_str(&data) {
             Ok(e) => e,
             Err(_) if at_end => return,
             Err(err) => {
@@ -1487,16 +1488,15 @@ impl ChatTranslator for AnthropicChat {
 /// JSON string token it is (quotes and escapes included). `None` for anything else, which is
 /// then parsed in full: another field, another order, whitespace, or a string that does not end
 /// where the event does.
-fn text_delta_fast(data: &str) -> Option<&str> {
-    let rest = data.strip_prefix(r#"{"type":"content_block_delta","index":"#)?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+fn text_delta_fast(data: &[u8]) -> Option<&str> {
+    let rest = data.strip_prefix(br#"{"type":"content_block_delta","index":"#.as_slice())?;
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
     let rest = rest
         .get(digits..)?
-        .strip_prefix(r#","delta":{"type":"text_delta","text":"#)?;
-    let token = rest.strip_suffix("}}")?;
-    let inner = token.strip_prefix('"')?.strip_suffix('"')?;
+        .strip_prefix(br#","delta":{"type":"text_delta","text":"#.as_slice())?;
+    let token = rest.strip_suffix(b"}}")?;
+    let b = token.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     // One string token: every quote inside is escaped, and no control character is raw.
-    let b = inner.as_bytes();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
@@ -1510,7 +1510,11 @@ fn text_delta_fast(data: &str) -> Option<&str> {
             _ => i += 1,
         }
     }
-    (digits > 0 && i == b.len()).then_some(token)
+    if digits == 0 || i != b.len() {
+        return None;
+    }
+    // (The event's bytes were not checked as UTF-8: only the text that goes out is.)
+    std::str::from_utf8(token).ok()
 }
 
 #[cfg(test)]
@@ -2280,6 +2284,23 @@ mod tests {
             .collect()
     }
 
+    /// Event bytes are not checked as UTF-8 up front: a text delta with a bad byte leaves the
+    /// fast path and is read with the byte replaced, and the stream goes on.
+    #[test]
+    fn bad_utf8_in_a_text_delta_is_replaced() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n";
+        let mut stream = start.as_bytes().to_vec();
+        stream.extend_from_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\xffb\"}}\n\n");
+        stream.extend_from_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"ok\"}}\n\n");
+        let mut t = fresh(true, false);
+        let mut out = Vec::new();
+        t.stream_chunk(&stream, false, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("a\u{fffd}b"), "{out}");
+        assert!(out.contains("\"content\":\"ok\""), "{out}");
+        assert!(!out.contains("error"), "{out}");
+    }
+
     #[test]
     fn text_delta_fast_path_writes_what_the_full_parse_writes() {
         let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n";
@@ -2293,10 +2314,15 @@ mod tests {
             // The exact shape Anthropic sends (fast path), and the same event reordered (full parse).
             let fast = format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{text}}}}}\n\n");
             let slow = format!("event: content_block_delta\ndata: {{\"index\":0,\"delta\":{{\"text\":{text},\"type\":\"text_delta\"}},\"type\":\"content_block_delta\"}}\n\n");
-            assert!(
-                text_delta_fast(fast.lines().nth(1).unwrap().strip_prefix("data: ").unwrap())
-                    .is_some()
-            );
+            assert!(text_delta_fast(
+                fast.lines()
+                    .nth(1)
+                    .unwrap()
+                    .strip_prefix("data: ")
+                    .unwrap()
+                    .as_bytes()
+            )
+            .is_some());
             let (mut a, mut b) = (fresh(true, true), fresh(true, true));
             let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
             a.stream_chunk(format!("{start}{fast}").as_bytes(), false, &mut out_a);
@@ -2327,7 +2353,7 @@ mod tests {
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":5}}"#,
             "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\u{1}\"}}",
         ] {
-            assert_eq!(text_delta_fast(data), None, "{data}");
+            assert_eq!(text_delta_fast(data.as_bytes()), None, "{data}");
         }
     }
 

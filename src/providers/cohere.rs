@@ -106,10 +106,11 @@ impl CohereChat {
         if self.done {
             return;
         }
-        if e.data.trim() == "[DONE]" {
+        let data = e.text();
+        if data.trim() == "[DONE]" {
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(e.data) else {
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
             self.fail("unreadable stream event", out);
             return;
         };

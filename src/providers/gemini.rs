@@ -1431,7 +1431,8 @@ impl GeminiChat {
         if self.s.done {
             return;
         }
-        let r: GResponse<'_> = match serde_json::from_str(ev.data) {
+        let data = ev.text();
+        let r: GResponse<'_> = match serde_json::from_str(&data) {
             Ok(r) => r,
             Err(_) if at_end => return,
             Err(err) => {

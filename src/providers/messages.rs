@@ -170,8 +170,8 @@ impl ChatTranslator for AnthropicPassthrough {
         };
         let mut seen = Vec::new();
         let mut on_event = |e: crate::sse::SseEvent| {
-            if e.data.contains("\"usage\"") {
-                if let Ok(ev) = serde_json::from_str::<Event>(e.data) {
+            if memchr::memmem::find(e.data, b"\"usage\"").is_some() {
+                if let Ok(ev) = serde_json::from_slice::<Event>(e.data) {
                     if let Some(u) = ev.usage.or(ev.message.and_then(|m| m.usage)) {
                         seen.push(u);
                     }

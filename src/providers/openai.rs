@@ -146,8 +146,8 @@ impl ChatTranslator for OpenAiChat {
         let mut on_event = |ev: crate::sse::SseEvent| {
             // Cheap tests first: only events that may carry usage are parsed.
             let mut keep = true;
-            if !usage_is_null(ev.data) && ev.data.contains("\"usage\"") {
-                if let Ok(c) = serde_json::from_str::<UsageChunk>(ev.data) {
+            if !usage_is_null(ev.data) && memchr::memmem::find(ev.data, b"\"usage\"").is_some() {
+                if let Ok(c) = serde_json::from_slice::<UsageChunk>(ev.data) {
                     if let Some(u) = c.usage {
                         usage = Some(u.into_usage());
                         if strip && c.choices.is_empty() {
@@ -163,7 +163,7 @@ impl ChatTranslator for OpenAiChat {
                     out.extend_from_slice(name.as_bytes());
                     out.push(b'\n');
                 }
-                crate::sse::write_data(out, ev.data.as_bytes());
+                crate::sse::write_data(out, ev.data);
             }
         };
         parser.feed(chunk, &mut on_event);
@@ -189,8 +189,8 @@ impl ChatTranslator for OpenAiChat {
 /// gateway adds to count tokens) OpenAI puts that on every chunk but the last, so most chunks
 /// need no parse at all. (Only the top-level object can end that way: a nested object's end is
 /// followed by the top level's `}`.)
-fn usage_is_null(data: &str) -> bool {
-    data.trim_end().ends_with("\"usage\":null}")
+fn usage_is_null(data: &[u8]) -> bool {
+    data.trim_ascii_end().ends_with(b"\"usage\":null}")
 }
 
 /// `usage` is the last field of an OpenAI answer: read it from its last `"usage":` key instead
@@ -817,7 +817,7 @@ data: [DONE]\n\n";
             (r#"{"choices":[],"usage": null}"#, false),
             ("[DONE]", false),
         ] {
-            assert_eq!(usage_is_null(data), null, "{data}");
+            assert_eq!(usage_is_null(data.as_bytes()), null, "{data}");
         }
     }
 

@@ -224,8 +224,8 @@ impl StreamWatch {
         }
         let mut data = None;
         let mut parser = crate::sse::SseParser::new();
-        parser.feed(bytes, &mut |e| data = Some(e.data.to_string()));
-        parser.finish(&mut |e| data = Some(e.data.to_string()));
+        parser.feed(bytes, &mut |e| data = Some(e.text().into_owned()));
+        parser.finish(&mut |e| data = Some(e.text().into_owned()));
         let Some(data) = data else {
             out.extend_from_slice(bytes); // comments, blank lines
             return;
