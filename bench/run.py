@@ -447,6 +447,14 @@ def ttfb(url, path, body, headers, n):
 # the run
 
 
+def _compressed_name(line, table):
+    """`ob=(3) /path` defines id 3, `ob=(3)` uses it (callgrind's name compression)."""
+    key, _, rest = line[line.index("=") + 1:].rstrip("\n").partition(" ")
+    if rest:
+        table[key] = rest
+    return table.get(key, key)
+
+
 def callgrind_split(paths):
     """Self instructions of callgrind dumps by where the code lives: Envoy's binary (its C++, V8's
     runtime and the code valgrind finds no symbol for below 4 GiB, which plain Envoy runs too),
@@ -459,17 +467,13 @@ def callgrind_split(paths):
         with open(path) as fh:
             for line in fh:
                 if line.startswith(("ob=", "cob=")):
-                    key, _, rest = line[line.index("=") + 1:].rstrip("\n").partition(" ")
-                    if rest:
-                        obs[key] = rest
+                    name = _compressed_name(line, obs)
                     if line.startswith("ob="):
-                        ob = obs.get(key, key)
+                        ob = name
                 elif line.startswith(("fn=", "cfn=")):
-                    key, _, rest = line[line.index("=") + 1:].rstrip("\n").partition(" ")
-                    if rest:
-                        fns[key] = rest
+                    name = _compressed_name(line, fns)
                     if line.startswith("fn="):
-                        fn = fns.get(key, key)
+                        fn = name
                 elif line.startswith("calls="):
                     skip = True  # the next cost line is the call's inclusive cost
                 elif line[:1].isdigit() or line[:1] in "+-*":

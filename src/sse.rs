@@ -393,13 +393,8 @@ mod tests {
             b"",
         ];
         const ENDS: &[&[u8]] = &[b"\n", b"\n", b"\r\n", b"\r"];
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut rng = crate::test_support::XorShift(0x2545_F491_4F6C_DD1D);
+        let mut next = |n: usize| rng.below(n);
         for round in 0..400 {
             let mut input = Vec::new();
             for _ in 0..1 + next(30) {

@@ -5,6 +5,31 @@ use crate::config::Provider;
 use crate::openai::parse_chat_envelope;
 use crate::providers::{ChatCall, ChatTranslator};
 
+/// Texts for the tests that check a translator writes client strings into its own body
+/// unchanged: `plain` (long, nothing to escape: the no-scan path), `escaped` (long, as it sits
+/// inside a JSON string: `\"`, `\\`, `\n`, `\u0001`), `unescaped` (what `escaped` means) and a
+/// base64 image longer than the no-scan threshold.
+pub struct LongTexts {
+    pub plain: String,
+    pub escaped: String,
+    pub unescaped: String,
+    pub b64: &'static str,
+}
+
+pub fn long_texts() -> LongTexts {
+    let plain =
+        "Summarise the quarterly planning notes below in three short bullet points. ".repeat(3);
+    let escaped = format!(r#"{plain}with \"quotes\", a \\ backslash,\n a new line and \u0001"#);
+    let unescaped: String = serde_json::from_str(&format!("\"{escaped}\"")).unwrap();
+    assert!(unescaped.contains('"') && unescaped.contains('\n') && unescaped.contains('\u{1}'));
+    LongTexts {
+        plain,
+        escaped,
+        unescaped,
+        b64: "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+    }
+}
+
 /// xorshift64: deterministic, so a failure reproduces.
 pub struct XorShift(pub u64);
 
