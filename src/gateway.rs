@@ -1104,6 +1104,15 @@ mod tests {
         Gateway::new(Config::parse(CONFIG.as_bytes(), &ProcessEnv).unwrap(), 42)
     }
 
+    /// The test config with more top-level settings (`extra`: `"key": value, ...`).
+    fn gw_with(extra: &str) -> Gateway {
+        let cfg = CONFIG.replace(
+            "\"max_request_bytes\": 200",
+            &format!("\"max_request_bytes\": 200, {extra}"),
+        );
+        Gateway::new(Config::parse(cfg.as_bytes(), &ProcessEnv).unwrap(), 0)
+    }
+
     fn local(d: HeadersDecision) -> LocalResponse {
         match d {
             HeadersDecision::Respond(r) => r,
@@ -1159,11 +1168,7 @@ mod tests {
 
     #[test]
     fn passthrough_paths_when_configured() {
-        let cfg = CONFIG.replace(
-            "\"max_request_bytes\": 200",
-            "\"max_request_bytes\": 200, \"unknown_paths\": \"passthrough\"",
-        );
-        let g = Gateway::new(Config::parse(cfg.as_bytes(), &ProcessEnv).unwrap(), 0);
+        let g = gw_with(r#""unknown_paths": "passthrough""#);
         assert_eq!(
             g.on_request_headers(&hdrs("POST", "/v1/files", None)),
             HeadersDecision::PassThrough
@@ -1410,14 +1415,13 @@ mod tests {
 
     #[test]
     fn answer_headers_can_be_turned_off() {
-        let cfg = CONFIG.replace(
-            "\"max_request_bytes\": 200",
-            "\"max_request_bytes\": 200, \"answer_headers\": false",
-        );
-        let g = Gateway::new(Config::parse(cfg.as_bytes(), &ProcessEnv).unwrap(), 0);
+        let g = gw_with(r#""answer_headers": false"#);
         let body = br#"{"model":"gpt","messages":[{"role":"user","content":"x"}]}"#;
-        let req = CHAT_REQUEST;
-        let mut ex = g.on_request_body(&req, body).ok().unwrap().exchange;
+        let mut ex = g
+            .on_request_body(&CHAT_REQUEST, body)
+            .ok()
+            .unwrap()
+            .exchange;
         let h = ex.on_response_headers(429, None);
         assert!(!h.set.iter().any(|(k, _)| *k == PROVIDER_RESPONSE_HEADER));
     }
