@@ -16,7 +16,8 @@ pub const DEFAULT_TIMEOUT_MS: u32 = 600_000;
 pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u32 = 4096;
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmux-cluster";
-/// Azure OpenAI's latest GA `api-version` for the classic deployment paths (PROVIDERS.md §3.1).
+/// Azure OpenAI's latest GA `api-version` for the classic deployment paths
+/// (docs/providers.md §3.1).
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,5 @@
 //! Google OAuth2 access tokens from a service-account key (the JWT-bearer flow, RFC 7523, as
-//! google-auth does it; PROVIDERS.md §5.4), and the token cache's decisions. Plain Rust: the
+//! google-auth does it; docs/providers.md §5.4), and the token cache's decisions. Plain Rust: the
 //! Wasm glue (`wasm/token.rs`) only moves the bytes.
 //!
 //! 1. A JWT `{"alg":"RS256","typ":"JWT","kid":<private_key_id>}` . `{"iss":<client_email>,

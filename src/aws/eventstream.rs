@@ -1,6 +1,6 @@
-//! `application/vnd.amazon.eventstream` framing (PROVIDERS.md §6.4), decoded incrementally: bytes
-//! go in as they arrive, whole messages come out, so a message cut anywhere across body chunks
-//! is only read once all of it is there.
+//! `application/vnd.amazon.eventstream` framing (docs/providers.md §6.4), decoded
+//! incrementally: bytes go in as they arrive, whole messages come out, so a message cut anywhere
+//! across body chunks is only read once all of it is there.
 //!
 //! ```text
 //! total_len u32 BE | headers_len u32 BE | prelude_crc u32 BE | headers | payload | message_crc u32 BE
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn decodes_a_real_bedrock_prelude() {
-        // PROVIDERS.md §6.4: a real frame's prelude, total 0x180, headers 0x4B, CRC fe962446.
+        // docs/providers.md §6.4: a real frame's prelude, total 0x180, headers 0x4B, CRC fe962446.
         let p = hexbytes("000001800000004bfe962446");
         assert_eq!(crc32(&p[..8]), 0xfe96_2446);
     }

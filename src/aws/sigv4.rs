@@ -1,5 +1,5 @@
-//! AWS Signature Version 4 for header-signed requests (PROVIDERS.md §6.5; AWS's "Create a signed
-//! AWS API request").
+//! AWS Signature Version 4 for header-signed requests (docs/providers.md §6.5; AWS's "Create a
+//! signed AWS API request").
 //!
 //! - Canonical URI: the path exactly as it goes on the wire, URI-encoded once more (every byte but
 //!   the unreserved `A-Za-z0-9-._~` and `/`), which is AWS's rule for every service but S3: each
