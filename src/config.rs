@@ -244,7 +244,8 @@ pub(crate) fn err(path: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Reads environment variables; the Wasm host passes `vm_config.environment_variables`.
+/// Reads environment variables; the Wasm host passes `vm_config.environment_variables`
+/// (docs/design.md fact 12).
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
 }

@@ -1,6 +1,7 @@
 //! The few protobuf messages of `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`,
 //! encoded and decoded by hand: five small messages do not need a code generator, and this keeps
-//! the `.wasm` small. The decoder skips every field it does not know and never panics.
+//! the `.wasm` small. The decoder skips every field it does not know and never panics. The gRPC
+//! round trip from Wasm to the rate-limit service is docs/design.md fact 7.
 
 /// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor`, as LLMux sends it.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,5 @@
-//! The per-request usage record: printed by the access log (as filter state) and exported.
+//! The per-request usage record: printed by the access log (as filter state, docs/design.md
+//! fact 13) and exported.
 
 use serde::Serialize;
 

@@ -1,4 +1,5 @@
-//! RFC 3339 timestamps from unix nanoseconds, without a date crate.
+//! RFC 3339 timestamps from unix nanoseconds, without a date crate: the times in usage records
+//! and exported payloads.
 
 /// `2024-01-02T03:04:05.678Z` (milliseconds, UTC).
 pub fn rfc3339_millis(unix_ns: u64) -> String {

@@ -1,3 +1,7 @@
+//! Unit tests of routing (plans, strategies, retry policy, fallbacks, cooldowns, error classes,
+//! wildcards, the status JSON, the recovery entry), run natively against an in-memory
+//! shared-data store (`state::MemStore`), so no Envoy is needed to check a routing decision.
+
 use super::state::{self, MemStore};
 use super::*;
 use crate::config::{Config, Env};
