@@ -79,6 +79,20 @@ pub struct Forward {
     pub attempts: Option<Attempts>,
 }
 
+/// Where [`Gateway::forward`] sends a request: one deployment, at one time.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardTo<'a> {
+    pub endpoint: Endpoint,
+    /// Indexes in `config.models` and that model's `deployments`.
+    pub model_index: usize,
+    pub deployment_index: usize,
+    /// What a wildcard group's `*` matched in the requested model name.
+    pub wildcard: Option<&'a str>,
+    pub now_unix: u64,
+    /// One attempt of the upstream stage (not the direct path).
+    pub attempt: bool,
+}
+
 /// A request whose attempts the upstream stage makes (see `docs/routing.md`).
 #[derive(Debug, Clone)]
 pub struct Attempts {
@@ -443,31 +457,35 @@ impl Gateway {
             )
         })?;
         self.forward(
-            endpoint,
             &env,
             body,
-            usize::from(entry.model),
-            usize::from(entry.deployment),
-            wildcard.as_deref(),
-            now_unix,
-            false,
+            &ForwardTo {
+                endpoint,
+                model_index: usize::from(entry.model),
+                deployment_index: usize::from(entry.deployment),
+                wildcard: wildcard.as_deref(),
+                now_unix,
+                attempt: false,
+            },
         )
     }
 
-    /// The request as it goes to one deployment (the direct path, or one attempt of the
-    /// upstream stage, which passes `attempt = true`).
-    #[allow(clippy::too_many_arguments)]
+    /// The request as it goes to one deployment (the direct path, one attempt of the upstream
+    /// stage, or a mid-stream recovery's continuation).
     pub fn forward(
         &self,
-        endpoint: Endpoint,
         env: &ChatEnvelope<'_>,
         body: &[u8],
-        model_index: usize,
-        deployment_index: usize,
-        wildcard: Option<&str>,
-        now_unix: u64,
-        attempt: bool,
+        to: &ForwardTo<'_>,
     ) -> Result<Forward, GatewayError> {
+        let ForwardTo {
+            endpoint,
+            model_index,
+            deployment_index,
+            wildcard,
+            now_unix,
+            attempt,
+        } = *to;
         let deployment = self
             .config
             .models

@@ -1,7 +1,9 @@
 //! LLMux: an LLM gateway that runs inside Envoy as a Proxy-Wasm filter.
 //!
-//! Everything that decides or translates is plain Rust with no proxy-wasm call ([`gateway`],
-//! [`providers`], [`config`], [`sse`]); the [`wasm`] module is the thin glue to the host.
+//! Everything that decides or translates is plain Rust with no proxy-wasm call: translation
+//! ([`gateway`], [`providers`], [`config`], [`sse`]) and the request stages ([`stages`]), which
+//! reach Envoy only through the [`host::Host`] trait. The [`wasm`] module is the thin glue: the
+//! Proxy-Wasm contexts and `impl Host` over the host calls.
 
 pub mod anthropic_api;
 pub mod auth;
@@ -11,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod gcp_auth;
+pub mod host;
 pub mod json_text;
 pub mod limits;
 pub mod multipart;
@@ -21,6 +24,7 @@ pub mod providers;
 pub mod routing;
 pub mod rs256;
 pub mod sse;
+pub mod stages;
 
 #[cfg(test)]
 pub(crate) mod test_support;

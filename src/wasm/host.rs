@@ -1,4 +1,5 @@
-//! The host calls LLMux makes, each returning `Result` and none able to panic.
+//! [`WasmHost`]: the core's [`Host`] over Proxy-Wasm's host calls, each returning `Result` and
+//! none able to panic.
 //!
 //! proxy-wasm 0.2.5's own `hostcalls` panic on any status they do not expect, and its header-map
 //! decoder unwraps UTF-8 (a client header with a Latin-1 byte would kill the VM). So the few
@@ -8,34 +9,30 @@
 
 use std::ptr::{null, null_mut};
 
-use super::map_codec::encode_map;
-
-/// A non-OK status from the host (`proxy_status_t`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostError(pub u32);
-
-pub type HostResult<T> = Result<T, HostError>;
+use crate::host::header_map::encode_map;
+use crate::host::{Body, Direction, HeaderMap, Host, HostError, HostResult, MetricType};
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 
-#[derive(Clone, Copy)]
-#[repr(u32)]
-pub enum Map {
-    RequestHeaders = 0,
-    ResponseHeaders = 2,
-    HttpCallResponse = 6,
+/// Proxy-Wasm's `map_type`.
+fn map_type(map: HeaderMap) -> u32 {
+    match map {
+        HeaderMap::Request => 0,
+        HeaderMap::Response => 2,
+        HeaderMap::CallResponse => 6,
+    }
 }
 
-#[derive(Clone, Copy)]
-#[repr(u32)]
-pub enum Buffer {
-    RequestBody = 0,
-    ResponseBody = 1,
-    GrpcReceive = 5,
-    /// The body of a `dispatch_http_call` answer (in `on_http_call_response`).
-    HttpCallResponseBody = 4,
-    PluginConfiguration = 7,
+/// Proxy-Wasm's `buffer_type`.
+fn buffer_type(body: Body) -> u32 {
+    match body {
+        Body::Request => 0,
+        Body::Response => 1,
+        Body::CallResponse => 4,
+        Body::GrpcResponse => 5,
+        Body::Configuration => 7,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -178,7 +175,7 @@ pub fn log_level() -> Level {
     }
 }
 
-pub fn now_nanos() -> u64 {
+fn now_nanos() -> u64 {
     let mut t = 0u64;
     match unsafe { proxy_get_current_time_nanoseconds(&mut t) } {
         OK => t,
@@ -186,10 +183,10 @@ pub fn now_nanos() -> u64 {
     }
 }
 
-pub fn get_buffer(buffer: Buffer, start: usize, max_size: usize) -> HostResult<Option<Vec<u8>>> {
+fn get_buffer(buffer: u32, start: usize, max_size: usize) -> HostResult<Option<Vec<u8>>> {
     let mut data = null_mut();
     let mut size = 0usize;
-    match unsafe { proxy_get_buffer_bytes(buffer as u32, start, max_size, &mut data, &mut size) } {
+    match unsafe { proxy_get_buffer_bytes(buffer, start, max_size, &mut data, &mut size) } {
         OK => Ok(unsafe { owned(data, size) }),
         NOT_FOUND => Ok(None),
         s => Err(HostError(s)),
@@ -197,26 +194,24 @@ pub fn get_buffer(buffer: Buffer, start: usize, max_size: usize) -> HostResult<O
 }
 
 /// Replaces `size` bytes from `start` of the buffer with `value`.
-pub fn set_buffer(buffer: Buffer, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
-    check(unsafe {
-        proxy_set_buffer_bytes(buffer as u32, start, size, value.as_ptr(), value.len())
-    })
+fn set_buffer(buffer: u32, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
+    check(unsafe { proxy_set_buffer_bytes(buffer, start, size, value.as_ptr(), value.len()) })
 }
 
 /// The whole header map in Proxy-Wasm's wire format (decode it with `map_codec::decode_map`,
 /// which borrows from it).
-pub fn get_headers(map: Map) -> HostResult<Vec<u8>> {
+fn get_headers(map: u32) -> HostResult<Vec<u8>> {
     let mut data = null_mut();
     let mut size = 0usize;
-    check(unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) })?;
+    check(unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) })?;
     Ok(unsafe { owned(data, size) }.unwrap_or_default())
 }
 
-pub fn get_header(map: Map, name: &str) -> HostResult<Option<String>> {
+fn get_header(map: u32, name: &str) -> HostResult<Option<String>> {
     let mut data = null_mut();
     let mut size = 0usize;
     match unsafe {
-        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+        proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size)
     } {
         OK => Ok(unsafe { owned(data, size) }.map(|v| String::from_utf8_lossy(&v).into_owned())),
         NOT_FOUND => Ok(None),
@@ -224,42 +219,36 @@ pub fn get_header(map: Map, name: &str) -> HostResult<Option<String>> {
     }
 }
 
-pub fn set_header(map: Map, name: &str, value: &str) -> HostResult<()> {
+fn set_header(map: u32, name: &str, value: &str) -> HostResult<()> {
     check(unsafe {
-        proxy_replace_header_map_value(
-            map as u32,
-            name.as_ptr(),
-            name.len(),
-            value.as_ptr(),
-            value.len(),
-        )
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
     })
 }
 
-pub fn remove_header(map: Map, name: &str) -> HostResult<()> {
-    check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+fn remove_header(map: u32, name: &str) -> HostResult<()> {
+    check(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
 }
 
 /// Defines a metric of `kind` (0 counter, 1 gauge, 2 histogram; Envoy prefixes its name with
 /// `wasmcustom.`); returns its id.
-pub fn define_metric(kind: u32, name: &str) -> HostResult<u32> {
+fn define_metric(kind: u32, name: &str) -> HostResult<u32> {
     let mut id = 0u32;
     check(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
     Ok(id)
 }
 
 /// Adds to a counter.
-pub fn increment_metric(id: u32, offset: u64) -> HostResult<()> {
+fn increment_metric(id: u32, offset: u64) -> HostResult<()> {
     check(unsafe { proxy_increment_metric(id, i64::try_from(offset).unwrap_or(i64::MAX)) })
 }
 
 /// Sets filter state `name` (an access log prints it as `%FILTER_STATE(wasm.NAME:PLAIN)%`).
-pub fn set_property(name: &str, value: &[u8]) -> HostResult<()> {
+fn set_property(name: &str, value: &[u8]) -> HostResult<()> {
     check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }
 
 /// Calls the root context's `on_tick` every `ms` milliseconds (0 stops).
-pub fn set_tick_period_ms(ms: u32) -> HostResult<()> {
+fn set_tick_period_ms(ms: u32) -> HostResult<()> {
     check(unsafe { proxy_set_tick_period_milliseconds(ms) })
 }
 
@@ -270,15 +259,15 @@ pub fn set_tick_period_ms(ms: u32) -> HostResult<()> {
 /// the token with the SDK's dispatcher (which otherwise panics on the response callback). It
 /// handles every status Envoy's `httpCall` returns (OK, BadArgument for an unknown cluster or
 /// missing pseudo-headers, InternalFailure when the request cannot start).
-pub fn dispatch_http_call(
+fn dispatch_http_call(
     cluster: &str,
-    headers: Vec<(&str, &str)>,
+    headers: &[(&str, &str)],
     body: &[u8],
     timeout_ms: u32,
 ) -> HostResult<u32> {
     proxy_wasm::hostcalls::dispatch_http_call(
         cluster,
-        headers,
+        headers.to_vec(),
         Some(body),
         Vec::new(),
         std::time::Duration::from_millis(u64::from(timeout_ms)),
@@ -286,55 +275,24 @@ pub fn dispatch_http_call(
     .map_err(|s| HostError(s as u32))
 }
 
-/// Resumes the HTTP response a callback paused (`proxy_continue_stream`, stream type
-/// `HttpResponse`); an error (e.g. the stream is gone) is returned, never a panic.
-pub fn resume_response() -> HostResult<()> {
-    const HTTP_RESPONSE: u32 = 1;
-    check(unsafe { proxy_continue_stream(HTTP_RESPONSE) })
-}
-
-/// `proxy_status_t` CasMismatch: a shared-data write lost a race.
-pub const CAS_MISMATCH: u32 = 8;
-
-/// Routing state in Envoy shared data.
-pub struct SharedStore;
-
-impl crate::routing::state::StateStore for SharedStore {
-    fn load(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match get_shared_data(key) {
-            Ok((Some(v), cas)) => Some((v, cas)),
-            _ => None,
-        }
-    }
-
-    fn store(&self, key: &str, value: &[u8], cas: u32) -> Result<(), bool> {
-        set_shared_data(key, value, cas).map_err(|e| e.0 == CAS_MISMATCH)
-    }
-}
-
 /// Makes the following host calls act on context `id` (another HTTP stream of this VM); `Err`
 /// when that context is gone.
-pub fn set_effective_context(id: u32) -> HostResult<()> {
+fn set_effective_context(id: u32) -> HostResult<()> {
     check(unsafe { proxy_set_effective_context(id) })
 }
 
-/// Resumes the (effective context's) paused request.
-pub fn continue_request() -> HostResult<()> {
-    check(unsafe { proxy_continue_stream(0) })
-}
-
 /// Sets a gauge, or records a histogram value.
-pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
+fn record_metric(id: u32, value: u64) -> HostResult<()> {
     check(unsafe { proxy_record_metric(id, value) })
 }
 
 /// Bytes of linear memory this Wasm VM has (it only ever grows).
-pub fn vm_memory_bytes() -> u64 {
+fn vm_memory_bytes() -> u64 {
     core::arch::wasm32::memory_size(0) as u64 * 65536
 }
 
 /// Reads an Envoy attribute such as `["response", "code_details"]`.
-pub fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
     let mut serialized = Vec::new();
     for (i, part) in path.iter().enumerate() {
         if i > 0 {
@@ -352,7 +310,7 @@ pub fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
     }
 }
 
-pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
+fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
     let map = encode_map(headers);
     let details = "llmux";
     check(unsafe {
@@ -418,7 +376,7 @@ pub fn init_logging() {
 }
 
 /// Envoy shared data (one space per VM id, shared by the workers): the value and its CAS token.
-pub fn get_shared_data(key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
+fn get_shared_data(key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
     let mut data = null_mut();
     let mut size = 0usize;
     let mut cas = 0u32;
@@ -432,14 +390,14 @@ pub fn get_shared_data(key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
 
 /// Sets shared data if its CAS token is still `cas` (0: unconditionally). A lost race is
 /// `Err(HostError(CAS_MISMATCH))`.
-pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<()> {
+fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<()> {
     check(unsafe {
         proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
     })
 }
 
 /// Resumes the paused request (`response: false`) or response.
-pub fn resume(response: bool) -> HostResult<()> {
+fn resume(response: bool) -> HostResult<()> {
     check(unsafe { proxy_continue_stream(u32::from(response)) })
 }
 
@@ -447,7 +405,7 @@ pub fn resume(response: bool) -> HostResult<()> {
 /// `on_grpc_call_response`. Goes through proxy-wasm's hostcall, which registers the token with
 /// the SDK's dispatcher (and handles every status Envoy's `grpcCall` returns: OK, ParseFailure
 /// for an unknown cluster, InternalFailure).
-pub fn dispatch_grpc_call(
+fn dispatch_grpc_call(
     cluster: &str,
     service: &str,
     method: &str,
@@ -463,4 +421,106 @@ pub fn dispatch_grpc_call(
         std::time::Duration::from_millis(u64::from(timeout_ms)),
     )
     .map_err(|s| HostError(s as u32))
+}
+
+/// The host of a Proxy-Wasm VM in Envoy.
+pub struct WasmHost;
+
+impl Host for WasmHost {
+    fn now_nanos(&self) -> u64 {
+        now_nanos()
+    }
+
+    fn headers(&self, map: HeaderMap) -> HostResult<Vec<u8>> {
+        get_headers(map_type(map))
+    }
+
+    fn header(&self, map: HeaderMap, name: &str) -> HostResult<Option<String>> {
+        get_header(map_type(map), name)
+    }
+
+    fn set_header(&self, map: HeaderMap, name: &str, value: &str) -> HostResult<()> {
+        set_header(map_type(map), name, value)
+    }
+
+    fn remove_header(&self, map: HeaderMap, name: &str) -> HostResult<()> {
+        remove_header(map_type(map), name)
+    }
+
+    fn body(&self, body: Body, start: usize, max: usize) -> HostResult<Option<Vec<u8>>> {
+        get_buffer(buffer_type(body), start, max)
+    }
+
+    fn set_body(&self, body: Body, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
+        set_buffer(buffer_type(body), start, size, value)
+    }
+
+    fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+        get_property(path)
+    }
+
+    fn set_property(&self, name: &str, value: &[u8]) -> HostResult<()> {
+        set_property(name, value)
+    }
+
+    fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
+        get_shared_data(key)
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> HostResult<()> {
+        set_shared_data(key, value, cas)
+    }
+
+    fn define_metric(&self, kind: MetricType, name: &str) -> HostResult<u32> {
+        define_metric(kind as u32, name)
+    }
+
+    fn increment_metric(&self, id: u32, offset: u64) -> HostResult<()> {
+        increment_metric(id, offset)
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> HostResult<()> {
+        record_metric(id, value)
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u32,
+    ) -> HostResult<u32> {
+        dispatch_http_call(cluster, headers, body, timeout_ms)
+    }
+
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout_ms: u32,
+    ) -> HostResult<u32> {
+        dispatch_grpc_call(cluster, service, method, message, timeout_ms)
+    }
+
+    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
+        send_response(status, headers, body)
+    }
+
+    fn resume(&self, direction: Direction) -> HostResult<()> {
+        resume(direction == Direction::Response)
+    }
+
+    fn set_effective_context(&self, id: u32) -> HostResult<()> {
+        set_effective_context(id)
+    }
+
+    fn set_tick_period_ms(&self, ms: u32) -> HostResult<()> {
+        set_tick_period_ms(ms)
+    }
+
+    fn vm_memory_bytes(&self) -> u64 {
+        vm_memory_bytes()
+    }
 }

@@ -1,16 +1,8 @@
-//! The thin Proxy-Wasm glue. Only compiled into the filter; the core never calls the host.
-
-mod map_codec;
+//! The thin Proxy-Wasm glue: the contexts that hand Envoy's callbacks to [`crate::stages`], and
+//! [`host::WasmHost`], the core's [`crate::host::Host`] over the host calls. Only compiled into
+//! the filter.
 
 #[cfg(target_arch = "wasm32")]
-mod filter;
+mod contexts;
 #[cfg(target_arch = "wasm32")]
 mod host;
-#[cfg(target_arch = "wasm32")]
-mod ratelimit;
-#[cfg(target_arch = "wasm32")]
-mod recovery;
-#[cfg(target_arch = "wasm32")]
-mod token;
-#[cfg(target_arch = "wasm32")]
-mod upstream;

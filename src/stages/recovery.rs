@@ -3,11 +3,9 @@
 //! the continuation with an HTTP callout, append it and let the response go on. Whatever
 //! fails, the held-back bytes go out as they were: the stream never hangs.
 
-use proxy_wasm::types::Action;
-
-use super::filter::Shared;
-use super::host::{self, Buffer, Map, SharedStore};
-use crate::gateway::{Attempts, Endpoint, Exchange};
+use super::vm::Vm;
+use crate::gateway::{Attempts, Endpoint, Exchange, ForwardTo};
+use crate::host::{status_of, Action, Body, HeaderMap, Host, SharedData};
 use crate::observe::{MetricKey, Update};
 use crate::routing::recovery::{
     continuation_body, render_tail, Outcome, RecoveryRequest, StreamEnd, StreamWatch,
@@ -36,12 +34,12 @@ impl Recovery {
     /// At the request body: `Some` when a break could be recovered (a streamed chat completion
     /// on the failover path whose plan has another deployment, recovery configured on).
     pub fn for_request(
-        shared: &Shared,
+        vm: &Vm,
         endpoint: Endpoint,
         body: &[u8],
         attempts: &Attempts,
     ) -> Option<Self> {
-        let config = &shared.gateway.config;
+        let config = vm.config();
         if endpoint != Endpoint::ChatCompletions
             || !attempts.stream
             || !config.router.mid_stream_recovery
@@ -63,12 +61,13 @@ impl Recovery {
     /// was asked for; [`Recovery::on_call_response`] resumes the response.
     pub fn on_body(
         &mut self,
-        shared: &Shared,
+        h: &dyn Host,
+        vm: &Vm,
         attempt_id: Option<u64>,
         body_size: usize,
         end_of_stream: bool,
     ) -> (Action, Vec<u8>) {
-        let chunk = match host::get_buffer(Buffer::ResponseBody, 0, body_size) {
+        let chunk = match h.body(Body::Response, 0, body_size) {
             Ok(b) => b.unwrap_or_default(),
             Err(e) => {
                 log::warn!("llmux: reading the response body failed ({})", e.0);
@@ -81,12 +80,12 @@ impl Recovery {
             match self.watch.end() {
                 StreamEnd::Complete => {}
                 StreamEnd::NotRecoverable => {
-                    if let Some(e) = attempt_id.and_then(served_entry) {
-                        count(shared, e, Outcome::NotRecoverable);
+                    if let Some(e) = attempt_id.and_then(|id| served_entry(vm, id)) {
+                        count(h, vm, e, Outcome::NotRecoverable);
                     }
                 }
                 StreamEnd::Broken { partial_text } => {
-                    match self.start(shared, attempt_id, &partial_text) {
+                    match self.start(h, vm, attempt_id, &partial_text) {
                         Ok(()) => action = Action::Pause,
                         Err(why) => log::info!("llmux: stream broke off, not recovered: {why}"),
                     }
@@ -99,7 +98,7 @@ impl Recovery {
             }
         }
         if out != chunk {
-            if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, body_size, &out) {
+            if let Err(e) = h.set_body(Body::Response, 0, body_size, &out) {
                 log::warn!("llmux: replacing the response body failed ({})", e.0);
             }
         }
@@ -109,59 +108,63 @@ impl Recovery {
     /// Sends the continuation request to the fallback deployment.
     fn start(
         &mut self,
-        shared: &Shared,
+        h: &dyn Host,
+        vm: &Vm,
         attempt_id: Option<u64>,
         partial_text: &str,
     ) -> Result<(), String> {
         let pending = attempt_id
-            .and_then(super::upstream::lookup)
+            .and_then(|id| vm.registry.lookup(id))
             .ok_or("the request's plan is gone")?;
         let p = pending.borrow();
-        let config = &shared.gateway.config;
-        let now_ms = host::now_nanos() / 1_000_000;
-        let cooling = |e| crate::routing::is_cooling(config, &SharedStore, e, now_ms);
+        let config = vm.config();
+        let now_ms = h.now_nanos() / 1_000_000;
+        let cooling = |e| crate::routing::is_cooling(config, &SharedData(h), e, now_ms);
         let Some(entry) = p.attempts.plan.recovery_entry(config, &cooling) else {
             if let Some(e) = p.attempts.plan.current() {
-                count(shared, e, Outcome::NotRecoverable);
+                count(h, vm, e, Outcome::NotRecoverable);
             }
             return Err("no other deployment left in the plan".into());
         };
-        let result = self.dispatch(shared, &p.attempts, entry, partial_text, now_ms);
+        let result = self.dispatch(h, vm, &p.attempts, entry, partial_text, now_ms);
         if result.is_err() {
-            count(shared, entry, Outcome::Failed);
+            count(h, vm, entry, Outcome::Failed);
         }
         result
     }
 
     fn dispatch(
         &mut self,
-        shared: &Shared,
+        h: &dyn Host,
+        vm: &Vm,
         attempts: &Attempts,
         entry: PlanEntry,
         partial_text: &str,
         now_ms: u64,
     ) -> Result<(), String> {
-        let config = &shared.gateway.config;
+        let config = vm.config();
         let deployment = config
             .deployment(entry.model, entry.deployment)
             .ok_or("no such deployment")?;
         let provider = config.provider(deployment);
         let body = continuation_body(&self.original, partial_text)
             .ok_or("the request body is not a chat completion")?;
-        let gw = &shared.gateway;
+        let gw = &vm.gateway;
         let env = gw
             .envelope(Endpoint::ChatCompletions, None, &body)
             .map_err(|e| e.message)?;
         let fwd = gw
             .forward(
-                Endpoint::ChatCompletions,
                 &env,
                 &body,
-                usize::from(entry.model),
-                usize::from(entry.deployment),
-                attempts.wildcard.as_deref(),
-                now_ms / 1000,
-                true,
+                &ForwardTo {
+                    endpoint: Endpoint::ChatCompletions,
+                    model_index: usize::from(entry.model),
+                    deployment_index: usize::from(entry.deployment),
+                    wildcard: attempts.wildcard.as_deref(),
+                    now_unix: now_ms / 1000,
+                    attempt: true,
+                },
             )
             .map_err(|e| e.message)?;
         let mut path = None;
@@ -184,14 +187,14 @@ impl Recovery {
             headers.push(("content-type", "application/json"));
         }
         let out_body = fwd.body.as_deref().unwrap_or(&body);
-        let token =
-            host::dispatch_http_call(&provider.cluster, headers, out_body, provider.timeout_ms)
-                .map_err(|e| {
-                    format!(
-                        "calling cluster {} failed (host status {})",
-                        provider.cluster, e.0
-                    )
-                })?;
+        let token = h
+            .http_call(&provider.cluster, &headers, out_body, provider.timeout_ms)
+            .map_err(|e| {
+                format!(
+                    "calling cluster {} failed (host status {})",
+                    provider.cluster, e.0
+                )
+            })?;
         log::info!(
             "llmux: stream broke off after {} bytes of text; continuing on deployment {}",
             partial_text.len(),
@@ -211,7 +214,8 @@ impl Recovery {
     /// token is not this stream's call.
     pub fn on_call_response(
         &mut self,
-        shared: &Shared,
+        h: &dyn Host,
+        vm: &Vm,
         attempt_id: Option<u64>,
         token: u32,
         body_size: usize,
@@ -220,18 +224,18 @@ impl Recovery {
             return None;
         }
         let mut call = self.call.take()?;
-        let config = &shared.gateway.config;
+        let config = vm.config();
         let name = config
             .deployment(call.entry.model, call.entry.deployment)
             .map(|d| d.name.clone())
             .unwrap_or_default();
         let partial_usage = self.watch.usage.or_else(|| {
             attempt_id
-                .and_then(super::upstream::lookup)
+                .and_then(|id| vm.registry.lookup(id))
                 .and_then(|p| p.borrow().final_exchange.as_ref().and_then(|e| e.usage()))
         });
         let tail = self
-            .answer(&mut call.exchange, body_size)
+            .answer(h, &mut call.exchange, body_size)
             .and_then(|completion| {
                 render_tail(
                     &self.watch,
@@ -243,36 +247,39 @@ impl Recovery {
             });
         let appended = match tail {
             Ok(tail) => {
-                count(shared, call.entry, Outcome::Recovered);
+                count(h, vm, call.entry, Outcome::Recovered);
                 tail
             }
             Err(why) => {
                 log::warn!("llmux: recovering the stream on deployment {name} failed: {why}");
-                count(shared, call.entry, Outcome::Failed);
+                count(h, vm, call.entry, Outcome::Failed);
                 self.watch.take_held()
             }
         };
         let mut body = std::mem::take(&mut call.body);
         let held_len = body.len();
         body.extend_from_slice(&appended);
-        if let Err(e) = host::set_buffer(Buffer::ResponseBody, 0, held_len, &body) {
+        if let Err(e) = h.set_body(Body::Response, 0, held_len, &body) {
             log::warn!("llmux: appending to the response body failed ({})", e.0);
         }
-        if let Err(e) = host::resume_response() {
+        if let Err(e) = h.resume(crate::host::Direction::Response) {
             log::warn!("llmux: resuming the response failed ({})", e.0);
         }
         Some(appended)
     }
 
     /// The fallback's answer as an OpenAI chat completion, or why there is none.
-    fn answer(&self, exchange: &mut Exchange, body_size: usize) -> Result<Vec<u8>, String> {
+    fn answer(
+        &self,
+        h: &dyn Host,
+        exchange: &mut Exchange,
+        body_size: usize,
+    ) -> Result<Vec<u8>, String> {
         // No headers: the call failed (timeout, reset, no healthy host).
-        let status = host::get_header(Map::HttpCallResponse, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u16>().ok())
+        let status = status_of(h, HeaderMap::CallResponse)
             .ok_or("no answer (timeout or connection failure)")?;
-        let body = host::get_buffer(Buffer::HttpCallResponseBody, 0, body_size)
+        let body = h
+            .body(Body::CallResponse, 0, body_size)
             .map_err(|e| format!("reading the answer failed (host status {})", e.0))?
             .unwrap_or_default();
         exchange.on_response_headers(status, None);
@@ -294,20 +301,24 @@ impl Recovery {
 }
 
 /// The deployment that served the stream (failover path).
-fn served_entry(attempt_id: u64) -> Option<PlanEntry> {
-    super::upstream::lookup(attempt_id)?
+fn served_entry(vm: &Vm, attempt_id: u64) -> Option<PlanEntry> {
+    vm.registry
+        .lookup(attempt_id)?
         .borrow()
         .attempts
         .plan
         .current()
 }
 
-fn count(shared: &Shared, entry: PlanEntry, outcome: Outcome) {
-    shared.apply(Update::Add(
-        MetricKey::MidStreamRecoveries {
-            route: entry.route(),
-            outcome,
-        },
-        1,
-    ));
+fn count(h: &dyn Host, vm: &Vm, entry: PlanEntry, outcome: Outcome) {
+    vm.apply(
+        h,
+        Update::Add(
+            MetricKey::MidStreamRecoveries {
+                route: entry.route(),
+                outcome,
+            },
+            1,
+        ),
+    );
 }

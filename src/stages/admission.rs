@@ -1,10 +1,10 @@
-//! Glue for limits: calls the rate-limit service (`dispatch_grpc_call`), keeps the per-instance
-//! counters in shared data (compare-and-swap), reads header/JWT identities. Every decision is
-//! made by [`crate::limits`].
+//! Limit admission and charging for one request: calls the rate-limit service (a gRPC
+//! callout), keeps the per-instance counters and parallel slots in shared data
+//! (compare-and-swap), reads header/JWT identities. The arithmetic is [`crate::limits`]'s.
 
-use super::host::{self, Buffer, Map};
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::host::{Body, HeaderMap, Host, HostError};
 use crate::limits::config::IdentitySource;
 use crate::limits::{self, proto, Check, FailureMode, Outcome, Scope, ScopeKind, Verdict};
 use crate::observe::{MetricKey, Update};
@@ -12,8 +12,6 @@ use crate::providers::Usage;
 
 const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 const METHOD: &str = "ShouldRateLimit";
-/// `proxy_status_t` CasMismatch.
-use super::host::CAS_MISMATCH;
 
 /// What the filter does after admission.
 pub enum Admission {
@@ -57,19 +55,19 @@ pub struct RequestLimits {
     pub headers_held: bool,
 }
 
-fn local_key_err(e: host::HostError) -> bool {
-    e.0 == CAS_MISMATCH
+fn local_key_err(e: HostError) -> bool {
+    e == HostError::CAS_MISMATCH
 }
 
 /// Adds `hits` to a local counter with compare-and-swap (a few tries under contention).
-fn local_count(check: &Check, now: u64, hits: u64) -> Outcome {
+fn local_count(h: &dyn Host, check: &Check, now: u64, hits: u64) -> Outcome {
     let key = check.local_key();
     let mut last = limits::local_count(None, now, check, hits).1;
     for _ in 0..16 {
-        let (prev, cas) = host::get_shared_data(&key).unwrap_or((None, 0));
+        let (prev, cas) = h.shared_data(&key).unwrap_or((None, 0));
         let (bytes, o) = limits::local_count(prev.as_deref(), now, check, hits);
         last = o;
-        match host::set_shared_data(&key, &bytes, cas) {
+        match h.set_shared_data(&key, &bytes, cas) {
             Ok(()) => return o,
             Err(e) if local_key_err(e) => continue,
             Err(_) => return o,
@@ -79,13 +77,13 @@ fn local_count(check: &Check, now: u64, hits: u64) -> Outcome {
 }
 
 /// Takes (`delta` 1) or gives back (-1) a parallel slot; `false` when none is free.
-fn parallel(key: &str, delta: i32, max: u32) -> bool {
+fn parallel(h: &dyn Host, key: &str, delta: i32, max: u32) -> bool {
     for _ in 0..32 {
-        let (prev, cas) = host::get_shared_data(key).unwrap_or((None, 0));
+        let (prev, cas) = h.shared_data(key).unwrap_or((None, 0));
         let Some(next) = limits::parallel_next(prev.as_deref(), delta, max) else {
             return false;
         };
-        match host::set_shared_data(key, &next, cas) {
+        match h.set_shared_data(key, &next, cas) {
             Ok(()) => return true,
             Err(e) if local_key_err(e) => continue,
             Err(_) => return true,
@@ -95,15 +93,15 @@ fn parallel(key: &str, delta: i32, max: u32) -> bool {
     true
 }
 
-fn header(name: &str) -> Option<String> {
-    host::get_header(Map::RequestHeaders, name)
+fn header(h: &dyn Host, name: &str) -> Option<String> {
+    h.header(HeaderMap::Request, name)
         .ok()
         .flatten()
         .filter(|v| !v.is_empty())
 }
 
-fn claim(namespace: &str, payload: &str, name: &str) -> Option<String> {
-    host::get_property(&["metadata", "filter_metadata", namespace, payload, name])
+fn claim(h: &dyn Host, namespace: &str, payload: &str, name: &str) -> Option<String> {
+    h.property(&["metadata", "filter_metadata", namespace, payload, name])
         .ok()
         .flatten()
         .and_then(|v| String::from_utf8(v).ok())
@@ -122,7 +120,7 @@ fn judge(results: &[(&Check, Outcome)], metric: &dyn Fn(Update)) -> Verdict {
 }
 
 /// The key, team and model limits that apply to this request.
-fn scopes(config: &Config, key: Option<usize>, model: &str) -> Vec<Scope> {
+fn scopes(h: &dyn Host, config: &Config, key: Option<usize>, model: &str) -> Vec<Scope> {
     let mut out = Vec::new();
     let auth = config.auth.as_ref();
     let (user, team, user_limits) = match &config.limits.identity {
@@ -135,8 +133,8 @@ fn scopes(config: &Config, key: Option<usize>, model: &str) -> Vec<Scope> {
             )
         }
         IdentitySource::Header { user, team } => (
-            header(user),
-            team.as_deref().and_then(header),
+            header(h, user),
+            team.as_deref().and_then(|t| header(h, t)),
             config.limits.identity_limits,
         ),
         IdentitySource::Jwt {
@@ -145,10 +143,10 @@ fn scopes(config: &Config, key: Option<usize>, model: &str) -> Vec<Scope> {
             user_claim,
             team_claim,
         } => (
-            claim(namespace, payload_key, user_claim),
+            claim(h, namespace, payload_key, user_claim),
             team_claim
                 .as_deref()
-                .and_then(|t| claim(namespace, payload_key, t)),
+                .and_then(|t| claim(h, namespace, payload_key, t)),
             config.limits.identity_limits,
         ),
     };
@@ -184,20 +182,21 @@ impl RequestLimits {
     /// Before forwarding (the key and model are known).
     pub fn admit(
         &mut self,
+        h: &dyn Host,
         config: &Config,
         key: Option<usize>,
         model: &str,
         now_unix: u64,
         metric: &dyn Fn(Update),
     ) -> Admission {
-        let scopes = scopes(config, key, model);
+        let scopes = scopes(h, config, key, model);
         if scopes.is_empty() {
             return Admission::Continue;
         }
         for s in &scopes {
             if let (ScopeKind::Key, Some(max)) = (s.kind, s.limits.max_parallel) {
                 let k = format!("llmux.par.{}", s.id);
-                if !parallel(&k, 1, max) {
+                if !parallel(h, &k, 1, max) {
                     metric(Update::Add(MetricKey::RateLimited("parallel"), 1));
                     return Admission::Reject(limits::too_many_parallel(&s.id, max), Vec::new());
                 }
@@ -211,14 +210,14 @@ impl RequestLimits {
         self.local = self
             .checks
             .iter()
-            .map(|c| local_count(c, now_unix, 1))
+            .map(|c| local_count(h, c, now_unix, 1))
             .collect();
         let Some(rls) = &config.limits.rls else {
             return self.decide_locally(metric);
         };
         let descriptors: Vec<_> = self.checks.iter().map(|c| c.descriptor(None)).collect();
         let msg = proto::encode_request(&rls.domain, &descriptors, 1);
-        match host::dispatch_grpc_call(&rls.cluster, SERVICE, METHOD, &msg, rls.timeout_ms) {
+        match h.grpc_call(&rls.cluster, SERVICE, METHOD, &msg, rls.timeout_ms) {
             Ok(token) => {
                 self.pending.push(token);
                 self.phase = Phase::Admitting;
@@ -264,6 +263,7 @@ impl RequestLimits {
     /// answered).
     pub fn charge(
         &mut self,
+        h: &dyn Host,
         config: &Config,
         usage: Option<&Usage>,
         cost_nanousd: Option<u64>,
@@ -281,7 +281,7 @@ impl RequestLimits {
             let Some(n) = limits::charge_hits(c, tokens, cost_nanousd) else {
                 continue;
             };
-            local_count(c, now_unix, u64::from(n));
+            local_count(h, c, now_unix, u64::from(n));
             match groups.iter_mut().find(|(h, _)| *h == n) {
                 Some((_, d)) => d.push(c.descriptor(None)),
                 None => groups.push((n, vec![c.descriptor(None)])),
@@ -292,7 +292,7 @@ impl RequestLimits {
         };
         for (hits, descriptors) in groups {
             let msg = proto::encode_request(&rls.domain, &descriptors, hits);
-            match host::dispatch_grpc_call(&rls.cluster, SERVICE, METHOD, &msg, rls.timeout_ms) {
+            match h.grpc_call(&rls.cluster, SERVICE, METHOD, &msg, rls.timeout_ms) {
                 Ok(token) => self.pending.push(token),
                 Err(e) => {
                     log::warn!(
@@ -310,6 +310,7 @@ impl RequestLimits {
     /// An answer from the RLS (`status` is the gRPC status, 0 = OK).
     pub fn on_answer(
         &mut self,
+        h: &dyn Host,
         config: &Config,
         token: u32,
         status: u32,
@@ -321,7 +322,7 @@ impl RequestLimits {
         };
         self.pending.swap_remove(i);
         let response = if status == 0 {
-            host::get_buffer(Buffer::GrpcReceive, 0, size)
+            h.body(Body::GrpcResponse, 0, size)
                 .ok()
                 .flatten()
                 .and_then(|b| proto::decode_response(&b))
@@ -375,9 +376,9 @@ impl RequestLimits {
     }
 
     /// The request is over: give back its parallel slot.
-    pub fn release(&mut self) {
+    pub fn release(&mut self, h: &dyn Host) {
         if let Some(k) = self.slot.take() {
-            parallel(&k, -1, u32::MAX);
+            parallel(h, &k, -1, u32::MAX);
         }
     }
 }

@@ -1,9 +1,9 @@
-//! Proxy-Wasm's header-map wire format, decoded without trusting it.
-// Natively only the tests use it.
-#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+//! Proxy-Wasm's header-map wire format (a count, (key length, value length) pairs, then
+//! NUL-terminated keys and values), decoded without trusting it. [`super::Host::headers`] hands
+//! the core a whole map in this format: one host call and one buffer for every header.
 
 /// Header map wire format: count, (key len, value len) pairs, then NUL-terminated keys/values.
-pub(crate) fn encode_map(map: &[(&str, &str)]) -> Vec<u8> {
+pub fn encode_map(map: &[(&str, &str)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         4 + map
             .iter()
@@ -26,7 +26,7 @@ pub(crate) fn encode_map(map: &[(&str, &str)]) -> Vec<u8> {
 
 /// Decodes a header map, borrowing from `bytes` (no allocation per header); a malformed map
 /// yields the pairs read before the damage.
-pub(crate) fn decode_map(bytes: &[u8]) -> Vec<(std::borrow::Cow<'_, str>, &[u8])> {
+pub fn decode_map(bytes: &[u8]) -> Vec<(std::borrow::Cow<'_, str>, &[u8])> {
     let read_u32 = |at: usize| -> Option<usize> {
         let b = bytes.get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)

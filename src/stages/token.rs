@@ -1,6 +1,6 @@
-//! Vertex AI service-account tokens, the glue half: shared-data reads and writes, the callout to
-//! the token endpoint, pausing and resuming requests. What to do is decided by
-//! [`crate::gcp_auth`].
+//! Vertex AI service-account tokens at run time: shared-data reads and writes, the callout to
+//! the token endpoint, pausing and resuming requests. The token's decisions (use, refresh, wait,
+//! fetch) are [`crate::gcp_auth`]'s.
 //!
 //! - A request that needs a token reads the provider's cache slot in shared data (all worker
 //!   VMs share it). A good token is used at once. Otherwise the request waits, and if no fetch
@@ -13,21 +13,22 @@
 //!   status. Requests waiting on another VM's fetch poll the slot every 10 ms; a lease that runs
 //!   out (that VM's fetch died) is taken over.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::host::{self, Buffer, Map};
+use super::vm::Vm;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::gateway::LocalResponse;
 use crate::gcp_auth::{decide, parse_token_response, Decision, ServiceAccount, Slot, TokenError};
+use crate::host::{status_of, Body, Direction, HeaderMap, Host};
 use crate::providers::vertex::VertexAuth;
 
 /// Tick period while requests wait on another VM's fetch.
 const POLL_MS: u32 = 10;
 
+/// One VM's token work: the requests waiting, the fetches due and in flight.
 #[derive(Default)]
-struct State {
+pub struct State {
     /// Paused requests: (HTTP context id, provider index).
     waiters: Vec<(u32, usize)>,
     /// Providers whose fetch this VM must send at the next tick.
@@ -38,8 +39,11 @@ struct State {
     fast: bool,
 }
 
-thread_local! {
-    static STATE: RefCell<State> = RefCell::new(State::default());
+impl State {
+    /// Requests wait or fetches are due: the tick must keep running fast.
+    fn busy(&self) -> bool {
+        !self.waiters.is_empty() || !self.due.is_empty()
+    }
 }
 
 /// What a request needing a token does next.
@@ -50,8 +54,8 @@ pub enum Auth {
     Wait,
 }
 
-fn now_ms() -> u64 {
-    host::now_nanos() / 1_000_000
+fn now_ms(h: &dyn Host) -> u64 {
+    h.now_nanos() / 1_000_000
 }
 
 fn account(config: &Config, p: usize) -> Option<(&str, &ServiceAccount, &str, u32)> {
@@ -71,12 +75,12 @@ fn slot_key(provider: &str, sa: &ServiceAccount) -> String {
 }
 
 /// The slot and its CAS token, creating an empty slot first if there is none.
-fn read(key: &str) -> Option<(Slot, u32)> {
+fn read(h: &dyn Host, key: &str) -> Option<(Slot, u32)> {
     for _ in 0..2 {
-        match host::get_shared_data(key) {
+        match h.shared_data(key) {
             Ok((Some(v), cas)) => return Some((Slot::decode(&v), cas)),
             Ok((None, _)) => {
-                let _ = host::set_shared_data(key, &Slot::default().encode(), 0);
+                let _ = h.set_shared_data(key, &Slot::default().encode(), 0);
             }
             Err(_) => return None,
         }
@@ -84,9 +88,10 @@ fn read(key: &str) -> Option<(Slot, u32)> {
     None
 }
 
-fn set_fast(on: bool, config: &Config) {
-    STATE.with(|s| {
-        let mut s = s.borrow_mut();
+fn set_fast(h: &dyn Host, vm: &Vm, on: bool) {
+    let config = vm.config();
+    {
+        let mut s = vm.tokens.borrow_mut();
         if s.fast != on {
             s.fast = on;
             // The exporter's period (see filter.rs on_configure) when we are done.
@@ -94,9 +99,9 @@ fn set_fast(on: bool, config: &Config) {
                 .export
                 .as_ref()
                 .map_or(0, |e| e.flush_interval_ms.min(200));
-            let _ = host::set_tick_period_ms(if on { 1 } else { base });
+            let _ = h.set_tick_period_ms(if on { 1 } else { base });
         }
-    });
+    }
 }
 
 fn unavailable(provider: &str, what: &str) -> LocalResponse {
@@ -111,107 +116,107 @@ fn unavailable(provider: &str, what: &str) -> LocalResponse {
 }
 
 /// The request of HTTP context `context_id` needs provider `p`'s access token.
-pub fn authorize(config: &Config, p: usize, context_id: u32) -> Result<Auth, LocalResponse> {
+pub fn authorize(h: &dyn Host, vm: &Vm, p: usize, context_id: u32) -> Result<Auth, LocalResponse> {
+    let config = vm.config();
     let Some((name, sa, _, timeout_ms)) = account(config, p) else {
         return Err(unavailable("?", "no service-account key configured"));
     };
     let key = slot_key(name, sa);
     for _ in 0..4 {
-        let Some((slot, cas)) = read(&key) else {
+        let Some((slot, cas)) = read(h, &key) else {
             return Err(unavailable(
                 name,
                 "the token cache (shared data) is not readable",
             ));
         };
-        let now = now_ms();
+        let now = now_ms(h);
         let lease = || slot.leased(now + u64::from(timeout_ms) + 1000).encode();
         match decide(&slot, now) {
             Decision::Use(t) => return Ok(Auth::Ready(t)),
             Decision::UseAndRefresh(t) => {
-                if host::set_shared_data(&key, &lease(), cas).is_ok() {
-                    schedule(config, p);
+                if h.set_shared_data(&key, &lease(), cas).is_ok() {
+                    schedule(h, vm, p);
                 }
                 return Ok(Auth::Ready(t));
             }
             Decision::Wait => break,
             Decision::Fetch => {
-                if host::set_shared_data(&key, &lease(), cas).is_ok() {
-                    schedule(config, p);
+                if h.set_shared_data(&key, &lease(), cas).is_ok() {
+                    schedule(h, vm, p);
                     break;
                 }
                 // Another VM wrote first: look again.
             }
         }
     }
-    STATE.with(|s| s.borrow_mut().waiters.push((context_id, p)));
-    set_fast(true, config);
+    vm.tokens.borrow_mut().waiters.push((context_id, p));
+    set_fast(h, vm, true);
     Ok(Auth::Wait)
 }
 
-fn schedule(config: &Config, p: usize) {
-    STATE.with(|s| {
-        let mut s = s.borrow_mut();
+fn schedule(h: &dyn Host, vm: &Vm, p: usize) {
+    {
+        let mut s = vm.tokens.borrow_mut();
         if !s.due.contains(&p) {
             s.due.push(p);
         }
-    });
-    set_fast(true, config);
+    }
+    set_fast(h, vm, true);
 }
 
 /// The root context's tick: send due fetches, look at the slots others are fetching for us.
-pub fn on_tick(config: &Config, root_id: u32) {
-    let due = STATE.with(|s| std::mem::take(&mut s.borrow_mut().due));
+pub fn on_tick(h: &dyn Host, vm: &Vm, root_id: u32) {
+    let config = vm.config();
+    let due = std::mem::take(&mut vm.tokens.borrow_mut().due);
     for p in due {
-        dispatch(config, root_id, p);
+        dispatch(h, vm, root_id, p);
     }
-    let (waiting, fetching): (Vec<usize>, Vec<usize>) = STATE.with(|s| {
-        let s = s.borrow();
+    let (waiting, fetching): (Vec<usize>, Vec<usize>) = {
+        let s = vm.tokens.borrow();
         let mut w: Vec<usize> = s.waiters.iter().map(|(_, p)| *p).collect();
         w.sort_unstable();
         w.dedup();
         (w, s.in_flight.values().copied().collect())
-    });
+    };
     for p in waiting.into_iter().filter(|p| !fetching.contains(p)) {
         let Some((name, sa, _, timeout_ms)) = account(config, p) else {
             continue;
         };
         let key = slot_key(name, sa);
-        let Some((slot, cas)) = read(&key) else {
+        let Some((slot, cas)) = read(h, &key) else {
             continue;
         };
-        let now = now_ms();
+        let now = now_ms(h);
         match decide(&slot, now) {
-            Decision::Use(t) | Decision::UseAndRefresh(t) => resume(root_id, p, Ok(&t)),
+            Decision::Use(t) | Decision::UseAndRefresh(t) => resume(h, vm, root_id, p, Ok(&t)),
             Decision::Fetch => {
                 // The VM that held the lease gave no answer in time: fetch here.
                 let lease = slot.leased(now + u64::from(timeout_ms) + 1000).encode();
-                if host::set_shared_data(&key, &lease, cas).is_ok() {
-                    dispatch(config, root_id, p);
+                if h.set_shared_data(&key, &lease, cas).is_ok() {
+                    dispatch(h, vm, root_id, p);
                 }
             }
             Decision::Wait => {}
         }
     }
-    let busy = STATE.with(|s| {
-        let s = s.borrow();
-        !s.waiters.is_empty() || !s.due.is_empty()
-    });
-    if busy {
-        let _ = host::set_tick_period_ms(POLL_MS);
+    if vm.tokens.borrow().busy() {
+        let _ = h.set_tick_period_ms(POLL_MS);
     } else {
-        set_fast(false, config);
+        set_fast(h, vm, false);
     }
 }
 
-fn dispatch(config: &Config, root_id: u32, p: usize) {
+fn dispatch(h: &dyn Host, vm: &Vm, root_id: u32, p: usize) {
+    let config = vm.config();
     let Some((name, sa, cluster, timeout_ms)) = account(config, p) else {
         return;
     };
-    let body = match sa.token_request_body(now_ms() / 1000) {
+    let body = match sa.token_request_body(now_ms(h) / 1000) {
         Ok(b) => b,
         Err(e) => {
             return finish(
-                config,
+                h,
+                vm,
                 root_id,
                 p,
                 Err(TokenError {
@@ -228,13 +233,14 @@ fn dispatch(config: &Config, root_id: u32, p: usize) {
         ("content-type", "application/x-www-form-urlencoded"),
         ("accept", "application/json"),
     ];
-    match host::dispatch_http_call(cluster, headers, &body, timeout_ms) {
+    match h.http_call(cluster, &headers, &body, timeout_ms) {
         Ok(token) => {
             log::debug!("llmux: fetching an access token for vertex provider {name}");
-            STATE.with(|s| s.borrow_mut().in_flight.insert(token, p));
+            vm.tokens.borrow_mut().in_flight.insert(token, p);
         }
         Err(e) => finish(
-            config,
+            h,
+            vm,
             root_id,
             p,
             Err(TokenError {
@@ -249,17 +255,20 @@ fn dispatch(config: &Config, root_id: u32, p: usize) {
 }
 
 /// A callout answered; `false` if it was not a token fetch.
-pub fn on_http_call_response(config: &Config, root_id: u32, token: u32, body_size: usize) -> bool {
-    let Some(p) = STATE.with(|s| s.borrow_mut().in_flight.remove(&token)) else {
+pub fn on_http_call_response(
+    h: &dyn Host,
+    vm: &Vm,
+    root_id: u32,
+    token: u32,
+    body_size: usize,
+) -> bool {
+    let Some(p) = vm.tokens.borrow_mut().in_flight.remove(&token) else {
         return false;
     };
     // No headers (timeout, reset, no healthy host) reads as status 0.
-    let status = host::get_header(Map::HttpCallResponse, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(0);
-    let body = host::get_buffer(Buffer::HttpCallResponseBody, 0, body_size)
+    let status = status_of(h, HeaderMap::CallResponse).unwrap_or(0);
+    let body = h
+        .body(Body::CallResponse, 0, body_size)
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -269,50 +278,49 @@ pub fn on_http_call_response(config: &Config, root_id: u32, token: u32, body_siz
             message: "no answer (timeout or connection failure)".into(),
         })
     } else {
-        parse_token_response(status, &body, now_ms())
+        parse_token_response(status, &body, now_ms(h))
     };
-    finish(config, root_id, p, result);
+    finish(h, vm, root_id, p, result);
     true
 }
 
-fn finish(config: &Config, root_id: u32, p: usize, result: Result<Slot, TokenError>) {
+fn finish(h: &dyn Host, vm: &Vm, root_id: u32, p: usize, result: Result<Slot, TokenError>) {
+    let config = vm.config();
     let Some((name, sa, cluster, _)) = account(config, p) else {
         return;
     };
     let key = slot_key(name, sa);
     match result {
         Ok(slot) => {
-            if let Err(e) = host::set_shared_data(&key, &slot.encode(), 0) {
+            if let Err(e) = h.set_shared_data(&key, &slot.encode(), 0) {
                 log::warn!(
                     "llmux: caching the token of {name} failed (host status {})",
                     e.0
                 );
             }
-            resume(root_id, p, Ok(&slot.token));
+            resume(h, vm, root_id, p, Ok(&slot.token));
         }
         Err(e) => {
             // Free the lease (the old token, if any, stays) so the next request tries again.
-            if let Some((slot, cas)) = read(&key) {
-                let _ = host::set_shared_data(&key, &slot.leased(0).encode(), cas);
+            if let Some((slot, cas)) = read(h, &key) {
+                let _ = h.set_shared_data(&key, &slot.leased(0).encode(), cas);
             }
             let what = format!(
                 "the token endpoint {}{} (cluster `{cluster}`) answered {}: {}",
                 sa.token_authority, sa.token_path, e.status, e.message
             );
             log::warn!("llmux: vertex provider {name}: {what}");
-            resume(root_id, p, Err(unavailable(name, &what)));
+            resume(h, vm, root_id, p, Err(unavailable(name, &what)));
         }
     }
-    set_fast(
-        STATE.with(|s| !s.borrow().waiters.is_empty() || !s.borrow().due.is_empty()),
-        config,
-    );
+    let busy = vm.tokens.borrow().busy();
+    set_fast(h, vm, busy);
 }
 
 /// Resumes (or answers) every request of this VM waiting for provider `p`.
-fn resume(root_id: u32, p: usize, result: Result<&str, LocalResponse>) {
-    let ids: Vec<u32> = STATE.with(|s| {
-        let mut s = s.borrow_mut();
+fn resume(h: &dyn Host, vm: &Vm, root_id: u32, p: usize, result: Result<&str, LocalResponse>) {
+    let ids: Vec<u32> = {
+        let mut s = vm.tokens.borrow_mut();
         let mut mine = Vec::new();
         for (id, q) in std::mem::take(&mut s.waiters) {
             if q == p {
@@ -322,16 +330,15 @@ fn resume(root_id: u32, p: usize, result: Result<&str, LocalResponse>) {
             }
         }
         mine
-    });
+    };
     for id in ids {
-        if host::set_effective_context(id).is_err() {
+        if h.set_effective_context(id).is_err() {
             continue; // that request is gone
         }
         match &result {
             Ok(t) => {
-                let _ =
-                    host::set_header(Map::RequestHeaders, "authorization", &format!("Bearer {t}"));
-                let _ = host::continue_request();
+                let _ = h.set_header(HeaderMap::Request, "authorization", &format!("Bearer {t}"));
+                let _ = h.resume(Direction::Request);
             }
             Err(r) => {
                 let headers: Vec<(&str, &str)> = r
@@ -339,9 +346,9 @@ fn resume(root_id: u32, p: usize, result: Result<&str, LocalResponse>) {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                let _ = host::send_response(r.status, &headers, &r.body);
+                let _ = h.send_response(r.status, &headers, &r.body);
             }
         }
     }
-    let _ = host::set_effective_context(root_id);
+    let _ = h.set_effective_context(root_id);
 }

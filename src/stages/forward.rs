@@ -1,0 +1,95 @@
+//! Applying a forward decision ([`Forward`]) to the request the host holds: its headers, its
+//! body and a Vertex access token. One function serves the direct path and every attempt of the
+//! upstream stage, so both send exactly what the gateway decided.
+
+use super::token::{self, Auth};
+use super::vm::Vm;
+use crate::gateway::{Forward, LocalResponse};
+use crate::host::{Body, HeaderMap, Host};
+
+/// The request headers whose presence [`ClientRequest::sent`] records, one bit each.
+pub(crate) fn sent_bit(name: &str) -> Option<u8> {
+    match name {
+        "authorization" => Some(1),
+        "x-api-key" => Some(2),
+        "api-key" => Some(4),
+        "content-length" => Some(8),
+        _ => None,
+    }
+}
+
+/// What the direct path knows of the client's request: every host call counts, so a header
+/// already at the decided value is not set again, and one the client did not send is not
+/// removed.
+pub(crate) struct ClientRequest<'a> {
+    pub path: &'a str,
+    pub content_type: Option<&'a str>,
+    /// Which of the headers a translated request may drop the client sent ([`sent_bit`]).
+    pub sent: u8,
+}
+
+/// Writes the decision's headers and body. `set_names` collects the non-pseudo headers set (an
+/// attempt removes them before the next attempt sets its own).
+pub(crate) fn apply(
+    h: &dyn Host,
+    fwd: &Forward,
+    body_size: usize,
+    client: Option<&ClientRequest<'_>>,
+    mut set_names: Option<&mut Vec<String>>,
+) {
+    for (k, v) in &fwd.set_headers {
+        let unchanged = client.is_some_and(|c| match k.as_str() {
+            ":path" => v == c.path,
+            "content-type" => c.content_type == Some(v.as_str()),
+            _ => false,
+        });
+        if unchanged {
+            continue;
+        }
+        if let Err(e) = h.set_header(HeaderMap::Request, k, v) {
+            log::warn!("llmux: setting request header {k} failed ({})", e.0);
+        }
+        if let Some(names) = set_names.as_deref_mut() {
+            if !k.starts_with(':') {
+                names.push(k.clone());
+            }
+        }
+    }
+    for k in &fwd.remove_headers {
+        if client.is_some_and(|c| sent_bit(k).is_some_and(|b| c.sent & b == 0)) {
+            continue; // the client did not send it
+        }
+        let _ = h.remove_header(HeaderMap::Request, k);
+    }
+    if let Some(new_body) = &fwd.body {
+        if let Err(e) = h.set_body(Body::Request, 0, body_size, new_body) {
+            log::warn!("llmux: replacing the request body failed ({})", e.0);
+        }
+    }
+}
+
+/// Where a request that needs an access token stands.
+pub(crate) enum TokenStep {
+    /// None needed, or set (`authorization: Bearer …`).
+    Done,
+    /// Paused: the token fetch resumes the request (or answers it).
+    Wait,
+    /// No token can be had: answer this.
+    Failed(LocalResponse),
+}
+
+/// Vertex AI with a service-account key: adds the cached token to the request of stream
+/// `context_id`, or makes it wait for the fetch.
+pub(crate) fn add_token(h: &dyn Host, vm: &Vm, fwd: &Forward, context_id: u32) -> TokenStep {
+    let Some(p) = fwd.token else {
+        return TokenStep::Done;
+    };
+    match token::authorize(h, vm, p, context_id) {
+        Ok(Auth::Ready(t)) => {
+            let _ = h.set_header(HeaderMap::Request, "authorization", &format!("Bearer {t}"));
+            TokenStep::Done
+        }
+        Ok(Auth::Wait) => TokenStep::Wait,
+        Err(r) => TokenStep::Failed(r),
+    }
+}

@@ -1,0 +1,803 @@
+//! The downstream (request) stage: one [`Request`] per client request. It reads the headers and
+//! body, asks [`crate::gateway::Gateway`] what to do, applies the decision (direct path: the
+//! translated request; failover path: a plan registered for the upstream stage), admits the
+//! request through its limits, translates the answer back and, once, finishes it: usage, cost,
+//! charges, metrics, filter state, the usage record, the deployment's load and health
+//! (docs/design.md, "Why two stages").
+
+use std::rc::Rc;
+
+use super::admission::{Admission, Answer, RequestLimits};
+use super::attempt::Pending;
+use super::forward::{self, sent_bit, ClientRequest, TokenStep};
+use super::recovery::Recovery;
+use super::vm::Vm;
+use crate::gateway::{
+    BodyAction, BodyRequest, Endpoint, Exchange, HeadersDecision, HeadersRequest, LocalResponse,
+    INTERNAL_HEADER_PREFIX,
+};
+use crate::host::header_map::decode_map;
+use crate::host::{read_body, status_of, Action, Body, Direction, HeaderMap, Host, SharedData};
+use crate::observe::export::Pushed;
+use crate::observe::record::{Finished, Summary, UsageRecord, MAX_LOGGED_BODY_BYTES};
+use crate::observe::{cost_nanousd, request_updates, MetricKey, Route, Timings, Update};
+use crate::routing::{state, ErrorClass};
+
+/// One client request in the downstream stage.
+pub struct Request {
+    context_id: u32,
+    vm: Option<Rc<Vm>>,
+    pub(crate) timings: Timings,
+    /// The filter answered this request itself, with this status.
+    replied: Option<u16>,
+    /// A model-routed request (counted in the metrics when refused).
+    chat: bool,
+    exchange: Option<Exchange>,
+    request_id: Option<String>,
+    /// Set once the headers show a model-routed request whose body is awaited.
+    endpoint: Option<Endpoint>,
+    /// The caller's virtual key (index), when keys are configured.
+    key: Option<usize>,
+    /// The request's `content-type` (multipart forms are routed by their `model` field).
+    content_type: Option<String>,
+    /// Metrics, filter state and the usage record are done.
+    finished: bool,
+    /// `log_bodies` is on: keep the bodies for the usage record.
+    capture: bool,
+    request_body: Option<Vec<u8>>,
+    response_body: Vec<u8>,
+    /// The router's tags header.
+    tags: Option<String>,
+    /// The client's `:path` (a translated request whose path is the same does not set it again).
+    path: String,
+    /// Which of the headers a translated request may drop the client sent ([`sent_bit`]).
+    sent: u8,
+    /// The request is in the upstream stage's registry under this id (failover path).
+    attempt_id: Option<u64>,
+    /// Direct path: the deployment's shared-state key (routing counts its load and health).
+    direct_state: Option<String>,
+    /// Rate limits, budgets and parallel slots of this request.
+    pub(crate) limits: RequestLimits,
+    /// Failover path, streamed chat completion: mid-stream recovery watches the stream.
+    recovery: Option<Recovery>,
+}
+
+impl Request {
+    /// A stream of a configured VM (`vm` `None`: unconfigured, everything passes through).
+    pub fn new(context_id: u32, vm: Option<Rc<Vm>>) -> Request {
+        let capture = vm.as_ref().is_some_and(|s| s.gateway.config.log_bodies);
+        Request {
+            context_id,
+            vm,
+            timings: Timings::default(),
+            replied: None,
+            chat: false,
+            exchange: None,
+            request_id: None,
+            endpoint: None,
+            content_type: None,
+            key: None,
+            finished: false,
+            capture,
+            request_body: None,
+            response_body: Vec::new(),
+            tags: None,
+            path: String::new(),
+            sent: 0,
+            attempt_id: None,
+            direct_state: None,
+            limits: RequestLimits::default(),
+            recovery: None,
+        }
+    }
+
+    /// The exchange with the provider (after routing), for tests and logs.
+    pub fn exchange(&self) -> Option<&Exchange> {
+        self.exchange.as_ref()
+    }
+
+    /// The status the gateway answered with itself, if it did.
+    pub fn replied(&self) -> Option<u16> {
+        self.replied
+    }
+
+    pub fn on_grpc_call_response(&mut self, h: &dyn Host, token: u32, status: u32, size: usize) {
+        let Some(vm) = self.vm.clone() else {
+            return;
+        };
+        let answer = self
+            .limits
+            .on_answer(h, vm.config(), token, status, size, &|u| vm.apply(h, u));
+        match answer {
+            Answer::Nothing => {}
+            Answer::ResumeRequest => {
+                let _ = h.resume(Direction::Request);
+            }
+            Answer::ResumeResponse => {
+                let _ = h.resume(Direction::Response);
+            }
+            Answer::Reject(e, headers) => {
+                self.reject_limited(h, &vm, &e, headers);
+            }
+        }
+    }
+
+    pub fn on_http_call_response(&mut self, h: &dyn Host, token: u32, body_size: usize) {
+        let (Some(vm), Some(r)) = (self.vm.clone(), self.recovery.as_mut()) else {
+            return;
+        };
+        if let Some(appended) = r.on_call_response(h, &vm, self.attempt_id, token, body_size) {
+            self.capture_response(&appended);
+            self.timings.end_ns = 0; // the continuation's end, not the failed stream's
+            self.finish(h);
+        }
+    }
+
+    fn capture_response(&mut self, bytes: &[u8]) {
+        if self.capture {
+            let room = MAX_LOGGED_BODY_BYTES.saturating_sub(self.response_body.len());
+            self.response_body
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+
+    /// Once per request, when its response is complete (or in `on_log` at the latest): count it
+    /// in the metrics, charge its usage, write the filter state the access log prints, queue
+    /// the usage record.
+    fn finish(&mut self, h: &dyn Host) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let Some(vm) = self.vm.clone() else {
+            return;
+        };
+        if self.timings.end_ns == 0 {
+            self.timings.end_ns = h.now_nanos();
+        }
+        let mut attempts = 1;
+        if let Some(id) = self.attempt_id {
+            // Failover path: the attempt that answered has the exchange that counts.
+            if let Some(p) = vm.registry.lookup(id) {
+                let mut p = p.borrow_mut();
+                attempts = u32::from(p.attempts.plan.attempts);
+                if let Some(ex) = p.final_exchange.take() {
+                    self.exchange = Some(ex);
+                }
+            }
+        }
+        self.direct_outcome(h, &vm);
+        let Some(ex) = &self.exchange else {
+            if let (true, Some(status)) = (self.chat, self.replied) {
+                request_updates(
+                    Route::Rejected,
+                    status,
+                    false,
+                    None,
+                    None,
+                    &self.timings,
+                    |u| vm.apply(h, u),
+                );
+            }
+            return;
+        };
+        let usage = ex.usage();
+        let Route::Deployment { model, deployment } = ex.route else {
+            return;
+        };
+        let config = vm.config();
+        let finished = Finished {
+            request_id: self.request_id.as_deref(),
+            model,
+            deployment,
+            stream: ex.stream,
+            status: ex.status,
+            usage,
+            timings: &self.timings,
+            request_body: self.request_body.as_deref(),
+            response_body: self.capture.then_some(self.response_body.as_slice()),
+            key: self.key,
+            attempts,
+        };
+        let Some(summary) = Summary::of(config, &finished) else {
+            return;
+        };
+        let cost = config
+            .models
+            .get(model)
+            .and_then(|m| m.deployments.get(deployment))
+            .and_then(|d| d.cost_price.as_ref())
+            .zip(usage.as_ref())
+            .map(|(p, u)| cost_nanousd(p, u));
+        self.limits.charge(
+            h,
+            config,
+            usage.as_ref(),
+            cost,
+            self.timings.end_ns / 1_000_000_000,
+            &|u| vm.apply(h, u),
+        );
+        if let (Some(c), true) = (cost, self.limits.headers_held) {
+            let _ = h.set_header(
+                HeaderMap::Response,
+                "x-llmux-cost-usd",
+                &format!("{:.9}", c as f64 / 1e9),
+            );
+        }
+        request_updates(
+            ex.route,
+            ex.status,
+            ex.stream,
+            usage.as_ref(),
+            cost,
+            &self.timings,
+            |u| vm.apply(h, u),
+        );
+        if config.filter_state {
+            summary.filter_state(|name, value| {
+                let _ = h.set_property(name, value);
+            });
+        }
+        if let Some(b) = &vm.exporter {
+            if let Some(record) = UsageRecord::build(config, &finished) {
+                if b.borrow_mut().push(record, self.timings.end_ns) == Pushed::Dropped {
+                    vm.apply(h, Update::Add(MetricKey::ExportRecordsDropped, 1));
+                }
+            }
+        }
+    }
+
+    /// Answers a request refused by a limit (429/503 with `x-ratelimit-*`).
+    fn reject_limited(
+        &mut self,
+        h: &dyn Host,
+        vm: &Vm,
+        e: &crate::error::GatewayError,
+        headers: Vec<(&'static str, String)>,
+    ) -> Action {
+        self.exchange = None;
+        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        let mut r = vm.gateway.error_response(endpoint, e);
+        r.headers
+            .extend(headers.into_iter().map(|(k, v)| (k.to_string(), v)));
+        self.reply(h, &r)
+    }
+
+    fn reply(&mut self, h: &dyn Host, r: &LocalResponse) -> Action {
+        self.replied = Some(r.status);
+        let headers: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Err(e) = h.send_response(r.status, &headers, &r.body) {
+            log::warn!(
+                "llmux: sending a local response failed (host status {})",
+                e.0
+            );
+        }
+        Action::Pause
+    }
+
+    fn handle_body(
+        &mut self,
+        h: &dyn Host,
+        vm: &Rc<Vm>,
+        endpoint: Endpoint,
+        body: &[u8],
+        body_size: usize,
+    ) -> Action {
+        let now_ns = h.now_nanos();
+        let req = BodyRequest {
+            endpoint,
+            content_type: self.content_type.as_deref(),
+            key: self.key,
+            now_unix: now_ns / 1_000_000_000,
+            pick: 0,
+        };
+        let mut rng = || vm.next_random();
+        let routed = vm.gateway.route_request(
+            &req,
+            body,
+            &mut crate::gateway::RoutingInput {
+                store: &SharedData(h),
+                rng: &mut rng,
+                now_ms: now_ns / 1_000_000,
+                header_tags: self.tags.as_deref(),
+            },
+        );
+        let mut fwd = match routed {
+            Ok(fwd) => fwd,
+            Err(e) => {
+                let r = vm.gateway.error_response(endpoint, &e);
+                return self.reply(h, &r);
+            }
+        };
+        // (The routing decision itself takes microseconds: one clock read serves both.)
+        self.timings.forwarded_ns = now_ns;
+        if self.capture {
+            self.request_body = Some(body[..body.len().min(MAX_LOGGED_BODY_BYTES)].to_vec());
+        }
+        let client = ClientRequest {
+            path: &self.path,
+            content_type: self.content_type.as_deref(),
+            sent: self.sent,
+        };
+        forward::apply(h, &fwd, body_size, Some(&client), None);
+        let config = vm.config();
+        if let Some(attempts) = fwd.attempts.take() {
+            self.recovery = Recovery::for_request(vm, endpoint, body, &attempts);
+            let id = vm.next_attempt_id();
+            let _ = h.set_header(
+                HeaderMap::Request,
+                super::attempt::ATTEMPT_ID_HEADER,
+                &id.to_string(),
+            );
+            vm.registry.register(
+                id,
+                Pending {
+                    vm: vm.clone(),
+                    attempts,
+                    prev_set: Vec::new(),
+                    undecided: false,
+                    final_exchange: None,
+                },
+            );
+            self.attempt_id = Some(id);
+        } else if let Route::Deployment { model, deployment } = fwd.exchange.route {
+            if let Some(d) = config
+                .models
+                .get(model)
+                .filter(|m| config.router.tracks(m))
+                .and_then(|m| m.deployments.get(deployment))
+            {
+                let now_ms = now_ns / 1_000_000;
+                state::update(&SharedData(h), &d.state_key, |s| s.on_start(now_ms));
+                self.direct_state = Some(d.state_key.clone());
+            }
+        }
+        // Vertex AI with a service-account key: add the cached token, or wait for it. (A
+        // request waiting for a token fetch is resumed by the fetch; its rate-limit check still
+        // runs now.)
+        let token = forward::add_token(h, vm, &fwd, self.context_id);
+        let model = fwd.exchange.model.clone();
+        self.exchange = Some(fwd.exchange);
+        self.endpoint = Some(endpoint);
+        let waiting_for_token = match token {
+            TokenStep::Done => false,
+            TokenStep::Wait => true,
+            TokenStep::Failed(r) => {
+                self.exchange = None;
+                return self.reply(h, &r);
+            }
+        };
+        let admission =
+            self.limits
+                .admit(h, config, self.key, &model, now_ns / 1_000_000_000, &|u| {
+                    vm.apply(h, u)
+                });
+        match admission {
+            Admission::Continue if waiting_for_token => Action::Pause,
+            Admission::Continue => Action::Continue,
+            Admission::Wait => Action::Pause,
+            Admission::Reject(e, headers) => self.reject_limited(h, vm, &e, headers),
+        }
+    }
+
+    /// `GET /llmux/status` (or the configured path): the router's view, to allowed clients.
+    fn router_status(
+        &mut self,
+        h: &dyn Host,
+        vm: &Vm,
+        method: &str,
+        status: &crate::routing::StatusConfig,
+    ) -> Action {
+        let ip = h
+            .property(&["source", "address"])
+            .ok()
+            .flatten()
+            .map(|a| String::from_utf8_lossy(&a).into_owned())
+            .unwrap_or_default();
+        // `1.2.3.4:5678` or `[::1]:5678` → the address alone.
+        let ip = match ip.rsplit_once(':') {
+            Some((a, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                a.trim_start_matches('[').trim_end_matches(']').to_string()
+            }
+            _ => ip,
+        };
+        let r = if !status.allows(&ip) {
+            LocalResponse::error(
+                &crate::error::GatewayError::new(
+                    403,
+                    "permission_error",
+                    format!(
+                        "{} is only served to the router's allowed addresses",
+                        status.path
+                    ),
+                )
+                .with_code("forbidden"),
+            )
+        } else if method != "GET" {
+            LocalResponse::error(
+                &crate::error::GatewayError::new(405, "invalid_request_error", "use GET")
+                    .with_code("method_not_allowed"),
+            )
+        } else {
+            let now_ms = h.now_nanos() / 1_000_000;
+            LocalResponse::json(
+                200,
+                crate::routing::status::render(vm.config(), &SharedData(h), now_ms),
+            )
+        };
+        self.reply(h, &r)
+    }
+
+    /// Direct path: the deployment's load and health, once the answer is known.
+    fn direct_outcome(&mut self, h: &dyn Host, vm: &Vm) {
+        let Some(key) = self.direct_state.take() else {
+            return;
+        };
+        let store = SharedData(h);
+        let now_ms = h.now_nanos() / 1_000_000;
+        let config = vm.config();
+        let ended = |store: &SharedData<'_>| state::update(store, &key, |s| s.on_end());
+        let Some(ex) = &self.exchange else {
+            ended(&store);
+            return;
+        };
+        if ex.status == 0 {
+            // No answer (the client went away).
+            ended(&store);
+            return;
+        }
+        let route = ex.route;
+        let Route::Deployment { model, .. } = route else {
+            ended(&store);
+            return;
+        };
+        if ex.failed() {
+            let class = ErrorClass::of(
+                ex.provider_status(),
+                ex.envoy_details(),
+                ex.last_error.as_ref(),
+            );
+            let status = ex.provider_status();
+            let cooled = state::update(&store, &key, |s| {
+                s.on_end();
+                crate::routing::record_failure(s, config, model, class, status, now_ms)
+            });
+            vm.apply(
+                h,
+                Update::Add(MetricKey::FailedAttempts { route, class }, 1),
+            );
+            if cooled == Some(true) {
+                vm.apply(h, Update::Add(MetricKey::Cooldowns { route }, 1));
+            }
+            return;
+        }
+        let usage = ex.usage();
+        let (t, stream) = (&self.timings, ex.stream);
+        state::update(&store, &key, |s| {
+            s.on_end();
+            crate::routing::record_success(s, config, t, stream, usage.as_ref());
+        });
+    }
+
+    pub fn on_request_headers(&mut self, h: &dyn Host, end_of_stream: bool) -> Action {
+        let Some(vm) = self.vm.clone() else {
+            return Action::Continue;
+        };
+        self.timings.start_ns = h.now_nanos();
+        let raw_headers = h.headers(HeaderMap::Request).unwrap_or_default();
+        let headers = decode_map(&raw_headers);
+        let mut method = "";
+        let mut path = "";
+        let mut content_length = None;
+        let (mut bearer, mut x_api_key, mut api_key) = (None, None, None);
+        let mut provider_hint = None;
+        let tags_header = vm.config().router.tags_header.as_str();
+        for (k, v) in &headers {
+            let v: &[u8] = v;
+            self.sent |= sent_bit(k).unwrap_or(0);
+            match k.as_ref() {
+                ":method" => method = std::str::from_utf8(v).unwrap_or(""),
+                ":path" => path = std::str::from_utf8(v).unwrap_or(""),
+                "content-length" => {
+                    content_length = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                }
+                "x-request-id" => self.request_id = Some(String::from_utf8_lossy(v).into_owned()),
+                "content-type" => self.content_type = Some(String::from_utf8_lossy(v).into_owned()),
+                "authorization" => {
+                    bearer = std::str::from_utf8(v).ok().and_then(|a| {
+                        a.strip_prefix("Bearer ")
+                            .or_else(|| a.strip_prefix("bearer "))
+                    })
+                }
+                "x-api-key" => x_api_key = std::str::from_utf8(v).ok(),
+                crate::gateway::PROVIDER_HINT_HEADER => provider_hint = std::str::from_utf8(v).ok(),
+                "api-key" => api_key = std::str::from_utf8(v).ok(),
+                k if k == tags_header => self.tags = Some(String::from_utf8_lossy(v).into_owned()),
+                k if k.starts_with(INTERNAL_HEADER_PREFIX) => {
+                    // Only the gateway sets these: a client's copy would spoof its decisions.
+                    let _ = h.remove_header(HeaderMap::Request, k);
+                }
+                _ => {}
+            }
+        }
+        if let Some(status) = &vm.config().router.status {
+            if path.split('?').next() == Some(status.path.as_str()) {
+                return self.router_status(h, &vm, method, status);
+            }
+        }
+        self.path.push_str(path);
+        let req = HeadersRequest {
+            method,
+            path,
+            content_length,
+            credential: bearer.or(x_api_key).or(api_key),
+            now_unix: self.timings.start_ns / 1_000_000_000,
+            provider_hint,
+        };
+        match vm.gateway.on_request_headers(&req) {
+            HeadersDecision::Respond(r) => self.reply(h, &r),
+            HeadersDecision::PassThrough => Action::Continue,
+            HeadersDecision::Forward(set, remove) => {
+                for (k, v) in &set {
+                    let _ = h.set_header(HeaderMap::Request, k, v);
+                }
+                for k in &remove {
+                    let _ = h.remove_header(HeaderMap::Request, k);
+                }
+                Action::Continue
+            }
+            HeadersDecision::ReadBody(endpoint, key) => {
+                self.key = key;
+                self.chat = true;
+                if end_of_stream {
+                    self.handle_body(h, &vm, endpoint, &[], 0)
+                } else {
+                    self.endpoint = Some(endpoint);
+                    Action::Pause
+                }
+            }
+        }
+    }
+
+    pub fn on_request_body(
+        &mut self,
+        h: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        if self.replied.is_some() || self.exchange.is_some() {
+            return Action::Continue;
+        }
+        let (Some(vm), Some(endpoint)) = (self.vm.clone(), self.endpoint) else {
+            return Action::Continue;
+        };
+        if !end_of_stream {
+            if let Some(r) = vm.gateway.body_too_large(endpoint, body_size) {
+                return self.reply(h, &r);
+            }
+            return Action::Pause;
+        }
+        let body = read_body(h, Body::Request, body_size);
+        self.handle_body(h, &vm, endpoint, &body, body_size)
+    }
+
+    pub fn on_response_headers(&mut self, h: &dyn Host, end_of_stream: bool) -> Action {
+        if self.replied.is_some() {
+            return Action::Continue;
+        }
+        let Some(ex) = self.exchange.as_mut() else {
+            return Action::Continue;
+        };
+        let status = status_of(h, HeaderMap::Response).unwrap_or(502);
+        // Envoy's own replies (connect failure, timeout) are errors: a success needs no look.
+        let details = if status >= 400 {
+            h.property(&["response", "code_details"])
+                .ok()
+                .flatten()
+                .map(|d| String::from_utf8_lossy(&d).into_owned())
+                .filter(|d| d != "via_upstream")
+        } else {
+            None
+        };
+        if details.as_deref() == Some("llmux") {
+            // Answered by LLMux from elsewhere (a failed token fetch): already in final shape.
+            ex.status = status;
+            self.replied = Some(status);
+            return Action::Continue;
+        }
+        let changes = ex.on_response_headers(status, details.as_deref());
+        if !ex.is_relay() && ex.answer_headers {
+            if let (Some(vm), Route::Deployment { model, deployment }) = (&self.vm, ex.route) {
+                if let Some(d) = vm
+                    .config()
+                    .models
+                    .get(model)
+                    .and_then(|m| m.deployments.get(deployment))
+                {
+                    let _ = h.set_header(HeaderMap::Response, "x-llmux-deployment", &d.name);
+                    let _ = h.set_header(HeaderMap::Response, "x-llmux-attempts", "1");
+                }
+            }
+        }
+        self.limits.headers_held = changes.wait_for_body && !end_of_stream;
+        for (k, v) in &self.limits.headers {
+            let _ = h.set_header(HeaderMap::Response, k, v);
+        }
+        for k in &changes.remove {
+            let _ = h.remove_header(HeaderMap::Response, k);
+        }
+        for (k, v) in &changes.set {
+            if let Err(e) = h.set_header(HeaderMap::Response, k, v) {
+                log::warn!("llmux: setting response header {k} failed ({})", e.0);
+            }
+        }
+        if end_of_stream {
+            self.finish(h);
+        }
+        if changes.wait_for_body && !end_of_stream {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    pub fn on_response_body(
+        &mut self,
+        h: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        if self.replied.is_some() || self.exchange.is_none() {
+            return Action::Continue;
+        }
+        if (self.timings.first_byte_ns == 0 && body_size > 0) || end_of_stream {
+            // One clock read per callback: the last one is also the end (see `finish`).
+            let now = h.now_nanos();
+            if self.timings.first_byte_ns == 0 && body_size > 0 {
+                self.timings.first_byte_ns = now;
+            }
+            if end_of_stream {
+                self.timings.end_ns = now;
+            }
+        }
+        let ok = self
+            .exchange
+            .as_ref()
+            .is_some_and(|ex| (200..300).contains(&ex.status));
+        if let (true, Some(vm), Some(r)) = (ok, self.vm.clone(), self.recovery.as_mut()) {
+            let (action, out) = r.on_body(h, &vm, self.attempt_id, body_size, end_of_stream);
+            self.capture_response(&out);
+            if end_of_stream && action == Action::Continue {
+                self.finish(h);
+            }
+            return action; // Pause: the continuation's answer resumes it (and finishes)
+        }
+        let action = self.response_body_action(h, body_size, end_of_stream);
+        if end_of_stream {
+            self.finish(h);
+            if self.limits.hold_response() {
+                // The usage charge is recorded before the client sees the end.
+                return Action::Pause;
+            }
+        }
+        action
+    }
+
+    /// The stream is over, however it ended (the host's last callback for it).
+    pub fn on_log(&mut self, h: &dyn Host) {
+        self.finish(h);
+        if let (Some(id), Some(vm)) = (self.attempt_id.take(), &self.vm) {
+            vm.registry.unregister(id);
+        }
+        self.limits.release(h);
+        if let Some(vm) = &self.vm {
+            vm.report_memory(h);
+        }
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let latency_ms = h.now_nanos().saturating_sub(self.timings.start_ns) / 1_000_000;
+        let rid = self.request_id.as_deref().unwrap_or("-");
+        match &self.exchange {
+            Some(ex) => {
+                let u = ex.usage().unwrap_or_default();
+                log::debug!(
+                    "llmux request_id={rid} model={} provider={} upstream_model={} stream={} status={} prompt_tokens={} completion_tokens={} cached_tokens={} latency_ms={latency_ms}",
+                    ex.model,
+                    ex.provider,
+                    ex.upstream_model,
+                    ex.stream,
+                    ex.status,
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cached_tokens,
+                );
+            }
+            None if self.replied.is_some() => {
+                log::debug!(
+                    "llmux request_id={rid} answered by the gateway latency_ms={latency_ms}"
+                )
+            }
+            None => {}
+        }
+    }
+
+    fn response_body_action(
+        &mut self,
+        h: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let capture = self.capture;
+        let Some(ex) = self.exchange.as_mut() else {
+            return Action::Continue;
+        };
+        let data = if ex.needs_whole_body() && !end_of_stream {
+            Vec::new() // not read until the end: the host buffers it
+        } else {
+            read_body(h, Body::Response, body_size)
+        };
+        let action = ex.on_response_body(&data, body_size, end_of_stream);
+        let retry_after = ex.retry_after.clone();
+        let upstream_status = ex.provider_status();
+        if capture {
+            match &action {
+                BodyAction::Continue => self.capture_response(&data),
+                BodyAction::Replace(out) | BodyAction::ReplaceWhole { body: out, .. } => {
+                    self.capture_response(out)
+                }
+                BodyAction::Buffer => {}
+            }
+        }
+        apply_body_action(
+            h,
+            action,
+            body_size,
+            retry_after.as_deref(),
+            upstream_status,
+        )
+    }
+}
+
+/// Writes a [`BodyAction`] to the response the host holds.
+pub(crate) fn apply_body_action(
+    h: &dyn Host,
+    action: BodyAction,
+    body_size: usize,
+    retry_after: Option<&str>,
+    upstream_status: u16,
+) -> Action {
+    match action {
+        BodyAction::Continue => Action::Continue,
+        BodyAction::Buffer => Action::Pause,
+        BodyAction::Replace(out) => {
+            if let Err(e) = h.set_body(Body::Response, 0, body_size, &out) {
+                log::warn!("llmux: replacing the response body failed ({})", e.0);
+            }
+            Action::Continue
+        }
+        BodyAction::ReplaceWhole { status, body } => {
+            // The headers are still held (see on_response_headers), so they can change.
+            if status != upstream_status {
+                let _ = h.set_header(HeaderMap::Response, ":status", &status.to_string());
+            }
+            let _ = h.set_header(HeaderMap::Response, "content-type", "application/json");
+            let _ = h.set_header(
+                HeaderMap::Response,
+                "content-length",
+                &body.len().to_string(),
+            );
+            if let Some(ra) = retry_after {
+                let _ = h.set_header(HeaderMap::Response, "retry-after", ra);
+            }
+            if let Err(e) = h.set_body(Body::Response, 0, body_size, &body) {
+                log::warn!("llmux: replacing the response body failed ({})", e.0);
+            }
+            Action::Continue
+        }
+    }
+}

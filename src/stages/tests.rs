@@ -1,0 +1,556 @@
+//! The request stages driven natively through [`MemHost`]: admission, charging, the release of
+//! every counter on every ending, failover attempts and the finish accounting, on one or two
+//! workers sharing shared data.
+
+use std::rc::Rc;
+
+use super::attempt::{Attempt, Registry, ATTEMPT_ID_HEADER, RETRY_HEADER};
+use super::request::Request;
+use super::vm::Root;
+use crate::host::mem::{MemHost, World};
+use crate::host::{Action, Direction, HeaderMap};
+use crate::routing::state::DeploymentState;
+
+/// One worker's VM with both stages' roots.
+struct Worker {
+    host: MemHost,
+    root: Root,
+    upstream: Root,
+}
+
+fn worker(world: &Rc<World>, config: &serde_json::Value) -> Worker {
+    let host = MemHost::new(world);
+    let registry = Rc::new(Registry::default());
+    let bytes = config.to_string().into_bytes();
+    let n = bytes.len();
+    *host.configuration.borrow_mut() = bytes;
+    let mut root = Root::new(1, registry.clone());
+    assert!(root.configure(&host, n), "config refused: {config}");
+    let up = br#"{"stage": "upstream"}"#.to_vec();
+    let m = up.len();
+    *host.configuration.borrow_mut() = up;
+    let mut upstream = Root::new(2, registry);
+    assert!(upstream.configure(&host, m) && upstream.upstream);
+    Worker {
+        host,
+        root,
+        upstream,
+    }
+}
+
+const USER: &str = r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn chat_body(model: &str, stream: bool) -> String {
+    format!(
+        r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    )
+}
+
+/// An OpenAI chat completion with usage, as a provider sends it.
+fn completion(prompt: u64, completion: u64) -> Vec<u8> {
+    format!(
+        r#"{{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"hello"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{}}}}}"#,
+        prompt + completion
+    )
+    .into_bytes()
+}
+
+impl Worker {
+    /// A client request on stream `id`, through the headers and (whole) body callbacks.
+    fn send(&self, id: u32, headers: &[(&str, &str)], body: &str) -> (Request, Action) {
+        let h = &self.host;
+        h.enter(id);
+        h.with_stream(id, |s| {
+            s.request_headers = [(":method", "POST"), (":path", "/v1/chat/completions")]
+                .iter()
+                .chain(headers)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            s.request_body = body.as_bytes().to_vec();
+        });
+        let mut r = self.root.new_request(id);
+        let mut a = r.on_request_headers(h, body.is_empty());
+        if a == Action::Pause && h.stream(id).local_response.is_none() && !body.is_empty() {
+            a = r.on_request_body(h, body.len(), true);
+        }
+        (r, a)
+    }
+
+    /// The provider's answer on stream `id`, body in `chunks`; returns what the client gets.
+    fn answer(&self, r: &mut Request, id: u32, status: u16, chunks: &[&[u8]]) -> Vec<u8> {
+        let h = &self.host;
+        h.enter(id);
+        h.with_stream(id, |s| {
+            s.response_headers = vec![(":status".into(), status.to_string())];
+        });
+        let _ = r.on_response_headers(h, chunks.is_empty());
+        let mut out = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            let eos = i + 1 == chunks.len();
+            h.with_stream(id, |s| s.response_body.extend_from_slice(c));
+            let size = h.stream(id).response_body.len();
+            if r.on_response_body(h, size, eos) == Action::Continue {
+                out.extend(h.with_stream(id, |s| std::mem::take(&mut s.response_body)));
+            }
+        }
+        out
+    }
+
+    fn status(&self, id: u32) -> Option<u16> {
+        self.host.stream(id).local_response.map(|l| l.status)
+    }
+}
+
+fn parallel_slots(world: &World, alias: &str) -> u32 {
+    world
+        .shared_value(&format!("llmux.par.{alias}"))
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn sha(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn keyed_config(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({
+        "providers": {"oai": {"type": "openai", "cluster": "mock", "api_key": "sk-provider"},
+                      "ant": {"type": "anthropic", "cluster": "mock_ant", "api_key": "sk-a"}},
+        "models": [
+            {"name": "gpt", "deployments": [{"provider": "oai", "model": "gpt-4o-mini",
+                "price": {"input_per_mtok": 1000, "output_per_mtok": 1000}}]},
+            {"name": "claude", "deployments": [{"provider": "ant", "model": "claude-x"}]}
+        ],
+        "auth": {"keys": [
+            {"key_sha256": sha("sk-one"), "alias": "one", "max_parallel_requests": 1},
+            {"key_sha256": sha("sk-two"), "alias": "two", "rpm": 2, "tpm": 1000}
+        ]},
+        "filter_state": true
+    });
+    if let (Some(o), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    c
+}
+
+const ONE: (&str, &str) = ("authorization", "Bearer sk-one");
+
+#[test]
+fn direct_request_is_translated_answered_and_finished_once() {
+    let world = World::new();
+    let w = worker(&world, &keyed_config(serde_json::json!({})));
+    let (mut r, a) = w.send(7, &[ONE], &chat_body("claude", false));
+    assert_eq!(a, Action::Continue);
+    let s = w.host.stream(7);
+    // Translated for Anthropic, the client's credential replaced by the provider's.
+    assert_eq!(
+        s.header(HeaderMap::Request, "x-llmux-cluster"),
+        Some("mock_ant")
+    );
+    assert_eq!(s.header(HeaderMap::Request, "x-api-key"), Some("sk-a"));
+    assert_eq!(s.header(HeaderMap::Request, "authorization"), None);
+    assert!(String::from_utf8_lossy(&s.request_body).contains("\"max_tokens\""));
+    let answer = br#"{"id":"m1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":2}}"#;
+    let out = w.answer(&mut r, 7, 200, &[&answer[..40], &answer[40..]]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "hello");
+    assert_eq!(v["usage"]["total_tokens"], 5);
+    r.on_log(&w.host);
+    let metrics = world.metrics();
+    let requests: u64 = metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with("llmux.requests") && k.contains("status_class.2xx"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(requests, 1, "{metrics:?}");
+    let fs = w.host.stream(7).filter_state;
+    assert_eq!(
+        fs.get("llmux_input_tokens").map(|v| &v[..]),
+        Some(&b"3"[..]),
+        "{fs:?}"
+    );
+    assert_eq!(
+        fs.get("llmux_output_tokens").map(|v| &v[..]),
+        Some(&b"2"[..]),
+        "{fs:?}"
+    );
+    // A second on_log (the host never does this, but finishing is idempotent) counts nothing.
+    r.on_log(&w.host);
+    assert_eq!(world.metrics(), metrics);
+    assert_eq!(parallel_slots(&world, "one"), 0);
+}
+
+#[test]
+fn parallel_slot_is_released_exactly_once_on_every_ending() {
+    let world = World::new();
+    let w = worker(&world, &keyed_config(serde_json::json!({})));
+    type Ending = fn(&Worker, &mut Request, u32);
+    let endings: [(&str, Ending); 5] = [
+        ("complete", |w, r, id| {
+            w.answer(r, id, 200, &[&completion(3, 2)]);
+        }),
+        ("provider error", |w, r, id| {
+            w.answer(r, id, 500, &[br#"{"error":{"message":"boom"}}"#]);
+        }),
+        ("client abort before the answer", |_, _, _| {}),
+        ("reset mid-body", |w, r, id| {
+            w.host.enter(id);
+            w.host.with_stream(id, |s| {
+                s.response_headers = vec![(":status".into(), "200".into())]
+            });
+            r.on_response_headers(&w.host, false);
+            w.host
+                .with_stream(id, |s| s.response_body = b"{\"id\":".to_vec());
+            r.on_response_body(&w.host, 6, false);
+        }),
+        ("stream gone before on_log", |w, _, id| {
+            w.host.drop_stream(id)
+        }),
+    ];
+    for (i, (name, end)) in endings.iter().enumerate() {
+        let id = 10 + i as u32 * 2;
+        let (mut r, a) = w.send(id, &[ONE], USER);
+        assert_eq!(a, Action::Continue, "{name}");
+        assert_eq!(parallel_slots(&world, "one"), 1, "{name}");
+        // A second request of the same key is refused while the first holds the slot.
+        let (mut refused, _) = w.send(id + 1, &[ONE], USER);
+        assert_eq!(w.status(id + 1), Some(429), "{name}");
+        refused.on_log(&w.host);
+        assert_eq!(
+            parallel_slots(&world, "one"),
+            1,
+            "{name}: a refusal releases nothing"
+        );
+        end(&w, &mut r, id);
+        w.host.enter(id);
+        r.on_log(&w.host);
+        assert_eq!(parallel_slots(&world, "one"), 0, "{name}");
+    }
+}
+
+#[test]
+fn in_flight_returns_to_zero_after_mixed_endings_on_two_workers() {
+    let world = World::new();
+    let cfg = serde_json::json!({
+        "providers": {"a": {"type": "openai", "cluster": "ca"}, "b": {"type": "openai", "cluster": "cb"}},
+        "models": [{"name": "gpt", "strategy": "least-busy",
+                    "deployments": [{"provider": "a"}, {"provider": "b"}]}]
+    });
+    let w1 = worker(&world, &cfg);
+    let w2 = worker(&world, &cfg);
+    let mut open = Vec::new();
+    for i in 0..12u32 {
+        let w = if i % 2 == 0 { &w1 } else { &w2 };
+        let (r, a) = w.send(100 + i, &[], USER);
+        assert_eq!(a, Action::Continue);
+        open.push((i, r));
+    }
+    let in_flight = |world: &World| -> u32 {
+        world
+            .shared_keys()
+            .iter()
+            .filter(|k| k.starts_with("llmux.d."))
+            .map(|k| DeploymentState::decode(&world.shared_value(k).unwrap()).in_flight)
+            .sum()
+    };
+    assert_eq!(in_flight(&world), 12);
+    world.lose_cas_races(3);
+    for (i, mut r) in open {
+        let w = if i % 2 == 0 { &w1 } else { &w2 };
+        let id = 100 + i;
+        match i % 4 {
+            0 => {
+                w.answer(&mut r, id, 200, &[&completion(1, 1)]);
+            }
+            1 => {
+                w.answer(&mut r, id, 503, &[b"{}"]);
+            }
+            2 => {} // client gone before any answer
+            _ => {
+                w.host.enter(id);
+                w.host.with_stream(id, |s| {
+                    s.response_headers = vec![(":status".into(), "200".into())]
+                });
+                r.on_response_headers(&w.host, false);
+            }
+        }
+        w.host.enter(id);
+        r.on_log(&w.host);
+    }
+    assert_eq!(in_flight(&world), 0);
+}
+
+/// A `RateLimitResponse`: overall code and one status code per descriptor (1 OK, 2 over).
+fn rls_response(overall: u8, codes: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x08, overall];
+    for c in codes {
+        b.extend_from_slice(&[0x12, 2, 0x08, *c]);
+    }
+    b
+}
+
+fn rls_config(mode: &str) -> serde_json::Value {
+    keyed_config(serde_json::json!({
+        "rate_limit": {"cluster": "rls", "domain": "llmux", "timeout_ms": 500, "failure_mode": mode}
+    }))
+}
+
+#[test]
+fn rls_admits_refuses_and_charges_once() {
+    let world = World::new();
+    let w = worker(&world, &rls_config("closed"));
+    let two = ("authorization", "Bearer sk-two");
+    // Admitted: the request waits for the service, then resumes.
+    let (mut r, a) = w.send(20, &[two], USER);
+    assert_eq!(a, Action::Pause);
+    let calls = w.host.take_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].cluster, "rls");
+    // Two descriptors: the key's rpm and tpm.
+    w.host.set_grpc_response(&rls_response(1, &[1, 1]));
+    let n = rls_response(1, &[1, 1]).len();
+    r.on_grpc_call_response(&w.host, calls[0].token, 0, n);
+    assert_eq!(w.host.stream(20).resumed, vec![Direction::Request]);
+    // The answer's end is held until the usage charge is answered.
+    w.host.enter(20);
+    w.host.with_stream(20, |s| {
+        s.response_headers = vec![(":status".into(), "200".into())]
+    });
+    r.on_response_headers(&w.host, false);
+    let body = completion(3, 2);
+    w.host.with_stream(20, |s| s.response_body = body.clone());
+    assert_eq!(r.on_response_body(&w.host, body.len(), true), Action::Pause);
+    let charge = w.host.take_calls();
+    assert_eq!(charge.len(), 1, "one charge: {charge:?}");
+    // The tpm descriptor, hits_addend 4: 5 tokens less the hit admission already counted.
+    assert!(charge[0].body.ends_with(&[0x18, 4]), "{:?}", charge[0].body);
+    r.on_grpc_call_response(&w.host, charge[0].token, 0, n);
+    assert_eq!(
+        w.host.stream(20).resumed,
+        vec![Direction::Request, Direction::Response]
+    );
+    r.on_log(&w.host);
+    assert!(w.host.take_calls().is_empty(), "charged exactly once");
+
+    // Over the limit: 429 in the OpenAI shape, never forwarded.
+    let (_r, _) = w.send(21, &[two], USER);
+    let calls = w.host.take_calls();
+    w.host.set_grpc_response(&rls_response(2, &[2, 1]));
+    let mut r = _r;
+    r.on_grpc_call_response(&w.host, calls[0].token, 0, n);
+    let reply = w.host.stream(21).local_response.unwrap();
+    assert_eq!(reply.status, 429);
+    assert!(String::from_utf8_lossy(&reply.body).contains("\"error\""));
+    r.on_log(&w.host);
+
+    // The service failing (gRPC status 14) with failure_mode closed: 503.
+    let (mut r, _) = w.send(22, &[two], USER);
+    let calls = w.host.take_calls();
+    r.on_grpc_call_response(&w.host, calls[0].token, 14, 0);
+    assert_eq!(w.status(22), Some(503));
+    r.on_log(&w.host);
+    assert!(
+        w.host.take_calls().is_empty(),
+        "a refused request is not charged"
+    );
+}
+
+#[test]
+fn rls_unreachable_fails_open_to_local_counters() {
+    let world = World::new();
+    let w = worker(&world, &rls_config("open"));
+    w.host.fail("grpc_call");
+    let two = ("authorization", "Bearer sk-two");
+    for id in 30..32 {
+        let (mut r, a) = w.send(id, &[two], USER);
+        assert_eq!(a, Action::Continue, "request {id}");
+        r.on_log(&w.host);
+    }
+    // The key's rpm of 2 is enforced locally.
+    let (mut r, _) = w.send(32, &[two], USER);
+    assert_eq!(w.status(32), Some(429));
+    r.on_log(&w.host);
+}
+
+fn failover_config() -> serde_json::Value {
+    serde_json::json!({
+        "providers": {"a": {"type": "openai", "cluster": "ca", "api_key": "ka"},
+                      "b": {"type": "openai", "cluster": "cb", "api_key": "kb"}},
+        "models": [{"name": "gpt", "deployments": [{"provider": "a"}], "fallbacks": ["gpt-b"]},
+                   {"name": "gpt-b", "deployments": [{"provider": "b"}]}],
+        "router": {"attempts_cluster": "llmux_attempts"}
+    })
+}
+
+/// One attempt of the upstream stage on stream `id` with the downstream request's headers and
+/// body; the provider answers `status` and `body`. Returns the attempt and the response headers.
+fn attempt(
+    w: &Worker,
+    id: u32,
+    attempt_id: &str,
+    status: u16,
+    body: &[u8],
+) -> (Attempt, Vec<(String, String)>) {
+    let h = &w.host;
+    h.enter(id);
+    h.with_stream(id, |s| {
+        s.request_headers = vec![
+            (":path".into(), "/v1/chat/completions".into()),
+            (ATTEMPT_ID_HEADER.into(), attempt_id.into()),
+        ];
+        s.request_body = USER.as_bytes().to_vec();
+        s.response_headers = vec![(":status".into(), status.to_string())];
+        s.response_body = body.to_vec();
+    });
+    let mut a = w.upstream.new_attempt(id);
+    if a.on_request_headers(h, false) == Action::Pause {
+        assert_eq!(a.on_request_body(h, USER.len(), true), Action::Continue);
+    }
+    a.on_response_headers(h, false);
+    a.on_response_body(h, body.len(), true);
+    (a, h.stream(id).response_headers)
+}
+
+#[test]
+fn failover_retries_on_the_fallback_and_the_downstream_finishes_with_its_answer() {
+    let world = World::new();
+    let w = worker(&world, &failover_config());
+    let (mut r, a) = w.send(40, &[], USER);
+    assert_eq!(a, Action::Continue);
+    let s = w.host.stream(40);
+    assert_eq!(
+        s.header(HeaderMap::Request, "x-llmux-cluster"),
+        Some("llmux_attempts")
+    );
+    let id = s
+        .header(HeaderMap::Request, ATTEMPT_ID_HEADER)
+        .unwrap()
+        .to_string();
+    // First attempt: deployment a answers 500, the router is told to retry.
+    let (mut first, headers) = attempt(&w, 41, &id, 500, br#"{"error":{"message":"x"}}"#);
+    assert!(headers.iter().any(|(k, v)| k == RETRY_HEADER && v == "1"));
+    assert_eq!(
+        w.host
+            .stream(41)
+            .header(HeaderMap::Request, "x-llmux-cluster"),
+        Some("ca")
+    );
+    first.on_log(&w.host);
+    // Second attempt: the fallback b answers.
+    let (mut second, headers) = attempt(&w, 42, &id, 200, &completion(2, 2));
+    assert!(!headers.iter().any(|(k, _)| k == RETRY_HEADER));
+    assert_eq!(
+        w.host
+            .stream(42)
+            .header(HeaderMap::Request, "authorization"),
+        Some("Bearer kb")
+    );
+    second.on_log(&w.host);
+    let out = w.answer(&mut r, 40, 200, &[&completion(2, 2)]);
+    assert!(!out.is_empty());
+    r.on_log(&w.host);
+    let m = world.metrics();
+    let failovers: u64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("llmux.router.failovers"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(failovers, 1, "{m:?}");
+    // Both deployments' in-flight counts are back to zero, and the plan is gone.
+    for k in world
+        .shared_keys()
+        .iter()
+        .filter(|k| k.starts_with("llmux.d."))
+    {
+        let st = DeploymentState::decode(&world.shared_value(k).unwrap());
+        assert_eq!(st.in_flight, 0, "{k}");
+    }
+    assert!(w.root.vm.as_ref().unwrap().registry.is_empty());
+}
+
+#[test]
+fn an_attempt_without_a_plan_passes_through() {
+    let world = World::new();
+    let w = worker(&world, &failover_config());
+    let (mut a, headers) = attempt(&w, 50, "999", 200, b"{}");
+    assert!(!headers.iter().any(|(k, _)| k == RETRY_HEADER));
+    // Nothing was changed on its way: no cluster named, no body rewritten.
+    let s = w.host.stream(50);
+    assert_eq!(s.header(HeaderMap::Request, "x-llmux-cluster"), None);
+    assert_eq!(s.request_body, USER.as_bytes());
+    a.on_log(&w.host);
+}
+
+#[test]
+fn a_stream_cut_at_every_byte_reaches_the_client_whole() {
+    let world = World::new();
+    let w = worker(&world, &keyed_config(serde_json::json!({})));
+    let events = [
+        r#"{"type":"message_start","message":{"id":"m1","type":"message","role":"assistant","model":"claude-x","content":[],"usage":{"input_tokens":3,"output_tokens":0}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hel"}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo"}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#,
+        r#"{"type":"message_stop"}"#,
+    ];
+    let stream: Vec<u8> = events
+        .iter()
+        .flat_map(|e| format!("event: x\ndata: {e}\n\n").into_bytes())
+        .collect();
+    let body = chat_body("claude", true);
+    let run = |cut: usize, id: u32| -> Vec<u8> {
+        let (mut r, _) = w.send(id, &[ONE], &body);
+        let out = w.answer(&mut r, id, 200, &[&stream[..cut], &stream[cut..]]);
+        r.on_log(&w.host);
+        out
+    };
+    let whole = run(stream.len(), 60);
+    let text = String::from_utf8_lossy(&whole);
+    assert!(
+        text.contains("\"hel\"") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    // `created` comes from the clock, which does not move here: every cut is byte-identical.
+    for cut in 0..stream.len() {
+        assert_eq!(run(cut, 61), whole, "cut at {cut}");
+    }
+    assert_eq!(parallel_slots(&world, "one"), 0);
+}
+
+#[test]
+fn bad_configuration_is_refused_and_garbage_requests_get_openai_errors() {
+    let world = World::new();
+    let host = MemHost::new(&world);
+    for bad in [
+        &b"{"[..],
+        b"{\"providers\": 3}",
+        b"{\"stage\": \"down\"}",
+        b"",
+    ] {
+        *host.configuration.borrow_mut() = bad.to_vec();
+        let mut root = Root::new(1, Rc::new(Registry::default()));
+        assert!(
+            !root.configure(&host, bad.len()),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let w = worker(&world, &keyed_config(serde_json::json!({})));
+    let mut rng = crate::test_support::XorShift(7);
+    for i in 0..200u32 {
+        let body = rng.mutate(USER.as_bytes(), b"{}[]\":,x0\\");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let (mut r, _) = w.send(1000 + i, &[ONE], &body);
+        if let Some(reply) = w.host.stream(1000 + i).local_response {
+            assert!(reply.status >= 400, "{body}");
+            let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            assert!(v["error"]["message"].is_string(), "{v}");
+        }
+        r.on_log(&w.host);
+        assert_eq!(parallel_slots(&world, "one"), 0, "{body}");
+    }
+}
