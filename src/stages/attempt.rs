@@ -6,20 +6,15 @@
 //! error.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::forward::{self, TokenStep};
-use super::request::apply_body_action;
-use super::vm::Vm;
-use crate::gateway::{Attempts, BodyAction, Exchange, ForwardTo};
+use super::apply::{self, apply_body_action, TokenStep};
+use super::vm::{Pending, Registry, ATTEMPT_ID_HEADER};
+use crate::gateway::{BodyAction, Exchange, ForwardTo};
 use crate::host::{read_body, status_of, Action, Body, HeaderMap, Host, SharedData};
 use crate::observe::{MetricKey, Route, Update};
 use crate::routing::{self, state, ErrorClass, PlanEntry};
 
-/// Request header naming the registry entry (set by the downstream stage, removed by the
-/// attempts listener's route before the request leaves Envoy).
-pub const ATTEMPT_ID_HEADER: &str = "x-llmux-attempt-id";
 /// Response header that makes the router retry (the route's `retriable_headers`).
 pub const RETRY_HEADER: &str = "x-llmux-retry";
 /// Seconds the router's back-off waits before the retry (`rate_limited_retry_back_off`).
@@ -27,47 +22,6 @@ pub const RETRY_AFTER_HEADER: &str = "x-llmux-retry-after";
 /// Set by the attempts listener on Envoy's own replies (`local_reply_config`): its
 /// `%RESPONSE_CODE_DETAILS%` (timeout, connect failure, reset).
 pub const ENVOY_DETAILS_HEADER: &str = "x-llmux-envoy-details";
-
-/// One request's attempts, shared by the downstream stage and every attempt (same worker, same
-/// VM, so plain `Rc`).
-pub struct Pending {
-    pub vm: Rc<Vm>,
-    pub attempts: Attempts,
-    /// Request headers the previous attempt set (removed before the next one sets its own).
-    pub prev_set: Vec<String>,
-    /// The previous attempt ended without a decision (reset or timeout at the router).
-    pub undecided: bool,
-    /// The attempt that produced the client's answer: its exchange, for metrics and records.
-    pub final_exchange: Option<Exchange>,
-}
-
-/// The requests of one VM planned for the upstream stage, by attempt id. Both stages of a VM
-/// share it (the same worker, so plain `Rc`).
-#[derive(Default)]
-pub struct Registry(RefCell<HashMap<u64, Rc<RefCell<Pending>>>>);
-
-impl Registry {
-    pub fn register(&self, id: u64, p: Pending) {
-        self.0.borrow_mut().insert(id, Rc::new(RefCell::new(p)));
-    }
-
-    pub fn lookup(&self, id: u64) -> Option<Rc<RefCell<Pending>>> {
-        self.0.borrow().get(&id).cloned()
-    }
-
-    pub fn unregister(&self, id: u64) -> Option<Rc<RefCell<Pending>>> {
-        self.0.borrow_mut().remove(&id)
-    }
-
-    /// Requests registered and not yet over.
-    pub fn len(&self) -> usize {
-        self.0.borrow().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.borrow().is_empty()
-    }
-}
 
 pub struct Attempt {
     /// This attempt's context (a Vertex token fetch resumes it by id).
@@ -166,12 +120,12 @@ impl Attempt {
             Ok(fwd) => {
                 // The attempts listener honours x-envoy-* headers of internal requests only.
                 let _ = h.set_header(HeaderMap::Request, "x-forwarded-for", "127.0.0.1");
-                forward::apply(h, &fwd, body_size, None, Some(&mut p.prev_set));
+                apply::forward(h, &fwd, body_size, None, Some(&mut p.prev_set));
                 if fwd.token.is_some() {
                     // Vertex AI with a service-account key (see stages/token.rs).
                     p.prev_set.push("authorization".to_string());
                 }
-                match forward::add_token(h, &vm, &fwd, self.context_id) {
+                match apply::add_token(h, &vm, &fwd, self.context_id) {
                     TokenStep::Done => {}
                     TokenStep::Wait => self.waiting_for_token = true,
                     TokenStep::Failed(r) => {

@@ -2,18 +2,19 @@
 //! the [`crate::host::Host`] seam so it runs (and is tested) natively. `src/wasm/` only hands the
 //! host's callbacks to these types.
 //!
-//! - [`vm::Root`] and [`vm::Vm`]: configuration, per-VM state, the tick (usage export, token
-//!   fetches).
+//! - [`root::Root`]: configuration, the tick (usage export, token fetches); [`vm::Vm`]: per-VM
+//!   state and the [`vm::Registry`] of planned requests.
 //! - [`request::Request`]: the downstream stage, one per client request.
 //! - [`attempt::Attempt`]: the upstream stage, one per attempt on the failover path.
 //! - [`admission`]: limits admitted and charged; [`token`]: Vertex access tokens; [`recovery`]:
-//!   mid-stream recovery; [`forward`]: applying a forward decision to the request.
+//!   mid-stream recovery; [`apply`]: a decision applied to the request or response.
 
 pub mod admission;
+pub mod apply;
 pub mod attempt;
-pub mod forward;
 pub mod recovery;
 pub mod request;
+pub mod root;
 pub mod token;
 pub mod vm;
 

@@ -8,10 +8,9 @@
 use std::rc::Rc;
 
 use super::admission::{Admission, Answer, RequestLimits};
-use super::attempt::Pending;
-use super::forward::{self, sent_bit, ClientRequest, TokenStep};
+use super::apply::{self, apply_body_action, sent_bit, ClientRequest, TokenStep};
 use super::recovery::Recovery;
-use super::vm::Vm;
+use super::vm::{Pending, Vm, ATTEMPT_ID_HEADER};
 use crate::gateway::{
     BodyAction, BodyRequest, Endpoint, Exchange, HeadersDecision, HeadersRequest, LocalResponse,
     INTERNAL_HEADER_PREFIX,
@@ -323,16 +322,12 @@ impl Request {
             content_type: self.content_type.as_deref(),
             sent: self.sent,
         };
-        forward::apply(h, &fwd, body_size, Some(&client), None);
+        apply::forward(h, &fwd, body_size, Some(&client), None);
         let config = vm.config();
         if let Some(attempts) = fwd.attempts.take() {
             self.recovery = Recovery::for_request(vm, endpoint, body, &attempts);
             let id = vm.next_attempt_id();
-            let _ = h.set_header(
-                HeaderMap::Request,
-                super::attempt::ATTEMPT_ID_HEADER,
-                &id.to_string(),
-            );
+            let _ = h.set_header(HeaderMap::Request, ATTEMPT_ID_HEADER, &id.to_string());
             vm.registry.register(
                 id,
                 Pending {
@@ -359,7 +354,7 @@ impl Request {
         // Vertex AI with a service-account key: add the cached token, or wait for it. (A
         // request waiting for a token fetch is resumed by the fetch; its rate-limit check still
         // runs now.)
-        let token = forward::add_token(h, vm, &fwd, self.context_id);
+        let token = apply::add_token(h, vm, &fwd, self.context_id);
         let model = fwd.exchange.model.clone();
         self.exchange = Some(fwd.exchange);
         self.endpoint = Some(endpoint);
@@ -760,44 +755,5 @@ impl Request {
             retry_after.as_deref(),
             upstream_status,
         )
-    }
-}
-
-/// Writes a [`BodyAction`] to the response the host holds.
-pub(crate) fn apply_body_action(
-    h: &dyn Host,
-    action: BodyAction,
-    body_size: usize,
-    retry_after: Option<&str>,
-    upstream_status: u16,
-) -> Action {
-    match action {
-        BodyAction::Continue => Action::Continue,
-        BodyAction::Buffer => Action::Pause,
-        BodyAction::Replace(out) => {
-            if let Err(e) = h.set_body(Body::Response, 0, body_size, &out) {
-                log::warn!("llmux: replacing the response body failed ({})", e.0);
-            }
-            Action::Continue
-        }
-        BodyAction::ReplaceWhole { status, body } => {
-            // The headers are still held (see on_response_headers), so they can change.
-            if status != upstream_status {
-                let _ = h.set_header(HeaderMap::Response, ":status", &status.to_string());
-            }
-            let _ = h.set_header(HeaderMap::Response, "content-type", "application/json");
-            let _ = h.set_header(
-                HeaderMap::Response,
-                "content-length",
-                &body.len().to_string(),
-            );
-            if let Some(ra) = retry_after {
-                let _ = h.set_header(HeaderMap::Response, "retry-after", ra);
-            }
-            if let Err(e) = h.set_body(Body::Response, 0, body_size, &body) {
-                log::warn!("llmux: replacing the response body failed ({})", e.0);
-            }
-            Action::Continue
-        }
     }
 }

@@ -4,9 +4,10 @@
 
 use std::rc::Rc;
 
-use super::attempt::{Attempt, Registry, ATTEMPT_ID_HEADER, RETRY_HEADER};
+use super::attempt::{Attempt, RETRY_HEADER};
 use super::request::Request;
-use super::vm::Root;
+use super::root::Root;
+use super::vm::{Registry, ATTEMPT_ID_HEADER};
 use crate::host::mem::{MemHost, World};
 use crate::host::{Action, Direction, HeaderMap};
 use crate::routing::state::DeploymentState;

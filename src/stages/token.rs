@@ -15,13 +15,13 @@
 
 use std::collections::HashMap;
 
-use super::vm::Vm;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::gateway::LocalResponse;
 use crate::gcp_auth::{decide, parse_token_response, Decision, ServiceAccount, Slot, TokenError};
 use crate::host::{status_of, Body, Direction, HeaderMap, Host};
 use crate::providers::vertex::VertexAuth;
+use std::cell::RefCell;
 
 /// Tick period while requests wait on another VM's fetch.
 const POLL_MS: u32 = 10;
@@ -37,6 +37,12 @@ pub struct State {
     in_flight: HashMap<u32, usize>,
     /// The tick runs fast for us (else at the exporter's period, or off).
     fast: bool,
+}
+
+/// What the token functions work on: the configuration and the VM's [`State`].
+pub struct Tokens<'a> {
+    pub config: &'a Config,
+    pub state: &'a RefCell<State>,
 }
 
 impl State {
@@ -88,10 +94,10 @@ fn read(h: &dyn Host, key: &str) -> Option<(Slot, u32)> {
     None
 }
 
-fn set_fast(h: &dyn Host, vm: &Vm, on: bool) {
-    let config = vm.config();
+fn set_fast(h: &dyn Host, tk: &Tokens<'_>, on: bool) {
+    let config = tk.config;
     {
-        let mut s = vm.tokens.borrow_mut();
+        let mut s = tk.state.borrow_mut();
         if s.fast != on {
             s.fast = on;
             // The exporter's period (see filter.rs on_configure) when we are done.
@@ -116,8 +122,13 @@ fn unavailable(provider: &str, what: &str) -> LocalResponse {
 }
 
 /// The request of HTTP context `context_id` needs provider `p`'s access token.
-pub fn authorize(h: &dyn Host, vm: &Vm, p: usize, context_id: u32) -> Result<Auth, LocalResponse> {
-    let config = vm.config();
+pub fn authorize(
+    h: &dyn Host,
+    tk: &Tokens<'_>,
+    p: usize,
+    context_id: u32,
+) -> Result<Auth, LocalResponse> {
+    let config = tk.config;
     let Some((name, sa, _, timeout_ms)) = account(config, p) else {
         return Err(unavailable("?", "no service-account key configured"));
     };
@@ -135,44 +146,44 @@ pub fn authorize(h: &dyn Host, vm: &Vm, p: usize, context_id: u32) -> Result<Aut
             Decision::Use(t) => return Ok(Auth::Ready(t)),
             Decision::UseAndRefresh(t) => {
                 if h.set_shared_data(&key, &lease(), cas).is_ok() {
-                    schedule(h, vm, p);
+                    schedule(h, tk, p);
                 }
                 return Ok(Auth::Ready(t));
             }
             Decision::Wait => break,
             Decision::Fetch => {
                 if h.set_shared_data(&key, &lease(), cas).is_ok() {
-                    schedule(h, vm, p);
+                    schedule(h, tk, p);
                     break;
                 }
                 // Another VM wrote first: look again.
             }
         }
     }
-    vm.tokens.borrow_mut().waiters.push((context_id, p));
-    set_fast(h, vm, true);
+    tk.state.borrow_mut().waiters.push((context_id, p));
+    set_fast(h, tk, true);
     Ok(Auth::Wait)
 }
 
-fn schedule(h: &dyn Host, vm: &Vm, p: usize) {
+fn schedule(h: &dyn Host, tk: &Tokens<'_>, p: usize) {
     {
-        let mut s = vm.tokens.borrow_mut();
+        let mut s = tk.state.borrow_mut();
         if !s.due.contains(&p) {
             s.due.push(p);
         }
     }
-    set_fast(h, vm, true);
+    set_fast(h, tk, true);
 }
 
 /// The root context's tick: send due fetches, look at the slots others are fetching for us.
-pub fn on_tick(h: &dyn Host, vm: &Vm, root_id: u32) {
-    let config = vm.config();
-    let due = std::mem::take(&mut vm.tokens.borrow_mut().due);
+pub fn on_tick(h: &dyn Host, tk: &Tokens<'_>, root_id: u32) {
+    let config = tk.config;
+    let due = std::mem::take(&mut tk.state.borrow_mut().due);
     for p in due {
-        dispatch(h, vm, root_id, p);
+        dispatch(h, tk, root_id, p);
     }
     let (waiting, fetching): (Vec<usize>, Vec<usize>) = {
-        let s = vm.tokens.borrow();
+        let s = tk.state.borrow();
         let mut w: Vec<usize> = s.waiters.iter().map(|(_, p)| *p).collect();
         w.sort_unstable();
         w.dedup();
@@ -188,26 +199,26 @@ pub fn on_tick(h: &dyn Host, vm: &Vm, root_id: u32) {
         };
         let now = now_ms(h);
         match decide(&slot, now) {
-            Decision::Use(t) | Decision::UseAndRefresh(t) => resume(h, vm, root_id, p, Ok(&t)),
+            Decision::Use(t) | Decision::UseAndRefresh(t) => resume(h, tk, root_id, p, Ok(&t)),
             Decision::Fetch => {
                 // The VM that held the lease gave no answer in time: fetch here.
                 let lease = slot.leased(now + u64::from(timeout_ms) + 1000).encode();
                 if h.set_shared_data(&key, &lease, cas).is_ok() {
-                    dispatch(h, vm, root_id, p);
+                    dispatch(h, tk, root_id, p);
                 }
             }
             Decision::Wait => {}
         }
     }
-    if vm.tokens.borrow().busy() {
+    if tk.state.borrow().busy() {
         let _ = h.set_tick_period_ms(POLL_MS);
     } else {
-        set_fast(h, vm, false);
+        set_fast(h, tk, false);
     }
 }
 
-fn dispatch(h: &dyn Host, vm: &Vm, root_id: u32, p: usize) {
-    let config = vm.config();
+fn dispatch(h: &dyn Host, tk: &Tokens<'_>, root_id: u32, p: usize) {
+    let config = tk.config;
     let Some((name, sa, cluster, timeout_ms)) = account(config, p) else {
         return;
     };
@@ -216,7 +227,7 @@ fn dispatch(h: &dyn Host, vm: &Vm, root_id: u32, p: usize) {
         Err(e) => {
             return finish(
                 h,
-                vm,
+                tk,
                 root_id,
                 p,
                 Err(TokenError {
@@ -236,11 +247,11 @@ fn dispatch(h: &dyn Host, vm: &Vm, root_id: u32, p: usize) {
     match h.http_call(cluster, &headers, &body, timeout_ms) {
         Ok(token) => {
             log::debug!("llmux: fetching an access token for vertex provider {name}");
-            vm.tokens.borrow_mut().in_flight.insert(token, p);
+            tk.state.borrow_mut().in_flight.insert(token, p);
         }
         Err(e) => finish(
             h,
-            vm,
+            tk,
             root_id,
             p,
             Err(TokenError {
@@ -257,12 +268,12 @@ fn dispatch(h: &dyn Host, vm: &Vm, root_id: u32, p: usize) {
 /// A callout answered; `false` if it was not a token fetch.
 pub fn on_http_call_response(
     h: &dyn Host,
-    vm: &Vm,
+    tk: &Tokens<'_>,
     root_id: u32,
     token: u32,
     body_size: usize,
 ) -> bool {
-    let Some(p) = vm.tokens.borrow_mut().in_flight.remove(&token) else {
+    let Some(p) = tk.state.borrow_mut().in_flight.remove(&token) else {
         return false;
     };
     // No headers (timeout, reset, no healthy host) reads as status 0.
@@ -280,12 +291,12 @@ pub fn on_http_call_response(
     } else {
         parse_token_response(status, &body, now_ms(h))
     };
-    finish(h, vm, root_id, p, result);
+    finish(h, tk, root_id, p, result);
     true
 }
 
-fn finish(h: &dyn Host, vm: &Vm, root_id: u32, p: usize, result: Result<Slot, TokenError>) {
-    let config = vm.config();
+fn finish(h: &dyn Host, tk: &Tokens<'_>, root_id: u32, p: usize, result: Result<Slot, TokenError>) {
+    let config = tk.config;
     let Some((name, sa, cluster, _)) = account(config, p) else {
         return;
     };
@@ -298,7 +309,7 @@ fn finish(h: &dyn Host, vm: &Vm, root_id: u32, p: usize, result: Result<Slot, To
                     e.0
                 );
             }
-            resume(h, vm, root_id, p, Ok(&slot.token));
+            resume(h, tk, root_id, p, Ok(&slot.token));
         }
         Err(e) => {
             // Free the lease (the old token, if any, stays) so the next request tries again.
@@ -310,17 +321,23 @@ fn finish(h: &dyn Host, vm: &Vm, root_id: u32, p: usize, result: Result<Slot, To
                 sa.token_authority, sa.token_path, e.status, e.message
             );
             log::warn!("llmux: vertex provider {name}: {what}");
-            resume(h, vm, root_id, p, Err(unavailable(name, &what)));
+            resume(h, tk, root_id, p, Err(unavailable(name, &what)));
         }
     }
-    let busy = vm.tokens.borrow().busy();
-    set_fast(h, vm, busy);
+    let busy = tk.state.borrow().busy();
+    set_fast(h, tk, busy);
 }
 
 /// Resumes (or answers) every request of this VM waiting for provider `p`.
-fn resume(h: &dyn Host, vm: &Vm, root_id: u32, p: usize, result: Result<&str, LocalResponse>) {
+fn resume(
+    h: &dyn Host,
+    tk: &Tokens<'_>,
+    root_id: u32,
+    p: usize,
+    result: Result<&str, LocalResponse>,
+) {
     let ids: Vec<u32> = {
-        let mut s = vm.tokens.borrow_mut();
+        let mut s = tk.state.borrow_mut();
         let mut mine = Vec::new();
         for (id, q) in std::mem::take(&mut s.waiters) {
             if q == p {

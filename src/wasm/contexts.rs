@@ -8,9 +8,10 @@ use std::rc::Rc;
 
 use super::host::{init_logging, WasmHost};
 use crate::host;
-use crate::stages::attempt::{Attempt, Registry};
+use crate::stages::attempt::Attempt;
 use crate::stages::request::Request;
-use crate::stages::vm::Root;
+use crate::stages::root::Root;
+use crate::stages::vm::Registry;
 
 thread_local! {
     /// The VM's requests planned for the upstream stage: one registry for every root of the VM.

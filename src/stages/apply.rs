@@ -1,11 +1,12 @@
-//! Applying a forward decision ([`Forward`]) to the request the host holds: its headers, its
-//! body and a Vertex access token. One function serves the direct path and every attempt of the
-//! upstream stage, so both send exactly what the gateway decided.
+//! Applying the gateway's decisions to what the host holds: a forward decision ([`Forward`]) to
+//! the request (headers, body, a Vertex access token) and a [`BodyAction`] to the response. One
+//! function each serves the direct path and every attempt of the upstream stage, so both send
+//! exactly what the gateway decided.
 
 use super::token::{self, Auth};
 use super::vm::Vm;
-use crate::gateway::{Forward, LocalResponse};
-use crate::host::{Body, HeaderMap, Host};
+use crate::gateway::{BodyAction, Forward, LocalResponse};
+use crate::host::{Action, Body, HeaderMap, Host};
 
 /// The request headers whose presence [`ClientRequest::sent`] records, one bit each.
 pub(crate) fn sent_bit(name: &str) -> Option<u8> {
@@ -30,7 +31,7 @@ pub(crate) struct ClientRequest<'a> {
 
 /// Writes the decision's headers and body. `set_names` collects the non-pseudo headers set (an
 /// attempt removes them before the next attempt sets its own).
-pub(crate) fn apply(
+pub(crate) fn forward(
     h: &dyn Host,
     fwd: &Forward,
     body_size: usize,
@@ -84,12 +85,51 @@ pub(crate) fn add_token(h: &dyn Host, vm: &Vm, fwd: &Forward, context_id: u32) -
     let Some(p) = fwd.token else {
         return TokenStep::Done;
     };
-    match token::authorize(h, vm, p, context_id) {
+    match token::authorize(h, &vm.tokens(), p, context_id) {
         Ok(Auth::Ready(t)) => {
             let _ = h.set_header(HeaderMap::Request, "authorization", &format!("Bearer {t}"));
             TokenStep::Done
         }
         Ok(Auth::Wait) => TokenStep::Wait,
         Err(r) => TokenStep::Failed(r),
+    }
+}
+
+/// Writes a [`BodyAction`] to the response the host holds.
+pub(crate) fn apply_body_action(
+    h: &dyn Host,
+    action: BodyAction,
+    body_size: usize,
+    retry_after: Option<&str>,
+    upstream_status: u16,
+) -> Action {
+    match action {
+        BodyAction::Continue => Action::Continue,
+        BodyAction::Buffer => Action::Pause,
+        BodyAction::Replace(out) => {
+            if let Err(e) = h.set_body(Body::Response, 0, body_size, &out) {
+                log::warn!("llmux: replacing the response body failed ({})", e.0);
+            }
+            Action::Continue
+        }
+        BodyAction::ReplaceWhole { status, body } => {
+            // The headers are still held (see on_response_headers), so they can change.
+            if status != upstream_status {
+                let _ = h.set_header(HeaderMap::Response, ":status", &status.to_string());
+            }
+            let _ = h.set_header(HeaderMap::Response, "content-type", "application/json");
+            let _ = h.set_header(
+                HeaderMap::Response,
+                "content-length",
+                &body.len().to_string(),
+            );
+            if let Some(ra) = retry_after {
+                let _ = h.set_header(HeaderMap::Response, "retry-after", ra);
+            }
+            if let Err(e) = h.set_body(Body::Response, 0, body_size, &body) {
+                log::warn!("llmux: replacing the response body failed ({})", e.0);
+            }
+            Action::Continue
+        }
     }
 }
