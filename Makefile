@@ -15,7 +15,7 @@ MOCK_PORT   ?= 8081
 # pytest workers: the e2e suite starts its own Envoy + mock per worker.
 PYTEST_ARGS ?=
 
-.PHONY: help wasm mock rls build venv run run-cluster stop logs test test-unit test-wasm32 test-e2e lint fmt size clean bench
+.PHONY: help wasm mock rls build venv run run-cluster stop logs test test-unit test-wasm32 test-e2e lint fmt size clean bench bench-instructions
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ fmt: ## Format the code
 
 bench: build venv ## Benchmarks vs plain Envoy, LiteLLM, Portkey → bench/results/ (BENCH_QUICK=1: smoke run)
 	bench/bench.sh
+
+bench-instructions: build venv ## Callgrind instructions per request of LLMux's bench scenarios only (~5 min; LLMUX_WASM=path counts another build)
+	BENCH_ONLY=instructions bench/bench.sh
 
 size: wasm ## Size of the release .wasm
 	@stat -c '%s bytes  %n' $(WASM)

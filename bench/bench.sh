@@ -10,7 +10,7 @@ PORTKEY_VERSION=1.15.2
 MATPLOTLIB_VERSION=3.11.2
 export OHA_VERSION LITELLM_VERSION PORTKEY_VERSION
 
-for tool in taskset node npm python3 cargo valgrind callgrind_control; do
+for tool in taskset python3 cargo valgrind callgrind_control; do
   command -v "$tool" >/dev/null || { echo "bench: '$tool' is required" >&2; exit 1; }
 done
 [ -f /usr/include/openssl/ssl.h ] || { echo "bench: OpenSSL headers are required (apt-get install libssl-dev pkg-config)" >&2; exit 1; }
@@ -31,6 +31,13 @@ if [ ! -f bench/.venv/.stamp-$MATPLOTLIB_VERSION ]; then
   touch bench/.venv/.stamp-$MATPLOTLIB_VERSION
 fi
 
+# BENCH_ONLY=instructions (`make bench-instructions`): callgrind counts of LLMux alone; the peers
+# are not needed.
+if [ "${BENCH_ONLY:-}" = instructions ]; then
+  cargo build --release --quiet --target wasm32-wasip1 -p noop-filter -p reference-filter
+  exec bench/.venv/bin/python bench/run.py
+fi
+
 # LiteLLM proxy in its own venv.
 if [ ! -f bench/.venv-litellm/.stamp-$LITELLM_VERSION ]; then
   echo "bench: creating bench/.venv-litellm (litellm[proxy] $LITELLM_VERSION)"
@@ -41,6 +48,9 @@ if [ ! -f bench/.venv-litellm/.stamp-$LITELLM_VERSION ]; then
 fi
 
 # Portkey gateway from npm.
+for tool in node npm; do
+  command -v "$tool" >/dev/null || { echo "bench: '$tool' is required" >&2; exit 1; }
+done
 if [ ! -f bench/.portkey/.stamp-$PORTKEY_VERSION ]; then
   echo "bench: installing @portkey-ai/gateway $PORTKEY_VERSION into bench/.portkey"
   mkdir -p bench/.portkey

@@ -36,7 +36,10 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import render_envoy  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "llmux.wasm")
+# BENCH_ONLY=instructions: only the callgrind counts of LLMux's scenarios (`make bench-instructions`).
+INSTRUCTIONS_ONLY = os.environ.get("BENCH_ONLY", "") == "instructions"
+# Another build of the filter to count (e.g. a base commit's, to compare a change).
+WASM = os.environ.get("LLMUX_WASM") or os.path.join(ROOT, "target", "wasm32-wasip1", "release", "llmux.wasm")
 MOCK = os.path.join(ROOT, "target", "release", "mock-provider")
 NOOP_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
 REF_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "reference_filter.wasm")
@@ -542,6 +545,46 @@ def instructions(log_dir, tmp, mock, plan, n):
     return out
 
 
+def instructions_plan(rec, kinds):
+    """The callgrind plan of `make bench`, limited to `kinds`."""
+    oai = "/v1/chat/completions"
+    json_h, stream_h = {}, {"x-mock-text": STREAM_TEXT}
+    a1k, st, img, ost = rec["anthropic_1k"], rec["anthropic_stream"], rec["anthropic_image"], rec["openai_stream"]
+    plan = [
+        ("floor", [("s1", oai, body_1k("gpt-4o-mini"), json_h),
+                   ("f3", a1k["path"], a1k["body"], a1k["headers"]),
+                   ("f4", st["path"], st["body"], {**st["headers"], **stream_h}),
+                   ("f5", img["path"], img["body"], img["headers"]),
+                   ("f6", ost["path"], ost["body"], {**ost["headers"], **stream_h})]),
+        ("noop", [("w1", oai, body_1k("gpt-4o-mini"), json_h)]),
+        ("reference", [("r1", oai, body_1k("gpt-4o-mini"), json_h)]),
+        ("llmux", [("s2", oai, body_1k("gpt-4o-mini"), json_h),
+                   ("s3", oai, body_1k("claude-3-5-haiku"), json_h),
+                   ("s4", oai, body_1k("claude-3-5-haiku", stream=True), stream_h),
+                   ("s5", oai, body_image("claude-3-5-haiku"), json_h),
+                   ("s6", oai, body_1k("gpt-4o-mini", stream=True), stream_h)]),
+        ("llmux-fs", [("s2fs", oai, body_1k("gpt-4o-mini"), json_h)]),
+    ]
+    return [(k, sc) for k, sc in plan if k in kinds]
+
+
+def instructions_only(res, rec, log_dir, tmp, mock, date):
+    """`BENCH_ONLY=instructions`: LLMux's callgrind counts alone (a few minutes), written to
+    build/bench/instructions-<date>.json, to compare a change against a base build."""
+    print(f"instructions per request (callgrind, c=4) of {WASM}", flush=True)
+    try:
+        res["instructions"] = instructions(log_dir, tmp, mock, instructions_plan(rec, ("llmux", "llmux-fs")),
+                                           n_requests(500, 100))
+    finally:
+        mock.p.stop()
+    path = os.path.join(ROOT, "build", "bench", f"instructions-{date.strftime('%Y-%m-%dT%H%M%S')}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"wasm": WASM, "wasm_bytes": res["wasm_bytes"], "instructions": res["instructions"]}, f, indent=1)
+    print(f"wrote {path}", flush=True)
+
+
+
 def machine():
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -610,6 +653,8 @@ def main():
     print("recorded upstream requests for the floor", flush=True)
 
     mock = Mock(log_dir)
+    if INSTRUCTIONS_ONLY:
+        return instructions_only(res, rec, log_dir, tmp, mock, date)
     floor = Envoy("envoy-floor", mock, log_dir, "floor")
     noop = Envoy("envoy-noop", mock, log_dir, "noop")
     ref = Envoy("envoy-reference", mock, log_dir, "reference")
@@ -717,23 +762,9 @@ def main():
 
     # Instructions per request (callgrind): the noise-free comparison.
     print("instructions per request (callgrind, c=4)", flush=True)
-    a1k, st, img, ost = rec["anthropic_1k"], rec["anthropic_stream"], rec["anthropic_image"], rec["openai_stream"]
     try:
-        res["instructions"] = instructions(log_dir, tmp, mock, [
-            ("floor", [("s1", oai, body_1k("gpt-4o-mini"), json_h),
-                       ("f3", a1k["path"], a1k["body"], a1k["headers"]),
-                       ("f4", st["path"], st["body"], {**st["headers"], **stream_h}),
-                       ("f5", img["path"], img["body"], img["headers"]),
-                       ("f6", ost["path"], ost["body"], {**ost["headers"], **stream_h})]),
-            ("noop", [("w1", oai, body_1k("gpt-4o-mini"), json_h)]),
-            ("reference", [("r1", oai, body_1k("gpt-4o-mini"), json_h)]),
-            ("llmux", [("s2", oai, body_1k("gpt-4o-mini"), json_h),
-                       ("s3", oai, body_1k("claude-3-5-haiku"), json_h),
-                       ("s4", oai, body_1k("claude-3-5-haiku", stream=True), stream_h),
-                       ("s5", oai, body_image("claude-3-5-haiku"), json_h),
-                       ("s6", oai, body_1k("gpt-4o-mini", stream=True), stream_h)]),
-            ("llmux-fs", [("s2fs", oai, body_1k("gpt-4o-mini"), json_h)]),
-        ], n_requests(500, 100))
+        res["instructions"] = instructions(log_dir, tmp, mock, instructions_plan(
+            rec, ("floor", "noop", "reference", "llmux", "llmux-fs")), n_requests(500, 100))
     except (OSError, subprocess.SubprocessError, RuntimeError) as e:
         res["notes"].append(f"callgrind instruction counts failed: {e}")
 
