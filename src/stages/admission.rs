@@ -76,21 +76,32 @@ fn local_count(h: &dyn Host, check: &Check, now: u64, hits: u64) -> Outcome {
     last
 }
 
-/// Takes (`delta` 1) or gives back (-1) a parallel slot; `false` when none is free.
-fn parallel(h: &dyn Host, key: &str, delta: i32, max: u32) -> bool {
+/// What taking a parallel slot came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Slot {
+    Taken,
+    /// Every slot is in use: refuse.
+    Full,
+    /// The counter could not be written (every CAS race lost, or shared data failing): the
+    /// request is admitted without a slot, and gives none back.
+    NotCounted,
+}
+
+/// Takes (`delta` 1) or gives back (-1) a parallel slot.
+fn parallel(h: &dyn Host, key: &str, delta: i32, max: u32) -> Slot {
     for _ in 0..32 {
         let (prev, cas) = h.shared_data(key).unwrap_or((None, 0));
         let Some(next) = limits::parallel_next(prev.as_deref(), delta, max) else {
-            return false;
+            return Slot::Full;
         };
         match h.set_shared_data(key, &next, cas) {
-            Ok(()) => return true,
+            Ok(()) => return Slot::Taken,
             Err(e) if local_key_err(e) => continue,
-            Err(_) => return true,
+            Err(_) => return Slot::NotCounted,
         }
     }
     // Lost every race: admit rather than refuse on contention alone.
-    true
+    Slot::NotCounted
 }
 
 fn header(h: &dyn Host, name: &str) -> Option<String> {
@@ -196,11 +207,19 @@ impl RequestLimits {
         for s in &scopes {
             if let (ScopeKind::Key, Some(max)) = (s.kind, s.limits.max_parallel) {
                 let k = format!("llmux.par.{}", s.id);
-                if !parallel(h, &k, 1, max) {
-                    metric(Update::Add(MetricKey::RateLimited("parallel"), 1));
-                    return Admission::Reject(limits::too_many_parallel(&s.id, max), Vec::new());
+                match parallel(h, &k, 1, max) {
+                    Slot::Taken => self.slot = Some(k),
+                    Slot::NotCounted => {
+                        log::warn!("llmux: the parallel-request counter {k} could not be updated; admitted uncounted");
+                    }
+                    Slot::Full => {
+                        metric(Update::Add(MetricKey::RateLimited("parallel"), 1));
+                        return Admission::Reject(
+                            limits::too_many_parallel(&s.id, max),
+                            Vec::new(),
+                        );
+                    }
                 }
-                self.slot = Some(k);
             }
         }
         self.checks = limits::checks(&scopes);
@@ -378,7 +397,9 @@ impl RequestLimits {
     /// The request is over: give back its parallel slot.
     pub fn release(&mut self, h: &dyn Host) {
         if let Some(k) = self.slot.take() {
-            parallel(h, &k, -1, u32::MAX);
+            if parallel(h, &k, -1, u32::MAX) != Slot::Taken {
+                log::warn!("llmux: giving back a parallel slot of {k} failed");
+            }
         }
     }
 }

@@ -555,3 +555,30 @@ fn bad_configuration_is_refused_and_garbage_requests_get_openai_errors() {
         assert_eq!(parallel_slots(&world, "one"), 0, "{body}");
     }
 }
+
+#[test]
+fn a_slot_never_taken_is_never_given_back() {
+    let world = World::new();
+    let cfg = keyed_config(serde_json::json!({}));
+    let mut cfg2 = cfg.clone();
+    cfg2["auth"]["keys"][0]["max_parallel_requests"] = serde_json::json!(2);
+    let w = worker(&world, &cfg2);
+    let (mut a, _) = w.send(70, &[ONE], USER);
+    assert_eq!(parallel_slots(&world, "one"), 1);
+    // Request b loses every compare-and-swap race on the counter: admitted, but uncounted.
+    world.lose_cas_races(1000);
+    let (mut b, action) = w.send(71, &[ONE], USER);
+    world.lose_cas_races(0);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(parallel_slots(&world, "one"), 1);
+    // b ending must not give back a's slot.
+    b.on_log(&w.host);
+    assert_eq!(
+        parallel_slots(&world, "one"),
+        1,
+        "b released a slot it never took"
+    );
+    w.host.enter(70);
+    a.on_log(&w.host);
+    assert_eq!(parallel_slots(&world, "one"), 0);
+}
