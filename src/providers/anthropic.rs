@@ -54,16 +54,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{client_status, provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::error::{kind_for_status, GatewayError};
 use crate::json_text::Text;
 use crate::openai::chat::{
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatMessage, ChatRequest, Choice,
-    ChunkChoice, CompletionUsage, ContentPart, Delta, DeltaFunction, DeltaToolCall, FunctionOut,
+    AssistantMessage, ChatCompletion, ChatMessage, ChatRequest, Choice, ContentPart, FunctionOut,
     MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
-use crate::openai::json_string;
-use crate::sse::{write_json_event, SseEvent, SseParser};
+use crate::sse::{SseEvent, SseParser};
 
 /// Text of the user message put before a conversation that starts with an assistant message.
 pub const LEADING_USER_PLACEHOLDER: &str = "(conversation start)";
@@ -71,13 +70,10 @@ pub const LEADING_USER_PLACEHOLDER: &str = "(conversation start)";
 /// `input_schema` for a function declared without `parameters`.
 const EMPTY_SCHEMA: &str = r#"{"type":"object","properties":{}}"#;
 
-const DONE: &[u8] = b"data: [DONE]\n\n";
-
 #[derive(Default)]
 pub struct AnthropicChat {
     provider: String,
     stream: bool,
-    include_usage: bool,
     created: u64,
     usage: Option<Usage>,
     s: StreamState,
@@ -86,22 +82,13 @@ pub struct AnthropicChat {
 #[derive(Default)]
 struct StreamState {
     parser: SseParser,
-    id: String,
-    model: String,
+    /// The chunks' envelope; the id and model come with `message_start`.
+    w: ChunkWriter,
     /// Anthropic block index → what it is, for the blocks currently open.
     open: Vec<(u64, OpenBlock)>,
     /// Next OpenAI tool-call index.
     next_tool: u32,
     tokens: TokenCounts,
-    /// `data: [DONE]` written: nothing more goes out.
-    done: bool,
-    /// `data: {"id":...,"model":...,"choices":[{"index":0,"delta":` — the part of every chunk
-    /// that does not change, rendered once the id and model are known.
-    chunk_prefix: Vec<u8>,
-    /// A text delta's chunk around its text: `chunk_prefix` + `{"content":`, and `}` + the
-    /// suffix with no finish reason (three copies per delta instead of eight).
-    text_prefix: Vec<u8>,
-    text_suffix: Vec<u8>,
 }
 
 #[derive(Clone, Copy)]
@@ -983,112 +970,18 @@ fn bad_gateway(provider: &str, what: impl std::fmt::Display) -> GatewayError {
 // ---------------------------------------------------------------------------------------------
 
 impl AnthropicChat {
-    /// Renders the constant head of every chunk (after `message_start` set the id and model).
-    fn render_chunk_prefix(&mut self) {
-        let mut p = Vec::with_capacity(96 + self.s.id.len() + self.s.model.len());
-        p.extend_from_slice(b"data: {\"id\":");
-        p.extend_from_slice(json_string(&self.s.id).as_bytes());
-        p.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
-        p.extend_from_slice(self.created.to_string().as_bytes());
-        p.extend_from_slice(b",\"model\":");
-        p.extend_from_slice(json_string(&self.s.model).as_bytes());
-        p.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
-        let mut text_prefix = p.clone();
-        text_prefix.extend_from_slice(b"{\"content\":");
-        let mut text_suffix = b"}".to_vec();
-        self.chunk_suffix(&mut text_suffix, None);
-        self.s.chunk_prefix = p;
-        self.s.text_prefix = text_prefix;
-        self.s.text_suffix = text_suffix;
-    }
-
-    /// What follows a chunk's delta: finish reason, usage placeholder, end of the event.
-    fn chunk_suffix(&self, out: &mut Vec<u8>, finish: Option<&'static str>) {
-        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
-        match finish {
-            Some(f) => out.extend_from_slice(json_string(f).as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b"}]");
-        if self.include_usage {
-            out.extend_from_slice(b",\"usage\":null");
-        }
-        out.extend_from_slice(b"}\n\n");
-    }
-
-    fn write_chunk(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&'static str>) {
-        if !self.s.chunk_prefix.is_empty() {
-            // Hot path: only the delta is serialised.
-            out.extend_from_slice(&self.s.chunk_prefix);
-            if serde_json::to_writer(&mut *out, &delta).is_err() {
-                out.extend_from_slice(b"{}");
-            }
-            self.chunk_suffix(out, finish);
-            return;
-        }
-        let choices = [ChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason: finish,
-        }];
-        let chunk = ChatCompletionChunk {
-            id: &self.s.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.s.model,
-            choices: &choices,
-            usage: self.include_usage.then_some(None),
-        };
-        write_json_event(out, &chunk);
-    }
-
-    fn write_usage_chunk(&self, out: &mut Vec<u8>) {
-        let chunk = ChatCompletionChunk {
-            id: &self.s.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.s.model,
-            choices: &[],
-            usage: Some(Some(CompletionUsage::from(self.s.tokens.to_usage()))),
-        };
-        write_json_event(out, &chunk);
-    }
-
-    /// Writes an error event and `[DONE]`; the stream is over.
-    fn fail(&mut self, out: &mut Vec<u8>, err: &GatewayError) {
-        out.extend_from_slice(&err.sse_event());
-        out.extend_from_slice(DONE);
-        self.s.done = true;
-    }
-
-    fn tool_delta(&self, out: &mut Vec<u8>, call: DeltaToolCall<'_>) {
-        self.write_chunk(
-            out,
-            Delta {
-                tool_calls: std::slice::from_ref(&call),
-                ..Default::default()
-            },
-            None,
-        );
-    }
-
     /// `at_end`: the event was flushed at end of stream without its closing blank line; if it does
     /// not parse it was cut off, and the stream-ended error that follows says so.
     fn on_event(&mut self, ev: SseEvent, at_end: bool, out: &mut Vec<u8>) {
-        if self.s.done {
+        if self.s.w.is_done() {
             return;
         }
         // Nearly every event of a stream is a text delta: its text is copied as the JSON string
         // it already is, without parsing the event (the rest go through serde below).
-        if !self.s.chunk_prefix.is_empty() {
+        if self.s.w.has_prefix() {
             if let Some(text) = text_delta_fast(ev.data) {
                 if text != "\"\"" {
-                    let (pre, post) = (&self.s.text_prefix, &self.s.text_suffix);
-                    out.reserve(pre.len() + text.len() + post.len());
-                    out.extend_from_slice(pre);
-                    out.extend_from_slice(text.as_bytes());
-                    out.extend_from_slice(post);
+                    self.s.w.text_token(out, text);
                 }
                 return;
             }
@@ -1100,7 +993,7 @@ impl AnthropicChat {
             Err(err) => {
                 let msg = format!("an invalid stream event: {err}");
                 let g = bad_gateway(self.provider_name(), msg);
-                self.fail(out, &g);
+                self.s.w.fail(out, &g);
                 return;
             }
         };
@@ -1109,138 +1002,21 @@ impl AnthropicChat {
             "message_start" => {
                 if let Some(m) = &e.message {
                     if let Some(id) = &m.id {
-                        self.s.id = id.to_string();
+                        self.s.w.id = id.to_string();
                     }
                     if let Some(model) = &m.model {
-                        self.s.model = model.to_string();
+                        self.s.w.model = model.to_string();
                     }
                     if let Some(u) = &m.usage {
                         self.s.tokens.update(u);
                     }
                 }
                 self.usage = Some(self.s.tokens.to_usage());
-                self.render_chunk_prefix();
-                self.write_chunk(
-                    out,
-                    Delta {
-                        role: Some("assistant"),
-                        content: Some(""),
-                        ..Default::default()
-                    },
-                    None,
-                );
+                self.s.w.render_prefix();
+                self.s.w.role(out, 0);
             }
-            "content_block_start" => {
-                let index = e.index.unwrap_or(0);
-                let Some(b) = &e.content_block else { return };
-                let open = match b.kind.as_str() {
-                    "tool_use" => {
-                        let k = self.s.next_tool;
-                        self.s.next_tool = k.saturating_add(1);
-                        self.tool_delta(
-                            out,
-                            DeltaToolCall {
-                                index: k,
-                                id: Some(b.id.as_deref().unwrap_or("")),
-                                kind: Some("function"),
-                                function: DeltaFunction {
-                                    name: Some(b.name.as_deref().unwrap_or("")),
-                                    arguments: Some(""),
-                                },
-                            },
-                        );
-                        OpenBlock::Tool {
-                            index: k,
-                            has_args: false,
-                        }
-                    }
-                    "text" => {
-                        if let Some(t) = b.text.as_deref().filter(|t| !t.is_empty()) {
-                            self.write_chunk(
-                                out,
-                                Delta {
-                                    content: Some(t),
-                                    ..Default::default()
-                                },
-                                None,
-                            );
-                        }
-                        OpenBlock::Other
-                    }
-                    "thinking" => {
-                        if let Some(t) = b.thinking.as_deref().filter(|t| !t.is_empty()) {
-                            self.write_chunk(
-                                out,
-                                Delta {
-                                    reasoning_content: Some(t),
-                                    ..Default::default()
-                                },
-                                None,
-                            );
-                        }
-                        OpenBlock::Other
-                    }
-                    _ => OpenBlock::Other,
-                };
-                self.s.open.retain(|(i, _)| *i != index);
-                self.s.open.push((index, open));
-            }
-            "content_block_delta" => {
-                let Some(d) = &e.delta else { return };
-                match d.kind.as_deref() {
-                    Some("text_delta") => {
-                        if let Some(t) = d.text.as_deref().filter(|t| !t.is_empty()) {
-                            self.write_chunk(
-                                out,
-                                Delta {
-                                    content: Some(t),
-                                    ..Default::default()
-                                },
-                                None,
-                            );
-                        }
-                    }
-                    Some("thinking_delta") => {
-                        if let Some(t) = d.thinking.as_deref().filter(|t| !t.is_empty()) {
-                            self.write_chunk(
-                                out,
-                                Delta {
-                                    reasoning_content: Some(t),
-                                    ..Default::default()
-                                },
-                                None,
-                            );
-                        }
-                    }
-                    Some("input_json_delta") => {
-                        let Some(json) = d.partial_json.as_deref().filter(|j| !j.is_empty()) else {
-                            return;
-                        };
-                        let index = e.index.unwrap_or(0);
-                        let Some(slot) = self.s.open.iter_mut().find(|(i, _)| *i == index) else {
-                            return;
-                        };
-                        if let OpenBlock::Tool { index: k, has_args } = &mut slot.1 {
-                            *has_args = true;
-                            let k = *k;
-                            self.tool_delta(
-                                out,
-                                DeltaToolCall {
-                                    index: k,
-                                    id: None,
-                                    kind: None,
-                                    function: DeltaFunction {
-                                        name: None,
-                                        arguments: Some(json),
-                                    },
-                                },
-                            );
-                        }
-                    }
-                    // signature_delta, citations_delta and newer kinds carry nothing for OpenAI.
-                    _ => {}
-                }
-            }
+            "content_block_start" => self.block_start(&e, out),
+            "content_block_delta" => self.block_delta(&e, out),
             "content_block_stop" => {
                 let index = e.index.unwrap_or(0);
                 if let Some(pos) = self.s.open.iter().position(|(i, _)| *i == index) {
@@ -1251,18 +1027,7 @@ impl AnthropicChat {
                     } = block
                     {
                         // A call without input: OpenAI clients parse the arguments, so give `{}`.
-                        self.tool_delta(
-                            out,
-                            DeltaToolCall {
-                                index: k,
-                                id: None,
-                                kind: None,
-                                function: DeltaFunction {
-                                    name: None,
-                                    arguments: Some("{}"),
-                                },
-                            },
-                        );
+                        self.s.w.tool_args(out, 0, k, "{}");
                     }
                 }
             }
@@ -1272,39 +1037,138 @@ impl AnthropicChat {
                     self.usage = Some(self.s.tokens.to_usage());
                 }
                 let reason = e.delta.as_ref().and_then(|d| d.stop_reason.as_deref());
-                self.write_chunk(out, Delta::default(), Some(finish_reason(reason)));
+                self.s.w.finish(out, 0, finish_reason(reason));
             }
             "message_stop" => {
-                if self.include_usage {
-                    self.write_usage_chunk(out);
-                }
-                out.extend_from_slice(DONE);
-                self.s.done = true;
+                let usage = self.s.tokens.to_usage();
+                self.s.w.close(out, usage);
             }
             "error" => {
-                let (etype, emsg) = match &e.error {
-                    Some(err) => (
-                        err.kind.as_deref().unwrap_or("api_error"),
-                        err.message.as_deref().unwrap_or(""),
-                    ),
-                    None => ("api_error", ""),
-                };
-                let client = client_status(status_for_error_type(etype));
-                let mut g = GatewayError::new(
-                    client,
-                    kind_for_status(client),
-                    format!("{} stream error: {etype}: {emsg}", self.provider_name()),
-                );
-                g.code = Some(if etype == "overloaded_error" {
-                    "overloaded".to_string()
-                } else {
-                    etype.to_string()
-                });
-                self.fail(out, &g);
+                let g = self.stream_error(e.error.as_ref());
+                self.s.w.fail(out, &g);
             }
             // ping and event kinds added later.
             _ => {}
         }
+    }
+
+    fn block_start(&mut self, e: &StreamEvent<'_>, out: &mut Vec<u8>) {
+        let index = e.index.unwrap_or(0);
+        let Some(b) = &e.content_block else { return };
+        let w = &self.s.w;
+        let open = match b.kind.as_str() {
+            "tool_use" => {
+                let k = self.s.next_tool;
+                self.s.next_tool = k.saturating_add(1);
+                let (id, name) = (b.id.as_deref(), b.name.as_deref());
+                w.tool_start(out, 0, k, id.unwrap_or(""), name.unwrap_or(""));
+                OpenBlock::Tool {
+                    index: k,
+                    has_args: false,
+                }
+            }
+            "text" => {
+                if let Some(t) = b.text.as_deref().filter(|t| !t.is_empty()) {
+                    w.content(out, 0, t);
+                }
+                OpenBlock::Other
+            }
+            "thinking" => {
+                if let Some(t) = b.thinking.as_deref().filter(|t| !t.is_empty()) {
+                    w.reasoning(out, 0, t);
+                }
+                OpenBlock::Other
+            }
+            _ => OpenBlock::Other,
+        };
+        self.s.open.retain(|(i, _)| *i != index);
+        self.s.open.push((index, open));
+    }
+
+    fn block_delta(&mut self, e: &StreamEvent<'_>, out: &mut Vec<u8>) {
+        let Some(d) = &e.delta else { return };
+        match d.kind.as_deref() {
+            Some("text_delta") => {
+                if let Some(t) = d.text.as_deref().filter(|t| !t.is_empty()) {
+                    self.s.w.content(out, 0, t);
+                }
+            }
+            Some("thinking_delta") => {
+                if let Some(t) = d.thinking.as_deref().filter(|t| !t.is_empty()) {
+                    self.s.w.reasoning(out, 0, t);
+                }
+            }
+            Some("input_json_delta") => {
+                let Some(json) = d.partial_json.as_deref().filter(|j| !j.is_empty()) else {
+                    return;
+                };
+                let index = e.index.unwrap_or(0);
+                let Some(slot) = self.s.open.iter_mut().find(|(i, _)| *i == index) else {
+                    return;
+                };
+                if let OpenBlock::Tool { index: k, has_args } = &mut slot.1 {
+                    *has_args = true;
+                    let k = *k;
+                    self.s.w.tool_args(out, 0, k, json);
+                }
+            }
+            // signature_delta, citations_delta and newer kinds carry nothing for OpenAI.
+            _ => {}
+        }
+    }
+
+    /// An `error` event as the error the client gets.
+    fn stream_error(&self, error: Option<&AError<'_>>) -> GatewayError {
+        let (etype, emsg) = match error {
+            Some(err) => (
+                err.kind.as_deref().unwrap_or("api_error"),
+                err.message.as_deref().unwrap_or(""),
+            ),
+            None => ("api_error", ""),
+        };
+        let client = client_status(status_for_error_type(etype));
+        let mut g = GatewayError::new(
+            client,
+            kind_for_status(client),
+            format!("{} stream error: {etype}: {emsg}", self.provider_name()),
+        );
+        g.code = Some(if etype == "overloaded_error" {
+            "overloaded".to_string()
+        } else {
+            etype.to_string()
+        });
+        g
+    }
+}
+
+impl ChunkStream for AnthropicChat {
+    fn writer(&self) -> &ChunkWriter {
+        &self.s.w
+    }
+
+    fn writer_mut(&mut self) -> &mut ChunkWriter {
+        &mut self.s.w
+    }
+
+    fn decode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut parser = std::mem::take(&mut self.s.parser);
+        parser.feed(chunk, &mut |ev| self.on_event(ev, false, out));
+        self.s.parser = parser;
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        let mut parser = std::mem::take(&mut self.s.parser);
+        parser.finish(&mut |ev| self.on_event(ev, true, out));
+        self.s.parser = parser;
+    }
+
+    fn at_end(&self) -> Result<Usage, GatewayError> {
+        let msg = format!("{} stream ended before message_stop", self.provider_name());
+        Err(GatewayError::new(502, "api_error", msg))
+    }
+
+    fn release(&mut self) {
+        self.s.parser = SseParser::new();
     }
 }
 
@@ -1318,8 +1182,9 @@ impl ChatTranslator for AnthropicChat {
         let p = call.provider;
         self.provider = p.name.clone();
         self.stream = env.stream;
-        self.include_usage = env.stream && env.include_usage;
         self.created = call.now_unix;
+        self.s.w.include_usage = env.stream && env.include_usage;
+        self.s.w.created = call.now_unix;
 
         let req = ChatRequest::from_envelope(env)?;
         let body = build_request(
@@ -1431,24 +1296,7 @@ impl ChatTranslator for AnthropicChat {
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool {
-        if self.s.done {
-            return true;
-        }
-        let mut parser = std::mem::take(&mut self.s.parser);
-        parser.feed(chunk, &mut |ev| self.on_event(ev, false, out));
-        if end_of_stream {
-            parser.finish(&mut |ev| self.on_event(ev, true, out));
-        }
-        self.s.parser = parser;
-        if end_of_stream && !self.s.done {
-            let msg = format!("{} stream ended before message_stop", self.provider_name());
-            self.fail(out, &GatewayError::new(502, "api_error", msg));
-        }
-        if self.s.done {
-            // Free what the parser held; nothing after [DONE] is read.
-            self.s.parser = SseParser::new();
-        }
-        true
+        openai_chunks::stream_chunk(self, chunk, end_of_stream, out)
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
