@@ -87,15 +87,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{client_status, provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::error::{kind_for_status, GatewayError};
 use crate::json_text::Text;
 use crate::openai::chat::{
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatMessage, ChatRequest, Choice,
-    ChunkChoice, CompletionUsage, ContentPart, Delta, DeltaFunction, DeltaToolCall, FunctionOut,
+    AssistantMessage, ChatCompletion, ChatMessage, ChatRequest, Choice, ContentPart, FunctionOut,
     MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
-use crate::sse::{write_json_event, SseEvent, SseParser};
+use crate::sse::{SseEvent, SseParser};
 
 /// Text of the user turn put before a conversation that starts with a model turn.
 pub const LEADING_USER_PLACEHOLDER: &str = "(conversation start)";
@@ -110,14 +110,11 @@ const SIG_MARK: &str = "_ts_";
 /// Largest raw (non-SSE) error JSON kept from a stream.
 const MAX_RAW_ERROR: usize = 64 * 1024;
 
-const DONE: &[u8] = b"data: [DONE]\n\n";
-
 #[derive(Default)]
 pub struct GeminiChat {
     provider: String,
     /// The deployment's model, for answers without `modelVersion`.
     model: String,
-    include_usage: bool,
     created: u64,
     usage: Option<Usage>,
     s: StreamState,
@@ -127,14 +124,12 @@ pub struct GeminiChat {
 struct StreamState {
     parser: SseParser,
     raw: RawJson,
-    id: String,
-    model: String,
+    /// The chunks' envelope; the id and model come with the first event.
+    w: ChunkWriter,
     /// The first event was seen (id and model are fixed).
     started: bool,
     cands: Vec<CandState>,
     tokens: Tokens,
-    /// `data: [DONE]` written: nothing more goes out.
-    done: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -1317,49 +1312,6 @@ impl RawJson {
 // ---------------------------------------------------------------------------------------------
 
 impl GeminiChat {
-    fn write_chunk(
-        &self,
-        out: &mut Vec<u8>,
-        index: u32,
-        delta: Delta<'_>,
-        finish: Option<&'static str>,
-    ) {
-        let choices = [ChunkChoice {
-            index,
-            delta,
-            logprobs: None,
-            finish_reason: finish,
-        }];
-        let chunk = ChatCompletionChunk {
-            id: &self.s.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.s.model,
-            choices: &choices,
-            usage: self.include_usage.then_some(None),
-        };
-        write_json_event(out, &chunk);
-    }
-
-    fn write_usage_chunk(&self, out: &mut Vec<u8>) {
-        let chunk = ChatCompletionChunk {
-            id: &self.s.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.s.model,
-            choices: &[],
-            usage: Some(Some(CompletionUsage::from(self.s.tokens.to_usage()))),
-        };
-        write_json_event(out, &chunk);
-    }
-
-    /// Writes an error event and `[DONE]`; the stream is over.
-    fn fail(&mut self, out: &mut Vec<u8>, err: &GatewayError) {
-        out.extend_from_slice(&err.sse_event());
-        out.extend_from_slice(DONE);
-        self.s.done = true;
-    }
-
     fn stream_error(&self, e: &GError<'_>) -> GatewayError {
         let status = e.status.as_deref().unwrap_or("UNKNOWN");
         let http = e
@@ -1382,7 +1334,7 @@ impl GeminiChat {
     }
 
     fn on_raw_json(&mut self, raw: &[u8], out: &mut Vec<u8>) {
-        if self.s.done {
+        if self.s.w.is_done() {
             return;
         }
         let g = match parse_error(raw) {
@@ -1398,7 +1350,7 @@ impl GeminiChat {
                 )
             }
         };
-        self.fail(out, &g);
+        self.s.w.fail(out, &g);
     }
 
     /// The state of candidate `index`, created (with its role chunk) on first sight.
@@ -1412,23 +1364,14 @@ impl GeminiChat {
             saw_tool: false,
             finished: false,
         });
-        self.write_chunk(
-            out,
-            index,
-            Delta {
-                role: Some("assistant"),
-                content: Some(""),
-                ..Default::default()
-            },
-            None,
-        );
+        self.s.w.role(out, index);
         self.s.cands.len() - 1
     }
 
     /// `at_end`: flushed at end of body without its closing blank line; if it does not parse it
     /// was cut off, and the error for the unfinished stream follows.
     fn on_event(&mut self, ev: SseEvent, at_end: bool, out: &mut Vec<u8>) {
-        if self.s.done {
+        if self.s.w.is_done() {
             return;
         }
         let data = ev.text();
@@ -1440,22 +1383,22 @@ impl GeminiChat {
                     self.provider_name(),
                     format!("an invalid stream event: {err}"),
                 );
-                self.fail(out, &g);
+                self.s.w.fail(out, &g);
                 return;
             }
         };
         if let Some(e) = &r.error {
             let g = self.stream_error(e);
-            self.fail(out, &g);
+            self.s.w.fail(out, &g);
             return;
         }
         if !self.s.started {
             self.s.started = true;
-            self.s.id = match r.response_id.as_deref() {
+            self.s.w.id = match r.response_id.as_deref() {
                 Some(id) if !id.is_empty() => id.to_string(),
                 _ => format!("chatcmpl-gemini-{}", self.created),
             };
-            self.s.model = match r.model_version.as_deref() {
+            self.s.w.model = match r.model_version.as_deref() {
                 Some(m) if !m.is_empty() => m.to_string(),
                 _ => self.model.clone(),
             };
@@ -1474,7 +1417,7 @@ impl GeminiChat {
                 if let Some(c) = self.s.cands.get_mut(pos) {
                     if !c.finished {
                         c.finished = true;
-                        self.write_chunk(out, 0, Delta::default(), Some("content_filter"));
+                        self.s.w.finish(out, 0, "content_filter");
                     }
                 }
             }
@@ -1484,92 +1427,104 @@ impl GeminiChat {
             let index = cand
                 .index
                 .unwrap_or_else(|| u32::try_from(k).unwrap_or(u32::MAX));
-            let pos = self.candidate(index, out);
-            for part in cand
-                .content
-                .as_ref()
-                .and_then(|c| c.parts.as_deref())
-                .unwrap_or_default()
-            {
-                if let Some(fc) = &part.function_call {
-                    let Some(state) = self.s.cands.get_mut(pos) else {
-                        return;
-                    };
-                    let n = state.next_tool;
-                    state.next_tool = n.saturating_add(1);
-                    state.saw_tool = true;
-                    let id = tool_call_id(n, part.thought_signature.as_deref());
-                    let args = fc
-                        .args
-                        .map_or(Cow::Borrowed("{}"), |a| compact_json(a.get()));
-                    let call = DeltaToolCall {
-                        index: n,
-                        id: Some(&id),
-                        kind: Some("function"),
-                        function: DeltaFunction {
-                            name: Some(fc.name.as_deref().unwrap_or("")),
-                            arguments: Some(&args),
-                        },
-                    };
-                    self.write_chunk(
-                        out,
-                        index,
-                        Delta {
-                            tool_calls: std::slice::from_ref(&call),
-                            ..Default::default()
-                        },
-                        None,
-                    );
-                } else if let Some(t) = part.text.as_deref().filter(|t| !t.is_empty()) {
-                    let delta = if part.thought == Some(true) {
-                        Delta {
-                            reasoning_content: Some(t),
-                            ..Default::default()
-                        }
-                    } else {
-                        Delta {
-                            content: Some(t),
-                            ..Default::default()
-                        }
-                    };
-                    self.write_chunk(out, index, delta, None);
-                }
-            }
-            if let Some(reason) = cand.finish_reason.as_deref() {
-                let Some(state) = self.s.cands.get_mut(pos) else {
-                    return;
-                };
-                if !state.finished {
-                    state.finished = true;
-                    let saw_tool = state.saw_tool;
-                    self.write_chunk(
-                        out,
-                        index,
-                        Delta::default(),
-                        Some(finish_reason(Some(reason), saw_tool)),
-                    );
-                }
+            if !self.on_candidate(index, cand, out) {
+                return;
             }
         }
     }
 
-    fn finish_stream(&mut self, out: &mut Vec<u8>) {
-        if self.s.done {
-            return;
+    /// One candidate of a stream event: its parts, then its finish reason. `false` if its state
+    /// went missing (never: it was just looked up).
+    fn on_candidate(&mut self, index: u32, cand: &Candidate<'_>, out: &mut Vec<u8>) -> bool {
+        let pos = self.candidate(index, out);
+        for part in cand
+            .content
+            .as_ref()
+            .and_then(|c| c.parts.as_deref())
+            .unwrap_or_default()
+        {
+            if let Some(fc) = &part.function_call {
+                let Some(state) = self.s.cands.get_mut(pos) else {
+                    return false;
+                };
+                let n = state.next_tool;
+                state.next_tool = n.saturating_add(1);
+                state.saw_tool = true;
+                let id = tool_call_id(n, part.thought_signature.as_deref());
+                let args = fc
+                    .args
+                    .map_or(Cow::Borrowed("{}"), |a| compact_json(a.get()));
+                let name = fc.name.as_deref().unwrap_or("");
+                let call = openai_chunks::tool_start(n, &id, name, &args);
+                self.s.w.tool_call(out, index, call);
+            } else if let Some(t) = part.text.as_deref().filter(|t| !t.is_empty()) {
+                if part.thought == Some(true) {
+                    self.s.w.reasoning(out, index, t);
+                } else {
+                    self.s.w.content(out, index, t);
+                }
+            }
         }
+        if let Some(reason) = cand.finish_reason.as_deref() {
+            let Some(state) = self.s.cands.get_mut(pos) else {
+                return false;
+            };
+            if !state.finished {
+                state.finished = true;
+                let saw_tool = state.saw_tool;
+                self.s
+                    .w
+                    .finish(out, index, finish_reason(Some(reason), saw_tool));
+            }
+        }
+        true
+    }
+}
+
+impl ChunkStream for GeminiChat {
+    fn writer(&self) -> &ChunkWriter {
+        &self.s.w
+    }
+
+    fn writer_mut(&mut self) -> &mut ChunkWriter {
+        &mut self.s.w
+    }
+
+    fn decode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut parser = std::mem::take(&mut self.s.parser);
+        parser.feed(chunk, &mut |ev| self.on_event(ev, false, out));
+        self.s.parser = parser;
+        if !self.s.w.is_done() {
+            if let Some(raw) = self.s.raw.feed(chunk) {
+                self.on_raw_json(&raw, out);
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        let mut parser = std::mem::take(&mut self.s.parser);
+        parser.finish(&mut |ev| self.on_event(ev, true, out));
+        self.s.parser = parser;
+        if let Some(raw) = self.s.raw.pending() {
+            self.on_raw_json(&raw, out);
+        }
+    }
+
+    fn at_end(&self) -> Result<Usage, GatewayError> {
         if self.s.cands.is_empty() || self.s.cands.iter().any(|c| !c.finished) {
             let msg = format!(
                 "{} stream ended before a finishReason",
                 self.provider_name()
             );
-            self.fail(out, &GatewayError::new(502, "api_error", msg));
-            return;
+            return Err(GatewayError::new(502, "api_error", msg));
         }
-        if self.include_usage {
-            self.write_usage_chunk(out);
-        }
-        out.extend_from_slice(DONE);
-        self.s.done = true;
+        Ok(self.s.tokens.to_usage())
+    }
+
+    fn release(&mut self) {
+        // Free what the parsers held; nothing after [DONE] is read.
+        self.s.parser = SseParser::new();
+        self.s.raw = RawJson::default();
     }
 }
 
@@ -1583,8 +1538,9 @@ impl ChatTranslator for GeminiChat {
         let p = call.provider;
         self.provider = p.name.clone();
         self.model = call.upstream_model.to_string();
-        self.include_usage = env.stream && env.include_usage;
         self.created = call.now_unix;
+        self.s.w.include_usage = env.stream && env.include_usage;
+        self.s.w.created = call.now_unix;
 
         let req = ChatRequest::from_envelope(env)?;
         let body = build_request(&req)?;
@@ -1760,30 +1716,7 @@ impl ChatTranslator for GeminiChat {
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool {
-        if self.s.done {
-            return true;
-        }
-        let mut parser = std::mem::take(&mut self.s.parser);
-        parser.feed(chunk, &mut |ev| self.on_event(ev, false, out));
-        if !self.s.done {
-            if let Some(raw) = self.s.raw.feed(chunk) {
-                self.on_raw_json(&raw, out);
-            }
-        }
-        if end_of_stream && !self.s.done {
-            parser.finish(&mut |ev| self.on_event(ev, true, out));
-            if let Some(raw) = self.s.raw.pending() {
-                self.on_raw_json(&raw, out);
-            }
-            self.finish_stream(out);
-        }
-        self.s.parser = parser;
-        if self.s.done {
-            // Free what the parsers held; nothing after [DONE] is read.
-            self.s.parser = SseParser::new();
-            self.s.raw = RawJson::default();
-        }
-        true
+        openai_chunks::stream_chunk(self, chunk, end_of_stream, out)
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
