@@ -59,6 +59,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
 
+use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::aws::eventstream::{Decoder, Message};
 use crate::aws::sigv4;
@@ -66,13 +67,9 @@ use crate::config::Provider;
 use crate::error::{kind_for_status, GatewayError};
 use crate::json_text::Text;
 use crate::openai::chat::{
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice,
-    CompletionUsage, ContentPart, Delta, DeltaFunction, DeltaToolCall, FunctionOut, MessageContent,
-    ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
+    AssistantMessage, ChatCompletion, ChatRequest, Choice, CompletionUsage, ContentPart,
+    FunctionOut, MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
-use crate::sse::write_json_event;
-
-const DONE: &[u8] = b"data: [DONE]\n\n";
 
 fn bad(param: &str, message: impl Into<String>) -> GatewayError {
     GatewayError::invalid_param(param, message)
@@ -813,10 +810,8 @@ fn exception_status(kind: &str) -> u16 {
 #[derive(Default)]
 pub struct BedrockChat {
     provider: String,
-    model: String,
-    created: u64,
-    include_usage: bool,
-    id: String,
+    /// The envelope of answers and chunks: id, model (the deployment's), created.
+    w: ChunkWriter,
     usage: Option<Usage>,
     decoder: Decoder,
     started: bool,
@@ -824,79 +819,29 @@ pub struct BedrockChat {
     tool_blocks: Vec<u64>,
     /// The finish chunk went out (messageStop seen).
     finished: bool,
-    done: bool,
 }
 
 impl BedrockChat {
-    fn chunk(&self, delta: Delta<'_>, finish: Option<&'static str>, out: &mut Vec<u8>) {
-        let choices = [ChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason: finish,
-        }];
-        write_json_event(
-            out,
-            &ChatCompletionChunk {
-                id: &self.id,
-                object: "chat.completion.chunk",
-                created: self.created,
-                model: &self.model,
-                choices: &choices,
-                usage: self.include_usage.then_some(None),
-            },
-        );
-    }
-
     fn start(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
-            self.chunk(
-                Delta {
-                    role: Some("assistant"),
-                    content: Some(""),
-                    ..Default::default()
-                },
-                None,
-                out,
-            );
+            self.w.role(out, 0);
         }
-    }
-
-    fn fail(&mut self, e: GatewayError, out: &mut Vec<u8>) {
-        out.extend_from_slice(&e.sse_event());
-        out.extend_from_slice(DONE);
-        self.done = true;
     }
 
     fn stream_error(&mut self, message: &str, out: &mut Vec<u8>) {
-        let e = GatewayError::new(502, "api_error", format!("{}: {message}", self.provider))
-            .with_code("upstream_stream_error");
-        self.fail(e, out);
+        let e = self.stream_failure(message);
+        self.w.fail(out, &e);
     }
 
-    /// Usage chunk (when asked for) and `[DONE]`.
-    fn close(&mut self, out: &mut Vec<u8>) {
-        if self.include_usage {
-            write_json_event(
-                out,
-                &ChatCompletionChunk {
-                    id: &self.id,
-                    object: "chat.completion.chunk",
-                    created: self.created,
-                    model: &self.model,
-                    choices: &[],
-                    usage: Some(Some(CompletionUsage::from(self.usage.unwrap_or_default()))),
-                },
-            );
-        }
-        out.extend_from_slice(DONE);
-        self.done = true;
+    fn stream_failure(&self, message: &str) -> GatewayError {
+        GatewayError::new(502, "api_error", format!("{}: {message}", self.provider))
+            .with_code("upstream_stream_error")
     }
 
     fn message(&mut self, m: Message, out: &mut Vec<u8>) {
         match m.message_type.as_str() {
-            "event" => {}
+            "event" => self.event(&m, out),
             "exception" => {
                 let text = serde_json::from_slice::<Value>(&m.payload)
                     .ok()
@@ -912,8 +857,7 @@ impl BedrockChat {
                     ),
                 )
                 .with_code(&m.exception_type);
-                self.fail(e, out);
-                return;
+                self.w.fail(out, &e);
             }
             _ => {
                 let e = GatewayError::new(
@@ -925,10 +869,13 @@ impl BedrockChat {
                     ),
                 )
                 .with_code("upstream_stream_error");
-                self.fail(e, out);
-                return;
+                self.w.fail(out, &e);
             }
         }
+    }
+
+    /// An `event` frame.
+    fn event(&mut self, m: &Message, out: &mut Vec<u8>) {
         let Ok(ev) = serde_json::from_slice::<Value>(&m.payload) else {
             let what = format!("unreadable `{}` event", m.event_type);
             self.stream_error(&what, out);
@@ -946,52 +893,22 @@ impl BedrockChat {
                 };
                 self.start(out);
                 let index = self.tool_index(block);
-                let calls = [DeltaToolCall {
-                    index,
-                    id: Some(str_at(tu, "/toolUseId").unwrap_or("")),
-                    kind: Some("function"),
-                    function: DeltaFunction {
-                        name: Some(str_at(tu, "/name").unwrap_or("")),
-                        arguments: Some(""),
-                    },
-                }];
-                self.tool_chunk(&calls, out);
+                let id = str_at(tu, "/toolUseId").unwrap_or("");
+                let name = str_at(tu, "/name").unwrap_or("");
+                self.w.tool_start(out, 0, index, id, name);
             }
             "contentBlockDelta" => {
                 let Some(d) = ev.get("delta") else { return };
                 self.start(out);
                 if let Some(t) = str_at(d, "/text").filter(|t| !t.is_empty()) {
-                    self.chunk(
-                        Delta {
-                            content: Some(t),
-                            ..Default::default()
-                        },
-                        None,
-                        out,
-                    );
+                    self.w.content(out, 0, t);
                 }
                 if let Some(t) = str_at(d, "/reasoningContent/text").filter(|t| !t.is_empty()) {
-                    self.chunk(
-                        Delta {
-                            reasoning_content: Some(t),
-                            ..Default::default()
-                        },
-                        None,
-                        out,
-                    );
+                    self.w.reasoning(out, 0, t);
                 }
                 if let Some(args) = str_at(d, "/toolUse/input").filter(|a| !a.is_empty()) {
                     let index = self.tool_index(block);
-                    let calls = [DeltaToolCall {
-                        index,
-                        id: None,
-                        kind: None,
-                        function: DeltaFunction {
-                            name: None,
-                            arguments: Some(args),
-                        },
-                    }];
-                    self.tool_chunk(&calls, out);
+                    self.w.tool_args(out, 0, index, args);
                 }
             }
             "messageStop" => {
@@ -1000,7 +917,7 @@ impl BedrockChat {
                     Ok(f) => {
                         if !self.finished {
                             self.finished = true;
-                            self.chunk(Delta::default(), Some(f), out);
+                            self.w.finish(out, 0, f);
                         }
                     }
                     Err(r) => self.stream_error(&format!("generation ended with {r}"), out),
@@ -1011,22 +928,11 @@ impl BedrockChat {
                     self.usage = Some(token_usage(u));
                 }
                 if self.finished {
-                    self.close(out);
+                    self.w.close(out, self.usage.unwrap_or_default());
                 }
             }
             _ => {} // contentBlockStop and events LLMux does not translate
         }
-    }
-
-    fn tool_chunk(&self, calls: &[DeltaToolCall<'_>], out: &mut Vec<u8>) {
-        self.chunk(
-            Delta {
-                tool_calls: calls,
-                ..Default::default()
-            },
-            None,
-            out,
-        );
     }
 
     fn tool_index(&mut self, block: u64) -> u32 {
@@ -1041,16 +947,50 @@ impl BedrockChat {
     }
 }
 
+impl ChunkStream for BedrockChat {
+    fn writer(&self) -> &ChunkWriter {
+        &self.w
+    }
+
+    fn writer_mut(&mut self) -> &mut ChunkWriter {
+        &mut self.w
+    }
+
+    fn decode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        self.decoder.feed(chunk);
+        while !self.w.is_done() {
+            match self.decoder.next_message() {
+                None => break,
+                Some(Ok(m)) => self.message(m, out),
+                Some(Err(e)) => self.stream_error(&e.to_string(), out),
+            }
+        }
+    }
+
+    fn at_end(&self) -> Result<Usage, GatewayError> {
+        if self.finished && self.decoder.pending() == 0 {
+            // messageStop came but no metadata: end the stream with what is known.
+            return Ok(self.usage.unwrap_or_default());
+        }
+        let what = if self.decoder.pending() > 0 {
+            "stream ended inside an event-stream message"
+        } else {
+            "stream ended before messageStop"
+        };
+        Err(self.stream_failure(what))
+    }
+}
+
 impl ChatTranslator for BedrockChat {
     fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
         let p = call.provider;
         self.provider = p.name.clone();
-        self.model = call.upstream_model.to_string();
-        self.created = call.now_unix;
-        self.include_usage = call.envelope.stream && call.envelope.include_usage;
+        self.w.model = call.upstream_model.to_string();
+        self.w.created = call.now_unix;
+        self.w.include_usage = call.envelope.stream && call.envelope.include_usage;
         let req = ChatRequest::from_envelope(call.envelope)?;
         let body = converse_body(&req, call.upstream_model)?;
-        self.id = completion_id(&body, call.now_unix);
+        self.w.id = completion_id(&body, call.now_unix);
         let op = if call.envelope.stream {
             "converse-stream"
         } else {
@@ -1106,10 +1046,10 @@ impl ChatTranslator for BedrockChat {
             }
         }
         let out = ChatCompletion {
-            id: &self.id,
+            id: &self.w.id,
             object: "chat.completion",
-            created: self.created,
-            model: &self.model,
+            created: self.w.created,
+            model: &self.w.model,
             choices: vec![Choice {
                 index: 0,
                 message: AssistantMessage {
@@ -1130,31 +1070,7 @@ impl ChatTranslator for BedrockChat {
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool {
-        if self.done {
-            return true;
-        }
-        self.decoder.feed(chunk);
-        while !self.done {
-            match self.decoder.next_message() {
-                None => break,
-                Some(Ok(m)) => self.message(m, out),
-                Some(Err(e)) => self.stream_error(&e.to_string(), out),
-            }
-        }
-        if end_of_stream && !self.done {
-            if self.finished && self.decoder.pending() == 0 {
-                // messageStop came but no metadata: end the stream with what is known.
-                self.close(out);
-            } else {
-                let what = if self.decoder.pending() > 0 {
-                    "stream ended inside an event-stream message"
-                } else {
-                    "stream ended before messageStop"
-                };
-                self.stream_error(what, out);
-            }
-        }
-        true
+        openai_chunks::stream_chunk(self, chunk, end_of_stream, out)
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -1909,7 +1825,7 @@ mod tests {
             r#"{{"model":"m","stream":true,"stream_options":{{"include_usage":{include_usage}}},"messages":[{{"role":"user","content":"x"}}]}}"#
         );
         let (mut t, _) = translate(&body).unwrap();
-        t.id = "chatcmpl-test".into(); // ids differ per request
+        t.w.id = "chatcmpl-test".into(); // ids differ per request
         let mut out = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             assert!(t.stream_chunk(c, i + 1 == chunks.len(), &mut out));
