@@ -22,24 +22,21 @@
 
 use serde_json::{json, Map, Value};
 
+use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::error::GatewayError;
 use crate::sse::{write_data, SseEvent, SseParser};
 
-const DONE: &[u8] = b"data: [DONE]\n\n";
-
 #[derive(Default)]
 pub struct CohereChat {
     provider: String,
-    model: String,
-    created: u64,
-    include_usage: bool,
+    /// The envelope of answers and chunks: id (from `message-start`), model (the deployment's),
+    /// created, include_usage; and whether `[DONE]` went out.
+    w: ChunkWriter,
     usage: Option<Usage>,
     sse: SseParser,
-    id: String,
     /// Cohere's tool-call index → OpenAI's (counted from 0 in order of appearance).
     tool_index: Vec<u64>,
-    done: bool,
 }
 
 fn bad(param: &str, message: impl Into<String>) -> GatewayError {
@@ -82,28 +79,33 @@ impl CohereChat {
         })
     }
 
+    /// A chunk as Cohere's stream has always written it: built as a `Value`, so its keys are in
+    /// alphabetical order (the other translators' chunks come from [`ChunkWriter::chunk`]).
     fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        let w = &self.w;
         let mut c = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
+            "id": w.id, "object": "chat.completion.chunk", "created": w.created,
+            "model": w.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
-        if self.include_usage {
+        if w.include_usage {
             c["usage"] = Value::Null;
         }
         write_data(out, c.to_string().as_bytes());
     }
 
+    fn failure(&self, message: &str) -> GatewayError {
+        GatewayError::new(502, "api_error", format!("{}: {message}", self.provider))
+            .with_code("upstream_stream_error")
+    }
+
     fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
-        let e = GatewayError::new(502, "api_error", format!("{}: {message}", self.provider))
-            .with_code("upstream_stream_error");
-        out.extend_from_slice(&e.sse_event());
-        out.extend_from_slice(DONE);
-        self.done = true;
+        let e = self.failure(message);
+        self.w.fail(out, &e);
     }
 
     fn event(&mut self, e: SseEvent, out: &mut Vec<u8>) {
-        if self.done {
+        if self.w.is_done() {
             return;
         }
         let data = e.text();
@@ -124,7 +126,7 @@ impl CohereChat {
         match kind.as_str() {
             "message-start" => {
                 if let Some(id) = v.get("id").and_then(Value::as_str) {
-                    self.id = id.to_string();
+                    self.w.id = id.to_string();
                 }
                 self.chunk(json!({"role": "assistant", "content": ""}), None, out);
             }
@@ -189,14 +191,14 @@ impl CohereChat {
                 match finish_reason(delta.get("finish_reason").and_then(Value::as_str)) {
                     Ok(f) => {
                         self.chunk(json!({}), Some(f), out);
-                        if self.include_usage {
-                            let c = json!({"id": self.id, "object": "chat.completion.chunk",
-                                "created": self.created, "model": self.model, "choices": [],
+                        let w = &self.w;
+                        if w.include_usage {
+                            let c = json!({"id": w.id, "object": "chat.completion.chunk",
+                                "created": w.created, "model": w.model, "choices": [],
                                 "usage": self.usage_json()});
                             write_data(out, c.to_string().as_bytes());
                         }
-                        out.extend_from_slice(DONE);
-                        self.done = true;
+                        self.w.write_done(out);
                     }
                     Err(reason) => self.fail(&format!("generation ended with {reason}"), out),
                 }
@@ -215,13 +217,41 @@ fn finish_reason(r: Option<&str>) -> Result<&'static str, String> {
     }
 }
 
+impl ChunkStream for CohereChat {
+    fn writer(&self) -> &ChunkWriter {
+        &self.w
+    }
+
+    fn writer_mut(&mut self) -> &mut ChunkWriter {
+        &mut self.w
+    }
+
+    fn decode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        // The parser lends each event from its buffers: out of `self` while it feeds us.
+        let mut sse = std::mem::take(&mut self.sse);
+        sse.feed(chunk, &mut |e| self.event(e, out));
+        self.sse = sse;
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        let mut sse = std::mem::take(&mut self.sse);
+        sse.finish(&mut |e| self.event(e, out));
+        self.sse = sse;
+    }
+
+    fn at_end(&self) -> Result<Usage, GatewayError> {
+        let provider = &self.provider;
+        Err(self.failure(&format!("stream from {provider} ended before message-end")))
+    }
+}
+
 impl ChatTranslator for CohereChat {
     fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
         let p = call.provider;
         self.provider = p.name.clone();
-        self.model = call.upstream_model.to_string();
-        self.created = call.now_unix;
-        self.include_usage = call.envelope.include_usage;
+        self.w.model = call.upstream_model.to_string();
+        self.w.created = call.now_unix;
+        self.w.include_usage = call.envelope.include_usage;
         let mut body: Map<String, Value> = serde_json::from_slice(call.raw).map_err(|e| {
             GatewayError::bad_request(format!("request body is not a JSON object: {e}"))
         })?;
@@ -432,8 +462,8 @@ impl ChatTranslator for CohereChat {
         let out = json!({
             "id": v.get("id").cloned().unwrap_or(Value::Null),
             "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
+            "created": self.w.created,
+            "model": self.w.model,
             "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
             "usage": self.usage_json(),
         });
@@ -441,21 +471,7 @@ impl ChatTranslator for CohereChat {
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool {
-        // The parser lends each event from its buffers: out of `self` while it feeds us.
-        let mut sse = std::mem::take(&mut self.sse);
-        sse.feed(chunk, &mut |e| self.event(e, out));
-        if end_of_stream {
-            sse.finish(&mut |e| self.event(e, out));
-        }
-        self.sse = sse;
-        if end_of_stream && !self.done {
-            let provider = self.provider.clone();
-            self.fail(
-                &format!("stream from {provider} ended before message-end"),
-                out,
-            );
-        }
-        true
+        openai_chunks::stream_chunk(self, chunk, end_of_stream, out)
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
