@@ -1,4 +1,4 @@
-//! OpenAI client → AWS Bedrock Runtime (PROVIDERS.md §6): chat through the Converse API
+//! OpenAI client → AWS Bedrock Runtime (docs/providers.md §6): chat through the Converse API
 //! (`POST /model/{modelId}/converse`, streams `/converse-stream`), embeddings through InvokeModel
 //! (`POST /model/{modelId}/invoke`) for Amazon Titan Text Embeddings and Cohere Embed. Every
 //! request is signed with SigV4 (service `bedrock`) over the exact path and body sent, or carries

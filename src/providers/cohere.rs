@@ -1,4 +1,4 @@
-//! OpenAI client → Cohere v2 Chat (`POST {base_path}/chat`, PROVIDERS.md §7).
+//! OpenAI client → Cohere v2 Chat (`POST {base_path}/chat`, docs/providers.md §7).
 //!
 //! Cohere v2 is close to OpenAI's shape (same tool and tool-call objects, `system`/`user`/
 //! `assistant`/`tool` roles, `image_url` parts), so the request is the client's body with the

@@ -1,4 +1,4 @@
-//! OpenAI `POST /v1/embeddings` → providers whose embeddings API is their own (PROVIDERS.md §8b):
+//! OpenAI `POST /v1/embeddings` → providers whose embeddings API is their own (docs/providers.md §8b):
 //!
 //! - Gemini API: `POST {base_path}/models/{m}:batchEmbedContents`, one `requests[]` entry per
 //!   input (`content.parts[].text`, `outputDimensionality` from `dimensions`, `taskType` only when

@@ -1,4 +1,4 @@
-//! Google Vertex AI (`type: vertex`, PROVIDERS.md §5): one provider serves the models of two
+//! Google Vertex AI (`type: vertex`, docs/providers.md §5): one provider serves the models of two
 //! publishers, chosen per deployment model:
 //!
 //! - `google` (Gemini): the Gemini translator, at
@@ -73,7 +73,7 @@ pub struct VertexConfig {
 }
 
 impl VertexConfig {
-    /// The API host for the location (PROVIDERS.md §5.1).
+    /// The API host for the location (docs/providers.md §5.1).
     pub fn default_host(&self) -> String {
         match self.location.as_str() {
             "global" => "aiplatform.googleapis.com".to_string(),
