@@ -1,4 +1,3 @@
-
 use super::stream::text_delta_fast;
 use super::*;
 use crate::config::{Config, ProcessEnv, Provider};
