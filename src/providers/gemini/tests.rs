@@ -1,4 +1,3 @@
-
 use super::request::signature_from_id;
 use super::*;
 use crate::config::{Config, ProcessEnv, Provider};
