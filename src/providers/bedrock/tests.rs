@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::aws::eventstream::encode;
 use crate::config::{Config, Env};
