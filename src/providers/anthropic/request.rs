@@ -296,158 +296,11 @@ pub(super) fn convert_messages<'r>(
         messages: Vec::with_capacity(msgs.len()),
     };
     for (i, m) in msgs.iter().enumerate() {
-        let part_path = |j: usize| move || format!("messages[{i}].content[{j}]");
         match m.role {
-            Role::System | Role::Developer => match &m.content {
-                None => {}
-                Some(MessageContent::Text(t)) => conv.system.extend(text_block(t)),
-                Some(MessageContent::Parts(parts)) => {
-                    for (j, p) in parts.iter().enumerate() {
-                        if p.kind.as_str() != "text" {
-                            return Err(GatewayError::invalid_param(
-                                &part_path(j)(),
-                                format!("`{}` parts are not allowed in system messages", p.kind),
-                            ));
-                        }
-                        conv.system.extend(text_part(p, &part_path(j), false)?);
-                    }
-                }
-            },
-            Role::User => match &m.content {
-                None => {}
-                Some(MessageContent::Text(t)) => {
-                    if let Some(b) = text_block(t) {
-                        conv.push("user", b);
-                    }
-                }
-                Some(MessageContent::Parts(parts)) => {
-                    for (j, p) in parts.iter().enumerate() {
-                        let block = match p.kind.as_str() {
-                            "text" => text_part(p, &part_path(j), false)?,
-                            "image_url" => {
-                                let param = format!("messages[{i}].content[{j}].image_url");
-                                let img = p.image_url.as_ref().ok_or_else(|| {
-                                    GatewayError::invalid_param(&param, "`image_url` is required")
-                                })?;
-                                Some(image_block(img.url.text(), &param)?)
-                            }
-                            "input_audio" => {
-                                return Err(unsupported(&part_path(j)(), "audio input"))
-                            }
-                            "file" => return Err(unsupported(&part_path(j)(), "file input")),
-                            other => {
-                                return Err(GatewayError::invalid_param(
-                                    &format!("messages[{i}].content[{j}].type"),
-                                    format!("unknown content part type `{other}`"),
-                                ))
-                            }
-                        };
-                        if let Some(b) = block {
-                            conv.push("user", b);
-                        }
-                    }
-                }
-            },
-            Role::Assistant => {
-                if m.function_call.is_some_and(|f| f.get() != "null") {
-                    return Err(GatewayError::invalid_param(
-                        &format!("messages[{i}].function_call"),
-                        "legacy `function_call` is not supported by anthropic; use `tool_calls`",
-                    ));
-                }
-                match &m.content {
-                    None => {}
-                    Some(MessageContent::Text(t)) => {
-                        if let Some(b) = text_block(t) {
-                            conv.push("assistant", b);
-                        }
-                    }
-                    Some(MessageContent::Parts(parts)) => {
-                        for (j, p) in parts.iter().enumerate() {
-                            if !matches!(p.kind.as_str(), "text" | "refusal") {
-                                return Err(GatewayError::invalid_param(
-                                    &part_path(j)(),
-                                    format!(
-                                        "`{}` parts are not allowed in assistant messages",
-                                        p.kind
-                                    ),
-                                ));
-                            }
-                            if let Some(b) = text_part(p, &part_path(j), true)? {
-                                conv.push("assistant", b);
-                            }
-                        }
-                    }
-                }
-                for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
-                    if let Some(kind) = &tc.kind {
-                        if kind.as_str() != "function" {
-                            return Err(GatewayError::invalid_param(
-                                &format!("messages[{i}].tool_calls[{j}].type"),
-                                format!("tool call type `{kind}` is not supported by anthropic"),
-                            ));
-                        }
-                    }
-                    let input = tool_input(
-                        tc.function.arguments.as_deref(),
-                        &format!("messages[{i}].tool_calls[{j}].function.arguments"),
-                    )?;
-                    conv.push(
-                        "assistant",
-                        Block::ToolUse {
-                            id: &tc.id,
-                            name: &tc.function.name,
-                            input,
-                        },
-                    );
-                }
-            }
-            Role::Tool => {
-                let id = m.tool_call_id.as_deref().ok_or_else(|| {
-                    GatewayError::invalid_param(
-                        &format!("messages[{i}].tool_call_id"),
-                        "`tool_call_id` is required on tool messages",
-                    )
-                })?;
-                let content = match &m.content {
-                    None => None,
-                    Some(MessageContent::Text(t)) => {
-                        (!t.is_empty()).then_some(ToolResultContent::Text(t))
-                    }
-                    Some(MessageContent::Parts(parts)) => {
-                        let mut blocks = Vec::with_capacity(parts.len());
-                        for (j, p) in parts.iter().enumerate() {
-                            match p.kind.as_str() {
-                                "text" => blocks.extend(text_part(p, &part_path(j), false)?),
-                                "image_url" => {
-                                    let param = format!("messages[{i}].content[{j}].image_url");
-                                    let img = p.image_url.as_ref().ok_or_else(|| {
-                                        GatewayError::invalid_param(
-                                            &param,
-                                            "`image_url` is required",
-                                        )
-                                    })?;
-                                    blocks.push(image_block(img.url.text(), &param)?);
-                                }
-                                other => {
-                                    return Err(GatewayError::invalid_param(
-                                        &part_path(j)(),
-                                        format!("`{other}` parts are not allowed in tool messages"),
-                                    ))
-                                }
-                            }
-                        }
-                        (!blocks.is_empty()).then_some(ToolResultContent::Blocks(blocks))
-                    }
-                };
-                conv.push(
-                    "user",
-                    Block::ToolResult {
-                        tool_use_id: id,
-                        content,
-                    },
-                );
-            }
+            Role::System | Role::Developer => system_message(&mut conv, i, m)?,
+            Role::User => user_message(&mut conv, i, m)?,
+            Role::Assistant => assistant_message(&mut conv, i, m)?,
+            Role::Tool => tool_message(&mut conv, i, m)?,
             Role::Function => return Err(GatewayError::invalid_param(
                 &format!("messages[{i}].role"),
                 "legacy `function` messages are not supported by anthropic; use `tool` messages",
@@ -474,6 +327,182 @@ pub(super) fn convert_messages<'r>(
         );
     }
     Ok(conv)
+}
+
+/// A system or developer message: its text goes to `system`.
+fn system_message<'r>(
+    conv: &mut Conversation<'r>,
+    i: usize,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let part_path = |j: usize| move || format!("messages[{i}].content[{j}]");
+    match &m.content {
+        None => {}
+        Some(MessageContent::Text(t)) => conv.system.extend(text_block(t)),
+        Some(MessageContent::Parts(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                if p.kind.as_str() != "text" {
+                    return Err(GatewayError::invalid_param(
+                        &part_path(j)(),
+                        format!("`{}` parts are not allowed in system messages", p.kind),
+                    ));
+                }
+                conv.system.extend(text_part(p, &part_path(j), false)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A user message: text and image blocks of a user turn.
+fn user_message<'r>(
+    conv: &mut Conversation<'r>,
+    i: usize,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let part_path = |j: usize| move || format!("messages[{i}].content[{j}]");
+    match &m.content {
+        None => {}
+        Some(MessageContent::Text(t)) => {
+            if let Some(b) = text_block(t) {
+                conv.push("user", b);
+            }
+        }
+        Some(MessageContent::Parts(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                let block = match p.kind.as_str() {
+                    "text" => text_part(p, &part_path(j), false)?,
+                    "image_url" => {
+                        let param = format!("messages[{i}].content[{j}].image_url");
+                        let img = p.image_url.as_ref().ok_or_else(|| {
+                            GatewayError::invalid_param(&param, "`image_url` is required")
+                        })?;
+                        Some(image_block(img.url.text(), &param)?)
+                    }
+                    "input_audio" => return Err(unsupported(&part_path(j)(), "audio input")),
+                    "file" => return Err(unsupported(&part_path(j)(), "file input")),
+                    other => {
+                        return Err(GatewayError::invalid_param(
+                            &format!("messages[{i}].content[{j}].type"),
+                            format!("unknown content part type `{other}`"),
+                        ))
+                    }
+                };
+                if let Some(b) = block {
+                    conv.push("user", b);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An assistant message: text blocks, then its tool calls as `tool_use` blocks.
+fn assistant_message<'r>(
+    conv: &mut Conversation<'r>,
+    i: usize,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let part_path = |j: usize| move || format!("messages[{i}].content[{j}]");
+    if m.function_call.is_some_and(|f| f.get() != "null") {
+        return Err(GatewayError::invalid_param(
+            &format!("messages[{i}].function_call"),
+            "legacy `function_call` is not supported by anthropic; use `tool_calls`",
+        ));
+    }
+    match &m.content {
+        None => {}
+        Some(MessageContent::Text(t)) => {
+            if let Some(b) = text_block(t) {
+                conv.push("assistant", b);
+            }
+        }
+        Some(MessageContent::Parts(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                if !matches!(p.kind.as_str(), "text" | "refusal") {
+                    return Err(GatewayError::invalid_param(
+                        &part_path(j)(),
+                        format!("`{}` parts are not allowed in assistant messages", p.kind),
+                    ));
+                }
+                if let Some(b) = text_part(p, &part_path(j), true)? {
+                    conv.push("assistant", b);
+                }
+            }
+        }
+    }
+    for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
+        if let Some(kind) = &tc.kind {
+            if kind.as_str() != "function" {
+                return Err(GatewayError::invalid_param(
+                    &format!("messages[{i}].tool_calls[{j}].type"),
+                    format!("tool call type `{kind}` is not supported by anthropic"),
+                ));
+            }
+        }
+        let input = tool_input(
+            tc.function.arguments.as_deref(),
+            &format!("messages[{i}].tool_calls[{j}].function.arguments"),
+        )?;
+        conv.push(
+            "assistant",
+            Block::ToolUse {
+                id: &tc.id,
+                name: &tc.function.name,
+                input,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// A tool message: a `tool_result` block of a user turn.
+fn tool_message<'r>(
+    conv: &mut Conversation<'r>,
+    i: usize,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let part_path = |j: usize| move || format!("messages[{i}].content[{j}]");
+    let id = m.tool_call_id.as_deref().ok_or_else(|| {
+        GatewayError::invalid_param(
+            &format!("messages[{i}].tool_call_id"),
+            "`tool_call_id` is required on tool messages",
+        )
+    })?;
+    let content = match &m.content {
+        None => None,
+        Some(MessageContent::Text(t)) => (!t.is_empty()).then_some(ToolResultContent::Text(t)),
+        Some(MessageContent::Parts(parts)) => {
+            let mut blocks = Vec::with_capacity(parts.len());
+            for (j, p) in parts.iter().enumerate() {
+                match p.kind.as_str() {
+                    "text" => blocks.extend(text_part(p, &part_path(j), false)?),
+                    "image_url" => {
+                        let param = format!("messages[{i}].content[{j}].image_url");
+                        let img = p.image_url.as_ref().ok_or_else(|| {
+                            GatewayError::invalid_param(&param, "`image_url` is required")
+                        })?;
+                        blocks.push(image_block(img.url.text(), &param)?);
+                    }
+                    other => {
+                        return Err(GatewayError::invalid_param(
+                            &part_path(j)(),
+                            format!("`{other}` parts are not allowed in tool messages"),
+                        ))
+                    }
+                }
+            }
+            (!blocks.is_empty()).then_some(ToolResultContent::Blocks(blocks))
+        }
+    };
+    conv.push(
+        "user",
+        Block::ToolResult {
+            tool_use_id: id,
+            content,
+        },
+    );
+    Ok(())
 }
 
 pub(super) fn thinking_budget(effort: &str) -> Result<Option<u64>, GatewayError> {
