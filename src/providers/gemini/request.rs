@@ -509,160 +509,11 @@ pub(super) fn convert_messages<'r>(
         contents: Vec::with_capacity(msgs.len()),
     };
     for (i, m) in msgs.iter().enumerate() {
-        let part_param = |j: usize| format!("messages[{i}].content[{j}]");
         match m.role {
-            Role::System | Role::Developer => match &m.content {
-                None => {}
-                Some(MessageContent::Text(t)) => conv.system.extend(text(t.text())),
-                Some(MessageContent::Parts(parts)) => {
-                    for (j, p) in parts.iter().enumerate() {
-                        if p.kind.as_str() != "text" {
-                            return Err(GatewayError::invalid_param(
-                                &part_param(j),
-                                format!("`{}` parts are not allowed in system messages", p.kind),
-                            ));
-                        }
-                        conv.system.extend(text_part(p, &part_param(j), false)?);
-                    }
-                }
-            },
-            Role::User => match &m.content {
-                None => {}
-                Some(MessageContent::Text(t)) => {
-                    if let Some(p) = text(t.text()) {
-                        conv.push("user", p);
-                    }
-                }
-                Some(MessageContent::Parts(parts)) => {
-                    for (j, p) in parts.iter().enumerate() {
-                        let part = match p.kind.as_str() {
-                            "text" => text_part(p, &part_param(j), false)?,
-                            "image_url" => {
-                                let param = format!("{}.image_url", part_param(j));
-                                let img = p.image_url.as_ref().ok_or_else(|| {
-                                    GatewayError::invalid_param(&param, "`image_url` is required")
-                                })?;
-                                Some(image_part(img.url.text(), &param)?)
-                            }
-                            "input_audio" => Some(audio_part(
-                                p.input_audio,
-                                &format!("{}.input_audio", part_param(j)),
-                            )?),
-                            "file" => Some(file_part(p.file, &format!("{}.file", part_param(j)))?),
-                            other => {
-                                return Err(GatewayError::invalid_param(
-                                    &format!("{}.type", part_param(j)),
-                                    format!("unknown content part type `{other}`"),
-                                ))
-                            }
-                        };
-                        if let Some(part) = part {
-                            conv.push("user", part);
-                        }
-                    }
-                }
-            },
-            Role::Assistant => {
-                if m.function_call.is_some_and(|f| f.get() != "null") {
-                    return Err(unsupported(
-                        &format!("messages[{i}].function_call"),
-                        "legacy `function_call` (use `tool_calls`)",
-                    ));
-                }
-                match &m.content {
-                    None => {}
-                    Some(MessageContent::Text(t)) => {
-                        if let Some(p) = text(t.text()) {
-                            conv.push("model", p);
-                        }
-                    }
-                    Some(MessageContent::Parts(parts)) => {
-                        for (j, p) in parts.iter().enumerate() {
-                            if !matches!(p.kind.as_str(), "text" | "refusal") {
-                                return Err(GatewayError::invalid_param(
-                                    &part_param(j),
-                                    format!(
-                                        "`{}` parts are not allowed in assistant messages",
-                                        p.kind
-                                    ),
-                                ));
-                            }
-                            if let Some(part) = text_part(p, &part_param(j), true)? {
-                                conv.push("model", part);
-                            }
-                        }
-                    }
-                }
-                // Signatures go back exactly as received; a turn with none at all (written by
-                // another model) gets the placeholder on its first call, the one Gemini checks.
-                let signed = m
-                    .tool_calls
-                    .iter()
-                    .flatten()
-                    .any(|tc| signature_from_id(&tc.id).is_some());
-                for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
-                    if let Some(kind) = &tc.kind {
-                        if kind.as_str() != "function" {
-                            return Err(unsupported(
-                                &format!("messages[{i}].tool_calls[{j}].type"),
-                                &format!("tool call type `{kind}`"),
-                            ));
-                        }
-                    }
-                    let args = tool_args(
-                        tc.function.arguments.as_deref(),
-                        &format!("messages[{i}].tool_calls[{j}].function.arguments"),
-                    )?;
-                    let signature = match signature_from_id(&tc.id) {
-                        Some(s) => Some(Cow::Owned(s)),
-                        None if !signed && j == 0 => Some(Cow::Borrowed(SKIP_THOUGHT_SIGNATURE)),
-                        None => None,
-                    };
-                    conv.push(
-                        "model",
-                        Part {
-                            function_call: Some(FnCall {
-                                name: &tc.function.name,
-                                args,
-                            }),
-                            thought_signature: signature,
-                            ..Default::default()
-                        },
-                    );
-                }
-            }
-            Role::Tool => {
-                let param = format!("messages[{i}].tool_call_id");
-                let id = m.tool_call_id.as_deref().ok_or_else(|| {
-                    GatewayError::invalid_param(
-                        &param,
-                        "`tool_call_id` is required on tool messages",
-                    )
-                })?;
-                let name = tool_name(msgs, i, id).ok_or_else(|| {
-                    GatewayError::invalid_param(
-                        &param,
-                        format!("no earlier assistant message has a tool call with id `{id}` (gemini needs the function's name)"),
-                    )
-                })?;
-                let body = tool_text(m, i)?;
-                let response = match body {
-                    ToolText::One(t) if t.as_str().trim_start().starts_with('{') => {
-                        match serde_json::from_str::<&RawValue>(t.as_str()) {
-                            Ok(raw) => FnResult::Object(raw),
-                            Err(_) => FnResult::Output { output: body },
-                        }
-                    }
-                    _ => FnResult::Output { output: body },
-                };
-                conv.push(
-                    "user",
-                    Part {
-                        function_response: Some(FnResponse { name, response }),
-                        ..Default::default()
-                    },
-                );
-            }
+            Role::System | Role::Developer => system_message(&mut conv, i, m)?,
+            Role::User => user_message(&mut conv, i, m)?,
+            Role::Assistant => assistant_message(&mut conv, i, m)?,
+            Role::Tool => tool_message(&mut conv, msgs, i, m)?,
             Role::Function => {
                 return Err(unsupported(
                     &format!("messages[{i}].role"),
@@ -690,6 +541,188 @@ pub(super) fn convert_messages<'r>(
         );
     }
     Ok(conv)
+}
+
+/// A system or developer message: its text goes to `systemInstruction`.
+fn system_message<'r>(
+    conv: &mut Conversation<'r>,
+    i: usize,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let part_param = |j: usize| format!("messages[{i}].content[{j}]");
+    match &m.content {
+        None => {}
+        Some(MessageContent::Text(t)) => conv.system.extend(text(t.text())),
+        Some(MessageContent::Parts(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                if p.kind.as_str() != "text" {
+                    return Err(GatewayError::invalid_param(
+                        &part_param(j),
+                        format!("`{}` parts are not allowed in system messages", p.kind),
+                    ));
+                }
+                conv.system.extend(text_part(p, &part_param(j), false)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A user message: the parts of a user turn.
+fn user_message<'r>(
+    conv: &mut Conversation<'r>,
+    i: usize,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let part_param = |j: usize| format!("messages[{i}].content[{j}]");
+    match &m.content {
+        None => {}
+        Some(MessageContent::Text(t)) => {
+            if let Some(p) = text(t.text()) {
+                conv.push("user", p);
+            }
+        }
+        Some(MessageContent::Parts(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                let part = match p.kind.as_str() {
+                    "text" => text_part(p, &part_param(j), false)?,
+                    "image_url" => {
+                        let param = format!("{}.image_url", part_param(j));
+                        let img = p.image_url.as_ref().ok_or_else(|| {
+                            GatewayError::invalid_param(&param, "`image_url` is required")
+                        })?;
+                        Some(image_part(img.url.text(), &param)?)
+                    }
+                    "input_audio" => Some(audio_part(
+                        p.input_audio,
+                        &format!("{}.input_audio", part_param(j)),
+                    )?),
+                    "file" => Some(file_part(p.file, &format!("{}.file", part_param(j)))?),
+                    other => {
+                        return Err(GatewayError::invalid_param(
+                            &format!("{}.type", part_param(j)),
+                            format!("unknown content part type `{other}`"),
+                        ))
+                    }
+                };
+                if let Some(part) = part {
+                    conv.push("user", part);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An assistant message: text parts, then its tool calls as `functionCall` parts.
+fn assistant_message<'r>(
+    conv: &mut Conversation<'r>,
+    i: usize,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let part_param = |j: usize| format!("messages[{i}].content[{j}]");
+    if m.function_call.is_some_and(|f| f.get() != "null") {
+        return Err(unsupported(
+            &format!("messages[{i}].function_call"),
+            "legacy `function_call` (use `tool_calls`)",
+        ));
+    }
+    match &m.content {
+        None => {}
+        Some(MessageContent::Text(t)) => {
+            if let Some(p) = text(t.text()) {
+                conv.push("model", p);
+            }
+        }
+        Some(MessageContent::Parts(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                if !matches!(p.kind.as_str(), "text" | "refusal") {
+                    return Err(GatewayError::invalid_param(
+                        &part_param(j),
+                        format!("`{}` parts are not allowed in assistant messages", p.kind),
+                    ));
+                }
+                if let Some(part) = text_part(p, &part_param(j), true)? {
+                    conv.push("model", part);
+                }
+            }
+        }
+    }
+    // Signatures go back exactly as received; a turn with none at all (written by
+    // another model) gets the placeholder on its first call, the one Gemini checks.
+    let signed = m
+        .tool_calls
+        .iter()
+        .flatten()
+        .any(|tc| signature_from_id(&tc.id).is_some());
+    for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
+        if let Some(kind) = &tc.kind {
+            if kind.as_str() != "function" {
+                return Err(unsupported(
+                    &format!("messages[{i}].tool_calls[{j}].type"),
+                    &format!("tool call type `{kind}`"),
+                ));
+            }
+        }
+        let args = tool_args(
+            tc.function.arguments.as_deref(),
+            &format!("messages[{i}].tool_calls[{j}].function.arguments"),
+        )?;
+        let signature = match signature_from_id(&tc.id) {
+            Some(s) => Some(Cow::Owned(s)),
+            None if !signed && j == 0 => Some(Cow::Borrowed(SKIP_THOUGHT_SIGNATURE)),
+            None => None,
+        };
+        conv.push(
+            "model",
+            Part {
+                function_call: Some(FnCall {
+                    name: &tc.function.name,
+                    args,
+                }),
+                thought_signature: signature,
+                ..Default::default()
+            },
+        );
+    }
+    Ok(())
+}
+
+/// A tool message: a `functionResponse` part of a user turn, named after its call.
+fn tool_message<'r>(
+    conv: &mut Conversation<'r>,
+    msgs: &'r [ChatMessage<'_>],
+    i: usize,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let param = format!("messages[{i}].tool_call_id");
+    let id = m.tool_call_id.as_deref().ok_or_else(|| {
+        GatewayError::invalid_param(&param, "`tool_call_id` is required on tool messages")
+    })?;
+    let name = tool_name(msgs, i, id).ok_or_else(|| {
+            GatewayError::invalid_param(
+                &param,
+                format!("no earlier assistant message has a tool call with id `{id}` (gemini needs the function's name)"),
+            )
+        })?;
+    let body = tool_text(m, i)?;
+    let response = match body {
+        ToolText::One(t) if t.as_str().trim_start().starts_with('{') => {
+            match serde_json::from_str::<&RawValue>(t.as_str()) {
+                Ok(raw) => FnResult::Object(raw),
+                Err(_) => FnResult::Output { output: body },
+            }
+        }
+        _ => FnResult::Output { output: body },
+    };
+    conv.push(
+        "user",
+        Part {
+            function_response: Some(FnResponse { name, response }),
+            ..Default::default()
+        },
+    );
+    Ok(())
 }
 
 pub(super) fn thinking_budget(effort: &str) -> Result<u64, GatewayError> {
