@@ -527,32 +527,7 @@ pub(super) fn build_request<'r>(
     default_max_tokens: u64,
     stream: bool,
 ) -> Result<MessagesRequest<'r>, GatewayError> {
-    if req.n.is_some_and(|n| n > 1) {
-        return Err(GatewayError::invalid_param(
-            "n",
-            "anthropic returns one choice; `n` must be 1",
-        ));
-    }
-    if req.logprobs {
-        return Err(unsupported("logprobs", "`logprobs`"));
-    }
-    if req.functions.is_some() {
-        return Err(unsupported("functions", "legacy `functions` (use `tools`)"));
-    }
-    if req.function_call.is_some() {
-        return Err(unsupported(
-            "function_call",
-            "legacy `function_call` (use `tool_choice`)",
-        ));
-    }
-    if req.audio.is_some() || req.modalities.iter().any(|m| m.as_str() == "audio") {
-        let p = if req.audio.is_some() {
-            "audio"
-        } else {
-            "modalities"
-        };
-        return Err(unsupported(p, "audio output"));
-    }
+    refuse_unsupported(req)?;
 
     let conv = convert_messages(&req.messages)?;
     let system = match conv.system.as_slice() {
@@ -564,58 +539,8 @@ pub(super) fn build_request<'r>(
         _ => Some(System::Blocks(conv.system)),
     };
 
-    let mut tools = Vec::with_capacity(req.tools.len());
-    for (i, t) in req.tools.iter().enumerate() {
-        if t.kind.as_str() != "function" {
-            return Err(GatewayError::invalid_param(
-                &format!("tools[{i}].type"),
-                format!("tool type `{}` is not supported by anthropic", t.kind),
-            ));
-        }
-        let f = t.function.as_ref().ok_or_else(|| {
-            GatewayError::invalid_param(&format!("tools[{i}].function"), "`function` is required")
-        })?;
-        let input_schema = match f.parameters {
-            Some(p) if p.get() != "null" => {
-                if !p.get().starts_with('{') {
-                    return Err(GatewayError::invalid_param(
-                        &format!("tools[{i}].function.parameters"),
-                        "`parameters` must be a JSON schema object",
-                    ));
-                }
-                p
-            }
-            _ => static_raw(EMPTY_SCHEMA)?,
-        };
-        tools.push(ATool {
-            name: &f.name,
-            description: f.description.as_deref().filter(|d| !d.is_empty()),
-            input_schema,
-        });
-    }
-
-    let disable_parallel = (req.parallel_tool_calls == Some(false)).then_some(true);
-    let tool_choice = if tools.is_empty() {
-        None
-    } else {
-        match &req.tool_choice {
-            None if disable_parallel.is_some() => Some(AToolChoice::Auto {
-                disable_parallel_tool_use: disable_parallel,
-            }),
-            None => None,
-            Some(ToolChoice::Auto) => Some(AToolChoice::Auto {
-                disable_parallel_tool_use: disable_parallel,
-            }),
-            Some(ToolChoice::Required) => Some(AToolChoice::Any {
-                disable_parallel_tool_use: disable_parallel,
-            }),
-            Some(ToolChoice::None) => Some(AToolChoice::None),
-            Some(ToolChoice::Function(name)) => Some(AToolChoice::Tool {
-                name,
-                disable_parallel_tool_use: disable_parallel,
-            }),
-        }
-    };
+    let tools = convert_tools(req)?;
+    let tool_choice = tool_choice(req, !tools.is_empty());
 
     let mut max_tokens = req.max_tokens.unwrap_or(default_max_tokens).max(1);
     let mut temperature = req.temperature.map(|t| t.min(1.0));
@@ -684,4 +609,95 @@ pub(super) fn build_request<'r>(
         output_config,
         stream,
     })
+}
+
+/// 400 for what Anthropic cannot do: several choices, log probabilities, legacy function
+/// calling, audio output.
+fn refuse_unsupported(req: &ChatRequest<'_>) -> Result<(), GatewayError> {
+    if req.n.is_some_and(|n| n > 1) {
+        return Err(GatewayError::invalid_param(
+            "n",
+            "anthropic returns one choice; `n` must be 1",
+        ));
+    }
+    if req.logprobs {
+        return Err(unsupported("logprobs", "`logprobs`"));
+    }
+    if req.functions.is_some() {
+        return Err(unsupported("functions", "legacy `functions` (use `tools`)"));
+    }
+    if req.function_call.is_some() {
+        return Err(unsupported(
+            "function_call",
+            "legacy `function_call` (use `tool_choice`)",
+        ));
+    }
+    if req.audio.is_some() || req.modalities.iter().any(|m| m.as_str() == "audio") {
+        let p = if req.audio.is_some() {
+            "audio"
+        } else {
+            "modalities"
+        };
+        return Err(unsupported(p, "audio output"));
+    }
+    Ok(())
+}
+
+/// `tools[].function` → Anthropic tools (a missing or null schema becomes an empty object one).
+fn convert_tools<'r>(req: &'r ChatRequest<'_>) -> Result<Vec<ATool<'r>>, GatewayError> {
+    let mut tools = Vec::with_capacity(req.tools.len());
+    for (i, t) in req.tools.iter().enumerate() {
+        if t.kind.as_str() != "function" {
+            return Err(GatewayError::invalid_param(
+                &format!("tools[{i}].type"),
+                format!("tool type `{}` is not supported by anthropic", t.kind),
+            ));
+        }
+        let f = t.function.as_ref().ok_or_else(|| {
+            GatewayError::invalid_param(&format!("tools[{i}].function"), "`function` is required")
+        })?;
+        let input_schema = match f.parameters {
+            Some(p) if p.get() != "null" => {
+                if !p.get().starts_with('{') {
+                    return Err(GatewayError::invalid_param(
+                        &format!("tools[{i}].function.parameters"),
+                        "`parameters` must be a JSON schema object",
+                    ));
+                }
+                p
+            }
+            _ => static_raw(EMPTY_SCHEMA)?,
+        };
+        tools.push(ATool {
+            name: &f.name,
+            description: f.description.as_deref().filter(|d| !d.is_empty()),
+            input_schema,
+        });
+    }
+    Ok(tools)
+}
+
+/// `tool_choice` and `parallel_tool_calls: false` → Anthropic's tool choice (none without tools).
+fn tool_choice<'r>(req: &'r ChatRequest<'_>, has_tools: bool) -> Option<AToolChoice<'r>> {
+    let disable_parallel = (req.parallel_tool_calls == Some(false)).then_some(true);
+    if !has_tools {
+        return None;
+    }
+    match &req.tool_choice {
+        None if disable_parallel.is_some() => Some(AToolChoice::Auto {
+            disable_parallel_tool_use: disable_parallel,
+        }),
+        None => None,
+        Some(ToolChoice::Auto) => Some(AToolChoice::Auto {
+            disable_parallel_tool_use: disable_parallel,
+        }),
+        Some(ToolChoice::Required) => Some(AToolChoice::Any {
+            disable_parallel_tool_use: disable_parallel,
+        }),
+        Some(ToolChoice::None) => Some(AToolChoice::None),
+        Some(ToolChoice::Function(name)) => Some(AToolChoice::Tool {
+            name,
+            disable_parallel_tool_use: disable_parallel,
+        }),
+    }
 }
