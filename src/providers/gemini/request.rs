@@ -745,29 +745,7 @@ pub(super) fn thinking_budget(effort: &str) -> Result<u64, GatewayError> {
 pub(super) fn build_request<'r>(
     req: &'r ChatRequest<'_>,
 ) -> Result<GenerateContentRequest<'r>, GatewayError> {
-    if req.n == Some(0) {
-        return Err(GatewayError::invalid_param("n", "`n` must be at least 1"));
-    }
-    if req.logprobs {
-        return Err(unsupported("logprobs", "`logprobs`"));
-    }
-    if req.functions.is_some() {
-        return Err(unsupported("functions", "legacy `functions` (use `tools`)"));
-    }
-    if req.function_call.is_some() {
-        return Err(unsupported(
-            "function_call",
-            "legacy `function_call` (use `tool_choice`)",
-        ));
-    }
-    if req.audio.is_some() || req.modalities.iter().any(|m| m.as_str() == "audio") {
-        let p = if req.audio.is_some() {
-            "audio"
-        } else {
-            "modalities"
-        };
-        return Err(unsupported(p, "audio output"));
-    }
+    refuse_unsupported(req)?;
     let seed = match req.seed {
         None => None,
         Some(s) if i32::try_from(s).is_ok() => Some(s),
@@ -781,53 +759,8 @@ pub(super) fn build_request<'r>(
 
     let conv = convert_messages(&req.messages)?;
 
-    let mut decls = Vec::with_capacity(req.tools.len());
-    for (i, t) in req.tools.iter().enumerate() {
-        if t.kind.as_str() != "function" {
-            return Err(unsupported(
-                &format!("tools[{i}].type"),
-                &format!("tool type `{}`", t.kind),
-            ));
-        }
-        let f = t.function.as_ref().ok_or_else(|| {
-            GatewayError::invalid_param(&format!("tools[{i}].function"), "`function` is required")
-        })?;
-        let parameters = match f.parameters {
-            Some(p) if p.get() != "null" => {
-                if !p.get().starts_with('{') {
-                    return Err(GatewayError::invalid_param(
-                        &format!("tools[{i}].function.parameters"),
-                        "`parameters` must be a JSON schema object",
-                    ));
-                }
-                Some(p)
-            }
-            _ => None,
-        };
-        decls.push(FnDecl {
-            name: &f.name,
-            description: f.description.as_deref().filter(|d| !d.is_empty()),
-            parameters_json_schema: parameters,
-        });
-    }
-    let tool_config = if decls.is_empty() {
-        None
-    } else {
-        req.tool_choice.as_ref().map(|c| {
-            let (mode, allowed) = match c {
-                ToolChoice::Auto => ("AUTO", Vec::new()),
-                ToolChoice::None => ("NONE", Vec::new()),
-                ToolChoice::Required => ("ANY", Vec::new()),
-                ToolChoice::Function(name) => ("ANY", vec![name.as_str()]),
-            };
-            ToolConfig {
-                function_calling_config: FnCallingConfig {
-                    mode,
-                    allowed_function_names: allowed,
-                },
-            }
-        })
-    };
+    let decls = convert_tools(req)?;
+    let tool_config = tool_config(req, !decls.is_empty());
     let tools = if decls.is_empty() {
         Vec::new()
     } else {
@@ -871,5 +804,89 @@ pub(super) fn build_request<'r>(
             response_json_schema,
             thinking_config,
         },
+    })
+}
+
+/// 400 for what Gemini cannot do: `n: 0`, log probabilities, legacy function calling, audio
+/// output.
+fn refuse_unsupported(req: &ChatRequest<'_>) -> Result<(), GatewayError> {
+    if req.n == Some(0) {
+        return Err(GatewayError::invalid_param("n", "`n` must be at least 1"));
+    }
+    if req.logprobs {
+        return Err(unsupported("logprobs", "`logprobs`"));
+    }
+    if req.functions.is_some() {
+        return Err(unsupported("functions", "legacy `functions` (use `tools`)"));
+    }
+    if req.function_call.is_some() {
+        return Err(unsupported(
+            "function_call",
+            "legacy `function_call` (use `tool_choice`)",
+        ));
+    }
+    if req.audio.is_some() || req.modalities.iter().any(|m| m.as_str() == "audio") {
+        let p = if req.audio.is_some() {
+            "audio"
+        } else {
+            "modalities"
+        };
+        return Err(unsupported(p, "audio output"));
+    }
+    Ok(())
+}
+
+/// `tools[].function` → Gemini function declarations (`parameters` as `parametersJsonSchema`).
+fn convert_tools<'r>(req: &'r ChatRequest<'_>) -> Result<Vec<FnDecl<'r>>, GatewayError> {
+    let mut decls = Vec::with_capacity(req.tools.len());
+    for (i, t) in req.tools.iter().enumerate() {
+        if t.kind.as_str() != "function" {
+            return Err(unsupported(
+                &format!("tools[{i}].type"),
+                &format!("tool type `{}`", t.kind),
+            ));
+        }
+        let f = t.function.as_ref().ok_or_else(|| {
+            GatewayError::invalid_param(&format!("tools[{i}].function"), "`function` is required")
+        })?;
+        let parameters = match f.parameters {
+            Some(p) if p.get() != "null" => {
+                if !p.get().starts_with('{') {
+                    return Err(GatewayError::invalid_param(
+                        &format!("tools[{i}].function.parameters"),
+                        "`parameters` must be a JSON schema object",
+                    ));
+                }
+                Some(p)
+            }
+            _ => None,
+        };
+        decls.push(FnDecl {
+            name: &f.name,
+            description: f.description.as_deref().filter(|d| !d.is_empty()),
+            parameters_json_schema: parameters,
+        });
+    }
+    Ok(decls)
+}
+
+/// `tool_choice` → `toolConfig.functionCallingConfig` (none without tools).
+fn tool_config<'r>(req: &'r ChatRequest<'_>, has_tools: bool) -> Option<ToolConfig<'r>> {
+    if !has_tools {
+        return None;
+    }
+    req.tool_choice.as_ref().map(|c| {
+        let (mode, allowed) = match c {
+            ToolChoice::Auto => ("AUTO", Vec::new()),
+            ToolChoice::None => ("NONE", Vec::new()),
+            ToolChoice::Required => ("ANY", Vec::new()),
+            ToolChoice::Function(name) => ("ANY", vec![name.as_str()]),
+        };
+        ToolConfig {
+            function_calling_config: FnCallingConfig {
+                mode,
+                allowed_function_names: allowed,
+            },
+        }
     })
 }
