@@ -90,10 +90,8 @@ mod stream;
 mod tests;
 
 use request::{build_request, tool_call_id};
-use response::{
-    append, bad_gateway, compact_json, finish_reason, parse_error, retry_after, status_for_rpc,
-    GResponse, Tokens,
-};
+use response::{bad_gateway, choice, parse_error, retry_after, status_for_rpc, tool_call_ids};
+use response::{GResponse, Tokens};
 use stream::RawJson;
 
 use serde::{Deserialize, Serialize};
@@ -269,73 +267,10 @@ impl ChatTranslator for GeminiChat {
             ));
         }
         // Tool-call ids are built first: the choices borrow them.
-        let ids: Vec<Vec<String>> = candidates
-            .iter()
-            .map(|c| {
-                let parts = c
-                    .content
-                    .as_ref()
-                    .and_then(|c| c.parts.as_deref())
-                    .unwrap_or_default();
-                let mut n = 0u32;
-                parts
-                    .iter()
-                    .filter(|p| p.function_call.is_some())
-                    .map(|p| {
-                        let id = tool_call_id(n, p.thought_signature.as_deref());
-                        n = n.saturating_add(1);
-                        id
-                    })
-                    .collect()
-            })
-            .collect();
+        let ids = tool_call_ids(candidates);
         let mut choices = Vec::with_capacity(candidates.len().max(1));
         for (k, (c, ids)) in candidates.iter().zip(&ids).enumerate() {
-            let mut content: Option<Cow<'_, str>> = None;
-            let mut reasoning: Option<Cow<'_, str>> = None;
-            let mut tool_calls = Vec::new();
-            let mut ids = ids.iter();
-            for p in c
-                .content
-                .as_ref()
-                .and_then(|c| c.parts.as_deref())
-                .unwrap_or_default()
-            {
-                if let Some(fc) = &p.function_call {
-                    let Some(id) = ids.next() else { break };
-                    tool_calls.push(ToolCallOut {
-                        id,
-                        kind: "function",
-                        function: FunctionOut {
-                            name: fc.name.as_deref().unwrap_or(""),
-                            arguments: fc
-                                .args
-                                .map_or(Cow::Borrowed("{}"), |a| compact_json(a.get())),
-                        },
-                    });
-                } else if let Some(t) = &p.text {
-                    if p.thought == Some(true) {
-                        append(&mut reasoning, t);
-                    } else {
-                        append(&mut content, t);
-                    }
-                }
-            }
-            let finish = finish_reason(c.finish_reason.as_deref(), !tool_calls.is_empty());
-            choices.push(Choice {
-                index: c
-                    .index
-                    .unwrap_or_else(|| u32::try_from(k).unwrap_or(u32::MAX)),
-                message: AssistantMessage {
-                    role: "assistant",
-                    content,
-                    reasoning_content: reasoning,
-                    tool_calls,
-                    refusal: None,
-                },
-                logprobs: None,
-                finish_reason: Some(finish),
-            });
+            choices.push(choice(k, c, ids));
         }
         if choices.is_empty() {
             // The prompt itself was blocked.

@@ -246,3 +246,77 @@ pub(super) fn append<'x>(acc: &mut Option<Cow<'x, str>>, piece: &'x str) {
         Some(s) => s.to_mut().push_str(piece),
     }
 }
+
+/// The ids of each candidate's tool calls, `call_<n>` numbered per candidate (with the thought
+/// signature, when there is one).
+pub(super) fn tool_call_ids(candidates: &[Candidate<'_>]) -> Vec<Vec<String>> {
+    candidates
+        .iter()
+        .map(|c| {
+            let parts = c
+                .content
+                .as_ref()
+                .and_then(|c| c.parts.as_deref())
+                .unwrap_or_default();
+            let mut n = 0u32;
+            parts
+                .iter()
+                .filter(|p| p.function_call.is_some())
+                .map(|p| {
+                    let id = tool_call_id(n, p.thought_signature.as_deref());
+                    n = n.saturating_add(1);
+                    id
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Candidate `k` as an OpenAI choice; `ids` are its tool calls' ids.
+pub(super) fn choice<'x>(k: usize, c: &'x Candidate<'_>, ids: &'x [String]) -> Choice<'x> {
+    let mut content: Option<Cow<'_, str>> = None;
+    let mut reasoning: Option<Cow<'_, str>> = None;
+    let mut tool_calls = Vec::new();
+    let mut ids = ids.iter();
+    for p in c
+        .content
+        .as_ref()
+        .and_then(|c| c.parts.as_deref())
+        .unwrap_or_default()
+    {
+        if let Some(fc) = &p.function_call {
+            let Some(id) = ids.next() else { break };
+            tool_calls.push(ToolCallOut {
+                id,
+                kind: "function",
+                function: FunctionOut {
+                    name: fc.name.as_deref().unwrap_or(""),
+                    arguments: fc
+                        .args
+                        .map_or(Cow::Borrowed("{}"), |a| compact_json(a.get())),
+                },
+            });
+        } else if let Some(t) = &p.text {
+            if p.thought == Some(true) {
+                append(&mut reasoning, t);
+            } else {
+                append(&mut content, t);
+            }
+        }
+    }
+    let finish = finish_reason(c.finish_reason.as_deref(), !tool_calls.is_empty());
+    Choice {
+        index: c
+            .index
+            .unwrap_or_else(|| u32::try_from(k).unwrap_or(u32::MAX)),
+        message: AssistantMessage {
+            role: "assistant",
+            content,
+            reasoning_content: reasoning,
+            tool_calls,
+            refusal: None,
+        },
+        logprobs: None,
+        finish_reason: Some(finish),
+    }
+}

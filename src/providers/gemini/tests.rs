@@ -1,4 +1,5 @@
 use super::request::signature_from_id;
+use super::response::finish_reason;
 use super::*;
 use crate::config::{Config, ProcessEnv, Provider};
 use crate::openai::parse_chat_envelope;
