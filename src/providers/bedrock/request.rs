@@ -449,6 +449,48 @@ pub(super) fn reasoning_budget(effort: &str) -> Result<Option<u64>, GatewayError
 }
 
 pub(super) fn converse_body(req: &ChatRequest<'_>, model: &str) -> Result<Vec<u8>, GatewayError> {
+    refuse_unsupported(req)?;
+    let conv = conversation(req)?;
+    let tools = convert_tools(req)?;
+    let tool_config = tool_config(req, conv.has_tool_blocks, tools)?;
+    let additional = match req.reasoning_effort.as_deref() {
+        None => None,
+        Some(effort) => {
+            let budget = reasoning_budget(effort)?;
+            if budget.is_some() && !model.contains("anthropic.claude") {
+                return Err(unsupported(
+                    "reasoning_effort",
+                    "`reasoning_effort` for this model (only Anthropic Claude models take a thinking budget)",
+                ));
+            }
+            budget.map(|b| Additional {
+                thinking: Thinking {
+                    kind: "enabled",
+                    budget_tokens: b,
+                },
+            })
+        }
+    };
+    let output_config = output_config(req)?;
+    let body = ConverseRequest {
+        messages: conv.messages,
+        system: conv.system,
+        inference_config: InferenceConfig {
+            max_tokens: req.max_tokens,
+            temperature: req.temperature.map(|t| t.min(1.0)),
+            top_p: req.top_p,
+            stop_sequences: req.stop.iter().map(|s| s.as_str()).collect(),
+        },
+        tool_config,
+        additional_model_request_fields: additional,
+        output_config,
+    };
+    serde_json::to_vec(&body).map_err(|e| GatewayError::new(500, "api_error", e.to_string()))
+}
+
+/// 400 for what Converse cannot do: several choices, log probabilities, audio output, legacy
+/// function calling.
+fn refuse_unsupported(req: &ChatRequest<'_>) -> Result<(), GatewayError> {
     if req.n.is_some_and(|n| n != 1) {
         return Err(unsupported("n", "`n` other than 1"));
     }
@@ -464,7 +506,11 @@ pub(super) fn converse_body(req: &ChatRequest<'_>, model: &str) -> Result<Vec<u8
             "legacy function calling (`functions`); use `tools`",
         ));
     }
-    let conv = conversation(req)?;
+    Ok(())
+}
+
+/// `tools[].function` → `toolSpec`s (a missing or null schema becomes an empty object one).
+fn convert_tools<'r>(req: &'r ChatRequest<'_>) -> Result<Vec<ToolWrap<'r>>, GatewayError> {
     let mut tools = Vec::with_capacity(req.tools.len());
     for (i, t) in req.tools.iter().enumerate() {
         let f = match (t.kind.as_str(), &t.function) {
@@ -489,6 +535,16 @@ pub(super) fn converse_body(req: &ChatRequest<'_>, model: &str) -> Result<Vec<u8
             },
         });
     }
+    Ok(tools)
+}
+
+/// `toolConfig`: the tools and the choice; none without tools, or for `tool_choice: none` unless
+/// the history holds tool blocks.
+fn tool_config<'r>(
+    req: &'r ChatRequest<'_>,
+    has_tool_blocks: bool,
+    tools: Vec<ToolWrap<'r>>,
+) -> Result<Option<ToolConfig<'r>>, GatewayError> {
     let tool_choice = match &req.tool_choice {
         None => Some(None),
         Some(ToolChoice::Auto) => Some(Some(BChoice::Auto {})),
@@ -507,34 +563,20 @@ pub(super) fn converse_body(req: &ChatRequest<'_>, model: &str) -> Result<Vec<u8
             Some(Some(BChoice::Tool { name }))
         }
         // Converse has no "none": leave the tools out, unless the history needs them declared.
-        Some(ToolChoice::None) => conv.has_tool_blocks.then_some(None),
+        Some(ToolChoice::None) => has_tool_blocks.then_some(None),
     };
-    let tool_config = match tool_choice {
+    Ok(match tool_choice {
         Some(choice) if !tools.is_empty() => Some(ToolConfig {
             tools,
             tool_choice: choice,
         }),
         _ => None,
-    };
-    let additional = match req.reasoning_effort.as_deref() {
-        None => None,
-        Some(effort) => {
-            let budget = reasoning_budget(effort)?;
-            if budget.is_some() && !model.contains("anthropic.claude") {
-                return Err(unsupported(
-                    "reasoning_effort",
-                    "`reasoning_effort` for this model (only Anthropic Claude models take a thinking budget)",
-                ));
-            }
-            budget.map(|b| Additional {
-                thinking: Thinking {
-                    kind: "enabled",
-                    budget_tokens: b,
-                },
-            })
-        }
-    };
-    let output_config = match &req.response_format {
+    })
+}
+
+/// `response_format` → `outputConfig.textFormat` (`json_object` is a 400: Converse needs a schema).
+fn output_config<'r>(req: &'r ChatRequest<'_>) -> Result<Option<OutputConfig<'r>>, GatewayError> {
+    Ok(match &req.response_format {
         None | Some(ResponseFormat::Text) => None,
         Some(ResponseFormat::JsonObject) => {
             return Err(unsupported(
@@ -561,19 +603,5 @@ pub(super) fn converse_body(req: &ChatRequest<'_>, model: &str) -> Result<Vec<u8
                 },
             })
         }
-    };
-    let body = ConverseRequest {
-        messages: conv.messages,
-        system: conv.system,
-        inference_config: InferenceConfig {
-            max_tokens: req.max_tokens,
-            temperature: req.temperature.map(|t| t.min(1.0)),
-            top_p: req.top_p,
-            stop_sequences: req.stop.iter().map(|s| s.as_str()).collect(),
-        },
-        tool_config,
-        additional_model_request_fields: additional,
-        output_config,
-    };
-    serde_json::to_vec(&body).map_err(|e| GatewayError::new(500, "api_error", e.to_string()))
+    })
 }
