@@ -2,6 +2,7 @@
 //! `#[derive(Serialize)]` shapes and the conversion rules listed in the parent module.
 
 use super::*;
+use crate::openai::chat::ChatMessage;
 
 // ---------------------------------------------------------------------------------------------
 // Converse request shapes (serialise only, borrowing from the parsed OpenAI request)
@@ -319,78 +320,8 @@ pub(super) fn conversation<'r>(req: &'r ChatRequest<'_>) -> Result<Conversation<
             Role::System | Role::Developer => {
                 plain_text(&m.content, &format!("{param}.content"), &mut c.system)?
             }
-            Role::User => {
-                let before = c.messages.last().map_or(0, |m| m.content.len());
-                let n_msgs = c.messages.len();
-                match &m.content {
-                    None => return Err(bad(&format!("{param}.content"), "`content` is required")),
-                    Some(MessageContent::Text(t)) => {
-                        if !t.is_empty() {
-                            c.push("user", Block::Text(t.text()));
-                        }
-                    }
-                    Some(MessageContent::Parts(parts)) => {
-                        for (j, p) in parts.iter().enumerate() {
-                            if let Some(b) = user_part(p, &format!("{param}.content[{j}]"))? {
-                                c.push("user", b);
-                            }
-                        }
-                    }
-                }
-                let after = c.messages.last().map_or(0, |m| m.content.len());
-                if c.messages.len() == n_msgs && after == before {
-                    return Err(bad(
-                        &format!("{param}.content"),
-                        "the message has no content (bedrock rejects empty text)",
-                    ));
-                }
-            }
-            Role::Assistant => {
-                let mut blocks = Vec::new();
-                match &m.content {
-                    Some(MessageContent::Parts(parts)) => {
-                        for (j, p) in parts.iter().enumerate() {
-                            let t = match p.kind.as_str() {
-                                "text" => p.text.as_ref().map(Str::text),
-                                "refusal" => p.refusal.as_ref().map(Str::text),
-                                _ => None,
-                            }
-                            .ok_or_else(|| {
-                                bad(
-                                    &format!("{param}.content[{j}]"),
-                                    "assistant content parts must be text or refusal",
-                                )
-                            })?;
-                            if !t.is_empty() {
-                                blocks.push(Block::Text(t));
-                            }
-                        }
-                    }
-                    other => plain_text(other, &format!("{param}.content"), &mut blocks)?,
-                }
-                for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
-                    let p = format!("{param}.tool_calls[{j}].function.arguments");
-                    let args = tc.function.arguments.as_deref().unwrap_or("");
-                    let args = if args.trim().is_empty() {
-                        EMPTY_OBJECT
-                    } else {
-                        args
-                    };
-                    let input: &RawValue = serde_json::from_str(args)
-                        .map_err(|e| bad(&p, format!("tool-call arguments must be JSON: {e}")))?;
-                    if !input.get().starts_with('{') {
-                        return Err(bad(&p, "tool-call arguments must be a JSON object"));
-                    }
-                    blocks.push(Block::ToolUse(ToolUse {
-                        tool_use_id: tool_id(&tc.id),
-                        name: &tc.function.name,
-                        input,
-                    }));
-                }
-                for b in blocks {
-                    c.push("assistant", b);
-                }
-            }
+            Role::User => user_message(&mut c, &param, m)?,
+            Role::Assistant => assistant_message(&mut c, &param, m)?,
             Role::Tool => {
                 let id = m.tool_call_id.as_deref().ok_or_else(|| {
                     bad(
@@ -433,6 +364,92 @@ pub(super) fn conversation<'r>(req: &'r ChatRequest<'_>) -> Result<Conversation<
         _ => {}
     }
     Ok(c)
+}
+
+/// A user message: its blocks in a user turn; one that adds none is a 400.
+fn user_message<'r>(
+    c: &mut Conversation<'r>,
+    param: &str,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let before = c.messages.last().map_or(0, |m| m.content.len());
+    let n_msgs = c.messages.len();
+    match &m.content {
+        None => return Err(bad(&format!("{param}.content"), "`content` is required")),
+        Some(MessageContent::Text(t)) => {
+            if !t.is_empty() {
+                c.push("user", Block::Text(t.text()));
+            }
+        }
+        Some(MessageContent::Parts(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                if let Some(b) = user_part(p, &format!("{param}.content[{j}]"))? {
+                    c.push("user", b);
+                }
+            }
+        }
+    }
+    let after = c.messages.last().map_or(0, |m| m.content.len());
+    if c.messages.len() == n_msgs && after == before {
+        return Err(bad(
+            &format!("{param}.content"),
+            "the message has no content (bedrock rejects empty text)",
+        ));
+    }
+    Ok(())
+}
+
+/// An assistant message: text blocks, then its tool calls as `toolUse` blocks.
+fn assistant_message<'r>(
+    c: &mut Conversation<'r>,
+    param: &str,
+    m: &'r ChatMessage<'_>,
+) -> Result<(), GatewayError> {
+    let mut blocks = Vec::new();
+    match &m.content {
+        Some(MessageContent::Parts(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                let t = match p.kind.as_str() {
+                    "text" => p.text.as_ref().map(Str::text),
+                    "refusal" => p.refusal.as_ref().map(Str::text),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    bad(
+                        &format!("{param}.content[{j}]"),
+                        "assistant content parts must be text or refusal",
+                    )
+                })?;
+                if !t.is_empty() {
+                    blocks.push(Block::Text(t));
+                }
+            }
+        }
+        other => plain_text(other, &format!("{param}.content"), &mut blocks)?,
+    }
+    for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
+        let p = format!("{param}.tool_calls[{j}].function.arguments");
+        let args = tc.function.arguments.as_deref().unwrap_or("");
+        let args = if args.trim().is_empty() {
+            EMPTY_OBJECT
+        } else {
+            args
+        };
+        let input: &RawValue = serde_json::from_str(args)
+            .map_err(|e| bad(&p, format!("tool-call arguments must be JSON: {e}")))?;
+        if !input.get().starts_with('{') {
+            return Err(bad(&p, "tool-call arguments must be a JSON object"));
+        }
+        blocks.push(Block::ToolUse(ToolUse {
+            tool_use_id: tool_id(&tc.id),
+            name: &tc.function.name,
+            input,
+        }));
+    }
+    for b in blocks {
+        c.push("assistant", b);
+    }
+    Ok(())
 }
 
 pub(super) fn reasoning_budget(effort: &str) -> Result<Option<u64>, GatewayError> {
