@@ -157,32 +157,7 @@ impl CohereChat {
                 }
             }
             "tool-call-start" | "tool-call-delta" => {
-                let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let k = match self.tool_index.iter().position(|&i| i == idx) {
-                    Some(k) => k,
-                    None => {
-                        self.tool_index.push(idx);
-                        self.tool_index.len() - 1
-                    }
-                };
-                let call = msg
-                    .and_then(|m| m.get("tool_calls"))
-                    .unwrap_or(&Value::Null);
-                let args = call
-                    .pointer("/function/arguments")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let tc = if kind == "tool-call-start" {
-                    json!({"index": k, "id": call.get("id").cloned().unwrap_or(Value::Null),
-                           "type": "function",
-                           "function": {"name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
-                                        "arguments": args}})
-                } else if args.is_empty() {
-                    return;
-                } else {
-                    json!({"index": k, "function": {"arguments": args}})
-                };
-                self.chunk(json!({"tool_calls": [tc]}), None, out);
+                self.tool_call_event(&v, kind == "tool-call-start", msg, out)
             }
             "message-end" => {
                 let delta = v.get("delta").unwrap_or(&Value::Null);
@@ -210,6 +185,35 @@ impl CohereChat {
             }
             _ => {} // content-end, tool-call-end, citations, debug
         }
+    }
+    /// `tool-call-start` (`start`) or `tool-call-delta`: a tool-call chunk, numbered from 0.
+    fn tool_call_event(&mut self, v: &Value, start: bool, msg: Option<&Value>, out: &mut Vec<u8>) {
+        let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let k = match self.tool_index.iter().position(|&i| i == idx) {
+            Some(k) => k,
+            None => {
+                self.tool_index.push(idx);
+                self.tool_index.len() - 1
+            }
+        };
+        let call = msg
+            .and_then(|m| m.get("tool_calls"))
+            .unwrap_or(&Value::Null);
+        let args = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let tc = if start {
+            json!({"index": k, "id": call.get("id").cloned().unwrap_or(Value::Null),
+               "type": "function",
+               "function": {"name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                            "arguments": args}})
+        } else if args.is_empty() {
+            return;
+        } else {
+            json!({"index": k, "function": {"arguments": args}})
+        };
+        self.chunk(json!({"tool_calls": [tc]}), None, out);
     }
 }
 
