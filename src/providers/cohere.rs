@@ -186,6 +186,7 @@ impl CohereChat {
             _ => {} // content-end, tool-call-end, citations, debug
         }
     }
+
     /// `tool-call-start` (`start`) or `tool-call-delta`: a tool-call chunk, numbered from 0.
     fn tool_call_event(&mut self, v: &Value, start: bool, msg: Option<&Value>, out: &mut Vec<u8>) {
         let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
