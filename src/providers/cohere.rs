@@ -250,11 +250,16 @@ const DROPPED: &[&str] = &[
     "functions",
 ];
 
+/// A message: its fields (later duplicates win, as in a map read from JSON).
+type Message<'r> = BTreeMap<String, &'r RawValue>;
+/// The tools, each as the client wrote it.
+type Tools<'r> = Vec<&'r RawValue>;
+
 #[derive(Serialize)]
 struct ChatBody<'r> {
     model: &'r str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<Vec<BTreeMap<String, &'r RawValue>>>,
+    messages: Option<Vec<Message<'r>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<&'r RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,7 +267,7 @@ struct ChatBody<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_sequences: Option<Stop<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tools: Option<Vec<&'r RawValue>>,
+    tools: Option<Tools<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -419,9 +424,8 @@ fn chat_body(env: &ChatEnvelope<'_>, model: &str) -> Result<Vec<u8>, GatewayErro
 
 /// The messages with `developer` → `system`, and without `content: null`, `name`, `refusal`.
 /// `None` (sent as they came) if they are not a list of objects.
-#[allow(clippy::type_complexity)]
-fn messages(raw: &RawValue) -> Result<Option<Vec<BTreeMap<String, &RawValue>>>, GatewayError> {
-    let Ok(mut list) = serde_json::from_str::<Vec<BTreeMap<String, &RawValue>>>(raw.get()) else {
+fn messages(raw: &RawValue) -> Result<Option<Vec<Message<'_>>>, GatewayError> {
+    let Ok(mut list) = serde_json::from_str::<Vec<Message<'_>>>(raw.get()) else {
         return Ok(None);
     };
     let system = static_raw(r#""system""#)?;
@@ -439,10 +443,9 @@ fn messages(raw: &RawValue) -> Result<Option<Vec<BTreeMap<String, &RawValue>>>, 
 }
 
 /// Cohere's `tool_choice`, and the tools when a named choice leaves only that one.
-#[allow(clippy::type_complexity)]
 fn tool_choice<'r>(
     rest: &mut BTreeMap<&str, &'r RawValue>,
-) -> Result<(Option<&'static str>, Option<Vec<&'r RawValue>>), GatewayError> {
+) -> Result<(Option<&'static str>, Option<Tools<'r>>), GatewayError> {
     let choice = match rest.remove("tool_choice") {
         None => return Ok((None, None)),
         Some(v) if is_null(v) => return Ok((None, None)),

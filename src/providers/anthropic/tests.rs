@@ -1,3 +1,5 @@
+//! Tests of the Anthropic translator: requests, answers, streams (at every split) and errors.
+
 use super::stream::text_delta_fast;
 use super::*;
 use crate::config::{Config, ProcessEnv, Provider};

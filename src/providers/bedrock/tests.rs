@@ -1,3 +1,5 @@
+//! Tests of the Bedrock translator: requests, answers, streams (at every split) and errors.
+
 use super::*;
 use crate::aws::eventstream::encode;
 use crate::config::{Config, Env};

@@ -1,3 +1,5 @@
+//! Tests of the Gemini translator: requests, answers, streams (at every split) and errors.
+
 use super::request::signature_from_id;
 use super::response::finish_reason;
 use super::*;
