@@ -83,6 +83,7 @@
 //! array) → the provider status with `code` = the `status` text (e.g. `RESOURCE_EXHAUSTED`); a
 //! `google.rpc.RetryInfo` `retryDelay` ("37s") becomes `Retry-After` seconds (rounded up).
 
+mod parts;
 mod request;
 mod response;
 mod stream;
