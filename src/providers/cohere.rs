@@ -1,4 +1,4 @@
-//! OpenAI client → Cohere v2 Chat (`POST {base_path}/chat`, PROVIDERS.md §7).
+//! OpenAI client → Cohere v2 Chat (`POST {base_path}/chat`, docs/providers.md §7).
 //!
 //! Cohere v2 is close to OpenAI's shape (same tool and tool-call objects, `system`/`user`/
 //! `assistant`/`tool` roles, `image_url` parts), so the request is the client's body with the
@@ -20,26 +20,28 @@
 //! STOP_SEQUENCE → stop; MAX_TOKENS → length; TOOL_CALL → tool_calls; ERROR, TIMEOUT → an error.
 //! Usage from `usage.tokens` (raw model tokens; `billed_units` when absent), `cached_tokens`.
 
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
+use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::error::GatewayError;
+use crate::openai::ChatEnvelope;
 use crate::sse::{write_data, SseEvent, SseParser};
-
-const DONE: &[u8] = b"data: [DONE]\n\n";
 
 #[derive(Default)]
 pub struct CohereChat {
     provider: String,
-    model: String,
-    created: u64,
-    include_usage: bool,
+    /// The envelope of answers and chunks: id (from `message-start`), model (the deployment's),
+    /// created, include_usage; and whether `[DONE]` went out.
+    w: ChunkWriter,
     usage: Option<Usage>,
     sse: SseParser,
-    id: String,
     /// Cohere's tool-call index → OpenAI's (counted from 0 in order of appearance).
     tool_index: Vec<u64>,
-    done: bool,
 }
 
 fn bad(param: &str, message: impl Into<String>) -> GatewayError {
@@ -82,28 +84,33 @@ impl CohereChat {
         })
     }
 
+    /// A chunk as Cohere's stream has always written it: built as a `Value`, so its keys are in
+    /// alphabetical order (the other translators' chunks come from [`ChunkWriter::chunk`]).
     fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        let w = &self.w;
         let mut c = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
+            "id": w.id, "object": "chat.completion.chunk", "created": w.created,
+            "model": w.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
-        if self.include_usage {
+        if w.include_usage {
             c["usage"] = Value::Null;
         }
         write_data(out, c.to_string().as_bytes());
     }
 
+    fn failure(&self, message: &str) -> GatewayError {
+        GatewayError::new(502, "api_error", format!("{}: {message}", self.provider))
+            .with_code("upstream_stream_error")
+    }
+
     fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
-        let e = GatewayError::new(502, "api_error", format!("{}: {message}", self.provider))
-            .with_code("upstream_stream_error");
-        out.extend_from_slice(&e.sse_event());
-        out.extend_from_slice(DONE);
-        self.done = true;
+        let e = self.failure(message);
+        self.w.fail(out, &e);
     }
 
     fn event(&mut self, e: SseEvent, out: &mut Vec<u8>) {
-        if self.done {
+        if self.w.is_done() {
             return;
         }
         let data = e.text();
@@ -124,7 +131,7 @@ impl CohereChat {
         match kind.as_str() {
             "message-start" => {
                 if let Some(id) = v.get("id").and_then(Value::as_str) {
-                    self.id = id.to_string();
+                    self.w.id = id.to_string();
                 }
                 self.chunk(json!({"role": "assistant", "content": ""}), None, out);
             }
@@ -150,32 +157,7 @@ impl CohereChat {
                 }
             }
             "tool-call-start" | "tool-call-delta" => {
-                let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let k = match self.tool_index.iter().position(|&i| i == idx) {
-                    Some(k) => k,
-                    None => {
-                        self.tool_index.push(idx);
-                        self.tool_index.len() - 1
-                    }
-                };
-                let call = msg
-                    .and_then(|m| m.get("tool_calls"))
-                    .unwrap_or(&Value::Null);
-                let args = call
-                    .pointer("/function/arguments")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let tc = if kind == "tool-call-start" {
-                    json!({"index": k, "id": call.get("id").cloned().unwrap_or(Value::Null),
-                           "type": "function",
-                           "function": {"name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
-                                        "arguments": args}})
-                } else if args.is_empty() {
-                    return;
-                } else {
-                    json!({"index": k, "function": {"arguments": args}})
-                };
-                self.chunk(json!({"tool_calls": [tc]}), None, out);
+                self.tool_call_event(&v, kind == "tool-call-start", msg, out)
             }
             "message-end" => {
                 let delta = v.get("delta").unwrap_or(&Value::Null);
@@ -189,20 +171,50 @@ impl CohereChat {
                 match finish_reason(delta.get("finish_reason").and_then(Value::as_str)) {
                     Ok(f) => {
                         self.chunk(json!({}), Some(f), out);
-                        if self.include_usage {
-                            let c = json!({"id": self.id, "object": "chat.completion.chunk",
-                                "created": self.created, "model": self.model, "choices": [],
+                        let w = &self.w;
+                        if w.include_usage {
+                            let c = json!({"id": w.id, "object": "chat.completion.chunk",
+                                "created": w.created, "model": w.model, "choices": [],
                                 "usage": self.usage_json()});
                             write_data(out, c.to_string().as_bytes());
                         }
-                        out.extend_from_slice(DONE);
-                        self.done = true;
+                        self.w.write_done(out);
                     }
                     Err(reason) => self.fail(&format!("generation ended with {reason}"), out),
                 }
             }
             _ => {} // content-end, tool-call-end, citations, debug
         }
+    }
+
+    /// `tool-call-start` (`start`) or `tool-call-delta`: a tool-call chunk, numbered from 0.
+    fn tool_call_event(&mut self, v: &Value, start: bool, msg: Option<&Value>, out: &mut Vec<u8>) {
+        let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let k = match self.tool_index.iter().position(|&i| i == idx) {
+            Some(k) => k,
+            None => {
+                self.tool_index.push(idx);
+                self.tool_index.len() - 1
+            }
+        };
+        let call = msg
+            .and_then(|m| m.get("tool_calls"))
+            .unwrap_or(&Value::Null);
+        let args = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let tc = if start {
+            json!({"index": k, "id": call.get("id").cloned().unwrap_or(Value::Null),
+               "type": "function",
+               "function": {"name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                            "arguments": args}})
+        } else if args.is_empty() {
+            return;
+        } else {
+            json!({"index": k, "function": {"arguments": args}})
+        };
+        self.chunk(json!({"tool_calls": [tc]}), None, out);
     }
 }
 
@@ -215,155 +227,357 @@ fn finish_reason(r: Option<&str>) -> Result<&'static str, String> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The request body: the client's fields as they came, but for the ones Cohere names differently
+// ---------------------------------------------------------------------------------------------
+
+/// Fields OpenAI clients send that Cohere has no use for.
+const DROPPED: &[&str] = &[
+    "n",
+    "user",
+    "stream_options",
+    "parallel_tool_calls",
+    "store",
+    "metadata",
+    "service_tier",
+    "top_logprobs",
+    "prediction",
+    "modalities",
+    "safety_identifier",
+    "prompt_cache_key",
+    "verbosity",
+    "function_call",
+    "functions",
+];
+
+/// A message: its fields (later duplicates win, as in a map read from JSON).
+type Message<'r> = BTreeMap<String, &'r RawValue>;
+/// The tools, each as the client wrote it.
+type Tools<'r> = Vec<&'r RawValue>;
+
+#[derive(Serialize)]
+struct ChatBody<'r> {
+    model: &'r str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Vec<Message<'r>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<&'r RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p: Option<&'r RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<Stop<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Tools<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Format<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<Thinking>,
+    /// Every other field of the client's, unchanged.
+    #[serde(flatten)]
+    rest: BTreeMap<&'r str, &'r RawValue>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Stop<'r> {
+    /// `stop: "x"` → `["x"]`.
+    One([&'r RawValue; 1]),
+    List(&'r RawValue),
+}
+
+#[derive(Serialize)]
+struct Format<'r> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    json_schema: Option<&'r RawValue>,
+}
+
+#[derive(Serialize)]
+struct Thinking {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_budget: Option<u64>,
+}
+
+/// The client's `response_format`.
+#[derive(Deserialize)]
+struct FormatIn<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    json_schema: Option<&'a RawValue>,
+}
+
+/// Its `json_schema`: `schema` is kept even when `null`.
+#[derive(Deserialize)]
+struct SchemaIn<'a> {
+    #[serde(default, borrow, deserialize_with = "raw_or_null")]
+    schema: Option<&'a RawValue>,
+}
+
+fn raw_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// A tool or a named tool choice: `function.name`.
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow)]
+    function: Option<NamedFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct NamedFunction<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[inline]
+fn is_null(v: &RawValue) -> bool {
+    v.get() == "null"
+}
+
+/// A raw value as a string, if it is one.
+#[inline]
+fn as_str(v: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str(v.get()).ok()
+}
+
+/// `function.name` of a tool or a named tool choice.
+fn function_name(v: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Named<'_>>(v.get())
+        .ok()?
+        .function?
+        .name
+}
+
+/// The Cohere body for the client's request (see the module docs for what changes).
+fn chat_body(env: &ChatEnvelope<'_>, model: &str) -> Result<Vec<u8>, GatewayError> {
+    // Later duplicates win, as when the body is read into a map.
+    let mut rest: BTreeMap<&str, &RawValue> =
+        env.fields.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
+    rest.remove("model");
+    let n = rest
+        .get("n")
+        .and_then(|n| serde_json::from_str::<u64>(n.get()).ok());
+    if n.is_some_and(|n| n > 1) {
+        return Err(bad("n", "Cohere returns one choice; `n` must be 1"));
+    }
+    for field in ["logit_bias", "audio"] {
+        if rest.get(field).is_some_and(|v| !is_null(v)) {
+            return Err(bad(field, format!("`{field}` is not supported by Cohere")));
+        }
+    }
+    for field in DROPPED {
+        rest.remove(field);
+    }
+    let max_completion_tokens = rest.remove("max_completion_tokens");
+    let max_tokens = rest.remove("max_tokens");
+    let max_tokens = max_completion_tokens
+        .filter(|v| !is_null(v))
+        .or(max_tokens)
+        .filter(|v| !is_null(v));
+    let p = rest.remove("top_p").filter(|v| !is_null(v));
+    if p.is_some() {
+        rest.remove("p");
+    }
+    let stop_sequences = match rest.remove("stop") {
+        Some(s) if s.get().starts_with('"') => Some(Stop::One([s])),
+        Some(s) if s.get().starts_with('[') => Some(Stop::List(s)),
+        _ => None,
+    };
+    if stop_sequences.is_some() {
+        rest.remove("stop_sequences");
+    }
+    let messages = match rest.get("messages").copied() {
+        Some(raw) => messages(raw)?,
+        None => None,
+    };
+    if messages.is_some() {
+        rest.remove("messages");
+    }
+    let (tool_choice, tools) = tool_choice(&mut rest)?;
+    let response_format = response_format(rest.remove("response_format"))?;
+    let thinking = thinking(rest.remove("reasoning_effort"))?;
+    if thinking.is_some() {
+        rest.remove("thinking");
+    }
+    let body = ChatBody {
+        model,
+        messages,
+        max_tokens,
+        p,
+        stop_sequences,
+        tools,
+        tool_choice,
+        response_format,
+        thinking,
+        rest,
+    };
+    serde_json::to_vec(&body)
+        .map_err(|e| GatewayError::new(500, "api_error", format!("serialising: {e}")))
+}
+
+/// The messages with `developer` → `system`, and without `content: null`, `name`, `refusal`.
+/// `None` (sent as they came) if they are not a list of objects.
+fn messages(raw: &RawValue) -> Result<Option<Vec<Message<'_>>>, GatewayError> {
+    let Ok(mut list) = serde_json::from_str::<Vec<Message<'_>>>(raw.get()) else {
+        return Ok(None);
+    };
+    let system = static_raw(r#""system""#)?;
+    for m in &mut list {
+        if m.get("role").and_then(|r| as_str(r)).as_deref() == Some("developer") {
+            m.insert("role".into(), system);
+        }
+        if m.get("content").is_some_and(|c| is_null(c)) {
+            m.remove("content");
+        }
+        m.remove("name");
+        m.remove("refusal");
+    }
+    Ok(Some(list))
+}
+
+/// Cohere's `tool_choice`, and the tools when a named choice leaves only that one.
+fn tool_choice<'r>(
+    rest: &mut BTreeMap<&str, &'r RawValue>,
+) -> Result<(Option<&'static str>, Option<Tools<'r>>), GatewayError> {
+    let choice = match rest.remove("tool_choice") {
+        None => return Ok((None, None)),
+        Some(v) if is_null(v) => return Ok((None, None)),
+        Some(v) => v,
+    };
+    if choice.get().starts_with('"') {
+        return match as_str(choice).as_deref() {
+            Some("auto") => Ok((None, None)),
+            Some("required") => Ok((Some("REQUIRED"), None)),
+            Some("none") => Ok((Some("NONE"), None)),
+            _ => Err(bad(
+                "tool_choice",
+                "must be auto, none, required or a function",
+            )),
+        };
+    }
+    let name = function_name(choice)
+        .ok_or_else(|| bad("tool_choice", "a named tool choice needs `function.name`"))?;
+    let Some(list) = rest
+        .get("tools")
+        .and_then(|t| serde_json::from_str::<Vec<&RawValue>>(t.get()).ok())
+    else {
+        return Ok((Some("REQUIRED"), None));
+    };
+    let kept: Vec<&RawValue> = list
+        .into_iter()
+        .filter(|t| function_name(t).as_deref() == Some(&*name))
+        .collect();
+    if kept.is_empty() {
+        return Err(bad(
+            "tool_choice",
+            format!("no tool named `{name}` in `tools`"),
+        ));
+    }
+    rest.remove("tools");
+    Ok((Some("REQUIRED"), Some(kept)))
+}
+
+fn response_format(f: Option<&RawValue>) -> Result<Option<Format<'_>>, GatewayError> {
+    let Some(f) = f.filter(|f| !is_null(f)) else {
+        return Ok(None);
+    };
+    let parsed = serde_json::from_str::<FormatIn<'_>>(f.get()).ok();
+    match parsed.as_ref().and_then(|p| p.kind.as_deref()) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Format {
+            kind: "json_object",
+            json_schema: None,
+        })),
+        Some("json_schema") => {
+            let schema = parsed
+                .and_then(|p| p.json_schema)
+                .and_then(|s| serde_json::from_str::<SchemaIn<'_>>(s.get()).ok())
+                .and_then(|s| s.schema);
+            Ok(Some(Format {
+                kind: "json_object",
+                json_schema: Some(match schema {
+                    Some(s) => s,
+                    None => static_raw("{}")?,
+                }),
+            }))
+        }
+        _ => Err(bad(
+            "response_format",
+            "must be text, json_object or json_schema",
+        )),
+    }
+}
+
+fn thinking(effort: Option<&RawValue>) -> Result<Option<Thinking>, GatewayError> {
+    let Some(effort) = effort else {
+        return Ok(None);
+    };
+    let budget = match as_str(effort).as_deref() {
+        Some("none") => {
+            return Ok(Some(Thinking {
+                kind: "disabled",
+                token_budget: None,
+            }))
+        }
+        Some("minimal") | Some("low") => 1024,
+        Some("medium") => 4096,
+        Some(_) => 16384,
+        None => return Err(bad("reasoning_effort", "must be a string")),
+    };
+    Ok(Some(Thinking {
+        kind: "enabled",
+        token_budget: Some(budget),
+    }))
+}
+
+fn static_raw(json: &'static str) -> Result<&'static RawValue, GatewayError> {
+    serde_json::from_str(json)
+        .map_err(|e| GatewayError::new(500, "api_error", format!("internal JSON constant: {e}")))
+}
+
+impl ChunkStream for CohereChat {
+    fn writer(&self) -> &ChunkWriter {
+        &self.w
+    }
+
+    fn writer_mut(&mut self) -> &mut ChunkWriter {
+        &mut self.w
+    }
+
+    fn decode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        // The parser lends each event from its buffers: out of `self` while it feeds us.
+        let mut sse = std::mem::take(&mut self.sse);
+        sse.feed(chunk, &mut |e| self.event(e, out));
+        self.sse = sse;
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        let mut sse = std::mem::take(&mut self.sse);
+        sse.finish(&mut |e| self.event(e, out));
+        self.sse = sse;
+    }
+
+    fn at_end(&self) -> Result<Usage, GatewayError> {
+        let provider = &self.provider;
+        Err(self.failure(&format!("stream from {provider} ended before message-end")))
+    }
+}
+
 impl ChatTranslator for CohereChat {
     fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
         let p = call.provider;
         self.provider = p.name.clone();
-        self.model = call.upstream_model.to_string();
-        self.created = call.now_unix;
-        self.include_usage = call.envelope.include_usage;
-        let mut body: Map<String, Value> = serde_json::from_slice(call.raw).map_err(|e| {
-            GatewayError::bad_request(format!("request body is not a JSON object: {e}"))
-        })?;
-        body.insert(
-            "model".into(),
-            Value::String(call.upstream_model.to_string()),
-        );
-
-        if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
-            return Err(bad("n", "Cohere returns one choice; `n` must be 1"));
-        }
-        for field in ["logit_bias", "audio"] {
-            if body.get(field).is_some_and(|v| !v.is_null()) {
-                return Err(bad(field, format!("`{field}` is not supported by Cohere")));
-            }
-        }
-        for field in [
-            "n",
-            "user",
-            "stream_options",
-            "parallel_tool_calls",
-            "store",
-            "metadata",
-            "service_tier",
-            "top_logprobs",
-            "prediction",
-            "modalities",
-            "safety_identifier",
-            "prompt_cache_key",
-            "verbosity",
-            "function_call",
-            "functions",
-        ] {
-            body.remove(field);
-        }
-        let max = body
-            .remove("max_completion_tokens")
-            .filter(|v| !v.is_null())
-            .or_else(|| body.remove("max_tokens"));
-        if let Some(m) = max.filter(|v| !v.is_null()) {
-            body.insert("max_tokens".into(), m);
-        }
-        if let Some(top_p) = body.remove("top_p").filter(|v| !v.is_null()) {
-            body.insert("p".into(), top_p);
-        }
-        match body.remove("stop") {
-            Some(Value::String(s)) => {
-                body.insert("stop_sequences".into(), json!([s]));
-            }
-            Some(v @ Value::Array(_)) => {
-                body.insert("stop_sequences".into(), v);
-            }
-            _ => {}
-        }
-        if let Some(Value::Array(messages)) = body.get_mut("messages") {
-            for m in messages.iter_mut() {
-                if let Some(o) = m.as_object_mut() {
-                    if o.get("role").and_then(Value::as_str) == Some("developer") {
-                        o.insert("role".into(), Value::String("system".into()));
-                    }
-                    if o.get("content").is_some_and(Value::is_null) {
-                        o.remove("content");
-                    }
-                    o.remove("name");
-                    o.remove("refusal");
-                }
-            }
-        }
-        match body.remove("tool_choice") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => match s.as_str() {
-                "auto" => {}
-                "required" => {
-                    body.insert("tool_choice".into(), json!("REQUIRED"));
-                }
-                "none" => {
-                    body.insert("tool_choice".into(), json!("NONE"));
-                }
-                _ => {
-                    return Err(bad(
-                        "tool_choice",
-                        "must be auto, none, required or a function",
-                    ))
-                }
-            },
-            Some(named) => {
-                let name = named
-                    .pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("tool_choice", "a named tool choice needs `function.name`"))?
-                    .to_string();
-                if let Some(Value::Array(tools)) = body.get_mut("tools") {
-                    tools.retain(|t| {
-                        t.pointer("/function/name").and_then(Value::as_str) == Some(&name)
-                    });
-                    if tools.is_empty() {
-                        return Err(bad(
-                            "tool_choice",
-                            format!("no tool named `{name}` in `tools`"),
-                        ));
-                    }
-                }
-                body.insert("tool_choice".into(), json!("REQUIRED"));
-            }
-        }
-        match body.remove("response_format") {
-            None | Some(Value::Null) => {}
-            Some(f) => match f.get("type").and_then(Value::as_str) {
-                Some("text") => {}
-                Some("json_object") => {
-                    body.insert("response_format".into(), json!({"type": "json_object"}));
-                }
-                Some("json_schema") => {
-                    let schema = f
-                        .pointer("/json_schema/schema")
-                        .cloned()
-                        .unwrap_or_else(|| json!({}));
-                    body.insert(
-                        "response_format".into(),
-                        json!({"type": "json_object", "json_schema": schema}),
-                    );
-                }
-                _ => {
-                    return Err(bad(
-                        "response_format",
-                        "must be text, json_object or json_schema",
-                    ))
-                }
-            },
-        }
-        if let Some(effort) = body.remove("reasoning_effort") {
-            let thinking = match effort.as_str() {
-                Some("none") => json!({"type": "disabled"}),
-                Some("minimal") | Some("low") => json!({"type": "enabled", "token_budget": 1024}),
-                Some("medium") => json!({"type": "enabled", "token_budget": 4096}),
-                Some(_) => json!({"type": "enabled", "token_budget": 16384}),
-                None => return Err(bad("reasoning_effort", "must be a string")),
-            };
-            body.insert("thinking".into(), thinking);
-        }
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| GatewayError::new(500, "api_error", format!("serialising: {e}")))?;
+        self.w.model = call.upstream_model.to_string();
+        self.w.created = call.now_unix;
+        self.w.include_usage = call.envelope.include_usage;
+        let body = chat_body(call.envelope, call.upstream_model)?;
         let mut headers = Vec::with_capacity(2 + p.headers.len());
         if let Some(key) = &p.api_key {
             headers.push(("authorization".to_string(), format!("Bearer {key}")));
@@ -432,8 +646,8 @@ impl ChatTranslator for CohereChat {
         let out = json!({
             "id": v.get("id").cloned().unwrap_or(Value::Null),
             "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
+            "created": self.w.created,
+            "model": self.w.model,
             "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
             "usage": self.usage_json(),
         });
@@ -441,21 +655,7 @@ impl ChatTranslator for CohereChat {
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool {
-        // The parser lends each event from its buffers: out of `self` while it feeds us.
-        let mut sse = std::mem::take(&mut self.sse);
-        sse.feed(chunk, &mut |e| self.event(e, out));
-        if end_of_stream {
-            sse.finish(&mut |e| self.event(e, out));
-        }
-        self.sse = sse;
-        if end_of_stream && !self.done {
-            let provider = self.provider.clone();
-            self.fail(
-                &format!("stream from {provider} ended before message-end"),
-                out,
-            );
-        }
-        true
+        openai_chunks::stream_chunk(self, chunk, end_of_stream, out)
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -677,5 +877,139 @@ event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\"
             &fresh,
             2000,
         );
+    }
+
+    /// Bodies the `serde_json::Value`-tree builder turned into exactly these (its keys sorted):
+    /// the typed builder writes the same JSON values, each key once.
+    const GOLDEN: &[(&str, &str)] = &[
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":10,"top_p":null,"p":0.5,"stop":["a","b"],"temperature":0.3,"seed":5,"frequency_penalty":0.1,"tool_choice":"none","response_format":{"type":"json_object"},"reasoning_effort":"none","k":3}"#,
+            r#"{"frequency_penalty":0.1,"k":3,"max_tokens":10,"messages":[{"content":"x","role":"user"}],"model":"command-a-03-2025","p":0.5,"response_format":{"type":"json_object"},"seed":5,"stop_sequences":["a","b"],"temperature":0.3,"thinking":{"type":"disabled"},"tool_choice":"NONE"}"#,
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"system","content":"s","name":"n"},{"role":"assistant","content":"a","refusal":null},{"role":"user","content":[{"type":"text","text":"t"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}],"max_completion_tokens":null,"max_tokens":7,"stop":5,"stop_sequences":["keep"],"tool_choice":"required","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"string"}}}}}],"response_format":{"type":"json_schema","json_schema":{"name":"x"}},"reasoning_effort":"high"}"#,
+            r#"{"max_tokens":7,"messages":[{"content":"s","role":"system"},{"content":"a","role":"assistant"},{"content":[{"text":"t","type":"text"},{"image_url":{"url":"https://x/y.png"},"type":"image_url"}],"role":"user"}],"model":"command-a-03-2025","response_format":{"json_schema":{},"type":"json_object"},"stop_sequences":["keep"],"thinking":{"token_budget":16384,"type":"enabled"},"tool_choice":"REQUIRED","tools":[{"function":{"name":"f","parameters":{"properties":{"a":{"type":"string"}},"type":"object"}},"type":"function"}]}"#,
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"text"},"reasoning_effort":"minimal","tool_choice":null,"n":1,"logit_bias":null,"audio":null,"stream_options":{"include_usage":true},"user":"u","store":true,"metadata":{"a":"b"},"service_tier":"auto","top_logprobs":2,"prediction":{},"modalities":["text"],"safety_identifier":"s","prompt_cache_key":"k","verbosity":"low","parallel_tool_calls":false}"#,
+            r#"{"audio":null,"logit_bias":null,"messages":[{"content":"x","role":"user"}],"model":"command-a-03-2025","thinking":{"token_budget":1024,"type":"enabled"}}"#,
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"schema":null}},"max_completion_tokens":5,"max_tokens":9,"stop":"END"}"#,
+            r#"{"max_tokens":5,"messages":[{"content":"x","role":"user"}],"model":"command-a-03-2025","response_format":{"json_schema":null,"type":"json_object"},"stop_sequences":["END"]}"#,
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"developer","content":"caf\u00e9 \"q\" \n"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"r"}],"top_p":1e-1,"reasoning_effort":"low","tools":[{"type":"function","function":{"name":"f"}},{"type":"function","function":{"name":"g"}},{"type":"other"}],"tool_choice":{"type":"function","function":{"name":"f"}}}"#,
+            r#"{"messages":[{"content":"café \"q\" \n","role":"system"},{"role":"assistant","tool_calls":[{"function":{"arguments":"{}","name":"f"},"id":"c1","type":"function"}]},{"content":"r","role":"tool","tool_call_id":"c1"}],"model":"command-a-03-2025","p":0.1,"thinking":{"token_budget":1024,"type":"enabled"},"tool_choice":"REQUIRED","tools":[{"function":{"name":"f"},"type":"function"}]}"#,
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x","content":"y"}],"temperature":1,"temperature":0.5,"response_format":{"type":"json_schema","json_schema":"notanobject"},"reasoning_effort":"xhigh","stream":false}"#,
+            r#"{"messages":[{"content":"y","role":"user"}],"model":"command-a-03-2025","response_format":{"json_schema":{},"type":"json_object"},"stream":false,"temperature":0.5,"thinking":{"token_budget":16384,"type":"enabled"}}"#,
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"thinking":{"type":"enabled","token_budget":1},"reasoning_effort":"medium"}"#,
+            r#"{"messages":[{"content":"x","role":"user"}],"model":"command-a-03-2025","thinking":{"token_budget":4096,"type":"enabled"}}"#,
+        ),
+    ];
+
+    /// Requests it refused, with the parameter named.
+    const GOLDEN_ERRORS: &[(&str, &str)] = &[
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"function","function":{"name":"h"}},"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+            "tool_choice",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"function"}}"#,
+            "tool_choice",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":5}"#,
+            "tool_choice",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"bogus"}}"#,
+            "response_format",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":"json"}"#,
+            "response_format",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":1}}"#,
+            "response_format",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":null}"#,
+            "reasoning_effort",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":5}"#,
+            "reasoning_effort",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":3}"#,
+            "n",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logit_bias":{}}"#,
+            "logit_bias",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"audio":{"voice":"x"}}"#,
+            "audio",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"#,
+            "tool_choice",
+        ),
+    ];
+
+    #[test]
+    fn request_bodies_match_the_golden_ones() {
+        for (body, golden) in GOLDEN {
+            let (_, got) = translate(body).unwrap();
+            let want: Value = serde_json::from_str(golden).unwrap();
+            assert_eq!(got, want, "{body}");
+        }
+        // No key twice (a map read back keeps only the last of duplicates).
+        let raw = |body: &str| {
+            let env = parse_chat_envelope(body.as_bytes()).unwrap();
+            let cfg = Config::parse(
+                br#"{"providers":{"co":{"type":"cohere","cluster":"c"}},"models":[{"name":"m","deployments":[{"provider":"co"}]}]}"#,
+                &ProcessEnv,
+            )
+            .unwrap();
+            let req = CohereChat::default()
+                .request(&ChatCall {
+                    raw: body.as_bytes(),
+                    envelope: &env,
+                    provider: &cfg.providers[0],
+                    upstream_model: "c",
+                    now_unix: 7,
+                    want_stream_usage: true,
+                })
+                .unwrap();
+            String::from_utf8(req.body.unwrap()).unwrap()
+        };
+        let (body, _) = GOLDEN[GOLDEN.len() - 1];
+        assert_eq!(raw(body).matches("\"thinking\"").count(), 1);
+        let dup = r#"{"model":"m","model":"n","messages":[{"role":"user","content":"x"}],"top_p":0.5,"p":0.1,"stop":"s","stop_sequences":["t"],"temperature":1,"temperature":0.5}"#;
+        let out = raw(dup);
+        for key in [
+            "\"model\"",
+            "\"p\"",
+            "\"stop_sequences\"",
+            "\"temperature\"",
+        ] {
+            assert_eq!(out.matches(key).count(), 1, "{key} in {out}");
+        }
+        for (body, param) in GOLDEN_ERRORS {
+            let e = translate(body).err().unwrap();
+            assert_eq!(
+                (e.status, e.param.as_deref()),
+                (400, Some(*param)),
+                "{body}"
+            );
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! OpenAI `POST /v1/embeddings` → providers whose embeddings API is their own (PROVIDERS.md §8b):
+//! OpenAI `POST /v1/embeddings` → providers whose embeddings API is their own (docs/providers.md §8b):
 //!
 //! - Gemini API: `POST {base_path}/models/{m}:batchEmbedContents`, one `requests[]` entry per
 //!   input (`content.parts[].text`, `outputDimensionality` from `dimensions`, `taskType` only when
@@ -167,6 +167,137 @@ pub fn openai_response(
     })
 }
 
+/// Gemini `batchEmbedContents`: one request per text. The path and the body; the auth headers go to `headers`.
+fn gemini_request(
+    call: &ChatCall<'_>,
+    req: &EmbedRequest,
+    texts: &[&str],
+    dims: Option<u32>,
+    headers: &mut Vec<(String, String)>,
+) -> Result<(String, Vec<u8>), GatewayError> {
+    let p = call.provider;
+    #[derive(Serialize)]
+    struct Part<'a> {
+        text: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Content<'a> {
+        parts: [Part<'a>; 1],
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct One<'a> {
+        model: &'a str,
+        content: Content<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        task_type: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output_dimensionality: Option<u32>,
+    }
+    #[derive(Serialize)]
+    struct Batch<'a> {
+        requests: Vec<One<'a>>,
+    }
+    let model = super::gemini::model_segment(call.upstream_model);
+    let full = format!("models/{model}");
+    let requests = texts
+        .iter()
+        .map(|t| One {
+            model: &full,
+            content: Content {
+                parts: [Part { text: t }],
+            },
+            task_type: req.task_type.as_deref(),
+            output_dimensionality: dims,
+        })
+        .collect();
+    if let Some(key) = &p.api_key {
+        headers.push(("x-goog-api-key".to_string(), key.trim().to_string()));
+    }
+    Ok((
+        format!("{}/models/{model}:batchEmbedContents", p.base_path),
+        serialise(&Batch { requests })?,
+    ))
+}
+
+/// Cohere v2 `embed`: float embeddings of all texts. The path and the body; the auth headers go to `headers`.
+fn cohere_request(
+    call: &ChatCall<'_>,
+    req: &EmbedRequest,
+    texts: &[&str],
+    dims: Option<u32>,
+    headers: &mut Vec<(String, String)>,
+) -> Result<(String, Vec<u8>), GatewayError> {
+    let p = call.provider;
+    #[derive(Serialize)]
+    struct Embed<'a> {
+        model: &'a str,
+        texts: &'a [&'a str],
+        input_type: &'a str,
+        embedding_types: [&'static str; 1],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output_dimension: Option<u32>,
+    }
+    if let Some(key) = &p.api_key {
+        headers.push(("authorization".to_string(), format!("Bearer {key}")));
+    }
+    Ok((
+        format!("{}/embed", p.base_path),
+        serialise(&Embed {
+            model: call.upstream_model,
+            texts,
+            input_type: req.input_type.as_deref().unwrap_or("search_document"),
+            embedding_types: ["float"],
+            output_dimension: dims,
+        })?,
+    ))
+}
+
+/// Vertex AI `predict`: one instance per text. The path and the body; the auth headers go to `headers`.
+fn vertex_request(
+    call: &ChatCall<'_>,
+    req: &EmbedRequest,
+    texts: &[&str],
+    dims: Option<u32>,
+    headers: &mut Vec<(String, String)>,
+) -> Result<(String, Vec<u8>), GatewayError> {
+    let p = call.provider;
+    #[derive(Serialize)]
+    struct Instance<'a> {
+        content: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        task_type: Option<&'a str>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Parameters {
+        output_dimensionality: u32,
+    }
+    #[derive(Serialize)]
+    struct Predict<'a> {
+        instances: Vec<Instance<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        parameters: Option<Parameters>,
+    }
+    let instances = texts
+        .iter()
+        .map(|t| Instance {
+            content: t,
+            task_type: req.task_type.as_deref(),
+        })
+        .collect();
+    headers.extend(super::vertex::auth_headers(p));
+    Ok((
+        super::vertex::model_path(p, "google", call.upstream_model, "predict")?,
+        serialise(&Predict {
+            instances,
+            parameters: dims.map(|d| Parameters {
+                output_dimensionality: d,
+            }),
+        })?,
+    ))
+}
+
 impl ChatTranslator for NativeEmbeddings {
     fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
         let p = call.provider;
@@ -181,110 +312,9 @@ impl ChatTranslator for NativeEmbeddings {
         let dims = req.dimensions.filter(|d| *d > 0);
         let mut headers = Vec::with_capacity(2 + p.headers.len());
         let (path, body) = match self.target {
-            Target::Gemini => {
-                #[derive(Serialize)]
-                struct Part<'a> {
-                    text: &'a str,
-                }
-                #[derive(Serialize)]
-                struct Content<'a> {
-                    parts: [Part<'a>; 1],
-                }
-                #[derive(Serialize)]
-                #[serde(rename_all = "camelCase")]
-                struct One<'a> {
-                    model: &'a str,
-                    content: Content<'a>,
-                    #[serde(skip_serializing_if = "Option::is_none")]
-                    task_type: Option<&'a str>,
-                    #[serde(skip_serializing_if = "Option::is_none")]
-                    output_dimensionality: Option<u32>,
-                }
-                #[derive(Serialize)]
-                struct Batch<'a> {
-                    requests: Vec<One<'a>>,
-                }
-                let model = super::gemini::model_segment(call.upstream_model);
-                let full = format!("models/{model}");
-                let requests = texts
-                    .iter()
-                    .map(|t| One {
-                        model: &full,
-                        content: Content {
-                            parts: [Part { text: t }],
-                        },
-                        task_type: req.task_type.as_deref(),
-                        output_dimensionality: dims,
-                    })
-                    .collect();
-                if let Some(key) = &p.api_key {
-                    headers.push(("x-goog-api-key".to_string(), key.trim().to_string()));
-                }
-                (
-                    format!("{}/models/{model}:batchEmbedContents", p.base_path),
-                    serialise(&Batch { requests })?,
-                )
-            }
-            Target::Cohere => {
-                #[derive(Serialize)]
-                struct Embed<'a> {
-                    model: &'a str,
-                    texts: &'a [&'a str],
-                    input_type: &'a str,
-                    embedding_types: [&'static str; 1],
-                    #[serde(skip_serializing_if = "Option::is_none")]
-                    output_dimension: Option<u32>,
-                }
-                if let Some(key) = &p.api_key {
-                    headers.push(("authorization".to_string(), format!("Bearer {key}")));
-                }
-                (
-                    format!("{}/embed", p.base_path),
-                    serialise(&Embed {
-                        model: call.upstream_model,
-                        texts: &texts,
-                        input_type: req.input_type.as_deref().unwrap_or("search_document"),
-                        embedding_types: ["float"],
-                        output_dimension: dims,
-                    })?,
-                )
-            }
-            Target::Vertex => {
-                #[derive(Serialize)]
-                struct Instance<'a> {
-                    content: &'a str,
-                    #[serde(skip_serializing_if = "Option::is_none")]
-                    task_type: Option<&'a str>,
-                }
-                #[derive(Serialize)]
-                #[serde(rename_all = "camelCase")]
-                struct Parameters {
-                    output_dimensionality: u32,
-                }
-                #[derive(Serialize)]
-                struct Predict<'a> {
-                    instances: Vec<Instance<'a>>,
-                    #[serde(skip_serializing_if = "Option::is_none")]
-                    parameters: Option<Parameters>,
-                }
-                let instances = texts
-                    .iter()
-                    .map(|t| Instance {
-                        content: t,
-                        task_type: req.task_type.as_deref(),
-                    })
-                    .collect();
-                headers.extend(super::vertex::auth_headers(p));
-                (
-                    super::vertex::model_path(p, "google", call.upstream_model, "predict")?,
-                    serialise(&Predict {
-                        instances,
-                        parameters: dims.map(|d| Parameters {
-                            output_dimensionality: d,
-                        }),
-                    })?,
-                )
-            }
+            Target::Gemini => gemini_request(call, &req, &texts, dims, &mut headers)?,
+            Target::Cohere => cohere_request(call, &req, &texts, dims, &mut headers)?,
+            Target::Vertex => vertex_request(call, &req, &texts, dims, &mut headers)?,
         };
         headers.push(("content-type".to_string(), "application/json".to_string()));
         headers.extend(p.headers.iter().cloned());

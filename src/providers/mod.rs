@@ -11,6 +11,7 @@ pub mod embeddings;
 pub mod gemini;
 pub mod messages;
 pub mod openai;
+pub(crate) mod openai_chunks;
 pub mod presets;
 pub mod vertex;
 

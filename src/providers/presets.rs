@@ -3,7 +3,7 @@
 //! A preset gives the API host (sent as `:authority`, and the host the Envoy cluster must reach
 //! over TLS), the path prefix before `/chat/completions`, the auth style, and the request fields
 //! the service is documented to refuse. Each entry names its source: the provider's page where
-//! one was read, else the row of `shared/PROVIDERS.md` §9 (the team's cited reference) it comes
+//! one was read, else the row of `docs/providers.md` §9 (the team's cited reference) it comes
 //! from.
 
 /// How the API key is sent.
@@ -54,9 +54,9 @@ pub static PRESETS: &[Preset] = &[
     p("deepseek", Some("api.deepseek.com"), "/v1", "https://platform.deepseek.com/api-docs/guides/kv_cache"),
     Preset {
         renames: &[("seed", "random_seed")],
-        ..p("mistral", Some("api.mistral.ai"), "/v1", "https://docs.camel-ai.org/reference/camel.configs.mistral_config.md; PROVIDERS.md §9 #6 [PK-mistral-ai]")
+        ..p("mistral", Some("api.mistral.ai"), "/v1", "https://docs.camel-ai.org/reference/camel.configs.mistral_config.md; docs/providers.md §9 #6 [PK-mistral-ai]")
     },
-    p("together", Some("api.together.xyz"), "/v1", "PROVIDERS.md §9 #7 [PK-together-ai], [HG-together_ai]"),
+    p("together", Some("api.together.xyz"), "/v1", "docs/providers.md §9 #7 [PK-together-ai], [HG-together_ai]"),
     p("fireworks", Some("api.fireworks.ai"), "/inference/v1", "https://docs.fireworks.ai/tools-sdks/migrate-to-fireworks"),
     p("openrouter", Some("openrouter.ai"), "/api/v1", "https://openrouter.ai/docs/api-reference/streaming"),
     p("xai", Some("api.x.ai"), "/v1", "https://docs.x.ai/docs/guides/reasoning"),
@@ -68,34 +68,34 @@ pub static PRESETS: &[Preset] = &[
         unsupported: &["frequency_penalty", "presence_penalty", "logit_bias", "parallel_tool_calls", "service_tier"],
         ..p("cerebras", Some("api.cerebras.ai"), "/v1", "https://inference-docs.cerebras.ai/resources/openai")
     },
-    p("deepinfra", Some("api.deepinfra.com"), "/v1/openai", "PROVIDERS.md §9 #13 [PK-deepinfra]"),
-    p("sambanova", Some("api.sambanova.ai"), "/v1", "PROVIDERS.md §9 #14 [PK-sambanova]"),
-    p("nvidia", Some("integrate.api.nvidia.com"), "/v1", "PROVIDERS.md §9 #15 (public client configs; official doc unconfirmed)"),
+    p("deepinfra", Some("api.deepinfra.com"), "/v1/openai", "docs/providers.md §9 #13 [PK-deepinfra]"),
+    p("sambanova", Some("api.sambanova.ai"), "/v1", "docs/providers.md §9 #14 [PK-sambanova]"),
+    p("nvidia", Some("integrate.api.nvidia.com"), "/v1", "docs/providers.md §9 #15 (public client configs; official doc unconfirmed)"),
     p("github", Some("models.github.ai"), "/inference", "https://github.blog/changelog/2025-05-15-github-models-api-now-available"),
     // The path holds the account id: set `base_path` to /client/v4/accounts/<id>/ai/v1.
     p("cloudflare", Some("api.cloudflare.com"), "", "https://developers.cloudflare.com/workers-ai/configuration/open-ai-compatibility"),
     p("ollama", None, "/v1", "https://docs.ollama.com/api/openai-compatibility"),
     p("vllm", None, "/v1", "https://docs.vllm.ai/en/stable/features/reasoning_outputs/"),
     p("lmstudio", None, "/v1", "https://lmstudio.ai/docs/api/openai-api"),
-    p("dashscope", Some("dashscope-intl.aliyuncs.com"), "/compatible-mode/v1", "https://help.aliyun.com/en/model-studio/deep-thinking; PROVIDERS.md §9 #21 [PK-dashscope]"),
-    p("dashscope-cn", Some("dashscope.aliyuncs.com"), "/compatible-mode/v1", "https://help.aliyun.com/zh/model-studio/glm; PROVIDERS.md §9 #22 [HG-qwen]"),
-    p("moonshot", Some("api.moonshot.ai"), "/v1", "https://docs.litellm.ai/docs/providers/moonshot.md; PROVIDERS.md §9 #23 [PK-moonshot]"),
-    p("moonshot-cn", Some("api.moonshot.cn"), "/v1", "https://docs.litellm.ai/docs/providers/moonshot.md; PROVIDERS.md §9 #23 [PK-moonshot]"),
-    p("zhipu", Some("open.bigmodel.cn"), "/api/paas/v4", "PROVIDERS.md §9 #24 [PK-zhipu], [HG-zhipuai]"),
-    p("zai", Some("api.z.ai"), "/api/paas/v4", "PROVIDERS.md §9 #24 [PK-zhipu], [HG-zhipuai]"),
+    p("dashscope", Some("dashscope-intl.aliyuncs.com"), "/compatible-mode/v1", "https://help.aliyun.com/en/model-studio/deep-thinking; docs/providers.md §9 #21 [PK-dashscope]"),
+    p("dashscope-cn", Some("dashscope.aliyuncs.com"), "/compatible-mode/v1", "https://help.aliyun.com/zh/model-studio/glm; docs/providers.md §9 #22 [HG-qwen]"),
+    p("moonshot", Some("api.moonshot.ai"), "/v1", "https://docs.litellm.ai/docs/providers/moonshot.md; docs/providers.md §9 #23 [PK-moonshot]"),
+    p("moonshot-cn", Some("api.moonshot.cn"), "/v1", "https://docs.litellm.ai/docs/providers/moonshot.md; docs/providers.md §9 #23 [PK-moonshot]"),
+    p("zhipu", Some("open.bigmodel.cn"), "/api/paas/v4", "docs/providers.md §9 #24 [PK-zhipu], [HG-zhipuai]"),
+    p("zai", Some("api.z.ai"), "/api/paas/v4", "docs/providers.md §9 #24 [PK-zhipu], [HG-zhipuai]"),
     p("minimax", Some("api.minimax.io"), "/v1", "https://platform.minimax.io/docs/api-reference/text-openai-api"),
-    p("minimax-cn", Some("api.minimaxi.com"), "/v1", "https://platform.minimax.io/docs/api-reference/text-openai-api; PROVIDERS.md §9 #25 [HG-minimax]"),
+    p("minimax-cn", Some("api.minimaxi.com"), "/v1", "https://platform.minimax.io/docs/api-reference/text-openai-api; docs/providers.md §9 #25 [HG-minimax]"),
     p("siliconflow", Some("api.siliconflow.cn"), "/v1", "https://docs.siliconflow.cn/docs/api/chat-completions-post"),
-    p("volcengine", Some("ark.cn-beijing.volces.com"), "/api/v3", "https://docs.byteplus.com/zh-TW/docs/Byteplus_LAS/Chat_API; PROVIDERS.md §9 #27 [HG-doubao]"),
-    p("hunyuan", Some("api.hunyuan.cloud.tencent.com"), "/v1", "https://cloud.tencent.com/document/product/1729/111007 (via PROVIDERS.md §9 #28 [HG-hunyuan])"),
+    p("volcengine", Some("ark.cn-beijing.volces.com"), "/api/v3", "https://docs.byteplus.com/zh-TW/docs/Byteplus_LAS/Chat_API; docs/providers.md §9 #27 [HG-doubao]"),
+    p("hunyuan", Some("api.hunyuan.cloud.tencent.com"), "/v1", "https://cloud.tencent.com/document/product/1729/111007 (via docs/providers.md §9 #28 [HG-hunyuan])"),
     p("nebius", Some("api.tokenfactory.nebius.com"), "/v1", "https://strandsagents.com/docs/community/model-providers/nebius-token-factory/"),
-    p("hyperbolic", Some("api.hyperbolic.xyz"), "/v1", "PROVIDERS.md §9 #30 [PK-hyperbolic]"),
+    p("hyperbolic", Some("api.hyperbolic.xyz"), "/v1", "docs/providers.md §9 #30 [PK-hyperbolic]"),
     p("novita", Some("api.novita.ai"), "/openai/v1", "https://www.promptfoo.dev/docs/providers/novita/"),
     p("qianfan", Some("qianfan.baidubce.com"), "/v2", "https://cloud.baidu.com/doc/WENXINWORKSHOP/s/2m3fihw8s"),
-    p("stepfun", Some("api.stepfun.com"), "/v1", "PROVIDERS.md §9 #33 [HG-stepfun]"),
-    p("yi", Some("api.lingyiwanwu.com"), "/v1", "PROVIDERS.md §9 #34 [HG-yi], [PK-lingyi]"),
-    p("baichuan", Some("api.baichuan-ai.com"), "/v1", "PROVIDERS.md §9 #35 [HG-baichuan]"),
-    p("gemini-openai", Some("generativelanguage.googleapis.com"), "/v1beta/openai", "PROVIDERS.md §9 #38 (public client configs; official doc unconfirmed)"),
+    p("stepfun", Some("api.stepfun.com"), "/v1", "docs/providers.md §9 #33 [HG-stepfun]"),
+    p("yi", Some("api.lingyiwanwu.com"), "/v1", "docs/providers.md §9 #34 [HG-yi], [PK-lingyi]"),
+    p("baichuan", Some("api.baichuan-ai.com"), "/v1", "docs/providers.md §9 #35 [HG-baichuan]"),
+    p("gemini-openai", Some("generativelanguage.googleapis.com"), "/v1beta/openai", "docs/providers.md §9 #38 (public client configs; official doc unconfirmed)"),
     // The host holds the region: set `host` to bedrock-mantle.<region>.api.aws.
     p("bedrock-mantle", None, "/v1", "https://docs.aws.amazon.com/es_es/bedrock/latest/userguide/inference-chat-completions-mantle.html"),
 ];
@@ -130,7 +130,7 @@ mod tests {
             assert!(p.base_path.is_empty() || p.base_path.starts_with('/'));
             assert!(!p.base_path.ends_with('/'));
             assert!(
-                p.source.starts_with("https://") || p.source.starts_with("PROVIDERS.md"),
+                p.source.starts_with("https://") || p.source.starts_with("docs/providers.md"),
                 "{} has no source",
                 p.name
             );

@@ -1,4 +1,4 @@
-//! Google Vertex AI (`type: vertex`, PROVIDERS.md §5): one provider serves the models of two
+//! Google Vertex AI (`type: vertex`, docs/providers.md §5): one provider serves the models of two
 //! publishers, chosen per deployment model:
 //!
 //! - `google` (Gemini): the Gemini translator, at
@@ -73,7 +73,7 @@ pub struct VertexConfig {
 }
 
 impl VertexConfig {
-    /// The API host for the location (PROVIDERS.md §5.1).
+    /// The API host for the location (docs/providers.md §5.1).
     pub fn default_host(&self) -> String {
         match self.location.as_str() {
             "global" => "aiplatform.googleapis.com".to_string(),
@@ -152,6 +152,23 @@ pub fn parse_config(
             ))
         }
     };
+    let auth = parse_auth(o, path, env)?;
+    Ok(Some(VertexConfig {
+        project,
+        location,
+        publisher,
+        auth,
+    }))
+}
+
+/// The credentials: an access token, or a service-account key with the cluster and timeout of
+/// its token requests.
+fn parse_auth(
+    o: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    env: &dyn Env,
+) -> Result<VertexAuth, ConfigError> {
+    let field = |k: &str| format!("{path}.{k}");
     let from_env = |k: &str| -> Result<Option<String>, ConfigError> {
         match opt_str(o, path, k)? {
             None => Ok(None),
@@ -189,7 +206,7 @@ pub fn parse_config(
         (Some(k), None) => (Some(k.to_string()), "service_account_key"),
         (None, k) => (k, "service_account_key_env"),
     };
-    let auth = match (token, sa) {
+    Ok(match (token, sa) {
         (Some(_), Some(_)) => {
             return Err(err(
                 &field(sa_field),
@@ -239,13 +256,7 @@ pub fn parse_config(
                 timeout_ms,
             }
         }
-    };
-    Ok(Some(VertexConfig {
-        project,
-        location,
-        publisher,
-        auth,
-    }))
+    })
 }
 
 fn config_of(p: &Provider) -> Result<&VertexConfig, GatewayError> {
