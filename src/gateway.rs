@@ -2,12 +2,13 @@
 //! response, decided from data the host glue hands in. No proxy-wasm call happens here, so the
 //! whole pipeline is unit-tested natively; `wasm` only moves bytes and headers.
 
+use crate::client_api::anthropic::parse_messages_envelope;
+use crate::client_api::openai::{
+    check_messages, parse_chat_top, parse_embeddings_envelope, ChatEnvelope,
+};
+use crate::client_api::ClientApi;
 use crate::config::{Config, UnknownPaths};
 use crate::error::GatewayError;
-use crate::openai::ChatEnvelope;
-use crate::openai::{
-    check_messages, parse_chat_top, parse_embeddings_envelope, parse_messages_envelope,
-};
 use crate::providers::openai::OpenAiPassthrough;
 use crate::providers::{ChatCall, ChatTranslator, ProviderKind, Usage};
 
@@ -33,8 +34,14 @@ impl LocalResponse {
         }
     }
 
+    /// An error in the OpenAI shape.
     pub fn error(e: &GatewayError) -> Self {
-        let mut r = Self::json(e.status, e.body());
+        Self::error_in(ClientApi::OpenAi, e)
+    }
+
+    /// An error in the shape of the client's API, with its `retry-after`.
+    pub fn error_in(api: ClientApi, e: &GatewayError) -> Self {
+        let mut r = Self::json(e.status, api.error_body(e));
         if let Some(ra) = &e.retry_after {
             r.headers.push(("retry-after".into(), ra.clone()));
         }
@@ -260,16 +267,7 @@ impl Gateway {
 
     /// An error answered by the gateway itself, in the shape of the endpoint's API.
     pub fn error_response(&self, endpoint: Endpoint, e: &GatewayError) -> LocalResponse {
-        match endpoint {
-            Endpoint::Messages => {
-                let mut r = LocalResponse::json(e.status, crate::anthropic_api::error_body(e));
-                if let Some(ra) = &e.retry_after {
-                    r.headers.push(("retry-after".into(), ra.clone()));
-                }
-                r
-            }
-            _ => LocalResponse::error(e),
-        }
+        LocalResponse::error_in(endpoint.client_api(), e)
     }
 
     /// `/v1/files...` and `/v1/batches...` (any method): to the named OpenAI-protocol provider,
@@ -506,7 +504,9 @@ impl Gateway {
                 .with_param("model")
                 .with_code("unsupported_endpoint")
             })?,
-            Endpoint::Messages => crate::providers::messages::translator(provider.kind),
+            Endpoint::Messages => {
+                crate::client_api::anthropic::translator::translator(provider.kind)
+            }
             Endpoint::OpenAiApi(path) => match provider.kind {
                 ProviderKind::OpenAi => Box::new(OpenAiPassthrough::new(path)),
                 _ => {
@@ -581,7 +581,7 @@ impl Gateway {
                     deployment: deployment_index,
                 },
                 mode: ResponseMode::Pending,
-                anthropic_api: endpoint == Endpoint::Messages,
+                client_api: endpoint.client_api(),
                 passthrough: matches!(endpoint, Endpoint::OpenAiApi(_)),
                 relay: false,
                 status: 0,
@@ -652,7 +652,7 @@ fn form_envelope<'a>(body: &'a [u8], boundary: &str) -> Result<ChatEnvelope<'a>,
     }
     Ok(ChatEnvelope::for_model(
         std::borrow::Cow::Borrowed(model.trim()),
-        crate::openai::Span { start, end },
+        crate::client_api::openai::Span { start, end },
     ))
 }
 
@@ -697,6 +697,14 @@ pub const OPENAI_PASSTHROUGH_PATHS: &[&str] = &[
 ];
 
 impl Endpoint {
+    /// The API a client of this endpoint speaks.
+    pub fn client_api(self) -> ClientApi {
+        match self {
+            Endpoint::Messages => ClientApi::Anthropic,
+            _ => ClientApi::OpenAi,
+        }
+    }
+
     fn of(path: &str) -> Option<Self> {
         let p = path.strip_prefix("/v1").unwrap_or(path);
         match p.trim_end_matches('/') {
@@ -776,8 +784,8 @@ pub struct Exchange {
     /// Which configured model and deployment (for metric labels and records).
     pub route: crate::observe::Route,
     mode: ResponseMode,
-    /// The client speaks the Anthropic Messages API: errors in its shape, statuses unmapped.
-    anthropic_api: bool,
+    /// The client's API: errors in its shape (Anthropic: provider statuses unmapped).
+    client_api: ClientApi,
     /// Successful answers go back untouched (other OpenAI endpoints); only errors are rewritten.
     passthrough: bool,
     /// The upstream stage already translated the answer (failover path): only Envoy's own
@@ -833,7 +841,7 @@ impl Exchange {
             stream,
             route: crate::observe::Route::Rejected,
             mode: ResponseMode::Pending,
-            anthropic_api: endpoint == Endpoint::Messages,
+            client_api: endpoint.client_api(),
             passthrough: true,
             relay: true,
             status: 0,
@@ -871,7 +879,7 @@ impl Exchange {
             self.status = envoy_error_status(status, details);
             ResponseMode::EnvoyError(details.to_string())
         } else if !(200..300).contains(&status) {
-            if !self.anthropic_api {
+            if self.client_api == ClientApi::OpenAi {
                 self.status = crate::providers::client_status(status);
             }
             ResponseMode::ProviderError
@@ -952,11 +960,7 @@ impl Exchange {
                     );
                     return BodyAction::ReplaceWhole {
                         status: 502,
-                        body: if self.anthropic_api {
-                            crate::anthropic_api::error_body(&e)
-                        } else {
-                            e.body()
-                        },
+                        body: self.client_api.error_body(&e),
                     };
                 }
                 if !end_of_stream {
@@ -991,7 +995,7 @@ impl Exchange {
             },
             ResponseMode::ProviderError => {
                 let mut e = self.translator.error(self.provider_status, body);
-                if self.anthropic_api {
+                if self.client_api == ClientApi::Anthropic {
                     e.status = self.provider_status;
                 }
                 e
@@ -1022,11 +1026,7 @@ impl Exchange {
         };
         self.status = e.status;
         self.retry_after = e.retry_after.clone();
-        let body = if self.anthropic_api {
-            crate::anthropic_api::error_body(&e)
-        } else {
-            e.body()
-        };
+        let body = self.client_api.error_body(&e);
         self.last_error = Some(e);
         Some(body)
     }

@@ -117,7 +117,7 @@ impl ServiceAccount {
 
     /// The signed JWT assertion for a token request at `now_unix`.
     pub fn assertion(&self, now_unix: u64) -> Result<String, String> {
-        use crate::openai::json_string;
+        use crate::client_api::openai::json_string;
         let header = match &self.private_key_id {
             Some(kid) => format!(
                 r#"{{"alg":"RS256","typ":"JWT","kid":{}}}"#,

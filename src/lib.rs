@@ -5,10 +5,10 @@
 //! reach Envoy only through the [`host::Host`] trait. The [`wasm`] module is the thin glue: the
 //! Proxy-Wasm contexts and `impl Host` over the host calls.
 
-pub mod anthropic_api;
 pub mod auth;
 pub mod aws;
 pub mod base64;
+pub mod client_api;
 pub mod config;
 pub mod error;
 pub mod gateway;
@@ -18,7 +18,6 @@ pub mod json_text;
 pub mod limits;
 pub mod multipart;
 pub mod observe;
-pub mod openai;
 pub mod pricing;
 pub mod providers;
 pub mod routing;

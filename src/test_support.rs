@@ -1,8 +1,8 @@
 //! Shared pieces of the no-panic tests: a deterministic generator, input mutation, and a
 //! workout that throws broken input at every method of a translator.
 
+use crate::client_api::openai::parse_chat_envelope;
 use crate::config::Provider;
-use crate::openai::parse_chat_envelope;
 use crate::providers::{ChatCall, ChatTranslator};
 
 /// Texts for the tests that check a translator writes client strings into its own body

@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 
 use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
+use crate::client_api::openai::ChatEnvelope;
 use crate::error::GatewayError;
-use crate::openai::ChatEnvelope;
 use crate::sse::{write_data, SseEvent, SseParser};
 
 #[derive(Default)]
@@ -674,8 +674,8 @@ impl ChatTranslator for CohereChat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_api::openai::parse_chat_envelope;
     use crate::config::{Config, ProcessEnv};
-    use crate::openai::parse_chat_envelope;
 
     fn translate(body: &str) -> Result<(CohereChat, Value), GatewayError> {
         let cfg = Config::parse(

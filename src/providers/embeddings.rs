@@ -421,8 +421,8 @@ fn float_count(f: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_api::openai::parse_embeddings_envelope;
     use crate::config::{Config, ProcessEnv, Provider};
-    use crate::openai::parse_embeddings_envelope;
     use serde_json::{json, Value};
 
     fn provider(kind: &str) -> Provider {

@@ -9,15 +9,14 @@ pub mod bedrock;
 pub mod cohere;
 pub mod embeddings;
 pub mod gemini;
-pub mod messages;
 pub mod openai;
 pub(crate) mod openai_chunks;
 pub mod presets;
 pub mod vertex;
 
+use crate::client_api::openai::ChatEnvelope;
 use crate::config::Provider;
 use crate::error::{kind_for_status, GatewayError};
-use crate::openai::ChatEnvelope;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {

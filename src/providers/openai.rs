@@ -8,9 +8,9 @@ use serde::Deserialize;
 
 use super::presets::{self, AuthStyle};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
+use crate::client_api::openai::json_string;
 use crate::config::Provider;
 use crate::error::GatewayError;
-use crate::openai::json_string;
 use crate::sse::SseParser;
 
 #[derive(Default)]
@@ -697,8 +697,8 @@ impl OpenAiUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_api::openai::parse_chat_envelope;
     use crate::config::{Config, ProcessEnv};
-    use crate::openai::parse_chat_envelope;
 
     fn config() -> Config {
         Config::parse(

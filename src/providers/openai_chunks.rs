@@ -9,11 +9,11 @@
 //! its decoder and event handler into.
 
 use super::Usage;
-use crate::error::GatewayError;
-use crate::openai::chat::{
+use crate::client_api::openai::chat::{
     ChatCompletionChunk, ChunkChoice, CompletionUsage, Delta, DeltaFunction, DeltaToolCall,
 };
-use crate::openai::json_string;
+use crate::client_api::openai::json_string;
+use crate::error::GatewayError;
 use crate::sse::write_json_event;
 
 /// The last event of every stream.

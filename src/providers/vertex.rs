@@ -427,8 +427,8 @@ fn vertex_anthropic_body(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_api::openai::parse_chat_envelope;
     use crate::config::{Config, ProcessEnv};
-    use crate::openai::parse_chat_envelope;
     use serde_json::Value;
 
     fn provider(extra: &str) -> Provider {

@@ -350,15 +350,10 @@ impl Attempt {
                 return Action::Continue;
             }
             self.served_headers(h);
-            let p = self.pending.clone();
-            let anthropic = p.as_ref().is_some_and(|p| {
-                p.borrow().attempts.endpoint == crate::gateway::Endpoint::Messages
+            let api = self.pending.as_ref().map_or(Default::default(), |p| {
+                p.borrow().attempts.endpoint.client_api()
             });
-            let body = if anthropic {
-                crate::anthropic_api::error_body(&e)
-            } else {
-                e.body()
-            };
+            let body = api.error_body(&e);
             let _ = h.set_header(HeaderMap::Response, ":status", &e.status.to_string());
             let _ = h.set_header(HeaderMap::Response, "content-type", "application/json");
             let _ = h.set_header(

@@ -6,9 +6,9 @@
 //! `core-bench --json`       the same as JSON
 //! `core-bench CASE N`       only CASE, N times (the target for `valgrind --tool=callgrind`)
 
+use llmux::client_api::openai::parse_chat_envelope;
 use llmux::config::{Config, ProcessEnv};
 use llmux::gateway::{BodyAction, BodyRequest, Endpoint, Gateway};
-use llmux::openai::parse_chat_envelope;
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -2,8 +2,8 @@
 
 use super::stream::text_delta_fast;
 use super::*;
+use crate::client_api::openai::parse_chat_envelope;
 use crate::config::{Config, ProcessEnv, Provider};
-use crate::openai::parse_chat_envelope;
 use serde_json::{json, Value};
 
 const STREAM_FIXTURE: &str = include_str!("../../../tests/fixtures/anthropic/stream_text_tool.sse");

@@ -75,13 +75,13 @@ use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::aws::eventstream::{Decoder, Message};
 use crate::aws::sigv4;
-use crate::config::Provider;
-use crate::error::{kind_for_status, GatewayError};
-use crate::json_text::Text;
-use crate::openai::chat::{
+use crate::client_api::openai::chat::{
     AssistantMessage, ChatCompletion, ChatRequest, Choice, CompletionUsage, ContentPart,
     FunctionOut, MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
+use crate::config::Provider;
+use crate::error::{kind_for_status, GatewayError};
+use crate::json_text::Text;
 
 fn bad(param: &str, message: impl Into<String>) -> GatewayError {
     GatewayError::invalid_param(param, message)

@@ -2,7 +2,7 @@
 //! `#[derive(Serialize)]` shapes and the conversion rules listed in the parent module.
 
 use super::*;
-use crate::openai::chat::ChatMessage;
+use crate::client_api::openai::chat::ChatMessage;
 
 // ---------------------------------------------------------------------------------------------
 // Converse request shapes (serialise only, borrowing from the parsed OpenAI request)

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::aws::eventstream::encode;
+use crate::client_api::openai::{parse_chat_envelope, parse_embeddings_envelope};
 use crate::config::{Config, Env};
-use crate::openai::{parse_chat_envelope, parse_embeddings_envelope};
 use serde_json::{json, Value};
 
 struct NoEnv;

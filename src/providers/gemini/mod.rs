@@ -1,7 +1,7 @@
 //! OpenAI client → Google Gemini API (AI Studio): `POST {base_path}/models/{model}:generateContent`,
 //! streams `:streamGenerateContent?alt=sse`, key in `x-goog-api-key`.
 //!
-//! The request is read into the typed shapes of [`crate::openai::chat`] (borrowing from the
+//! The request is read into the typed shapes of [`crate::client_api::openai::chat`] (borrowing from the
 //! client's body) and the Gemini body is serialised from borrowed structs in one pass; answers are
 //! rebuilt as OpenAI `chat.completion` / `chat.completion.chunk` the same way.
 //!
@@ -101,12 +101,12 @@ use std::borrow::Cow;
 
 use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{client_status, provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
-use crate::error::{kind_for_status, GatewayError};
-use crate::json_text::Text;
-use crate::openai::chat::{
+use crate::client_api::openai::chat::{
     AssistantMessage, ChatCompletion, ChatMessage, ChatRequest, Choice, ContentPart, FunctionOut,
     MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
+use crate::error::{kind_for_status, GatewayError};
+use crate::json_text::Text;
 use crate::sse::{SseEvent, SseParser};
 
 /// Text of the user turn put before a conversation that starts with a model turn.

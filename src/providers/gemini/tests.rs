@@ -3,8 +3,8 @@
 use super::request::signature_from_id;
 use super::response::finish_reason;
 use super::*;
+use crate::client_api::openai::parse_chat_envelope;
 use crate::config::{Config, ProcessEnv, Provider};
-use crate::openai::parse_chat_envelope;
 use serde_json::{json, Value};
 
 const STREAM_FIXTURE: &str = include_str!("../../../tests/fixtures/gemini/stream_text_tool.sse");

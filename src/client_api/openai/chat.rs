@@ -16,8 +16,8 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::client_api::openai::ChatEnvelope;
 use crate::error::GatewayError;
-use crate::openai::ChatEnvelope;
 use crate::providers::Usage;
 
 // ---------------------------------------------------------------------------------------------
@@ -415,12 +415,12 @@ fn field<'a, T: Deserialize<'a>>(
 /// `messages` in one pass; only when that fails is it walked element by element to name the
 /// exact message, content part or tool call at fault.
 pub fn parse_messages<'a>(raw: Option<&'a RawValue>) -> Result<Vec<ChatMessage<'a>>, GatewayError> {
-    let raw = raw.ok_or_else(crate::openai::envelope::messages_required)?;
+    let raw = raw.ok_or_else(crate::client_api::openai::envelope::messages_required)?;
     match serde_json::from_str::<Vec<ChatMessage<'a>>>(raw.get()) {
         // (An empty list never gets here: `parse_chat_top` refuses it.)
         Ok(m) => Ok(m),
         // The shape and roles first (the clearer message), then the message at fault.
-        Err(whole) => Err(crate::openai::envelope::check_message_list(raw)
+        Err(whole) => Err(crate::client_api::openai::envelope::check_message_list(raw)
             .err()
             .or_else(|| locate_message_error(raw))
             .unwrap_or_else(|| {
@@ -748,7 +748,7 @@ impl From<Usage> for CompletionUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::parse_chat_envelope;
+    use crate::client_api::openai::parse_chat_envelope;
 
     fn req(body: &str) -> Result<ChatRequest<'_>, GatewayError> {
         let env = parse_chat_envelope(body.as_bytes()).unwrap();

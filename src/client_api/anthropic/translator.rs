@@ -1,12 +1,13 @@
 //! Anthropic Messages clients (`POST /v1/messages`): straight through to Anthropic, or through
-//! the OpenAI pivot to every other provider (see [`crate::anthropic_api`]).
+//! the OpenAI pivot to every other provider (see [`super`]).
 
 use serde::Deserialize;
 
-use super::{ChatCall, ChatTranslator, ProviderKind, ProviderRequest, Usage};
-use crate::anthropic_api::{self, StreamToMessages};
+use super::StreamToMessages;
+use crate::client_api::anthropic as anthropic_api;
+use crate::client_api::openai::{json_string, parse_chat_envelope};
 use crate::error::GatewayError;
-use crate::openai::{json_string, parse_chat_envelope};
+use crate::providers::{ChatCall, ChatTranslator, ProviderKind, ProviderRequest, Usage};
 use crate::sse::SseParser;
 
 /// A fresh translator for one Messages request to this kind of provider.
@@ -204,13 +205,13 @@ impl ChatTranslator for AnthropicPassthrough {
             .ok()
             .and_then(|e| e.error)
         {
-            Some(b) => super::provider_error(
+            Some(b) => crate::providers::provider_error(
                 &self.provider,
                 status,
                 b.message.as_deref().unwrap_or(""),
                 b.kind.as_deref(),
             ),
-            None => super::provider_error(
+            None => crate::providers::provider_error(
                 &self.provider,
                 status,
                 &String::from_utf8_lossy(&body[..body.len().min(512)]),

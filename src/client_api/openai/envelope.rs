@@ -78,7 +78,7 @@ impl<'a> ChatEnvelope<'a> {
 }
 
 /// The top level of any model-routed request: a JSON object with a non-empty string `model`.
-fn parse_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
+pub(crate) fn parse_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| GatewayError::bad_request(format!("request body is not valid UTF-8: {e}")))?;
     let top: TopLevel<'_> = serde_json::from_str(text).map_err(|e| {
@@ -160,7 +160,7 @@ pub fn check_messages(env: &ChatEnvelope<'_>) -> Result<(), GatewayError> {
 }
 
 /// `stream`: a boolean, or absent/`null` for false.
-fn stream_flag(env: &ChatEnvelope<'_>) -> Result<bool, GatewayError> {
+pub(crate) fn stream_flag(env: &ChatEnvelope<'_>) -> Result<bool, GatewayError> {
     match env.field("stream").map(|raw| raw.get()) {
         None | Some("false" | "null") => Ok(false),
         Some("true") => Ok(true),
@@ -210,14 +210,6 @@ pub fn check_message_list(messages_raw: &RawValue) -> Result<(), GatewayError> {
         }
     }
     Ok(())
-}
-
-/// Parses and validates the top level of an Anthropic Messages request (`/v1/messages`).
-pub fn parse_messages_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
-    let mut env = parse_top(body)?;
-    crate::anthropic_api::validate_envelope(&env)?;
-    env.stream = stream_flag(&env)?;
-    Ok(env)
 }
 
 /// Parses and validates the top level of an embeddings request.

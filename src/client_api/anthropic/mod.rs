@@ -25,17 +25,27 @@
 //! end_turn/max_tokens/tool_use/refusal, usage: `input_tokens` = prompt − cached,
 //! `cache_read_input_tokens` = cached, `output_tokens` = completion.
 
+pub mod translator;
+
 use serde_json::{json, Map, Value};
 
+use crate::client_api::openai::ChatEnvelope;
 use crate::error::GatewayError;
-use crate::openai::ChatEnvelope;
 use crate::sse::{write_event, SseEvent, SseParser};
+
+/// Parses and validates the top level of an Anthropic Messages request (`/v1/messages`).
+pub fn parse_messages_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
+    let mut env = crate::client_api::openai::envelope::parse_top(body)?;
+    validate_envelope(&env)?;
+    env.stream = crate::client_api::openai::envelope::stream_flag(&env)?;
+    Ok(env)
+}
 
 /// Validates the top level of a Messages request (the fields the gateway needs).
 pub fn validate_envelope(env: &ChatEnvelope<'_>) -> Result<(), GatewayError> {
     let messages = env
         .field("messages")
-        .ok_or_else(crate::openai::envelope::messages_required)?;
+        .ok_or_else(crate::client_api::openai::envelope::messages_required)?;
     match serde_json::from_str::<Value>(messages.get()) {
         Ok(Value::Array(items)) if !items.is_empty() => {
             for (i, m) in items.iter().enumerate() {
@@ -572,8 +582,8 @@ impl StreamToMessages {
 
 #[cfg(test)]
 mod tests {
+    use super::parse_messages_envelope;
     use super::*;
-    use crate::openai::envelope::parse_messages_envelope;
 
     fn convert(body: Value) -> Value {
         serde_json::from_slice(&to_openai_request(body.to_string().as_bytes(), true).unwrap())
