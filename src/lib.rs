@@ -24,6 +24,7 @@ pub mod routing;
 pub mod rs256;
 pub mod sse;
 pub mod stages;
+pub mod usage;
 
 #[cfg(test)]
 pub(crate) mod test_support;

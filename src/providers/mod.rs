@@ -143,24 +143,7 @@ pub struct ProviderRequest {
     pub body: Option<Vec<u8>>,
 }
 
-/// Token counts in OpenAI's terms: `prompt_tokens` includes cached and cache-creation tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// Of `prompt_tokens`, read from the provider's prompt cache.
-    pub cached_tokens: u64,
-    /// Of `prompt_tokens`, written to the provider's prompt cache.
-    pub cache_creation_tokens: u64,
-    /// Of `completion_tokens`, spent on reasoning.
-    pub reasoning_tokens: u64,
-}
-
-impl Usage {
-    pub fn total_tokens(&self) -> u64 {
-        self.prompt_tokens.saturating_add(self.completion_tokens)
-    }
-}
+pub use crate::usage::Usage;
 
 pub trait ChatTranslator {
     /// Builds the provider request. Errors are the client's fault (400) or the config's.

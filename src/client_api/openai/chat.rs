@@ -18,7 +18,7 @@ use std::fmt;
 
 use crate::client_api::openai::ChatEnvelope;
 use crate::error::GatewayError;
-use crate::providers::Usage;
+use crate::usage::Usage;
 
 // ---------------------------------------------------------------------------------------------
 // A string that borrows from the body unless it holds escapes
