@@ -340,6 +340,30 @@ pub fn local_count(
     (out, o)
 }
 
+/// A per-instance counter after giving back `hits` counted at `counted_unix` (a refused
+/// request's hit); `None` when that window is over (nothing to give back).
+pub fn local_refund(
+    prev: Option<&[u8]>,
+    counted_unix: u64,
+    check: &Check,
+    hits: u64,
+) -> Option<Vec<u8>> {
+    let period = check.period.seconds();
+    let start = counted_unix - counted_unix % period;
+    let b = prev.filter(|b| b.len() == 16)?;
+    let mut s = [0u8; 8];
+    let mut c = [0u8; 8];
+    s.copy_from_slice(&b[..8]);
+    c.copy_from_slice(&b[8..]);
+    if u64::from_le_bytes(s) != start {
+        return None;
+    }
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&start.to_le_bytes());
+    out.extend_from_slice(&u64::from_le_bytes(c).saturating_sub(hits).to_le_bytes());
+    Some(out)
+}
+
 /// A parallel-request counter (u32 little endian) after `delta`; `None` when adding would pass
 /// `max`.
 pub fn parallel_next(prev: Option<&[u8]>, delta: i32, max: u32) -> Option<Vec<u8>> {

@@ -51,6 +51,8 @@ pub struct RequestLimits {
     charged: bool,
     /// The response end is held until the charge is answered.
     holding_response: bool,
+    /// When this request's hits were counted locally (a refusal gives them back).
+    counted_unix: u64,
     /// The response headers are still held (a buffered answer): `x-llmux-cost-usd` can be set.
     pub headers_held: bool,
 }
@@ -85,6 +87,23 @@ enum Slot {
     /// The counter could not be written (every CAS race lost, or shared data failing): the
     /// request is admitted without a slot, and gives none back.
     NotCounted,
+}
+
+/// Gives back one hit of each local counter a refused request counted at `counted_unix`.
+fn refund(h: &dyn Host, checks: &[Check], counted_unix: u64) {
+    for check in checks {
+        let key = check.local_key();
+        for _ in 0..16 {
+            let (prev, cas) = h.shared_data(&key).unwrap_or((None, 0));
+            let Some(bytes) = limits::local_refund(prev.as_deref(), counted_unix, check, 1) else {
+                break;
+            };
+            match h.set_shared_data(&key, &bytes, cas) {
+                Err(e) if local_key_err(e) => continue,
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Takes (`delta` 1) or gives back (-1) a parallel slot.
@@ -231,8 +250,9 @@ impl RequestLimits {
             .iter()
             .map(|c| local_count(h, c, now_unix, 1))
             .collect();
+        self.counted_unix = now_unix;
         let Some(rls) = &config.limits.rls else {
-            return self.decide_locally(metric);
+            return self.decide_locally(h, metric);
         };
         let descriptors: Vec<_> = self.checks.iter().map(|c| c.descriptor(None)).collect();
         let msg = proto::encode_request(&rls.domain, &descriptors, 1);
@@ -248,32 +268,45 @@ impl RequestLimits {
                     rls.cluster,
                     e.0
                 );
-                self.failed(rls.failure_mode, metric)
+                self.failed(h, rls.failure_mode, metric)
             }
         }
     }
 
-    fn decide_locally(&mut self, metric: &dyn Fn(Update)) -> Admission {
+    fn decide_locally(&mut self, h: &dyn Host, metric: &dyn Fn(Update)) -> Admission {
         let results: Vec<_> = self.checks.iter().zip(self.local.iter().copied()).collect();
         let v = judge(&results, metric);
-        self.admit_with(v)
+        self.admit_with(h, v)
     }
 
-    fn admit_with(&mut self, v: Verdict) -> Admission {
+    fn admit_with(&mut self, h: &dyn Host, v: Verdict) -> Admission {
         match v {
-            Verdict::Allow(h) => {
-                self.headers = h;
+            Verdict::Allow(headers) => {
+                self.headers = headers;
                 Admission::Continue
             }
-            Verdict::Deny(e, h) => Admission::Reject(e, h),
+            Verdict::Deny(e, headers) => self.refuse(h, e, headers),
         }
     }
 
-    fn failed(&mut self, mode: FailureMode, metric: &dyn Fn(Update)) -> Admission {
+    /// A refused request is not charged: its local hits are given back, and nothing is charged
+    /// at its end. (The rate-limit service keeps the hit it counted, as for Envoy's own filter.)
+    fn refuse(
+        &mut self,
+        h: &dyn Host,
+        e: GatewayError,
+        headers: Vec<(&'static str, String)>,
+    ) -> Admission {
+        refund(h, &self.checks, self.counted_unix);
+        self.checks.clear();
+        Admission::Reject(e, headers)
+    }
+
+    fn failed(&mut self, h: &dyn Host, mode: FailureMode, metric: &dyn Fn(Update)) -> Admission {
         metric(Update::Add(MetricKey::RateLimitErrors, 1));
         match mode {
-            FailureMode::Closed => Admission::Reject(limits::unavailable(), Vec::new()),
-            FailureMode::Open => self.decide_locally(metric),
+            FailureMode::Closed => self.refuse(h, limits::unavailable(), Vec::new()),
+            FailureMode::Open => self.decide_locally(h, metric),
         }
     }
 
@@ -372,14 +405,14 @@ impl RequestLimits {
                     .map(|(c, s)| (c, Outcome::of(c, s)))
                     .collect();
                 let v = judge(&results, metric);
-                self.admit_with(v)
+                self.admit_with(h, v)
             }
             _ => {
                 log::warn!(
                     "llmux: the rate-limit service failed (gRPC status {status}); failure_mode {:?}",
                     rls.failure_mode
                 );
-                self.failed(rls.failure_mode, metric)
+                self.failed(h, rls.failure_mode, metric)
             }
         };
         match admission {

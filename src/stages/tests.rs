@@ -582,3 +582,38 @@ fn a_slot_never_taken_is_never_given_back() {
     a.on_log(&w.host);
     assert_eq!(parallel_slots(&world, "one"), 0);
 }
+
+/// The counts of the local (per-instance) limit counters, by shared-data key.
+fn local_counts(world: &World) -> Vec<(String, u64)> {
+    world
+        .shared_keys()
+        .into_iter()
+        .filter(|k| k.starts_with("llmux.rl."))
+        .map(|k| {
+            let v = world.shared_value(&k).unwrap_or_default();
+            let n = v
+                .get(8..16)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+            (k, n)
+        })
+        .collect()
+}
+
+#[test]
+fn refused_requests_are_not_counted() {
+    let world = World::new();
+    let w = worker(&world, &keyed_config(serde_json::json!({})));
+    let two = ("authorization", "Bearer sk-two");
+    for id in 80..87 {
+        let (mut r, _) = w.send(id, &[two], USER);
+        let refused = id >= 82;
+        assert_eq!(w.status(id), refused.then_some(429), "request {id}");
+        r.on_log(&w.host);
+    }
+    // rpm 2 and tpm: two admitted requests counted, the five refused ones given back.
+    let counts = local_counts(&world);
+    assert!(!counts.is_empty());
+    for (k, n) in &counts {
+        assert_eq!(*n, 2, "{k}: {counts:?}");
+    }
+}
