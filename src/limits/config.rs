@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::ConfigError;
+use crate::config::fields::ConfigError;
 
 fn err(path: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {

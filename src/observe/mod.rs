@@ -431,7 +431,7 @@ pub fn request_updates(
 /// Cost of `u` at `p`, in nano-USD (prices are USD per million tokens, so a token costs
 /// `price × 1000` nano-USD). Uncached input, cached input, cache creation and output are priced
 /// separately.
-pub fn cost_nanousd(p: &crate::config::Price, u: &Usage) -> u64 {
+pub fn cost_nanousd(p: &crate::pricing::Price, u: &Usage) -> u64 {
     let cached = u.cached_tokens.min(u.prompt_tokens);
     let creation = u.cache_creation_tokens.min(u.prompt_tokens - cached);
     let plain = u.prompt_tokens - cached - creation;
