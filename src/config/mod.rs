@@ -47,7 +47,7 @@ pub struct Config {
     /// Models whose name is a wildcard pattern (`anthropic/*`), in config order.
     wildcards: Vec<usize>,
     /// Failover, retries, cooldowns, the status endpoint.
-    pub router: crate::routing::RouterConfig,
+    pub router: crate::routing::config::RouterConfig,
     /// Add `x-llmux-cost-usd` to non-streamed answers with a known price (holds OpenAI-protocol
     /// answers until their usage is read; `false` lets them flow through as they arrive).
     pub cost_header: bool,
@@ -148,7 +148,7 @@ pub struct Model {
     pub owned_by: String,
     pub deployments: Vec<Deployment>,
     /// Strategy, retries and fallbacks of this group.
-    pub policy: crate::routing::GroupPolicy,
+    pub policy: crate::routing::config::GroupPolicy,
     /// LLMux keeps this group's shared health and load records: it has a choice to make
     /// (several deployments or keys, retries, fallbacks, or it is another group's fallback).
     pub tracked: bool,
@@ -199,7 +199,7 @@ impl Config {
             wildcards,
         } = parse_models(root, &mut providers, env)?;
         let router = match root.get("router") {
-            None | Some(Value::Null) => crate::routing::RouterConfig::default(),
+            None | Some(Value::Null) => crate::routing::config::RouterConfig::default(),
             Some(v) => router::parse_router(v)?,
         };
 
@@ -262,7 +262,7 @@ impl Config {
             return Some((i, None));
         }
         self.wildcards.iter().find_map(|&i| {
-            crate::routing::wildcard_match(&self.models[i].name, name).map(|m| (i, Some(m)))
+            crate::routing::config::wildcard_match(&self.models[i].name, name).map(|m| (i, Some(m)))
         })
     }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::fields::{check_keys, err, opt_str, opt_str_list, opt_u32, ConfigError, Env};
 use super::{Deployment, Model, Provider};
 use crate::pricing::Price;
-use crate::routing::{GroupPolicy, Strategy};
+use crate::routing::config::{GroupPolicy, Strategy};
 
 pub(super) fn parse_model(
     v: &Value,

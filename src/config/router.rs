@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::fields::{
     check_keys, err, is_header_name, opt_bool, opt_ms, opt_str, opt_str_list, opt_u32, ConfigError,
 };
-use crate::routing::{ErrorClass, RetryPolicy, RouterConfig, StatusConfig};
+use crate::routing::config::{ErrorClass, RetryPolicy, RouterConfig, StatusConfig};
 
 pub(super) fn parse_router(v: &Value) -> Result<RouterConfig, ConfigError> {
     let path = "router";
