@@ -96,6 +96,18 @@ impl ErrorClass {
         )
     }
 }
+/// Which configured model and deployment a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Answered by the gateway before a deployment was chosen (bad body, unknown model).
+    Rejected,
+    Deployment {
+        model: usize,
+        deployment: usize,
+    },
+}
+
+/// Why an entry is in the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// The group's own deployments (and their retries).
@@ -119,8 +131,8 @@ pub struct PlanEntry {
 
 impl PlanEntry {
     /// The metric route (model and deployment) of this entry.
-    pub fn route(self) -> crate::observe::Route {
-        crate::observe::Route::Deployment {
+    pub fn route(self) -> Route {
+        Route::Deployment {
             model: usize::from(self.model),
             deployment: usize::from(self.deployment),
         }
@@ -688,7 +700,7 @@ pub fn record_failure(
 pub fn record_success(
     s: &mut DeploymentState,
     config: &Config,
-    t: &crate::observe::Timings,
+    t: &crate::observe::time::Timings,
     stream: bool,
     usage: Option<&crate::providers::Usage>,
 ) {
