@@ -11,6 +11,9 @@
 //! suffix: `-` and a digit (`claude-3-5-haiku-20241022`, `gemini-2.0-flash-001`,
 //! `gpt-4o-2024-08-06`), `-latest`, or `@` (Vertex AI). A `provider/` prefix is ignored. The
 //! longest matching name wins (`gpt-4o-mini` before `gpt-4o`).
+//!
+//! It owns the [`Price`] type and the parser of a deployment's `price`, naming only
+//! `config::fields` of the config, so `config` depends on `pricing` and not the reverse.
 
 use serde_json::Value;
 
