@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::ConfigError;
+use crate::config::fields::ConfigError;
 use crate::error::GatewayError;
 
 #[derive(Debug, Clone, PartialEq)]

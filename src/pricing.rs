@@ -11,8 +11,55 @@
 //! suffix: `-` and a digit (`claude-3-5-haiku-20241022`, `gemini-2.0-flash-001`,
 //! `gpt-4o-2024-08-06`), `-latest`, or `@` (Vertex AI). A `provider/` prefix is ignored. The
 //! longest matching name wins (`gpt-4o-mini` before `gpt-4o`).
+//!
+//! It owns the [`Price`] type and the parser of a deployment's `price`, naming only
+//! `config::fields` of the config, so `config` depends on `pricing` and not the reverse.
 
-use crate::config::Price;
+use serde_json::Value;
+
+use crate::config::fields::{check_keys, err, join, ConfigError};
+
+/// Prices of a deployment, USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    /// Defaults to `input_per_mtok`.
+    pub cached_input_per_mtok: f64,
+    /// Defaults to `input_per_mtok`.
+    pub cache_creation_per_mtok: f64,
+}
+
+/// A deployment's `price`: input and output required, the cache prices default to input.
+pub(crate) fn parse_price(v: &Value, path: &str) -> Result<Price, ConfigError> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| err(path, "must be an object of USD prices per million tokens"))?;
+    let keys = [
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "cache_creation_per_mtok",
+    ];
+    check_keys(o, path, &keys)?;
+    let get = |key: &str| -> Result<Option<f64>, ConfigError> {
+        match o.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f)),
+                _ => Err(err(&join(path, key), "must be a number ≥ 0")),
+            },
+        }
+    };
+    let input = get(keys[0])?.ok_or_else(|| err(&join(path, keys[0]), "required"))?;
+    let output = get(keys[1])?.ok_or_else(|| err(&join(path, keys[1]), "required"))?;
+    Ok(Price {
+        input_per_mtok: input,
+        output_per_mtok: output,
+        cached_input_per_mtok: get(keys[2])?.unwrap_or(input),
+        cache_creation_per_mtok: get(keys[3])?.unwrap_or(input),
+    })
+}
 
 /// name, input, output, cached input, cache creation, context window (tokens).
 type Row = (&'static str, f32, f32, f32, f32, u32);

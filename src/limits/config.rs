@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::ConfigError;
+use crate::config::fields::ConfigError;
 
 fn err(path: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -309,26 +309,7 @@ impl LimitsConfig {
                 }
             }
             if let Some(cluster) = opt_string(o, p, "cluster")? {
-                let timeout_ms = match o.get("timeout_ms") {
-                    None => 100,
-                    Some(t) => t
-                        .as_u64()
-                        .filter(|t| (1..=60_000).contains(t))
-                        .ok_or_else(|| err("rate_limit.timeout_ms", "must be 1..60000"))?
-                        as u32,
-                };
-                let failure_mode = match o.get("failure_mode").and_then(Value::as_str) {
-                    None if o.get("failure_mode").is_none() => FailureMode::Open,
-                    Some("open") => FailureMode::Open,
-                    Some("closed") => FailureMode::Closed,
-                    _ => return Err(err("rate_limit.failure_mode", "must be `open` or `closed`")),
-                };
-                c.rls = Some(RlsConfig {
-                    cluster,
-                    domain: opt_string(o, p, "domain")?.unwrap_or_else(|| "llmux".into()),
-                    timeout_ms,
-                    failure_mode,
-                });
+                c.rls = Some(rls_config(o, p, cluster)?);
             } else if o.keys().any(|k| k != "models") {
                 return Err(err(
                     "rate_limit.cluster",
@@ -336,104 +317,151 @@ impl LimitsConfig {
                 ));
             }
             if let Some(m) = o.get("models") {
-                let mp = "rate_limit.models";
-                let m = m
-                    .as_object()
-                    .ok_or_else(|| err(mp, "must be an object of model name → limits"))?;
-                for (name, l) in m {
-                    let lp = format!("{mp}.{name}");
-                    let lo = l.as_object().ok_or_else(|| err(&lp, "must be an object"))?;
-                    for k in lo.keys() {
-                        if k != "rpm" && k != "tpm" {
-                            return Err(err(
-                                &format!("{lp}.{k}"),
-                                "unknown field; expected: rpm, tpm",
-                            ));
-                        }
-                    }
-                    c.models.push((name.clone(), Limits::parse(lo, &lp)?));
-                }
+                c.models = model_limits(m)?;
             }
         }
         if let Some(v) = identity.filter(|v| !v.is_null()) {
-            let p = "identity";
-            let o = v.as_object().ok_or_else(|| err(p, "must be an object"))?;
-            let allowed: &[&str] = &[
-                "source",
-                "headers",
-                "metadata_namespace",
-                "payload_key",
-                "claims",
-                "limits",
-            ];
-            for k in o.keys() {
-                if !allowed.contains(&k.as_str()) {
-                    return Err(err(
-                        &format!("{p}.{k}"),
-                        format!("unknown field; expected one of: {}", allowed.join(", ")),
-                    ));
-                }
-            }
-            let names = |field: &str| -> Result<(String, Option<String>), ConfigError> {
-                let fp = format!("{p}.{field}");
-                let m = o
-                    .get(field)
-                    .and_then(Value::as_object)
-                    .ok_or_else(|| err(&fp, "required: {\"user\": ..., \"team\": ...}"))?;
-                for k in m.keys() {
-                    if k != "user" && k != "team" {
-                        return Err(err(
-                            &format!("{fp}.{k}"),
-                            "unknown field; expected: user, team",
-                        ));
-                    }
-                }
-                let user = opt_string(m, &fp, "user")?
-                    .ok_or_else(|| err(&format!("{fp}.user"), "required"))?;
-                Ok((user, opt_string(m, &fp, "team")?))
-            };
-            c.identity = match o.get("source").and_then(Value::as_str) {
-                Some("key") | None => IdentitySource::Key,
-                Some("header") => {
-                    let (user, team) = names("headers")?;
-                    IdentitySource::Header {
-                        user: user.to_ascii_lowercase(),
-                        team: team.map(|t| t.to_ascii_lowercase()),
-                    }
-                }
-                Some("jwt") => {
-                    let (user_claim, team_claim) = names("claims")?;
-                    IdentitySource::Jwt {
-                        namespace: opt_string(o, p, "metadata_namespace")?
-                            .unwrap_or_else(|| "envoy.filters.http.jwt_authn".into()),
-                        payload_key: opt_string(o, p, "payload_key")?
-                            .unwrap_or_else(|| "jwt_payload".into()),
-                        user_claim,
-                        team_claim,
-                    }
-                }
-                Some(_) => return Err(err("identity.source", "must be `key`, `header` or `jwt`")),
-            };
-            if let Some(l) = o.get("limits") {
-                let lo = l
-                    .as_object()
-                    .ok_or_else(|| err("identity.limits", "must be an object"))?;
-                for k in lo.keys() {
-                    if !LIMIT_FIELDS.contains(&k.as_str()) {
-                        return Err(err(
-                            &format!("identity.limits.{k}"),
-                            format!(
-                                "unknown field; expected one of: {}",
-                                LIMIT_FIELDS.join(", ")
-                            ),
-                        ));
-                    }
-                }
-                c.identity_limits = Limits::parse(lo, "identity.limits")?;
-            }
+            parse_identity(v, &mut c)?;
         }
         Ok(c)
     }
+}
+
+/// `rate_limit` with a `cluster`: the rate-limit service's settings.
+fn rls_config(o: &Map<String, Value>, p: &str, cluster: String) -> Result<RlsConfig, ConfigError> {
+    let timeout_ms = match o.get("timeout_ms") {
+        None => 100,
+        Some(t) => {
+            t.as_u64()
+                .filter(|t| (1..=60_000).contains(t))
+                .ok_or_else(|| err("rate_limit.timeout_ms", "must be 1..60000"))? as u32
+        }
+    };
+    let failure_mode = match o.get("failure_mode").and_then(Value::as_str) {
+        None if o.get("failure_mode").is_none() => FailureMode::Open,
+        Some("open") => FailureMode::Open,
+        Some("closed") => FailureMode::Closed,
+        _ => return Err(err("rate_limit.failure_mode", "must be `open` or `closed`")),
+    };
+    Ok(RlsConfig {
+        cluster,
+        domain: opt_string(o, p, "domain")?.unwrap_or_else(|| "llmux".into()),
+        timeout_ms,
+        failure_mode,
+    })
+}
+
+/// `rate_limit.models`: model name → `rpm` / `tpm`.
+fn model_limits(m: &Value) -> Result<Vec<(String, Limits)>, ConfigError> {
+    let mp = "rate_limit.models";
+    let m = m
+        .as_object()
+        .ok_or_else(|| err(mp, "must be an object of model name → limits"))?;
+    let mut models = Vec::new();
+    for (name, l) in m {
+        let lp = format!("{mp}.{name}");
+        let lo = l.as_object().ok_or_else(|| err(&lp, "must be an object"))?;
+        for k in lo.keys() {
+            if k != "rpm" && k != "tpm" {
+                return Err(err(
+                    &format!("{lp}.{k}"),
+                    "unknown field; expected: rpm, tpm",
+                ));
+            }
+        }
+        models.push((name.clone(), Limits::parse(lo, &lp)?));
+    }
+    Ok(models)
+}
+
+/// `identity`: where the caller's user and team come from, and the limits per user.
+fn parse_identity(v: &Value, c: &mut LimitsConfig) -> Result<(), ConfigError> {
+    let p = "identity";
+    let o = v.as_object().ok_or_else(|| err(p, "must be an object"))?;
+    let allowed: &[&str] = &[
+        "source",
+        "headers",
+        "metadata_namespace",
+        "payload_key",
+        "claims",
+        "limits",
+    ];
+    for k in o.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(err(
+                &format!("{p}.{k}"),
+                format!("unknown field; expected one of: {}", allowed.join(", ")),
+            ));
+        }
+    }
+    c.identity = identity_source(o, p)?;
+    if let Some(l) = o.get("limits") {
+        let lo = l
+            .as_object()
+            .ok_or_else(|| err("identity.limits", "must be an object"))?;
+        for k in lo.keys() {
+            if !LIMIT_FIELDS.contains(&k.as_str()) {
+                return Err(err(
+                    &format!("identity.limits.{k}"),
+                    format!(
+                        "unknown field; expected one of: {}",
+                        LIMIT_FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        c.identity_limits = Limits::parse(lo, "identity.limits")?;
+    }
+    Ok(())
+}
+
+/// `identity.source`: the API key (default), request headers, or JWT claims.
+fn identity_source(o: &Map<String, Value>, p: &str) -> Result<IdentitySource, ConfigError> {
+    Ok(match o.get("source").and_then(Value::as_str) {
+        Some("key") | None => IdentitySource::Key,
+        Some("header") => {
+            let (user, team) = identity_names(o, p, "headers")?;
+            IdentitySource::Header {
+                user: user.to_ascii_lowercase(),
+                team: team.map(|t| t.to_ascii_lowercase()),
+            }
+        }
+        Some("jwt") => {
+            let (user_claim, team_claim) = identity_names(o, p, "claims")?;
+            IdentitySource::Jwt {
+                namespace: opt_string(o, p, "metadata_namespace")?
+                    .unwrap_or_else(|| "envoy.filters.http.jwt_authn".into()),
+                payload_key: opt_string(o, p, "payload_key")?
+                    .unwrap_or_else(|| "jwt_payload".into()),
+                user_claim,
+                team_claim,
+            }
+        }
+        Some(_) => return Err(err("identity.source", "must be `key`, `header` or `jwt`")),
+    })
+}
+
+/// `identity.headers` or `identity.claims`: `{"user": ..., "team": ...}` (`user` required).
+fn identity_names(
+    o: &Map<String, Value>,
+    p: &str,
+    field: &str,
+) -> Result<(String, Option<String>), ConfigError> {
+    let fp = format!("{p}.{field}");
+    let m = o
+        .get(field)
+        .and_then(Value::as_object)
+        .ok_or_else(|| err(&fp, "required: {\"user\": ..., \"team\": ...}"))?;
+    for k in m.keys() {
+        if k != "user" && k != "team" {
+            return Err(err(
+                &format!("{fp}.{k}"),
+                "unknown field; expected: user, team",
+            ));
+        }
+    }
+    let user = opt_string(m, &fp, "user")?.ok_or_else(|| err(&format!("{fp}.user"), "required"))?;
+    Ok((user, opt_string(m, &fp, "team")?))
 }
 
 #[cfg(test)]

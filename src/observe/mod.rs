@@ -16,6 +16,10 @@ pub mod time;
 use crate::config::Config;
 use crate::providers::Usage;
 
+// Compatibility paths: other modules name these as `crate::observe::...`.
+pub use crate::routing::Route;
+pub use time::Timings;
+
 /// Prefix of every LLMux metric (Envoy adds `wasmcustom.` in front and strips it again in the
 /// Prometheus output).
 pub const PREFIX: &str = "llmux";
@@ -44,17 +48,6 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     ("llmux.stream", r"(\.llmux\.stream\.([^.]+))"),
     ("llmux.error_class", r"(\.llmux\.error_class\.([^.]+))"),
 ];
-
-/// Which configured model and deployment a request went to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Route {
-    /// Answered by the gateway before a deployment was chosen (bad body, unknown model).
-    Rejected,
-    Deployment {
-        model: usize,
-        deployment: usize,
-    },
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenType {
@@ -335,37 +328,6 @@ fn route_labels(model: &str, response_model: &str, provider: &str, deployment: &
     )
 }
 
-/// One finished request, as measured by the glue: what the metrics and the record are made of.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Timings {
-    /// Request headers arrived (unix ns).
-    pub start_ns: u64,
-    /// The request was sent upstream (0: never).
-    pub forwarded_ns: u64,
-    /// First response body byte from the provider (0: none).
-    pub first_byte_ns: u64,
-    /// Last response byte (or the end of the request, when there was no response).
-    pub end_ns: u64,
-}
-
-impl Timings {
-    pub fn duration_ms(&self) -> Option<u64> {
-        (self.forwarded_ns > 0 && self.end_ns >= self.forwarded_ns)
-            .then(|| (self.end_ns - self.forwarded_ns) / 1_000_000)
-    }
-
-    pub fn ttft_ms(&self) -> Option<u64> {
-        (self.forwarded_ns > 0 && self.first_byte_ns >= self.forwarded_ns)
-            .then(|| (self.first_byte_ns - self.forwarded_ns) / 1_000_000)
-    }
-
-    /// Microseconds per output token after the first: (last byte − first byte) / (tokens − 1).
-    pub fn tpot_us(&self, output_tokens: u64) -> Option<u64> {
-        (self.first_byte_ns > 0 && self.end_ns >= self.first_byte_ns && output_tokens >= 2)
-            .then(|| (self.end_ns - self.first_byte_ns) / 1_000 / (output_tokens - 1))
-    }
-}
-
 /// A metric update: add to a counter or record a histogram sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
@@ -431,7 +393,7 @@ pub fn request_updates(
 /// Cost of `u` at `p`, in nano-USD (prices are USD per million tokens, so a token costs
 /// `price × 1000` nano-USD). Uncached input, cached input, cache creation and output are priced
 /// separately.
-pub fn cost_nanousd(p: &crate::config::Price, u: &Usage) -> u64 {
+pub fn cost_nanousd(p: &crate::pricing::Price, u: &Usage) -> u64 {
     let cached = u.cached_tokens.min(u.prompt_tokens);
     let creation = u.cache_creation_tokens.min(u.prompt_tokens - cached);
     let plain = u.prompt_tokens - cached - creation;

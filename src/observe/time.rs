@@ -1,5 +1,40 @@
-//! RFC 3339 timestamps from unix nanoseconds, without a date crate: the times in usage records
-//! and exported payloads.
+//! Request timings and RFC 3339 timestamps from unix nanoseconds (without a date crate): the
+//! times in metrics, usage records and exported payloads.
+//!
+//! A leaf module (it names no other module of the crate), so that `routing` can read a
+//! request's [`Timings`] (latency records) while `observe` names routing's error classes,
+//! without a module cycle.
+
+/// One finished request, as measured by the glue: what the metrics and the record are made of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    /// Request headers arrived (unix ns).
+    pub start_ns: u64,
+    /// The request was sent upstream (0: never).
+    pub forwarded_ns: u64,
+    /// First response body byte from the provider (0: none).
+    pub first_byte_ns: u64,
+    /// Last response byte (or the end of the request, when there was no response).
+    pub end_ns: u64,
+}
+
+impl Timings {
+    pub fn duration_ms(&self) -> Option<u64> {
+        (self.forwarded_ns > 0 && self.end_ns >= self.forwarded_ns)
+            .then(|| (self.end_ns - self.forwarded_ns) / 1_000_000)
+    }
+
+    pub fn ttft_ms(&self) -> Option<u64> {
+        (self.forwarded_ns > 0 && self.first_byte_ns >= self.forwarded_ns)
+            .then(|| (self.first_byte_ns - self.forwarded_ns) / 1_000_000)
+    }
+
+    /// Microseconds per output token after the first: (last byte − first byte) / (tokens − 1).
+    pub fn tpot_us(&self, output_tokens: u64) -> Option<u64> {
+        (self.first_byte_ns > 0 && self.end_ns >= self.first_byte_ns && output_tokens >= 2)
+            .then(|| (self.end_ns - self.first_byte_ns) / 1_000 / (output_tokens - 1))
+    }
+}
 
 /// `2024-01-02T03:04:05.678Z` (milliseconds, UTC).
 pub fn rfc3339_millis(unix_ns: u64) -> String {

@@ -8,6 +8,7 @@
 //! error's class and the retry policy. Health and load come from [`state`], shared by every
 //! worker through Envoy shared data.
 
+pub mod config;
 pub mod recovery;
 pub mod state;
 pub mod status;
@@ -16,109 +17,13 @@ use crate::config::{Config, Deployment, Model};
 use crate::error::GatewayError;
 use state::{DeploymentState, StateStore};
 
-/// How a group picks among its deployments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// Weighted random (`weight`).
-    SimpleShuffle,
-    /// In turn, across all workers (a shared counter).
-    RoundRobin,
-    /// Fewest requests in flight (all workers).
-    LeastBusy,
-    /// Lowest latency EWMA (time to first token for streams); deployments within
-    /// `latency_buffer` of the best share the load.
-    LowestLatency,
-    /// Cheapest price per token.
-    LowestCost,
-    /// Most headroom against the deployment's `rpm`/`tpm` this minute.
-    UsageBased,
-    /// `priority` order (lower first); equal priorities by weight.
-    Priority,
-}
+pub use config::{
+    wildcard_match, CooldownPolicy, ErrorClass, GroupPolicy, RetryPolicy, RouterConfig,
+    StatusConfig, Strategy,
+};
 
-impl Strategy {
-    pub const NAMES: &'static [&'static str] = &[
-        "simple-shuffle",
-        "round-robin",
-        "least-busy",
-        "lowest-latency",
-        "lowest-cost",
-        "usage-based",
-        "priority",
-    ];
-
-    pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "simple-shuffle" => Self::SimpleShuffle,
-            "round-robin" => Self::RoundRobin,
-            "least-busy" => Self::LeastBusy,
-            "lowest-latency" | "latency-based" => Self::LowestLatency,
-            "lowest-cost" | "cost-based" => Self::LowestCost,
-            "usage-based" | "lowest-tpm-rpm" => Self::UsageBased,
-            "priority" => Self::Priority,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
-    }
-}
-
-/// Why an attempt failed: decides retries, fallbacks and cooldowns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorClass {
-    /// 429.
-    RateLimit,
-    /// 408, or no answer within the provider's timeout.
-    Timeout,
-    /// 500, 502, 503, 529 and other 5xx.
-    ServerError,
-    /// Connection refused or reset before an answer.
-    Connection,
-    /// 401, 403.
-    Auth,
-    /// 404 (the deployment's model does not exist there).
-    NotFound,
-    /// The provider refused the content (400 content filter).
-    ContentPolicy,
-    /// The prompt is larger than the model's context window.
-    ContextWindow,
-    /// Any other 4xx: the request itself is wrong; retrying elsewhere will not help.
-    BadRequest,
-}
-
+/// The decisions made with an error class (its names live with the config types).
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 9] = [
-        Self::RateLimit,
-        Self::Timeout,
-        Self::ServerError,
-        Self::Connection,
-        Self::Auth,
-        Self::NotFound,
-        Self::ContentPolicy,
-        Self::ContextWindow,
-        Self::BadRequest,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::RateLimit => "rate_limit",
-            Self::Timeout => "timeout",
-            Self::ServerError => "server_error",
-            Self::Connection => "connection",
-            Self::Auth => "auth",
-            Self::NotFound => "not_found",
-            Self::ContentPolicy => "content_policy",
-            Self::ContextWindow => "context_window",
-            Self::BadRequest => "bad_request",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.name() == s)
-    }
-
     /// Classifies a failed attempt: the provider's status (or Envoy's, for `envoy_details`)
     /// and the error the translator made of the body.
     pub fn of(status: u16, envoy_details: Option<&str>, error: Option<&GatewayError>) -> Self {
@@ -191,114 +96,15 @@ impl ErrorClass {
         )
     }
 }
-
-/// How many retries each error class gets (per request, across all deployments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub max: [u8; 9],
-}
-
-impl RetryPolicy {
-    /// `num_retries` for every class that a retry can fix.
-    pub fn uniform(num_retries: u8) -> Self {
-        let mut max = [num_retries; 9];
-        max[ErrorClass::BadRequest as usize] = 0;
-        RetryPolicy { max }
-    }
-
-    pub fn allows(&self, class: ErrorClass, used: u8) -> bool {
-        used < self.max[class as usize]
-    }
-}
-
-/// Router settings (the config's `router` section).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouterConfig {
-    /// The cluster whose upstream LLMux stage makes the attempts (see `docs/routing.md`);
-    /// `None`: one attempt per request, no failover.
-    pub attempts_cluster: Option<String>,
-    /// Extra attempts beyond one per deployment of the group, unless a group says otherwise.
-    pub num_retries: u8,
-    pub retry_policy: RetryPolicy,
-    pub cooldown: state::CooldownPolicy,
-    /// A 429's `Retry-After` is honoured (by Envoy's back-off) when the next attempt goes to
-    /// the same deployment and the wait is at most this long.
-    pub max_retry_after_s: u32,
-    /// Requests carry tags in this header (comma-separated) or in the body's `tags`.
-    pub tags_header: String,
-    /// At most this many attempts per request.
-    pub max_attempts: u8,
-    /// When every deployment (and fallback) is cooling down: answer 429 at once instead of
-    /// asking the one that is back soonest.
-    pub reject_when_all_cooling: bool,
-    /// `GET <path>` answers the router status JSON to the allowed client addresses.
-    pub status: Option<StatusConfig>,
-    /// A streamed chat completion that breaks off after its first byte is continued on a
-    /// fallback deployment (failover path only; see [`recovery`]).
-    pub mid_stream_recovery: bool,
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        RouterConfig {
-            attempts_cluster: None,
-            num_retries: 0,
-            retry_policy: RetryPolicy::uniform(10),
-            cooldown: state::CooldownPolicy::default(),
-            max_retry_after_s: 10,
-            tags_header: "llmux-tags".into(),
-            max_attempts: 6,
-            reject_when_all_cooling: false,
-            status: None,
-            mid_stream_recovery: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusConfig {
-    pub path: String,
-    /// Client address prefixes allowed (`127.0.0.1`, `::1`, `10.0.`); empty: loopback only.
-    pub allow: Vec<String>,
-}
-
-impl StatusConfig {
-    pub fn allows(&self, client_ip: &str) -> bool {
-        if self.allow.is_empty() {
-            return client_ip == "127.0.0.1" || client_ip == "::1" || client_ip.starts_with("127.");
-        }
-        self.allow.iter().any(|p| client_ip.starts_with(p.as_str()))
-    }
-}
-
-/// A group's routing settings (on each `models[]` entry).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupPolicy {
-    pub strategy: Strategy,
-    /// Retries within this group and its fallbacks (`None`: the router's `num_retries`).
-    pub num_retries: Option<u8>,
-    /// Groups tried, in order, once this group's deployments have failed.
-    pub fallbacks: Vec<String>,
-    /// Groups used when the prompt is larger than every deployment's `max_input_tokens`
-    /// (before sending), or when a provider says it is.
-    pub context_window_fallbacks: Vec<String>,
-    /// Groups tried when a provider refuses the content.
-    pub content_policy_fallbacks: Vec<String>,
-    /// `lowest-latency`: deployments within this fraction of the fastest share the load.
-    pub latency_buffer: f64,
-}
-
-impl Default for GroupPolicy {
-    fn default() -> Self {
-        GroupPolicy {
-            strategy: Strategy::SimpleShuffle,
-            num_retries: None,
-            fallbacks: Vec::new(),
-            context_window_fallbacks: Vec::new(),
-            content_policy_fallbacks: Vec::new(),
-            latency_buffer: 0.1,
-        }
-    }
+/// Which configured model and deployment a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Answered by the gateway before a deployment was chosen (bad body, unknown model).
+    Rejected,
+    Deployment {
+        model: usize,
+        deployment: usize,
+    },
 }
 
 /// Why an entry is in the plan.
@@ -325,8 +131,8 @@ pub struct PlanEntry {
 
 impl PlanEntry {
     /// The metric route (model and deployment) of this entry.
-    pub fn route(self) -> crate::observe::Route {
-        crate::observe::Route::Deployment {
+    pub fn route(self) -> Route {
+        Route::Deployment {
             model: usize::from(self.model),
             deployment: usize::from(self.deployment),
         }
@@ -894,7 +700,7 @@ pub fn record_failure(
 pub fn record_success(
     s: &mut DeploymentState,
     config: &Config,
-    t: &crate::observe::Timings,
+    t: &crate::observe::time::Timings,
     stream: bool,
     usage: Option<&crate::providers::Usage>,
 ) {
@@ -915,16 +721,6 @@ pub fn record_success(
 /// A rough prompt size: ~4 bytes per token of the request body (no tokenizer in the filter).
 pub fn estimate_prompt_tokens(body_len: usize) -> u32 {
     u32::try_from(body_len / 4).unwrap_or(u32::MAX)
-}
-
-/// Matches a wildcard model pattern (one `*`: `anthropic/*`, `gpt-4*`, `*-mini`) against a
-/// requested name; returns what the `*` matched.
-pub fn wildcard_match<'a>(pattern: &str, name: &'a str) -> Option<&'a str> {
-    let (prefix, suffix) = pattern.split_once('*')?;
-    if name.len() < prefix.len() + suffix.len() {
-        return None;
-    }
-    name.strip_prefix(prefix)?.strip_suffix(suffix)
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use super::config::CooldownPolicy;
+
 /// Key-value storage with compare-and-swap (Envoy shared data).
 pub trait StateStore {
     /// The value and its CAS token, `None` when the key was never written.
@@ -192,29 +194,6 @@ impl DeploymentState {
             return true;
         }
         false
-    }
-}
-
-/// When a deployment is taken out of rotation, and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CooldownPolicy {
-    /// Failures allowed per window before a cooldown.
-    pub allowed_fails: u32,
-    pub window_ms: u64,
-    pub cooldown_ms: u64,
-    /// The failure-rate rule needs at least this many requests in the window.
-    pub min_requests_for_rate: u32,
-}
-
-impl Default for CooldownPolicy {
-    fn default() -> Self {
-        // LiteLLM's defaults: 3 allowed fails per minute, 5 s cooldown.
-        CooldownPolicy {
-            allowed_fails: 3,
-            window_ms: 60_000,
-            cooldown_ms: 5_000,
-            min_requests_for_rate: 10,
-        }
     }
 }
 

@@ -158,7 +158,7 @@ fn cooling_deployments_are_skipped_and_all_cooling_is_429_when_asked() {
     let store = MemStore::default();
     let x = &cfg.models[0].deployments[0].state_key;
     let y = &cfg.models[0].deployments[1].state_key;
-    let policy = state::CooldownPolicy::default();
+    let policy = CooldownPolicy::default();
     state::update(&store, x, |s| s.on_failure(NOW, &policy, 429, true));
     assert_eq!(first_name(&cfg, &store, "m", 1), "y");
     state::update(&store, y, |s| s.on_failure(NOW, &policy, 500, true));
@@ -467,7 +467,7 @@ fn all_cooling_asks_the_soonest_back_by_default() {
         FAILOVER,
     );
     let store = MemStore::default();
-    let policy = state::CooldownPolicy::default();
+    let policy = CooldownPolicy::default();
     let d = &cfg.models[0].deployments;
     state::update(&store, &d[0].state_key, |s| {
         s.on_failure(NOW + 10, &policy, 500, true)

@@ -1,0 +1,199 @@
+//! Config parsing checks: defaults, the path every error names, prices and export settings.
+//! Kept apart from `mod.rs` so the parser reads on its own; plain native tests (no host).
+
+use super::*;
+
+struct FakeEnv(Vec<(&'static str, &'static str)>);
+impl Env for FakeEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+fn parse(s: &str) -> Result<Config, ConfigError> {
+    Config::parse(
+        s.as_bytes(),
+        &FakeEnv(vec![("ANTHROPIC_API_KEY", "sk-ant")]),
+    )
+}
+
+const GOOD: &str = r#"{
+    "providers": {
+        "openai": {"type": "openai", "cluster": "mock", "api_key": "sk-1"},
+        "anthropic": {"type": "anthropic", "cluster": "anthropic", "host": "api.anthropic.com",
+                      "api_key_env": "ANTHROPIC_API_KEY", "headers": {"Anthropic-Beta": "x"}}
+    },
+    "models": [
+        {"name": "gpt-4o-mini", "deployments": [{"provider": "openai"}]},
+        {"name": "claude-3-5-haiku", "deployments": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]}
+    ]
+}"#;
+
+#[test]
+fn parses_good_config_with_defaults() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.providers.len(), 2);
+    let m = c.model("claude-3-5-haiku").unwrap();
+    let p = c.provider(&m.deployments[0]);
+    assert_eq!(p.kind, ProviderKind::Anthropic);
+    assert_eq!(p.api_key.as_deref(), Some("sk-ant"));
+    assert_eq!(
+        p.headers,
+        vec![("anthropic-beta".to_string(), "x".to_string())]
+    );
+    assert_eq!(p.base_path, "/v1");
+    assert_eq!(p.default_max_tokens, DEFAULT_ANTHROPIC_MAX_TOKENS);
+    assert_eq!(m.deployments[0].model, "claude-3-5-haiku-20241022");
+    // deployment model defaults to the public name
+    assert_eq!(
+        c.model("gpt-4o-mini").unwrap().deployments[0].model,
+        "gpt-4o-mini"
+    );
+    assert_eq!(c.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+    assert_eq!(c.cluster_header, "x-llmux-cluster");
+    assert_eq!(c.unknown_paths, UnknownPaths::Reject);
+    assert!(c.stream_usage);
+    assert_eq!(
+        c.model_names().collect::<Vec<_>>(),
+        vec!["gpt-4o-mini", "claude-3-5-haiku"]
+    );
+}
+
+fn path_of(s: &str) -> String {
+    parse(s).unwrap_err().path
+}
+
+#[test]
+fn errors_name_the_bad_field() {
+    assert_eq!(path_of("[]"), "");
+    assert_eq!(path_of("{"), "");
+    assert_eq!(path_of(r#"{"models": []}"#), "providers");
+    assert_eq!(
+        path_of(r#"{"providers": {"p": {"type": "nope", "cluster": "c"}}, "models": []}"#),
+        "providers.p.type"
+    );
+    assert_eq!(
+        path_of(r#"{"providers": {"p": {"type": "openai"}}, "models": []}"#),
+        "providers.p.cluster"
+    );
+    assert_eq!(
+        path_of(
+            r#"{"providers": {"p": {"type": "openai", "cluster": "c", "typo": 1}}, "models": []}"#
+        ),
+        "providers.p.typo"
+    );
+    assert_eq!(
+        path_of(
+            r#"{"providers": {"p": {"type": "openai", "cluster": "c", "api_key_env": "MISSING"}}, "models": []}"#
+        ),
+        "providers.p.api_key_env"
+    );
+    assert_eq!(
+        path_of(
+            r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "q"}]}]}"#
+        ),
+        "models[0].deployments[0].provider"
+    );
+    assert_eq!(
+        path_of(
+            r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "p"}]}, {"name": "m", "deployments": [{"provider": "p"}]}]}"#
+        ),
+        "models[1].name"
+    );
+    assert_eq!(
+        path_of(
+            r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "p"}]}], "max_request_bytes": -1}"#
+        ),
+        "max_request_bytes"
+    );
+    assert_eq!(
+        path_of(
+            r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "p"}]}], "unknown_paths": "maybe"}"#
+        ),
+        "unknown_paths"
+    );
+}
+
+#[test]
+fn deployment_names_prices_and_export() {
+    let c = parse(GOOD).unwrap();
+    let d = &c.model("claude-3-5-haiku").unwrap().deployments[0];
+    assert_eq!(d.name, "anthropic/claude-3-5-haiku-20241022");
+    assert_eq!(d.price, None);
+    assert!(!c.log_bodies);
+    assert!(c.export.is_none());
+
+    let cfg = r#"{"providers": {"p": {"type": "openai", "cluster": "c"}},
+        "models": [{"name": "m", "deployments": [{"provider": "p", "name": "east",
+           "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}]}],
+        "log_bodies": true,
+        "export": {"format": "otlp", "cluster": "otel", "headers": {"X-Key": "v"}, "batch_size": 5}}"#;
+    let c = parse(cfg).unwrap();
+    let d = &c.models[0].deployments[0];
+    assert_eq!(d.name, "east");
+    let p = d.price.unwrap();
+    assert_eq!(p.cached_input_per_mtok, 0.15);
+    assert_eq!(p.cache_creation_per_mtok, 0.15);
+    assert_eq!(p.output_per_mtok, 0.6);
+    assert!(c.log_bodies);
+    let e = c.export.unwrap();
+    assert_eq!(e.format, ExportFormat::Otlp);
+    assert_eq!(e.path, "/v1/logs");
+    assert_eq!(e.authority, "otel");
+    assert_eq!(e.headers, vec![("x-key".to_string(), "v".to_string())]);
+    assert_eq!(
+        (e.batch_size, e.flush_interval_ms, e.max_queue),
+        (5, 1000, 10_000)
+    );
+
+    let base = r#"{"providers": {"p": {"type": "openai", "cluster": "c"}}, "models": [{"name": "m", "deployments": [{"provider": "p"XX}]}]YY}"#;
+    let bad = |dep: &str, top: &str| path_of(&base.replace("XX", dep).replace("YY", top));
+    assert_eq!(
+        bad(r#", "price": {"input_per_mtok": 1}"#, ""),
+        "models[0].deployments[0].price.output_per_mtok"
+    );
+    assert_eq!(
+        bad(
+            r#", "price": {"input_per_mtok": -1, "output_per_mtok": 1}"#,
+            ""
+        ),
+        "models[0].deployments[0].price.input_per_mtok"
+    );
+    assert_eq!(
+        bad(
+            r#", "price": {"input_per_mtok": 1, "output_per_mtok": 1, "x": 1}"#,
+            ""
+        ),
+        "models[0].deployments[0].price.x"
+    );
+    assert_eq!(bad("", r#", "export": {"cluster": "c"}"#), "export.format");
+    assert_eq!(
+        bad("", r#", "export": {"format": "kafka", "cluster": "c"}"#),
+        "export.format"
+    );
+    assert_eq!(
+        bad("", r#", "export": {"format": "webhook"}"#),
+        "export.cluster"
+    );
+    assert_eq!(
+        bad(
+            "",
+            r#", "export": {"format": "webhook", "cluster": "c", "batch_size": 0}"#
+        ),
+        "export.batch_size"
+    );
+    assert_eq!(bad("", r#", "log_bodies": 1"#), "log_bodies");
+}
+
+#[test]
+fn display_names_path() {
+    let e =
+        parse(r#"{"providers": {"p": {"type": 3, "cluster": "c"}}, "models": []}"#).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid LLMux configuration at `providers.p.type`: must be a string"
+    );
+}
