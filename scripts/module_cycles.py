@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Lists the module cycles of the crate: which modules reach each other through `crate::` paths.
 
-A module is a file or folder directly under src/ (`config`, `providers`, `stages`, ...) and, one
-level down, the children of a folder module (`providers::gemini`, `openai::envelope`, ...). An
-edge A -> B means non-test code of A names `crate::B` (or `super::B` from a sibling). Prints
-each strongly connected component of more than one module, and exits 0.
+A node is a module file at any depth (`config`, `providers::gemini::stream`, ...). An edge
+A -> B means non-test code of A names a path inside B (`crate::B::...`, or `super::...`
+resolved), B being the deepest module the path reaches. Edges between a module and its own
+ancestor or descendant are left out: a folder module and its children are one unit of the
+layout. Prints each strongly connected component of more than one module, and exits 0.
 
     python3 scripts/module_cycles.py [src]
 """
@@ -24,13 +25,20 @@ def module_of(rel):
     return parts
 
 
-def node(parts, top_folders):
-    """The graph node for a module path: two levels inside folder modules, one elsewhere."""
-    if not parts:
-        return None
-    if parts[0] in top_folders and len(parts) > 1:
-        return "::".join(parts[:2])
-    return parts[0]
+MODULES = set()
+
+
+def node(parts, _top_folders):
+    """The deepest existing module on a path (`crate::a::b::Item` -> `a::b`)."""
+    for n in range(len(parts), 0, -1):
+        name = "::".join(parts[:n])
+        if name in MODULES:
+            return name
+    return None
+
+
+def related(a, b):
+    return a == b or a.startswith(b + "::") or b.startswith(a + "::")
 
 
 def strip_tests(text):
@@ -56,6 +64,10 @@ def main():
             if n.endswith(".rs"):
                 files.append(os.path.relpath(os.path.join(root, n), SRC))
     top_folders = {f.split(os.sep)[0] for f in files if os.sep in f}
+    for rel in files:
+        parts = module_of(rel)
+        if parts not in (["lib"], ["main"]):
+            MODULES.add("::".join(parts))
     graph = {}
     for rel in files:
         parts = module_of(rel)
@@ -82,7 +94,7 @@ def main():
                 parent = parts[:-1]
                 full = parent + path
             other = node(full, top_folders)
-            if other and other != me and not other[0].isupper():
+            if other and not related(other, me):
                 # Names that are items, not modules, of a file module map to that module.
                 graph.setdefault(me, set()).add(other)
     mods = {m for m in graph} | {m for s in graph.values() for m in s}

@@ -17,8 +17,8 @@ mod router;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
+use crate::providers::kind::ProviderKind;
 use crate::providers::presets::AuthStyle;
-use crate::providers::ProviderKind;
 
 // Compatibility paths: other modules name these as `crate::config::...`.
 pub use crate::pricing::Price;
@@ -121,7 +121,7 @@ pub struct Provider {
     /// Bedrock only: region and SigV4 credentials.
     pub aws: Option<AwsConfig>,
     /// Vertex AI only: project, location, publisher, auth.
-    pub vertex: Option<crate::providers::vertex::VertexConfig>,
+    pub vertex: Option<crate::providers::vertex::config::VertexConfig>,
 }
 
 /// A Bedrock provider's AWS settings.

@@ -10,8 +10,8 @@ use super::fields::{
     check_keys, err, is_header_name, join, opt_bool, opt_str, opt_u32, ConfigError, Env,
 };
 use super::{AwsConfig, Provider, DEFAULT_ANTHROPIC_VERSION, DEFAULT_AZURE_API_VERSION};
+use crate::providers::kind::ProviderKind;
 use crate::providers::presets::{self, AuthStyle, Preset};
-use crate::providers::ProviderKind;
 
 /// The fields a provider entry may have (Vertex's own included).
 fn provider_keys() -> Vec<&'static str> {
@@ -37,7 +37,7 @@ fn provider_keys() -> Vec<&'static str> {
         "aws_session_token_env",
     ]
     .iter()
-    .chain(crate::providers::vertex::CONFIG_KEYS)
+    .chain(crate::providers::vertex::config::CONFIG_KEYS)
     .copied()
     .collect::<Vec<_>>()
 }
@@ -57,7 +57,7 @@ pub(super) fn parse_provider(
     let (type_name, kind, preset) = provider_type(o, path)?;
     let is_azure = type_name == "azure";
     let vertex =
-        crate::providers::vertex::parse_config(o, path, kind == ProviderKind::Vertex, env)?;
+        crate::providers::vertex::config::parse_config(o, path, kind == ProviderKind::Vertex, env)?;
     let cluster = opt_str(o, path, "cluster")?
         .ok_or_else(|| {
             err(

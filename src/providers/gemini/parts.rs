@@ -1,8 +1,71 @@
 //! Content parts of user messages → Gemini parts: text, images (data URLs, Files-API and
 //! other http(s) URLs with the MIME type from the extension), audio and files.
 
-use super::request::{unsupported, Blob, FileData, Part};
 use super::*;
+
+/// One part: exactly one of the data fields is set (plus, on function calls, the signature).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Part<'r> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) text: Option<Text<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) inline_data: Option<Blob<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) file_data: Option<FileData<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) function_call: Option<FnCall<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) function_response: Option<FnResponse<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) thought_signature: Option<Cow<'r, str>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Blob<'r> {
+    pub(super) mime_type: Cow<'r, str>,
+    pub(super) data: Text<'r>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct FileData<'r> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) mime_type: Option<&'static str>,
+    pub(super) file_uri: &'r str,
+}
+
+#[derive(Serialize)]
+pub(super) struct FnCall<'r> {
+    pub(super) name: &'r str,
+    pub(super) args: &'r RawValue,
+}
+
+#[derive(Serialize)]
+pub(super) struct FnResponse<'r> {
+    pub(super) name: &'r str,
+    pub(super) response: FnResult<'r>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum FnResult<'r> {
+    Object(&'r RawValue),
+    Output { output: ToolText<'r> },
+}
+
+/// Text of a tool message: one string as the client sent it, or several text parts joined.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum ToolText<'r> {
+    One(Text<'r>),
+    Joined(String),
+}
+
+pub(super) fn unsupported(param: &str, what: &str) -> GatewayError {
+    GatewayError::invalid_param(param, format!("{what} is not supported by gemini"))
+}
 
 pub(super) fn text(t: Text<'_>) -> Option<Part<'_>> {
     (!t.is_empty()).then(|| Part {
