@@ -30,7 +30,9 @@ def quickstart_config(env=None):
             providers[name] = {"type": real["type"], "cluster": real["cluster"], "host": real["host"],
                                "api_key_env": real["env"]}
         else:
-            providers[name] = {"type": real["type"], "cluster": "mock"}
+            # The mock's test-control headers (x-mock-*) come from the client: this provider
+            # lets them through (client headers reach providers only from an allow-list).
+            providers[name] = {"type": real["type"], "cluster": "mock", "client_headers": ["x-mock-*"]}
     return {
         "providers": providers,
         "models": [

@@ -5,6 +5,7 @@
 //! so the shape of every error it gets.
 
 pub mod anthropic;
+pub mod headers;
 pub mod openai;
 
 use crate::error::GatewayError;

@@ -40,6 +40,9 @@ pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Client headers every provider gets beyond the default allow-list
+    /// ([`crate::client_api::headers`]).
+    pub client_headers: Vec<crate::client_api::headers::Allowed>,
     pub providers: Vec<Provider>,
     pub models: Vec<Model>,
     /// Model name (and alias) → index in `models`.
@@ -102,6 +105,8 @@ pub struct Provider {
     pub api_key: Option<String>,
     /// Extra headers sent on every request (e.g. `anthropic-beta`, `OpenAI-Organization`).
     pub headers: Vec<(String, String)>,
+    /// Client headers this provider gets beyond the gateway-wide allow-list (`client_headers`).
+    pub client_headers: Vec<crate::client_api::headers::Allowed>,
     pub timeout_ms: u32,
     /// Anthropic only: `anthropic-version` header.
     pub anthropic_version: String,
@@ -228,7 +233,9 @@ impl Config {
         let cost_header = opt_bool(root, "", "cost_header")?.unwrap_or(true);
         let answer_headers = opt_bool(root, "", "answer_headers")?.unwrap_or(true);
         let files_provider = files_provider(root, &providers)?;
+        let client_headers = provider::header_allow_list(root, "")?;
         Ok(Config {
+            client_headers,
             providers,
             models,
             model_index,
@@ -296,6 +303,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "timeout_ms",
     "cluster_header",
     "unknown_paths",
+    "client_headers",
     "stream_usage",
     "anthropic_default_max_tokens",
     "auth",

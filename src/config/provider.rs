@@ -23,6 +23,7 @@ fn provider_keys() -> Vec<&'static str> {
         "api_key",
         "api_key_env",
         "headers",
+        "client_headers",
         "timeout_ms",
         "anthropic_version",
         "default_max_tokens",
@@ -105,6 +106,7 @@ pub(super) fn parse_provider(
         base_path,
         api_key,
         headers,
+        client_headers: header_allow_list(o, path)?,
         timeout_ms,
         anthropic_version,
         default_max_tokens,
@@ -360,4 +362,32 @@ fn aws_values(
         };
     }
     Ok(values)
+}
+
+/// `client_headers`: the client headers forwarded beyond the default allow-list (names,
+/// `prefix-*`, or `*` for all), lowercased.
+pub(super) fn header_allow_list(
+    o: &Map<String, Value>,
+    path: &str,
+) -> Result<Vec<crate::client_api::headers::Allowed>, ConfigError> {
+    let p = join(path, "client_headers");
+    match o.get("client_headers") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_ascii_lowercase)
+                    .and_then(|s| crate::client_api::headers::Allowed::parse(&s))
+                    .ok_or_else(|| {
+                        err(
+                            &format!("{p}[{i}]"),
+                            "must be a header name, a prefix ending in `*`, or `*`",
+                        )
+                    })
+            })
+            .collect(),
+        Some(_) => Err(err(&p, "must be a list of header names")),
+    }
 }

@@ -11,6 +11,7 @@ use super::admission::{Admission, Answer, RequestLimits};
 use super::apply::{self, apply_body_action, sent_bit, ClientRequest, TokenStep};
 use super::recovery::Recovery;
 use super::vm::{Pending, Vm, ATTEMPT_ID_HEADER};
+use crate::client_api::headers::{always_forwarded, provider_allows};
 use crate::gateway::{
     BodyAction, BodyRequest, Endpoint, Exchange, HeadersDecision, HeadersRequest, LocalResponse,
     INTERNAL_HEADER_PREFIX,
@@ -51,6 +52,9 @@ pub struct Request {
     path: String,
     /// Which of the headers a translated request may drop the client sent ([`sent_bit`]).
     sent: u8,
+    /// Client headers outside the gateway-wide allow-list: removed before the request goes to
+    /// a provider that does not allow them ([`crate::client_api::headers`]).
+    strip: Vec<String>,
     /// The request is in the upstream stage's registry under this id (failover path).
     attempt_id: Option<u64>,
     /// Direct path: the deployment's shared-state key (routing counts its load and health).
@@ -83,6 +87,7 @@ impl Request {
             tags: None,
             path: String::new(),
             sent: 0,
+            strip: Vec::new(),
             attempt_id: None,
             direct_state: None,
             limits: RequestLimits::default(),
@@ -317,13 +322,35 @@ impl Request {
         if self.capture {
             self.request_body = Some(body[..body.len().min(MAX_LOGGED_BODY_BYTES)].to_vec());
         }
+        let config = vm.config();
+        // Before the decision's own headers are set: a provider's configured header may share a
+        // name with a client header that is removed.
+        match (&fwd.attempts, fwd.exchange.route) {
+            (Some(a), _) => {
+                let providers = a
+                    .plan
+                    .entries
+                    .iter()
+                    .filter_map(|e| config.deployment(e.model, e.deployment))
+                    .map(|d| d.provider);
+                self.strip_client_headers(h, config, providers);
+            }
+            (None, Route::Deployment { model, deployment }) => {
+                let provider = config
+                    .models
+                    .get(model)
+                    .and_then(|m| m.deployments.get(deployment))
+                    .map(|d| d.provider);
+                self.strip_client_headers(h, config, provider.into_iter());
+            }
+            _ => {}
+        }
         let client = ClientRequest {
             path: &self.path,
             content_type: self.content_type.as_deref(),
             sent: self.sent,
         };
         apply::forward(h, &fwd, body_size, Some(&client), None);
-        let config = vm.config();
         if let Some(attempts) = fwd.attempts.take() {
             self.recovery = Recovery::for_request(vm, endpoint, body, &attempts);
             let id = vm.next_attempt_id();
@@ -427,6 +454,29 @@ impl Request {
         self.reply(h, &r)
     }
 
+    /// Removes the client headers outside the allow-list that not every provider the request
+    /// may reach allows (one host call per header removed; none for the usual SDK headers).
+    fn strip_client_headers(
+        &mut self,
+        h: &dyn Host,
+        config: &crate::config::Config,
+        providers: impl Iterator<Item = usize>,
+    ) {
+        if self.strip.is_empty() {
+            return;
+        }
+        let allows: Vec<&[_]> = providers
+            .filter_map(|p| config.providers.get(p))
+            .map(|p| p.client_headers.as_slice())
+            .collect();
+        for name in std::mem::take(&mut self.strip) {
+            let kept = !allows.is_empty() && allows.iter().all(|a| provider_allows(&name, a));
+            if !kept {
+                let _ = h.remove_header(HeaderMap::Request, &name);
+            }
+        }
+    }
+
     /// Direct path: the deployment's load and health, once the answer is known.
     fn direct_outcome(&mut self, h: &dyn Host, vm: &Vm) {
         let Some(key) = self.direct_state.take() else {
@@ -490,7 +540,8 @@ impl Request {
         let mut content_length = None;
         let (mut bearer, mut x_api_key, mut api_key) = (None, None, None);
         let mut provider_hint = None;
-        let tags_header = vm.config().router.tags_header.as_str();
+        let config = vm.config();
+        let tags_header = config.router.tags_header.as_str();
         for (k, v) in &headers {
             let v: &[u8] = v;
             self.sent |= sent_bit(k).unwrap_or(0);
@@ -511,12 +562,19 @@ impl Request {
                 "x-api-key" => x_api_key = std::str::from_utf8(v).ok(),
                 crate::gateway::PROVIDER_HINT_HEADER => provider_hint = std::str::from_utf8(v).ok(),
                 "api-key" => api_key = std::str::from_utf8(v).ok(),
-                k if k == tags_header => self.tags = Some(String::from_utf8_lossy(v).into_owned()),
-                k if k.starts_with(INTERNAL_HEADER_PREFIX) => {
-                    // Only the gateway sets these: a client's copy would spoof its decisions.
+                k if k.starts_with(INTERNAL_HEADER_PREFIX) || k == config.cluster_header => {
+                    // Only the gateway sets these: a client's copy would spoof its decisions (the
+                    // cluster header picks the upstream, whatever its name).
                     let _ = h.remove_header(HeaderMap::Request, k);
                 }
-                _ => {}
+                k => {
+                    if k == tags_header {
+                        self.tags = Some(String::from_utf8_lossy(v).into_owned());
+                    }
+                    if !always_forwarded(k, &config.client_headers) {
+                        self.strip.push(k.to_string());
+                    }
+                }
             }
         }
         if let Some(status) = &vm.config().router.status {
@@ -537,6 +595,10 @@ impl Request {
             HeadersDecision::Respond(r) => self.reply(h, &r),
             HeadersDecision::PassThrough => Action::Continue,
             HeadersDecision::Forward(set, remove) => {
+                let provider = provider_hint
+                    .or(config.files_provider.as_deref())
+                    .and_then(|n| config.providers.iter().position(|p| p.name == n));
+                self.strip_client_headers(h, config, provider.into_iter());
                 for (k, v) in &set {
                     let _ = h.set_header(HeaderMap::Request, k, v);
                 }

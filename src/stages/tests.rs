@@ -617,3 +617,65 @@ fn refused_requests_are_not_counted() {
         assert_eq!(*n, 2, "{k}: {counts:?}");
     }
 }
+
+#[test]
+fn client_headers_reach_providers_only_from_the_allow_list() {
+    let world = World::new();
+    let cfg = keyed_config(serde_json::json!({
+        "cluster_header": "x-route-to",
+        "unknown_paths": "passthrough"
+    }));
+    let mut cfg = cfg;
+    cfg["providers"]["oai"]["client_headers"] = serde_json::json!(["openai-organization"]);
+    cfg["providers"]["ant"]["headers"] = serde_json::json!({"anthropic-beta": "configured"});
+    let w = worker(&world, &cfg);
+    let sent = [
+        ONE,
+        ("openai-organization", "org-victim"),
+        ("openai-project", "proj-victim"),
+        ("anthropic-beta", "client-chosen"),
+        ("cookie", "session=1"),
+        ("user-agent", "OpenAI/Python 1.0"),
+        ("x-stainless-os", "Linux"),
+        ("x-route-to", "some_other_cluster"),
+    ];
+    // To the OpenAI deployment: the provider allows openai-organization, nothing else extra.
+    let (mut r, _) = w.send(90, &sent, USER);
+    let s = w.host.stream(90);
+    let get = |name| s.header(HeaderMap::Request, name);
+    assert_eq!(get("openai-organization"), Some("org-victim"));
+    for gone in ["openai-project", "anthropic-beta", "cookie"] {
+        assert_eq!(get(gone), None, "{gone}");
+    }
+    assert_eq!(get("user-agent"), Some("OpenAI/Python 1.0"));
+    assert_eq!(get("x-stainless-os"), Some("Linux"));
+    assert_eq!(
+        get("x-route-to"),
+        Some("mock"),
+        "the gateway picks the cluster"
+    );
+    r.on_log(&w.host);
+    // To the Anthropic deployment: the provider's own anthropic-beta, not the client's.
+    let (mut r, _) = w.send(91, &sent, &chat_body("claude", false));
+    let s = w.host.stream(91);
+    assert_eq!(s.header(HeaderMap::Request, "openai-organization"), None);
+    assert_eq!(
+        s.header(HeaderMap::Request, "anthropic-beta"),
+        Some("configured")
+    );
+    r.on_log(&w.host);
+    // A request the gateway passes through (unknown path): the client cannot name the cluster.
+    let h = &w.host;
+    h.enter(92);
+    h.with_stream(92, |s| {
+        s.request_headers = vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), "/healthz".into()),
+            ("x-route-to".into(), "admin_cluster".into()),
+        ]
+    });
+    let mut r = w.root.new_request(92);
+    assert_eq!(r.on_request_headers(h, true), Action::Continue);
+    assert_eq!(h.stream(92).header(HeaderMap::Request, "x-route-to"), None);
+    r.on_log(h);
+}

@@ -167,6 +167,11 @@ class Gateway:
         llmux_config = dict(llmux_config)
         if llmux_config.setdefault("filter_state", True) is None:
             del llmux_config["filter_state"]
+        # The tests steer the mock provider with x-mock-* request headers: every provider gets
+        # them (client headers reach providers only from an allow-list), unless a test says
+        # otherwise.
+        if llmux_config.setdefault("client_headers", ["x-mock-*"]) is None:
+            del llmux_config["client_headers"]
         self.access_log_path = os.path.join(log_dir, f"{name}-access.log")
         kwargs = {"access_log_path": self.access_log_path, "extra_http_filters": extra_http_filters}
         if fallback_route is not None:
