@@ -186,6 +186,41 @@ fn stream_errors_and_drops_end_with_an_error_event() {
     assert!(out.contains("event: error") && out.contains("ended before"));
 }
 
+/// Nothing follows `message_stop` or an `error` event: not later chunks, not a second
+/// `[DONE]`, not another error, not the end of the body.
+#[test]
+fn nothing_follows_the_final_event() {
+    let late: &[&[u8]] = &[
+        b"data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"late\"}}]}\n\n",
+        b"data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":5,\"id\":\"x\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"stop\"}]}\n\n",
+        b"data: {\"error\":{\"message\":\"late error\"}}\n\n",
+        b"data: nope\n\n",
+        b"data: [DONE]\n\n",
+    ];
+    let failed = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"boom\"}}\n\n";
+    let cut = STREAM.find("data: [DONE]").unwrap();
+    // (stream, it ends only with the body, its final event)
+    for (stream, at_end, last) in [
+        (STREAM, false, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        // Ended by the end of the body rather than `[DONE]`.
+        (&STREAM[..cut], true, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        (failed, false, "event: error\ndata: {\"error\":{\"message\":\"boom\",\"type\":\"api_error\"},\"type\":\"error\"}\n\n"),
+    ] {
+        let alone = run(&[stream.as_bytes()]);
+        assert!(alone.ends_with(last), "{alone}");
+        let mut s = StreamToMessages::default();
+        let mut out = Vec::new();
+        s.feed(stream.as_bytes(), at_end, &mut out);
+        for chunk in late {
+            s.feed(chunk, false, &mut out);
+        }
+        s.feed(b"", true, &mut out);
+        s.feed(late[0], true, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), alone);
+        assert_eq!(alone.matches("event: message_stop").count() + alone.matches("event: error").count(), 1);
+    }
+}
+
 #[test]
 fn garbage_never_panics() {
     let mut rng = crate::test_support::XorShift(0x2545f4914f6cdd1d);
