@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -30,7 +30,7 @@ use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::client_api::openai::ChatEnvelope;
 use crate::error::GatewayError;
-use crate::sse::{write_data, SseEvent, SseParser};
+use crate::sse::{SseEvent, SseParser};
 
 #[derive(Default)]
 pub struct CohereChat {
@@ -74,31 +74,6 @@ impl CohereChat {
         });
     }
 
-    fn usage_json(&self) -> Value {
-        let u = self.usage.unwrap_or_default();
-        json!({
-            "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens(),
-            "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-        })
-    }
-
-    /// A chunk as Cohere's stream has always written it: built as a `Value`, so its keys are in
-    /// alphabetical order (the other translators' chunks come from [`ChunkWriter::chunk`]).
-    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let w = &self.w;
-        let mut c = json!({
-            "id": w.id, "object": "chat.completion.chunk", "created": w.created,
-            "model": w.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if w.include_usage {
-            c["usage"] = Value::Null;
-        }
-        write_data(out, c.to_string().as_bytes());
-    }
-
     fn failure(&self, message: &str) -> GatewayError {
         GatewayError::new(502, "api_error", format!("{}: {message}", self.provider))
             .with_code("upstream_stream_error")
@@ -133,13 +108,14 @@ impl CohereChat {
                 if let Some(id) = v.get("id").and_then(Value::as_str) {
                     self.w.id = id.to_string();
                 }
-                self.chunk(json!({"role": "assistant", "content": ""}), None, out);
+                self.w.render_prefix();
+                self.w.role(out, 0);
             }
             "content-start" | "content-delta" => {
                 let content = msg.and_then(|m| m.get("content"));
                 if let Some(t) = content.and_then(|c| c.get("text")).and_then(Value::as_str) {
                     if !t.is_empty() {
-                        self.chunk(json!({"content": t}), None, out);
+                        self.w.content(out, 0, t);
                     }
                 }
                 if let Some(t) = content
@@ -147,13 +123,13 @@ impl CohereChat {
                     .and_then(Value::as_str)
                 {
                     if !t.is_empty() {
-                        self.chunk(json!({"reasoning_content": t}), None, out);
+                        self.w.reasoning(out, 0, t);
                     }
                 }
             }
             "tool-plan-delta" => {
                 if let Some(t) = msg.and_then(|m| m.get("tool_plan")).and_then(Value::as_str) {
-                    self.chunk(json!({"reasoning_content": t}), None, out);
+                    self.w.reasoning(out, 0, t);
                 }
             }
             "tool-call-start" | "tool-call-delta" => {
@@ -170,15 +146,8 @@ impl CohereChat {
                 }
                 match finish_reason(delta.get("finish_reason").and_then(Value::as_str)) {
                     Ok(f) => {
-                        self.chunk(json!({}), Some(f), out);
-                        let w = &self.w;
-                        if w.include_usage {
-                            let c = json!({"id": w.id, "object": "chat.completion.chunk",
-                                "created": w.created, "model": w.model, "choices": [],
-                                "usage": self.usage_json()});
-                            write_data(out, c.to_string().as_bytes());
-                        }
-                        self.w.write_done(out);
+                        self.w.finish(out, 0, f);
+                        self.w.close(out, self.usage.unwrap_or_default());
                     }
                     Err(reason) => self.fail(&format!("generation ended with {reason}"), out),
                 }
@@ -200,22 +169,106 @@ impl CohereChat {
         let call = msg
             .and_then(|m| m.get("tool_calls"))
             .unwrap_or(&Value::Null);
-        let args = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let tc = if start {
-            json!({"index": k, "id": call.get("id").cloned().unwrap_or(Value::Null),
-               "type": "function",
-               "function": {"name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
-                            "arguments": args}})
-        } else if args.is_empty() {
-            return;
-        } else {
-            json!({"index": k, "function": {"arguments": args}})
-        };
-        self.chunk(json!({"tool_calls": [tc]}), None, out);
+        let str_at = |p: &str| call.pointer(p).and_then(Value::as_str).unwrap_or("");
+        let args = str_at("/function/arguments");
+        let k = u32::try_from(k).unwrap_or(u32::MAX);
+        if start {
+            let (id, name) = (str_at("/id"), str_at("/function/name"));
+            let delta = openai_chunks::tool_start(k, id, name, args);
+            self.w.tool_call(out, 0, delta);
+        } else if !args.is_empty() {
+            self.w.tool_args(out, 0, k, args);
+        }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The non-streamed answer
+// ---------------------------------------------------------------------------------------------
+
+/// The `chat.completion` for a whole Cohere answer. Cohere's `id` and `tool_calls` go out as
+/// they came (its tool calls already have OpenAI's shape); `usage` has no `cache_write_tokens`
+/// (Cohere writes no prompt cache).
+#[derive(Serialize)]
+struct Completion<'a> {
+    /// `null` when Cohere sent none.
+    id: Option<&'a Value>,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    usage: AnswerUsage,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: AnswerMessage<'a>,
+    /// Always `null`.
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct AnswerMessage<'a> {
+    role: &'static str,
+    /// `null` when there is no text.
+    content: Option<String>,
+    /// Always `null`.
+    refusal: Option<()>,
+    /// Absent unless Cohere sent a non-empty list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AnswerUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+}
+
+#[derive(Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+impl From<Usage> for AnswerUsage {
+    fn from(u: Usage) -> Self {
+        AnswerUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens(),
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: u.cached_tokens,
+            },
+        }
+    }
+}
+
+/// The answer's text blocks joined, and its thinking blocks joined (`tool_plan` when it has no
+/// thinking).
+fn answer_text(msg: &Value) -> (String, String) {
+    let mut text = String::new();
+    let mut thinking = String::new();
+    let blocks = msg.get("content").and_then(Value::as_array);
+    for c in blocks.into_iter().flatten() {
+        let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
+        match c.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(field("text")),
+            Some("thinking") => thinking.push_str(field("thinking")),
+            _ => {}
+        }
+    }
+    if thinking.is_empty() {
+        if let Some(plan) = msg.get("tool_plan").and_then(Value::as_str) {
+            thinking.push_str(plan);
+        }
+    }
+    (text, thinking)
 }
 
 fn finish_reason(r: Option<&str>) -> Result<&'static str, String> {
@@ -601,27 +654,7 @@ impl ChatTranslator for CohereChat {
         };
         let v: Value = serde_json::from_slice(body).map_err(|_| invalid("not JSON"))?;
         let msg = v.get("message").ok_or_else(|| invalid("no `message`"))?;
-        let mut text = String::new();
-        let mut thinking = String::new();
-        for c in msg
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            match c.get("type").and_then(Value::as_str) {
-                Some("text") => text.push_str(c.get("text").and_then(Value::as_str).unwrap_or("")),
-                Some("thinking") => {
-                    thinking.push_str(c.get("thinking").and_then(Value::as_str).unwrap_or(""))
-                }
-                _ => {}
-            }
-        }
-        if thinking.is_empty() {
-            if let Some(plan) = msg.get("tool_plan").and_then(Value::as_str) {
-                thinking.push_str(plan);
-            }
-        }
+        let (text, thinking) = answer_text(msg);
         if let Some(u) = v.get("usage") {
             self.usage_from(u);
         }
@@ -633,25 +666,31 @@ impl ChatTranslator for CohereChat {
                     format!("{}: generation ended with {r}", self.provider),
                 )
             })?;
-        let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text) }, "refusal": null});
-        if let Some(calls) = msg
+        let tool_calls = msg
             .get("tool_calls")
-            .filter(|c| c.as_array().is_some_and(|a| !a.is_empty()))
-        {
-            message["tool_calls"] = calls.clone();
-        }
-        if !thinking.is_empty() {
-            message["reasoning_content"] = Value::String(thinking);
-        }
-        let out = json!({
-            "id": v.get("id").cloned().unwrap_or(Value::Null),
-            "object": "chat.completion",
-            "created": self.w.created,
-            "model": self.w.model,
-            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-            "usage": self.usage_json(),
-        });
-        Ok(Some(out.to_string().into_bytes()))
+            .filter(|c| c.as_array().is_some_and(|a| !a.is_empty()));
+        let out = Completion {
+            id: v.get("id"),
+            object: "chat.completion",
+            created: self.w.created,
+            model: &self.w.model,
+            choices: [CompletionChoice {
+                index: 0,
+                message: AnswerMessage {
+                    role: "assistant",
+                    content: (!text.is_empty()).then_some(text),
+                    refusal: None,
+                    tool_calls,
+                    reasoning_content: (!thinking.is_empty()).then_some(thinking),
+                },
+                logprobs: None,
+                finish_reason: finish,
+            }],
+            usage: AnswerUsage::from(self.usage.unwrap_or_default()),
+        };
+        serde_json::to_vec(&out)
+            .map(Some)
+            .map_err(|e| GatewayError::new(500, "api_error", format!("serialising: {e}")))
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool {
@@ -676,6 +715,7 @@ mod tests {
     use super::*;
     use crate::client_api::openai::parse_chat_envelope;
     use crate::config::{Config, ProcessEnv};
+    use serde_json::json;
 
     fn translate(body: &str) -> Result<(CohereChat, Value), GatewayError> {
         let cfg = Config::parse(
@@ -812,47 +852,161 @@ event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\"
         String::from_utf8(out).unwrap()
     }
 
+    /// A client stream's events, parsed: the JSON of each `data:` line before `[DONE]`. Asserts
+    /// that the stream ends with one `data: [DONE]` and that nothing follows it.
+    fn parsed(stream: &str) -> Vec<Value> {
+        let events: Vec<&str> = stream.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.last(), Some(&"data: [DONE]"), "{stream}");
+        assert!(stream.ends_with("data: [DONE]\n\n"), "{stream}");
+        assert_eq!(stream.matches("data: [DONE]").count(), 1, "{stream}");
+        events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+            .collect()
+    }
+
+    /// The deltas of choice 0, in order.
+    fn deltas(chunks: &[Value]) -> Vec<&Value> {
+        chunks
+            .iter()
+            .filter_map(|c| c.pointer("/choices/0/delta"))
+            .collect()
+    }
+
+    fn tool_deltas(chunks: &[Value]) -> Vec<Value> {
+        deltas(chunks)
+            .into_iter()
+            .filter_map(|d| d.get("tool_calls"))
+            .flat_map(|t| t.as_array().unwrap().clone())
+            .collect()
+    }
+
     #[test]
     fn stream_translates_at_every_split() {
         let whole = run(&[STREAM.as_bytes()], true);
-        let events: Vec<&str> = whole.split("\n\n").filter(|e| !e.is_empty()).collect();
-        assert_eq!(events.last(), Some(&"data: [DONE]"));
-        let chunks: Vec<Value> = events[..events.len() - 1]
+        let chunks = parsed(&whole);
+        for c in &chunks {
+            assert_eq!(c["id"], "s1");
+            assert_eq!(c["object"], "chat.completion.chunk");
+            assert_eq!(c["model"], "command-a-03-2025");
+            assert_eq!(c["created"], 7);
+        }
+        let d = deltas(&chunks);
+        assert_eq!(*d[0], json!({"role": "assistant", "content": ""}));
+        let text: String = d
             .iter()
-            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
-            .collect();
-        let text: String = chunks
-            .iter()
-            .filter_map(|c| {
-                c.pointer("/choices/0/delta/content")
-                    .and_then(Value::as_str)
-            })
+            .skip(1)
+            .filter_map(|d| d.get("content").and_then(Value::as_str))
             .collect();
         assert_eq!(text, "Hello");
-        assert!(
-            whole.contains(r#""tool_calls":[{"function":{"arguments":"{\"a\":1}"},"index":0}]"#),
-            "{whole}"
+        assert_eq!(
+            tool_deltas(&chunks),
+            [
+                json!({"index": 0, "id": "t1", "type": "function", "function": {"name": "f", "arguments": ""}}),
+                json!({"index": 0, "function": {"arguments": "{\"a\":1}"}}),
+            ]
         );
-        assert!(whole.contains(r#""finish_reason":"tool_calls""#));
-        assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 12);
+        let finishes: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c.pointer("/choices/0/finish_reason"))
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finishes, [&json!("tool_calls")]);
+        // Every chunk but the last has `"usage":null`; the last has no choices, and the usage.
+        let (last, rest) = chunks.split_last().unwrap();
+        assert!(rest
+            .iter()
+            .all(|c| c["usage"].is_null() && c.get("usage").is_some()));
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(
+            last["usage"],
+            json!({"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12,
+                "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}})
+        );
         for cut in 0..=STREAM.len() {
             let (a, b) = STREAM.as_bytes().split_at(cut);
             assert_eq!(run(&[a, b], true), whole, "cut {cut}");
         }
-        assert!(!run(&[STREAM.as_bytes()], false).contains("\"usage\""));
+        let plain = parsed(&run(&[STREAM.as_bytes()], false));
+        assert_eq!(plain.len(), chunks.len() - 1);
+        assert!(plain.iter().all(|c| c.get("usage").is_none()));
+    }
+
+    #[test]
+    fn stream_reasoning_and_tool_calls_without_id_or_name() {
+        let stream = "event: message-start\ndata: {\"id\":\"s2\",\"type\":\"message-start\"}\n\n\
+event: content-delta\ndata: {\"type\":\"content-delta\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"thinking\":\"hm\"}}}}\n\n\
+event: tool-plan-delta\ndata: {\"type\":\"tool-plan-delta\",\"delta\":{\"message\":{\"tool_plan\":\"plan\"}}}\n\n\
+event: tool-call-start\ndata: {\"type\":\"tool-call-start\",\"index\":4,\"delta\":{\"message\":{\"tool_calls\":{\"function\":{\"arguments\":\"{}\"}}}}}\n\n\
+event: tool-call-start\ndata: {\"type\":\"tool-call-start\",\"index\":2,\"delta\":{\"message\":{\"tool_calls\":{\"id\":\"t2\",\"function\":{\"name\":\"g\"}}}}}\n\n\
+event: tool-call-delta\ndata: {\"type\":\"tool-call-delta\",\"index\":2,\"delta\":{\"message\":{\"tool_calls\":{\"function\":{\"arguments\":\"\"}}}}}\n\n\
+event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"MAX_TOKENS\",\"usage\":{\"billed_units\":{\"input_tokens\":2,\"output_tokens\":1},\"cached_tokens\":1}}}\n\n";
+        let chunks = parsed(&run(&[stream.as_bytes()], true));
+        let d = deltas(&chunks);
+        let reasoning: Vec<&str> = d
+            .iter()
+            .filter_map(|d| d.get("reasoning_content").and_then(Value::as_str))
+            .collect();
+        assert_eq!(reasoning, ["hm", "plan"]);
+        // A tool call without id or name gets empty ones, as from the other providers; an empty
+        // arguments delta writes nothing.
+        assert_eq!(
+            tool_deltas(&chunks),
+            [
+                json!({"index": 0, "id": "", "type": "function", "function": {"name": "", "arguments": "{}"}}),
+                json!({"index": 1, "id": "t2", "type": "function", "function": {"name": "g", "arguments": ""}}),
+            ]
+        );
+        assert_eq!(
+            chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+            "length"
+        );
+        let usage = &chunks[chunks.len() - 1]["usage"];
+        assert_eq!(
+            (
+                &usage["prompt_tokens"],
+                &usage["completion_tokens"],
+                &usage["total_tokens"]
+            ),
+            (&json!(2), &json!(1), &json!(3))
+        );
+        assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 1);
+    }
+
+    /// The error event of a failed stream, and that it is followed by `[DONE]` only.
+    fn error_then_done(stream: &str) -> Value {
+        let events = parsed(stream);
+        let (err, _) = events.split_last().unwrap();
+        assert_eq!(err["error"]["type"], "api_error", "{stream}");
+        assert_eq!(err["error"]["code"], "upstream_stream_error", "{stream}");
+        err["error"]["message"].clone()
     }
 
     #[test]
     fn dropped_or_failed_stream_ends_with_error_then_done() {
         let cut = STREAM.find("event: message-end").unwrap();
         let out = run(&[&STREAM.as_bytes()[..cut]], false);
-        assert!(out.ends_with("data: [DONE]\n\n") && out.contains("message-end"));
+        let msg = error_then_done(&out);
+        assert!(msg.as_str().unwrap().contains("message-end"), "{msg}");
         let failed = STREAM.replace(
             "\"finish_reason\":\"TOOL_CALL\"",
             "\"finish_reason\":\"ERROR\",\"error\":\"boom\"",
         );
-        let out = run(&[failed.as_bytes()], false);
-        assert!(out.contains("boom") && out.ends_with("data: [DONE]\n\n"));
+        // Events after the failure (here a whole second stream) write nothing.
+        let after = format!("{failed}{STREAM}");
+        let out = run(&[after.as_bytes(), STREAM.as_bytes()], true);
+        assert_eq!(out, run(&[failed.as_bytes()], true));
+        let msg = error_then_done(&out);
+        assert!(msg.as_str().unwrap().contains("boom"), "{msg}");
+        let timeout = STREAM.replace("TOOL_CALL", "TIMEOUT");
+        let msg = error_then_done(&run(&[timeout.as_bytes()], false));
+        assert!(msg.as_str().unwrap().contains("TIMEOUT"), "{msg}");
+        // Nothing follows a proper end either.
+        let twice = format!("{STREAM}{STREAM}");
+        assert_eq!(
+            run(&[twice.as_bytes()], false),
+            run(&[STREAM.as_bytes()], false)
+        );
     }
 
     #[test]
@@ -1010,6 +1164,43 @@ event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\"
                 (400, Some(*param)),
                 "{body}"
             );
+        }
+    }
+
+    /// Cohere answers and the `chat.completion`s the `serde_json::Value`-tree builder made of
+    /// them (keys sorted): the typed builder writes the same JSON values.
+    const GOLDEN_ANSWERS: &[(&str, &str)] = &[
+        (
+            r#"{"id":"co-1","finish_reason":"TOOL_CALL","message":{"role":"assistant","tool_plan":"I will call f","content":[{"type":"text","text":"ok"}],"tool_calls":[{"id":"t1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}},{"id":"t2","type":"function","function":{"name":"g","arguments":""},"extra":[1,2]}]},"usage":{"billed_units":{"input_tokens":5,"output_tokens":2},"tokens":{"input_tokens":12,"output_tokens":4},"cached_tokens":3}}"#,
+            r#"{"choices":[{"finish_reason":"tool_calls","index":0,"logprobs":null,"message":{"content":"ok","reasoning_content":"I will call f","refusal":null,"role":"assistant","tool_calls":[{"function":{"arguments":"{\"a\":1}","name":"f"},"id":"t1","type":"function"},{"extra":[1,2],"function":{"arguments":"","name":"g"},"id":"t2","type":"function"}]}}],"created":7,"id":"co-1","model":"command-a-03-2025","object":"chat.completion","usage":{"completion_tokens":4,"prompt_tokens":12,"prompt_tokens_details":{"cached_tokens":3},"total_tokens":16}}"#,
+        ),
+        (
+            r#"{"finish_reason":"COMPLETE","message":{"content":[{"type":"thinking","thinking":"hmm "},{"type":"text","text":"caf\u00e9 \"q\"\n"},{"type":"thinking","thinking":"more"},{"type":"text","text":"!"}],"tool_plan":"ignored"},"usage":{"billed_units":{"input_tokens":5,"output_tokens":2}}}"#,
+            r#"{"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"café \"q\"\n!","reasoning_content":"hmm more","refusal":null,"role":"assistant"}}],"created":7,"id":null,"model":"command-a-03-2025","object":"chat.completion","usage":{"completion_tokens":2,"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":0},"total_tokens":7}}"#,
+        ),
+        (
+            r#"{"id":"co-3","finish_reason":"MAX_TOKENS","message":{"content":[],"tool_calls":[]}}"#,
+            r#"{"choices":[{"finish_reason":"length","index":0,"logprobs":null,"message":{"content":null,"refusal":null,"role":"assistant"}}],"created":7,"id":"co-3","model":"command-a-03-2025","object":"chat.completion","usage":{"completion_tokens":0,"prompt_tokens":0,"prompt_tokens_details":{"cached_tokens":0},"total_tokens":0}}"#,
+        ),
+        (
+            r#"{"id":7,"finish_reason":"STOP_SEQUENCE","message":{"content":"not a list","tool_calls":[{"function":{"name":"h"}}]},"usage":{"tokens":{"input_tokens":1},"cached_tokens":"x"}}"#,
+            r#"{"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":null,"refusal":null,"role":"assistant","tool_calls":[{"function":{"name":"h"}}]}}],"created":7,"id":7,"model":"command-a-03-2025","object":"chat.completion","usage":{"completion_tokens":0,"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":0},"total_tokens":1}}"#,
+        ),
+        (
+            r#"{"id":"co-5","message":{"content":[{"type":"image"},{"type":"text"},{"text":"no type"}],"tool_calls":{"not":"a list"}},"usage":{}}"#,
+            r#"{"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":null,"refusal":null,"role":"assistant"}}],"created":7,"id":"co-5","model":"command-a-03-2025","object":"chat.completion","usage":{"completion_tokens":0,"prompt_tokens":0,"prompt_tokens_details":{"cached_tokens":0},"total_tokens":0}}"#,
+        ),
+    ];
+
+    #[test]
+    fn answers_match_the_golden_ones() {
+        for (answer, golden) in GOLDEN_ANSWERS {
+            let (mut t, _) =
+                translate(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
+            let got: Value =
+                serde_json::from_slice(&t.response(answer.as_bytes()).unwrap().unwrap()).unwrap();
+            let want: Value = serde_json::from_str(golden).unwrap();
+            assert_eq!(got, want, "{answer}");
         }
     }
 }
