@@ -609,10 +609,12 @@ impl Gateway {
         match endpoint {
             Endpoint::Embeddings => parse_embeddings_envelope(body),
             Endpoint::Messages => parse_messages_envelope(body),
-            Endpoint::OpenAiApi(_) => match content_type.and_then(crate::multipart::boundary) {
-                Some(boundary) => form_envelope(body, boundary),
-                None => ChatEnvelope::parse_routed(body),
-            },
+            Endpoint::OpenAiApi(_) => {
+                match content_type.and_then(crate::codec::multipart::boundary) {
+                    Some(boundary) => form_envelope(body, boundary),
+                    None => ChatEnvelope::parse_routed(body),
+                }
+            }
             // The messages are checked in `forward`, once the provider is known.
             _ => parse_chat_top(body),
         }
@@ -638,10 +640,11 @@ fn request_tags(header: Option<&str>, env: &ChatEnvelope<'_>) -> Vec<String> {
 
 /// The envelope of a multipart form routed by its `model` field.
 fn form_envelope<'a>(body: &'a [u8], boundary: &str) -> Result<ChatEnvelope<'a>, GatewayError> {
-    let (start, end) = crate::multipart::field(body, boundary, "model").ok_or_else(|| {
-        GatewayError::invalid_param("model", "the form has no `model` field")
-            .with_code("missing_required_parameter")
-    })?;
+    let (start, end) =
+        crate::codec::multipart::field(body, boundary, "model").ok_or_else(|| {
+            GatewayError::invalid_param("model", "the form has no `model` field")
+                .with_code("missing_required_parameter")
+        })?;
     let model = std::str::from_utf8(&body[start..end])
         .map_err(|_| GatewayError::invalid_param("model", "`model` is not valid UTF-8"))?;
     if model.trim().is_empty() {

@@ -7,22 +7,18 @@
 
 pub mod auth;
 pub mod aws;
-pub mod base64;
 pub mod client_api;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod gateway;
-pub mod gcp_auth;
+pub mod gcp;
 pub mod host;
-pub mod json_text;
 pub mod limits;
-pub mod multipart;
 pub mod observe;
 pub mod pricing;
 pub mod providers;
 pub mod routing;
-pub mod rs256;
-pub mod sse;
 pub mod stages;
 pub mod usage;
 

@@ -29,8 +29,8 @@ use std::collections::BTreeMap;
 use super::openai_chunks::{self, ChunkStream, ChunkWriter};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
 use crate::client_api::openai::ChatEnvelope;
+use crate::codec::sse::{SseEvent, SseParser};
 use crate::error::GatewayError;
-use crate::sse::{SseEvent, SseParser};
 
 #[derive(Default)]
 pub struct CohereChat {

@@ -16,7 +16,7 @@
 //! standard base64, as OpenAI sends it. Float vectors are written as f32 (what the providers
 //! compute), so a value prints in its shortest f32 form.
 
-use crate::base64::standard as base64;
+use crate::codec::base64::standard as base64;
 use serde::{Deserialize, Serialize};
 
 use super::{ChatCall, ChatTranslator, ProviderRequest, Usage};

@@ -8,10 +8,10 @@ use serde::Deserialize;
 
 use super::presets::{self, AuthStyle};
 use super::{provider_error, ChatCall, ChatTranslator, ProviderRequest, Usage};
-use crate::client_api::openai::json_string;
+use crate::codec::json_text::json_string;
+use crate::codec::sse::SseParser;
 use crate::config::Provider;
 use crate::error::GatewayError;
-use crate::sse::SseParser;
 
 #[derive(Default)]
 pub struct OpenAiChat {
@@ -143,7 +143,7 @@ impl ChatTranslator for OpenAiChat {
         };
         let strip = self.strip_usage_chunk;
         let mut usage = None;
-        let mut on_event = |ev: crate::sse::SseEvent| {
+        let mut on_event = |ev: crate::codec::sse::SseEvent| {
             // Cheap tests first: only events that may carry usage are parsed.
             let mut keep = true;
             if !usage_is_null(ev.data) && memchr::memmem::find(ev.data, b"\"usage\"").is_some() {
@@ -163,7 +163,7 @@ impl ChatTranslator for OpenAiChat {
                     out.extend_from_slice(name.as_bytes());
                     out.push(b'\n');
                 }
-                crate::sse::write_data(out, ev.data);
+                crate::codec::sse::write_data(out, ev.data);
             }
         };
         parser.feed(chunk, &mut on_event);

@@ -12,9 +12,9 @@ use super::Usage;
 use crate::client_api::openai::chat::{
     ChatCompletionChunk, ChunkChoice, CompletionUsage, Delta, DeltaFunction, DeltaToolCall,
 };
-use crate::client_api::openai::json_string;
+use crate::codec::json_text::json_string;
+use crate::codec::sse::write_json_event;
 use crate::error::GatewayError;
-use crate::sse::write_json_event;
 
 /// The last event of every stream.
 pub(crate) const DONE: &[u8] = b"data: [DONE]\n\n";

@@ -223,7 +223,7 @@ impl StreamWatch {
             return;
         }
         let mut data = None;
-        let mut parser = crate::sse::SseParser::new();
+        let mut parser = crate::codec::sse::SseParser::new();
         parser.feed(bytes, &mut |e| data = Some(e.text().into_owned()));
         parser.finish(&mut |e| data = Some(e.text().into_owned()));
         let Some(data) = data else {
@@ -415,10 +415,13 @@ pub fn render_tail(
             delta.insert("role".into(), Value::from("assistant"));
         }
         delta.insert("content".into(), Value::from(text));
-        crate::sse::write_json_event(&mut out, &chunk(Value::Object(delta), Value::Null));
+        crate::codec::sse::write_json_event(&mut out, &chunk(Value::Object(delta), Value::Null));
     }
     let finish = choice.finish_reason.unwrap_or_else(|| "stop".into());
-    crate::sse::write_json_event(&mut out, &chunk(serde_json::json!({}), Value::from(finish)));
+    crate::codec::sse::write_json_event(
+        &mut out,
+        &chunk(serde_json::json!({}), Value::from(finish)),
+    );
     if include_usage {
         let a = partial_usage.unwrap_or_default();
         let b: Usage = c.usage.unwrap_or_default().into();
@@ -430,7 +433,7 @@ pub fn render_tail(
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                       "total_tokens": prompt.saturating_add(completion)},
         });
-        crate::sse::write_json_event(&mut out, &u);
+        crate::codec::sse::write_json_event(&mut out, &u);
     }
     // One comment line, whatever the name holds.
     let name: String = deployment

@@ -1,6 +1,6 @@
 //! Vertex AI service-account tokens at run time: shared-data reads and writes, the callout to
 //! the token endpoint, pausing and resuming requests. The token's decisions (use, refresh, wait,
-//! fetch) are [`crate::gcp_auth`]'s.
+//! fetch) are [`crate::gcp::auth`]'s.
 //!
 //! - A request that needs a token reads the provider's cache slot in shared data (all worker
 //!   VMs share it). A good token is used at once. Otherwise the request waits, and if no fetch
@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::gateway::LocalResponse;
-use crate::gcp_auth::{decide, parse_token_response, Decision, ServiceAccount, Slot, TokenError};
+use crate::gcp::auth::{decide, parse_token_response, Decision, ServiceAccount, Slot, TokenError};
 use crate::host::{status_of, Body, Direction, HeaderMap, Host};
 use crate::providers::vertex::VertexAuth;
 use std::cell::RefCell;

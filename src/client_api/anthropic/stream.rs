@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::error_body;
 use super::response::{message_id, stop_reason, usage_of};
+use crate::codec::sse::{write_event, SseEvent, SseParser};
 use crate::error::GatewayError;
-use crate::sse::{write_event, SseEvent, SseParser};
 
 /// Writes one Messages stream's events; nothing once `message_stop` or an `error` went out.
 #[derive(Default)]

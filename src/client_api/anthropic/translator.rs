@@ -5,10 +5,11 @@ use serde::Deserialize;
 
 use super::StreamToMessages;
 use crate::client_api::anthropic as anthropic_api;
-use crate::client_api::openai::{json_string, parse_chat_envelope};
+use crate::client_api::openai::parse_chat_envelope;
+use crate::codec::json_text::json_string;
+use crate::codec::sse::SseParser;
 use crate::error::GatewayError;
 use crate::providers::{ChatCall, ChatTranslator, ProviderKind, ProviderRequest, Usage};
-use crate::sse::SseParser;
 
 /// A fresh translator for one Messages request to this kind of provider.
 pub fn translator(kind: ProviderKind) -> Box<dyn ChatTranslator> {
@@ -170,7 +171,7 @@ impl ChatTranslator for AnthropicPassthrough {
             return false;
         };
         let mut seen = Vec::new();
-        let mut on_event = |e: crate::sse::SseEvent| {
+        let mut on_event = |e: crate::codec::sse::SseEvent| {
             if memchr::memmem::find(e.data, b"\"usage\"").is_some() {
                 if let Ok(ev) = serde_json::from_slice::<Event>(e.data) {
                     if let Some(u) = ev.usage.or(ev.message.and_then(|m| m.usage)) {

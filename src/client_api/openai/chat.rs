@@ -42,11 +42,11 @@ impl<'a> Str<'a> {
     }
 
     /// The string with what is known about it, for a translator to write into its own body.
-    pub fn text(&self) -> crate::json_text::Text<'_> {
+    pub fn text(&self) -> crate::codec::json_text::Text<'_> {
         if self.clean {
-            crate::json_text::Text::lent_by_json(&self.text)
+            crate::codec::json_text::Text::lent_by_json(&self.text)
         } else {
-            crate::json_text::Text::new(&self.text)
+            crate::codec::json_text::Text::new(&self.text)
         }
     }
 
@@ -134,7 +134,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
                 Ok(owned_str(v))
             }
         }
-        let lent = crate::json_text::lends_json_text::<D>();
+        let lent = crate::codec::json_text::lends_json_text::<D>();
         d.deserialize_str(V(lent, std::marker::PhantomData))
     }
 }
@@ -236,7 +236,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for MessageContent<'a> {
                 Ok(MessageContent::Parts(parts))
             }
         }
-        let lent = crate::json_text::lends_json_text::<D>();
+        let lent = crate::codec::json_text::lends_json_text::<D>();
         d.deserialize_any(V(lent, std::marker::PhantomData))
     }
 }
@@ -625,12 +625,12 @@ pub struct Choice<'a> {
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage<'a> {
     pub role: &'static str,
-    #[serde(serialize_with = "crate::json_text::serialize_opt")]
+    #[serde(serialize_with = "crate::codec::json_text::serialize_opt")]
     pub content: Option<Cow<'a, str>>,
     /// Not OpenAI's own API, but what OpenAI-compatible servers (vLLM, DeepSeek) use.
     #[serde(
         skip_serializing_if = "Option::is_none",
-        serialize_with = "crate::json_text::serialize_opt"
+        serialize_with = "crate::codec::json_text::serialize_opt"
     )]
     pub reasoning_content: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -787,10 +787,13 @@ mod tests {
         let lent = serde_json::from_str::<Str>(r#""data:image/png;base64,AAAA""#).unwrap();
         let t = lent.text();
         let (_, data) = t.as_str().split_once(',').unwrap();
-        assert_eq!(t.part(data), crate::json_text::Text::lent_by_json(data));
+        assert_eq!(
+            t.part(data),
+            crate::codec::json_text::Text::lent_by_json(data)
+        );
         assert_eq!(
             t.part("elsewhere"),
-            crate::json_text::Text::new("elsewhere")
+            crate::codec::json_text::Text::new("elsewhere")
         );
     }
 

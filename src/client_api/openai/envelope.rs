@@ -335,11 +335,6 @@ impl<'de> Deserialize<'de> for TopLevel<'de> {
     }
 }
 
-/// Writes `s` as a JSON string literal.
-pub fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

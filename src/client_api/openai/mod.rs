@@ -6,6 +6,6 @@ pub mod chat;
 pub mod envelope;
 
 pub use envelope::{
-    check_messages, json_string, parse_chat_envelope, parse_chat_top, parse_embeddings_envelope,
-    ChatEnvelope, Span,
+    check_messages, parse_chat_envelope, parse_chat_top, parse_embeddings_envelope, ChatEnvelope,
+    Span,
 };

@@ -69,9 +69,9 @@ use crate::client_api::openai::chat::{
     AssistantMessage, ChatCompletion, ChatMessage, ChatRequest, Choice, ContentPart, FunctionOut,
     MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
+use crate::codec::json_text::Text;
+use crate::codec::sse::{SseEvent, SseParser};
 use crate::error::{kind_for_status, GatewayError};
-use crate::json_text::Text;
-use crate::sse::{SseEvent, SseParser};
 
 /// Text of the user message put before a conversation that starts with an assistant message.
 pub const LEADING_USER_PLACEHOLDER: &str = "(conversation start)";

@@ -65,7 +65,7 @@ pub use request::LEADING_USER_PLACEHOLDER;
 use request::{converse_body, EMPTY_OBJECT};
 use response::{finish_reason, str_at, token_usage};
 
-use crate::base64::standard as base64;
+use crate::codec::base64::standard as base64;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -79,9 +79,9 @@ use crate::client_api::openai::chat::{
     AssistantMessage, ChatCompletion, ChatRequest, Choice, CompletionUsage, ContentPart,
     FunctionOut, MessageContent, ResponseFormat, Role, Str, ToolCallOut, ToolChoice,
 };
+use crate::codec::json_text::Text;
 use crate::config::Provider;
 use crate::error::{kind_for_status, GatewayError};
-use crate::json_text::Text;
 
 fn bad(param: &str, message: impl Into<String>) -> GatewayError {
     GatewayError::invalid_param(param, message)

@@ -3,7 +3,7 @@
 //! without reaching the translators.
 
 use crate::config::fields::{err, opt_str, opt_u32, ConfigError, Env};
-use crate::gcp_auth::ServiceAccount;
+use crate::gcp::auth::ServiceAccount;
 
 /// `anthropic_version` Claude on Vertex requires in the body.
 pub const ANTHROPIC_VERTEX_VERSION: &str = "vertex-2023-10-16";

@@ -13,7 +13,7 @@
 //! (see [`super::embeddings`]).
 //!
 //! Auth is `Authorization: Bearer <OAuth2 access token>`: a static token from the config, or one
-//! the filter obtains with a service-account key ([`crate::gcp_auth`]); in that case the request
+//! the filter obtains with a service-account key ([`crate::gcp::auth`]); in that case the request
 //! leaves here without the header and the Wasm glue adds it.
 
 use serde::Deserialize;

@@ -293,8 +293,8 @@ fn pem_decode(pem: &str) -> Option<(&str, Vec<u8>)> {
 mod tests {
     use super::*;
 
-    const KEY_JSON: &str = include_str!("../tests/fixtures/vertex/service_account.json");
-    const PUBLIC_PEM: &str = include_str!("../tests/fixtures/vertex/service_account_public.pem");
+    const KEY_JSON: &str = include_str!("../../tests/fixtures/vertex/service_account.json");
+    const PUBLIC_PEM: &str = include_str!("../../tests/fixtures/vertex/service_account_public.pem");
 
     fn pem() -> String {
         let v: serde_json::Value = serde_json::from_str(KEY_JSON).unwrap();

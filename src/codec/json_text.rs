@@ -139,6 +139,11 @@ pub fn needs_escape(b: &[u8]) -> bool {
         .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
+/// Writes `s` as a JSON string literal.
+pub fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

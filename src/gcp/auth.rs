@@ -12,10 +12,10 @@
 //! as [`Slot`]: the token, when to refresh it, when it expires, and a lease that says "a fetch
 //! is under way until then", so that only one fetch runs at a time across all VMs.
 
-use crate::base64::url_no_pad as base64url;
+use crate::codec::base64::url_no_pad as base64url;
 use serde::Deserialize;
 
-use crate::rs256::RsaKey;
+use crate::gcp::rs256::RsaKey;
 
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -117,7 +117,7 @@ impl ServiceAccount {
 
     /// The signed JWT assertion for a token request at `now_unix`.
     pub fn assertion(&self, now_unix: u64) -> Result<String, String> {
-        use crate::client_api::openai::json_string;
+        use crate::codec::json_text::json_string;
         let header = match &self.private_key_id {
             Some(kid) => format!(
                 r#"{{"alg":"RS256","typ":"JWT","kid":{}}}"#,
@@ -288,12 +288,12 @@ pub fn decide(slot: &Slot, now_ms: u64) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rs256::SHA256_DIGEST_INFO;
+    use crate::gcp::rs256::SHA256_DIGEST_INFO;
     use rsa::{Pkcs1v15Sign, RsaPublicKey};
     use sha2::{Digest, Sha256};
 
-    const KEY_JSON: &str = include_str!("../tests/fixtures/vertex/service_account.json");
-    const PUBLIC_PEM: &str = include_str!("../tests/fixtures/vertex/service_account_public.pem");
+    const KEY_JSON: &str = include_str!("../../tests/fixtures/vertex/service_account.json");
+    const PUBLIC_PEM: &str = include_str!("../../tests/fixtures/vertex/service_account_public.pem");
 
     fn b64url_decode(s: &str) -> Vec<u8> {
         let val = |c: u8| -> u32 {
