@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::host::{Body, HeaderMap, Host, HostError};
+use crate::host::{Body, Host, HostError};
 use crate::limits::config::IdentitySource;
 use crate::limits::{self, proto, Check, FailureMode, Outcome, Scope, ScopeKind, Verdict};
 use crate::observe::{MetricKey, Update};
@@ -123,11 +123,33 @@ fn parallel(h: &dyn Host, key: &str, delta: i32, max: u32) -> Slot {
     Slot::NotCounted
 }
 
-fn header(h: &dyn Host, name: &str) -> Option<String> {
-    h.header(HeaderMap::Request, name)
-        .ok()
-        .flatten()
-        .filter(|v| !v.is_empty())
+/// The caller's identity headers (`identity.source: header`) as the client's request carried
+/// them: read with every other header in one host call, and before any header is removed on
+/// the way to the provider.
+#[derive(Debug, Default)]
+pub struct CallerHeaders {
+    pub user: Option<String>,
+    pub team: Option<String>,
+}
+
+impl CallerHeaders {
+    /// Takes header `name`'s value if it is one of the identity headers.
+    pub fn see(&mut self, config: &Config, name: &str, value: &[u8]) {
+        let IdentitySource::Header { user, team } = &config.limits.identity else {
+            return;
+        };
+        if value.is_empty() {
+            return;
+        }
+        if name.eq_ignore_ascii_case(user) {
+            self.user = Some(String::from_utf8_lossy(value).into_owned());
+        } else if team
+            .as_deref()
+            .is_some_and(|t| name.eq_ignore_ascii_case(t))
+        {
+            self.team = Some(String::from_utf8_lossy(value).into_owned());
+        }
+    }
 }
 
 fn claim(h: &dyn Host, namespace: &str, payload: &str, name: &str) -> Option<String> {
@@ -150,7 +172,13 @@ fn judge(results: &[(&Check, Outcome)], metric: &dyn Fn(Update)) -> Verdict {
 }
 
 /// The key, team and model limits that apply to this request.
-fn scopes(h: &dyn Host, config: &Config, key: Option<usize>, model: &str) -> Vec<Scope> {
+fn scopes(
+    h: &dyn Host,
+    config: &Config,
+    key: Option<usize>,
+    caller: &CallerHeaders,
+    model: &str,
+) -> Vec<Scope> {
     let mut out = Vec::new();
     let auth = config.auth.as_ref();
     let (user, team, user_limits) = match &config.limits.identity {
@@ -162,9 +190,9 @@ fn scopes(h: &dyn Host, config: &Config, key: Option<usize>, model: &str) -> Vec
                 k.map(|k| k.limits).unwrap_or_default(),
             )
         }
-        IdentitySource::Header { user, team } => (
-            header(h, user),
-            team.as_deref().and_then(|t| header(h, t)),
+        IdentitySource::Header { .. } => (
+            caller.user.clone(),
+            caller.team.clone(),
             config.limits.identity_limits,
         ),
         IdentitySource::Jwt {
@@ -215,11 +243,12 @@ impl RequestLimits {
         h: &dyn Host,
         config: &Config,
         key: Option<usize>,
+        caller: &CallerHeaders,
         model: &str,
         now_unix: u64,
         metric: &dyn Fn(Update),
     ) -> Admission {
-        let scopes = scopes(h, config, key, model);
+        let scopes = scopes(h, config, key, caller, model);
         if scopes.is_empty() {
             return Admission::Continue;
         }

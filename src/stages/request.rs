@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use super::admission::{Admission, Answer, RequestLimits};
+use super::admission::{Admission, Answer, CallerHeaders, RequestLimits};
 use super::apply::{self, apply_body_action, sent_bit, ClientRequest, TokenStep};
 use super::recovery::Recovery;
 use super::vm::{Pending, Vm, ATTEMPT_ID_HEADER};
@@ -55,6 +55,8 @@ pub struct Request {
     /// Client headers outside the gateway-wide allow-list: removed before the request goes to
     /// a provider that does not allow them ([`crate::client_api::headers`]).
     strip: Vec<String>,
+    /// The caller's identity headers, when limits take the identity from headers.
+    caller: CallerHeaders,
     /// The request is in the upstream stage's registry under this id (failover path).
     attempt_id: Option<u64>,
     /// Direct path: the deployment's shared-state key (routing counts its load and health).
@@ -88,6 +90,7 @@ impl Request {
             path: String::new(),
             sent: 0,
             strip: Vec::new(),
+            caller: CallerHeaders::default(),
             attempt_id: None,
             direct_state: None,
             limits: RequestLimits::default(),
@@ -393,11 +396,15 @@ impl Request {
                 return self.reply(h, &r);
             }
         };
-        let admission =
-            self.limits
-                .admit(h, config, self.key, &model, now_ns / 1_000_000_000, &|u| {
-                    vm.apply(h, u)
-                });
+        let admission = self.limits.admit(
+            h,
+            config,
+            self.key,
+            &self.caller,
+            &model,
+            now_ns / 1_000_000_000,
+            &|u| vm.apply(h, u),
+        );
         match admission {
             Admission::Continue if waiting_for_token => Action::Pause,
             Admission::Continue => Action::Continue,
@@ -568,6 +575,7 @@ impl Request {
                     let _ = h.remove_header(HeaderMap::Request, k);
                 }
                 k => {
+                    self.caller.see(config, k, v);
                     if k == tags_header {
                         self.tags = Some(String::from_utf8_lossy(v).into_owned());
                     }

@@ -679,3 +679,26 @@ fn client_headers_reach_providers_only_from_the_allow_list() {
     assert_eq!(h.stream(92).header(HeaderMap::Request, "x-route-to"), None);
     r.on_log(h);
 }
+
+#[test]
+fn header_identity_is_read_before_the_header_is_kept_from_the_provider() {
+    let world = World::new();
+    let cfg = keyed_config(serde_json::json!({
+        "identity": {"source": "header", "headers": {"user": "X-User"}, "limits": {"rpm": 1}}
+    }));
+    let mut cfg = cfg;
+    if let Some(o) = cfg.as_object_mut() {
+        o.remove("auth");
+    }
+    let w = worker(&world, &cfg);
+    let (mut r, a) = w.send(95, &[("x-user", "alice")], USER);
+    assert_eq!(a, Action::Continue);
+    assert_eq!(w.host.stream(95).header(HeaderMap::Request, "x-user"), None);
+    r.on_log(&w.host);
+    let (mut r, _) = w.send(96, &[("x-user", "alice")], USER);
+    assert_eq!(w.status(96), Some(429), "alice's rpm of 1");
+    r.on_log(&w.host);
+    let (mut r, a) = w.send(97, &[("x-user", "bob")], USER);
+    assert_eq!(a, Action::Continue, "bob has his own counter");
+    r.on_log(&w.host);
+}
