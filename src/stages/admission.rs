@@ -236,19 +236,26 @@ fn scopes(
     out
 }
 
+/// Who asks for which model: what a request's limits are looked up by.
+pub struct Subject<'a> {
+    /// The caller's virtual key (index in `auth.keys`).
+    pub key: Option<usize>,
+    pub headers: &'a CallerHeaders,
+    /// The model name the client asked for.
+    pub model: &'a str,
+}
+
 impl RequestLimits {
     /// Before forwarding (the key and model are known).
     pub fn admit(
         &mut self,
         h: &dyn Host,
         config: &Config,
-        key: Option<usize>,
-        caller: &CallerHeaders,
-        model: &str,
+        who: &Subject<'_>,
         now_unix: u64,
         metric: &dyn Fn(Update),
     ) -> Admission {
-        let scopes = scopes(h, config, key, caller, model);
+        let scopes = scopes(h, config, who.key, who.headers, who.model);
         if scopes.is_empty() {
             return Admission::Continue;
         }

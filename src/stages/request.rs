@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use super::admission::{Admission, Answer, CallerHeaders, RequestLimits};
+use super::admission::{Admission, Answer, CallerHeaders, RequestLimits, Subject};
 use super::apply::{self, apply_body_action, sent_bit, ClientRequest, TokenStep};
 use super::recovery::Recovery;
 use super::vm::{Pending, Vm, ATTEMPT_ID_HEADER};
@@ -396,15 +396,14 @@ impl Request {
                 return self.reply(h, &r);
             }
         };
-        let admission = self.limits.admit(
-            h,
-            config,
-            self.key,
-            &self.caller,
-            &model,
-            now_ns / 1_000_000_000,
-            &|u| vm.apply(h, u),
-        );
+        let who = Subject {
+            key: self.key,
+            headers: &self.caller,
+            model: &model,
+        };
+        let admission = self
+            .limits
+            .admit(h, config, &who, now_ns / 1_000_000_000, &|u| vm.apply(h, u));
         match admission {
             Admission::Continue if waiting_for_token => Action::Pause,
             Admission::Continue => Action::Continue,
