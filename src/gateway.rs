@@ -12,6 +12,25 @@ use crate::error::GatewayError;
 use crate::providers::openai::OpenAiPassthrough;
 use crate::providers::{ChatCall, ChatTranslator, ProviderKind, Usage};
 
+/// Refuses a files/batches path that could leave the API's prefix once the provider normalises
+/// it: dot-segments (`/../`, `/./`, plain or percent-encoded) and encoded slashes or
+/// backslashes. The path goes to the provider with the gateway's credentials.
+fn check_unrouted_path(path: &str) -> Result<(), GatewayError> {
+    let route = path.split('?').next().unwrap_or(path);
+    let lower = route.to_ascii_lowercase();
+    let encoded_separator = ["%2f", "%5c"].iter().any(|e| lower.contains(e));
+    let decoded = lower.replace("%2e", ".");
+    let dot_segment =
+        decoded.contains('\\') || decoded.split('/').any(|seg| seg == "." || seg == "..");
+    if encoded_separator || dot_segment {
+        return Err(GatewayError::bad_request(
+            "the path may not contain dot-segments or encoded slashes",
+        )
+        .with_code("invalid_path"));
+    }
+    Ok(())
+}
+
 /// Internal request headers start with this; clients may not send them.
 pub const INTERNAL_HEADER_PREFIX: &str = "x-llmux-";
 /// Response header naming the provider that answered.
@@ -59,8 +78,8 @@ pub enum HeadersDecision {
     /// Not ours: let Envoy route it untouched.
     PassThrough,
     /// Forward with these header changes; the body streams through untouched (`/v1/files`,
-    /// `/v1/batches`: no model to route by).
-    Forward(Vec<(String, String)>, Vec<&'static str>),
+    /// `/v1/batches`: no model to route by). With the caller's key, for its limits.
+    Forward(Vec<(String, String)>, Vec<&'static str>, Option<usize>),
 }
 
 /// Request headers to set and to remove.
@@ -214,8 +233,8 @@ impl Gateway {
             {
                 HeadersDecision::PassThrough
             }
-            Some(Endpoint::Unrouted(_)) => match self.unrouted(path, provider_hint) {
-                Ok((set, remove)) => HeadersDecision::Forward(set, remove),
+            Some(Endpoint::Unrouted(_)) => match self.unrouted(path, provider_hint, key) {
+                Ok((set, remove)) => HeadersDecision::Forward(set, remove, key),
                 Err(e) => respond(e),
             },
             Some(Endpoint::Models) => {
@@ -272,7 +291,13 @@ impl Gateway {
 
     /// `/v1/files...` and `/v1/batches...` (any method): to the named OpenAI-protocol provider,
     /// with its path prefix, host and key; the body is not read.
-    fn unrouted(&self, path: &str, hint: Option<&str>) -> Result<HeaderChanges, GatewayError> {
+    fn unrouted(
+        &self,
+        path: &str,
+        hint: Option<&str>,
+        key: Option<usize>,
+    ) -> Result<HeaderChanges, GatewayError> {
+        check_unrouted_path(path)?;
         let name = hint
             .or(self.config.files_provider.as_deref())
             .ok_or_else(|| {
@@ -297,6 +322,7 @@ impl Gateway {
             ))
             .with_code("unsupported_endpoint"));
         }
+        self.allow_provider(key, name)?;
         let rest = path.strip_prefix("/v1").unwrap_or(path);
         let mut set = vec![
             (":path".to_string(), format!("{}{rest}", provider.base_path)),
@@ -316,6 +342,35 @@ impl Gateway {
             }
         }
         Ok((set, remove))
+    }
+
+    /// A key restricted to some models may reach a provider's files and batches only if one
+    /// of its models is served there (403 otherwise).
+    fn allow_provider(&self, key: Option<usize>, provider: &str) -> Result<(), GatewayError> {
+        let (Some(k), Some(auth)) = (key, self.config.auth.as_ref()) else {
+            return Ok(());
+        };
+        let served_there = |m: &crate::config::Model| {
+            m.deployments
+                .iter()
+                .any(|d| self.config.providers[d.provider].name == provider)
+        };
+        let allowed = self.config.models.iter().any(|m| {
+            served_there(m)
+                && std::iter::once(&m.name)
+                    .chain(m.aliases.iter())
+                    .any(|n| auth.allow_model(k, n).is_ok())
+        });
+        if allowed {
+            return Ok(());
+        }
+        let alias = auth.keys.get(k).map_or("", |k| k.alias.as_str());
+        Err(GatewayError::new(
+            403,
+            "permission_error",
+            format!("API key `{alias}` may not use provider `{provider}`"),
+        )
+        .with_code("provider_not_allowed"))
     }
 
     fn too_large(&self) -> GatewayError {
@@ -1185,6 +1240,72 @@ mod tests {
                 .status,
             413
         );
+    }
+
+    #[test]
+    fn files_paths_with_dot_segments_or_encoded_slashes_are_refused() {
+        let g = gw_with(r#""files_provider": "oai""#);
+        for path in [
+            "/v1/files/../../admin",
+            "/v1/files/./x",
+            "/v1/files/%2e%2e/admin",
+            "/v1/files/%2E%2e/admin",
+            "/v1/files/a%2fb",
+            "/v1/files/a%5Cb",
+            "/v1/files/a\\..\\b",
+            "/v1/batches/..",
+        ] {
+            let r = local(g.on_request_headers(&hdrs("GET", path, None)));
+            assert_eq!(r.status, 400, "{path}");
+            assert_eq!(
+                error_json(&r.body)["error"]["code"],
+                "invalid_path",
+                "{path}"
+            );
+        }
+        for path in [
+            "/v1/files",
+            "/v1/files/file-abc.jsonl/content",
+            "/v1/batches?limit=2",
+        ] {
+            assert!(
+                matches!(
+                    g.on_request_headers(&hdrs("GET", path, None)),
+                    HeadersDecision::Forward(..)
+                ),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn files_need_a_key_allowed_a_model_of_that_provider() {
+        let key = |alias: &str| {
+            use sha2::Digest;
+            let d: String = sha2::Sha256::digest(format!("sk-{alias}").as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!(r#"{{"key_sha256": "{d}", "alias": "{alias}", "models": ["claude"]}}"#)
+        };
+        let g = gw_with(&format!(
+            r#""files_provider": "oai", "auth": {{"keys": [{}]}}"#,
+            key("claude-only")
+        ));
+        let mut req = hdrs("GET", "/v1/files", None);
+        req.credential = Some("sk-claude-only");
+        let r = local(g.on_request_headers(&req));
+        assert_eq!(r.status, 403);
+        assert_eq!(error_json(&r.body)["error"]["code"], "provider_not_allowed");
+        // `split` is served on oai too: a key allowed `split` may use oai's files.
+        let g = gw_with(&format!(
+            r#""files_provider": "oai", "auth": {{"keys": [{}]}}"#,
+            key("claude-only").replace(r#"["claude"]"#, r#"["split"]"#)
+        ));
+        assert!(matches!(
+            g.on_request_headers(&req),
+            HeadersDecision::Forward(..)
+        ));
     }
 
     #[test]

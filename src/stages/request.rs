@@ -601,10 +601,24 @@ impl Request {
         match vm.gateway.on_request_headers(&req) {
             HeadersDecision::Respond(r) => self.reply(h, &r),
             HeadersDecision::PassThrough => Action::Continue,
-            HeadersDecision::Forward(set, remove) => {
+            HeadersDecision::Forward(set, remove, key) => {
                 let provider = provider_hint
                     .or(config.files_provider.as_deref())
                     .and_then(|n| config.providers.iter().position(|p| p.name == n));
+                // Files and batches: the key's and team's request limits apply (no tokens).
+                self.key = key;
+                let who = Subject {
+                    key,
+                    headers: &self.caller,
+                    model: "",
+                };
+                let now_unix = self.timings.start_ns / 1_000_000_000;
+                let admission = self
+                    .limits
+                    .admit(h, config, &who, now_unix, &|u| vm.apply(h, u));
+                if let Admission::Reject(e, headers) = admission {
+                    return self.reject_limited(h, &vm, &e, headers);
+                }
                 self.strip_client_headers(h, config, provider.into_iter());
                 for (k, v) in &set {
                     let _ = h.set_header(HeaderMap::Request, k, v);
@@ -612,7 +626,10 @@ impl Request {
                 for k in &remove {
                     let _ = h.remove_header(HeaderMap::Request, k);
                 }
-                Action::Continue
+                match admission {
+                    Admission::Wait => Action::Pause,
+                    _ => Action::Continue,
+                }
             }
             HeadersDecision::ReadBody(endpoint, key) => {
                 self.key = key;

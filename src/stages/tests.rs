@@ -59,10 +59,21 @@ fn completion(prompt: u64, completion: u64) -> Vec<u8> {
 impl Worker {
     /// A client request on stream `id`, through the headers and (whole) body callbacks.
     fn send(&self, id: u32, headers: &[(&str, &str)], body: &str) -> (Request, Action) {
+        self.send_to(id, "POST", "/v1/chat/completions", headers, body)
+    }
+
+    fn send_to(
+        &self,
+        id: u32,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (Request, Action) {
         let h = &self.host;
         h.enter(id);
         h.with_stream(id, |s| {
-            s.request_headers = [(":method", "POST"), (":path", "/v1/chat/completions")]
+            s.request_headers = [(":method", method), (":path", path)]
                 .iter()
                 .chain(headers)
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -701,4 +712,38 @@ fn header_identity_is_read_before_the_header_is_kept_from_the_provider() {
     let (mut r, a) = w.send(97, &[("x-user", "bob")], USER);
     assert_eq!(a, Action::Continue, "bob has his own counter");
     r.on_log(&w.host);
+}
+
+#[test]
+fn files_and_batches_pass_the_same_admission() {
+    let world = World::new();
+    let w = worker(
+        &world,
+        &keyed_config(serde_json::json!({"files_provider": "oai"})),
+    );
+    let two = ("authorization", "Bearer sk-two");
+    let statuses: Vec<Option<u16>> = (0..3)
+        .map(|i| {
+            let (mut r, _) = w.send_to(110 + i, "GET", "/v1/files", &[two], "");
+            r.on_log(&w.host);
+            w.status(110 + i)
+        })
+        .collect();
+    // rpm 2: the third is refused, and the admitted ones went to the provider with its key.
+    assert_eq!(statuses, vec![None, None, Some(429)]);
+    let s = w.host.stream(110);
+    assert_eq!(
+        s.header(HeaderMap::Request, "x-llmux-cluster"),
+        Some("mock")
+    );
+    assert_eq!(
+        s.header(HeaderMap::Request, "authorization"),
+        Some("Bearer sk-provider")
+    );
+    // Key `one` holds a parallel slot while its upload runs, and gives it back.
+    let (mut r, a) = w.send_to(120, "POST", "/v1/files", &[ONE], "");
+    assert_eq!(a, Action::Continue);
+    assert_eq!(parallel_slots(&world, "one"), 1);
+    r.on_log(&w.host);
+    assert_eq!(parallel_slots(&world, "one"), 0);
 }
