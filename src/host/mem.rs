@@ -132,6 +132,8 @@ pub struct MemHost {
     failing: RefCell<Vec<&'static str>>,
     /// Host calls made, by method (counted as Envoy would charge them).
     pub call_count: Cell<u64>,
+    /// Root contexts (valid targets of `set_effective_context`, with no stream of their own).
+    roots: RefCell<Vec<u32>>,
 }
 
 impl MemHost {
@@ -149,7 +151,13 @@ impl MemHost {
             memory_bytes: Cell::new(1 << 20),
             failing: RefCell::new(Vec::new()),
             call_count: Cell::new(0),
+            roots: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Declares root context `id` (callouts made while it is effective belong to it).
+    pub fn add_root(&self, id: u32) {
+        self.roots.borrow_mut().push(id);
     }
 
     /// Makes stream `id` current (creating it), as the host does before a stream's callback.
@@ -443,7 +451,8 @@ impl Host for MemHost {
 
     fn set_effective_context(&self, id: u32) -> HostResult<()> {
         self.call("set_effective_context")?;
-        if id != 0 && !self.streams.borrow().contains_key(&id) {
+        if id != 0 && !self.roots.borrow().contains(&id) && !self.streams.borrow().contains_key(&id)
+        {
             return Err(HostError::NOT_FOUND);
         }
         self.current.set(id);

@@ -53,6 +53,10 @@ pub struct RequestLimits {
     holding_response: bool,
     /// When this request's hits were counted locally (a refusal gives them back).
     counted_unix: u64,
+    /// The VM's root context and this request's stream: charges are sent from the root, so
+    /// that a client going away cannot cancel them (the host cancels a stream's callouts with
+    /// the stream).
+    pub contexts: Option<(u32, u32)>,
     /// The response headers are still held (a buffered answer): `x-llmux-cost-usd` can be set.
     pub headers_held: bool,
 }
@@ -378,6 +382,9 @@ impl RequestLimits {
         let Some(rls) = &config.limits.rls else {
             return false;
         };
+        if let Some((root, _)) = self.contexts {
+            let _ = h.set_effective_context(root);
+        }
         for (hits, descriptors) in groups {
             let msg = proto::encode_request(&rls.domain, &descriptors, hits);
             match h.grpc_call(&rls.cluster, SERVICE, METHOD, &msg, rls.timeout_ms) {
@@ -390,6 +397,10 @@ impl RequestLimits {
                     metric(Update::Add(MetricKey::RateLimitErrors, 1));
                 }
             }
+        }
+        if let Some((_, stream)) = self.contexts {
+            // Back to the stream (gone already when the request ended without an answer).
+            let _ = h.set_effective_context(stream);
         }
         self.phase = Phase::Charging;
         !self.pending.is_empty()
@@ -455,6 +466,13 @@ impl RequestLimits {
             Admission::Continue | Admission::Wait => Answer::ResumeRequest,
             Admission::Reject(e, h) => Answer::Reject(e, h),
         }
+    }
+
+    /// Whether this request is charged by its tokens or cost (a tpm or budget limit applies).
+    pub fn charges_usage(&self) -> bool {
+        self.checks
+            .iter()
+            .any(|c| !matches!(c.kind, limits::Kind::Requests))
     }
 
     /// Whether to hold the response end until the usage charge is answered (after [`charge`]).

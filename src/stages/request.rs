@@ -65,12 +65,19 @@ pub struct Request {
     pub(crate) limits: RequestLimits,
     /// Failover path, streamed chat completion: mid-stream recovery watches the stream.
     recovery: Option<Recovery>,
+    /// The request body's size (the prompt estimate when the provider's usage never comes).
+    request_bytes: usize,
+    /// Streamed events the client got, counted while a tpm or budget limit applies (the
+    /// completion estimate when the provider's usage never comes).
+    events_streamed: u64,
 }
 
 impl Request {
     /// A stream of a configured VM (`vm` `None`: unconfigured, everything passes through).
     pub fn new(context_id: u32, vm: Option<Rc<Vm>>) -> Request {
         let capture = vm.as_ref().is_some_and(|s| s.gateway.config.log_bodies);
+        let mut limits = RequestLimits::default();
+        limits.contexts = vm.as_ref().map(|v| (v.root_id, context_id));
         Request {
             context_id,
             vm,
@@ -93,8 +100,10 @@ impl Request {
             caller: CallerHeaders::default(),
             attempt_id: None,
             direct_state: None,
-            limits: RequestLimits::default(),
+            limits,
             recovery: None,
+            request_bytes: 0,
+            events_streamed: 0,
         }
     }
 
@@ -163,13 +172,17 @@ impl Request {
             self.timings.end_ns = h.now_nanos();
         }
         let mut attempts = 1;
+        // Failover path, no attempt handed over its answer (the client went away first): the
+        // deployment the current attempt went to.
+        let mut in_attempt = None;
         if let Some(id) = self.attempt_id {
             // Failover path: the attempt that answered has the exchange that counts.
             if let Some(p) = vm.registry.lookup(id) {
                 let mut p = p.borrow_mut();
                 attempts = u32::from(p.attempts.plan.attempts);
-                if let Some(ex) = p.final_exchange.take() {
-                    self.exchange = Some(ex);
+                match p.final_exchange.take() {
+                    Some(ex) => self.exchange = Some(ex),
+                    None => in_attempt = p.attempts.plan.current().map(|e| e.route()),
                 }
             }
         }
@@ -189,7 +202,11 @@ impl Request {
             return;
         };
         let usage = ex.usage();
-        let Route::Deployment { model, deployment } = ex.route else {
+        let route = match (ex.route, in_attempt) {
+            (Route::Deployment { .. }, _) | (_, None) => ex.route,
+            (_, Some(r)) => r,
+        };
+        let Route::Deployment { model, deployment } = route else {
             return;
         };
         let config = vm.config();
@@ -209,18 +226,23 @@ impl Request {
         let Some(summary) = Summary::of(config, &finished) else {
             return;
         };
-        let cost = config
+        let price = config
             .models
             .get(model)
             .and_then(|m| m.deployments.get(deployment))
-            .and_then(|d| d.cost_price.as_ref())
-            .zip(usage.as_ref())
-            .map(|(p, u)| cost_nanousd(p, u));
+            .and_then(|d| d.cost_price.as_ref());
+        let cost = price.zip(usage.as_ref()).map(|(p, u)| cost_nanousd(p, u));
+        // What is charged: the provider's usage, or the estimate when it never came.
+        let charged = usage.or_else(|| self.estimated_usage(ex.status, ex.stream));
+        let charged_cost = match usage {
+            Some(_) => cost,
+            None => price.zip(charged.as_ref()).map(|(p, u)| cost_nanousd(p, u)),
+        };
         self.limits.charge(
             h,
             config,
-            usage.as_ref(),
-            cost,
+            charged.as_ref(),
+            charged_cost,
             self.timings.end_ns / 1_000_000_000,
             &|u| vm.apply(h, u),
         );
@@ -232,7 +254,7 @@ impl Request {
             );
         }
         request_updates(
-            ex.route,
+            route,
             ex.status,
             ex.stream,
             usage.as_ref(),
@@ -251,6 +273,35 @@ impl Request {
                     vm.apply(h, Update::Add(MetricKey::ExportRecordsDropped, 1));
                 }
             }
+        }
+    }
+
+    /// The usage charged when the provider's never came (the client went away, the stream broke
+    /// off, the provider sends none): the prompt estimated from the request body (~4 bytes a
+    /// token, the router's estimate) and one completion token per streamed event the client got
+    /// beyond the first (the role chunk). `None` after a provider error (not billed).
+    fn estimated_usage(&self, status: u16, stream: bool) -> Option<crate::usage::Usage> {
+        if status != 0 && !(200..300).contains(&status) {
+            return None;
+        }
+        Some(crate::usage::Usage {
+            prompt_tokens: u64::from(crate::routing::estimate_prompt_tokens(self.request_bytes)),
+            completion_tokens: if stream {
+                self.events_streamed.saturating_sub(1)
+            } else {
+                0
+            },
+            ..Default::default()
+        })
+    }
+
+    /// Counts the streamed events in bytes going to the client, while usage is charged.
+    fn count_events(&mut self, bytes: &[u8]) {
+        if self.limits.charges_usage() && self.exchange.as_ref().is_some_and(|e| e.stream) {
+            // Every event ends with an empty line: two line feeds (data lines add one each, so
+            // this counts at least the events).
+            let n = memchr::memchr_iter(b'\n', bytes).count() as u64;
+            self.events_streamed = self.events_streamed.saturating_add(n / 2);
         }
     }
 
@@ -322,6 +373,7 @@ impl Request {
         };
         // (The routing decision itself takes microseconds: one clock read serves both.)
         self.timings.forwarded_ns = now_ns;
+        self.request_bytes = body.len();
         if self.capture {
             self.request_body = Some(body[..body.len().min(MAX_LOGGED_BODY_BYTES)].to_vec());
         }
@@ -752,6 +804,7 @@ impl Request {
         if let (true, Some(vm), Some(r)) = (ok, self.vm.clone(), self.recovery.as_mut()) {
             let (action, out) = r.on_body(h, &vm, self.attempt_id, body_size, end_of_stream);
             self.capture_response(&out);
+            self.count_events(&out);
             if end_of_stream && action == Action::Continue {
                 self.finish(h);
             }
@@ -813,7 +866,6 @@ impl Request {
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
-        let capture = self.capture;
         let Some(ex) = self.exchange.as_mut() else {
             return Action::Continue;
         };
@@ -825,14 +877,16 @@ impl Request {
         let action = ex.on_response_body(&data, body_size, end_of_stream);
         let retry_after = ex.retry_after.clone();
         let upstream_status = ex.provider_status();
-        if capture {
-            match &action {
-                BodyAction::Continue => self.capture_response(&data),
-                BodyAction::Replace(out) | BodyAction::ReplaceWhole { body: out, .. } => {
-                    self.capture_response(out)
-                }
-                BodyAction::Buffer => {}
+        match &action {
+            BodyAction::Continue => {
+                self.capture_response(&data);
+                self.count_events(&data);
             }
+            BodyAction::Replace(out) | BodyAction::ReplaceWhole { body: out, .. } => {
+                self.capture_response(out);
+                self.count_events(out);
+            }
+            BodyAction::Buffer => {}
         }
         apply_body_action(
             h,

@@ -91,7 +91,7 @@ impl Root {
             // Ticks drive the export; a full batch waits at most one tick.
             let _ = h.set_tick_period_ms(e.flush_interval_ms.min(200));
         }
-        let vm = Vm::new(config, h.now_nanos(), self.registry.clone());
+        let vm = Vm::new(config, h.now_nanos(), self.registry.clone(), self.id);
         if vm.exporter.is_some() {
             // Exporter series exist from the start (at 0), so rates and alerts work.
             for k in [

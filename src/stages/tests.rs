@@ -25,6 +25,8 @@ fn worker(world: &Rc<World>, config: &serde_json::Value) -> Worker {
     let bytes = config.to_string().into_bytes();
     let n = bytes.len();
     *host.configuration.borrow_mut() = bytes;
+    host.add_root(1);
+    host.add_root(2);
     let mut root = Root::new(1, registry.clone());
     assert!(root.configure(&host, n), "config refused: {config}");
     let up = br#"{"stage": "upstream"}"#.to_vec();
@@ -337,6 +339,8 @@ fn rls_admits_refuses_and_charges_once() {
     assert_eq!(r.on_response_body(&w.host, body.len(), true), Action::Pause);
     let charge = w.host.take_calls();
     assert_eq!(charge.len(), 1, "one charge: {charge:?}");
+    // Sent from the root context: the client going away cannot cancel it.
+    assert_eq!(charge[0].context, 1);
     // The tpm descriptor, hits_addend 4: 5 tokens less the hit admission already counted.
     assert!(charge[0].body.ends_with(&[0x18, 4]), "{:?}", charge[0].body);
     r.on_grpc_call_response(&w.host, charge[0].token, 0, n);
@@ -621,12 +625,17 @@ fn refused_requests_are_not_counted() {
         assert_eq!(w.status(id), refused.then_some(429), "request {id}");
         r.on_log(&w.host);
     }
-    // rpm 2 and tpm: two admitted requests counted, the five refused ones given back.
+    // Two admitted requests counted, the five refused ones given back. (The admitted ones
+    // ended before any answer: their prompt is charged as estimated, ~4 bytes a token.)
+    let prompt = u64::from(crate::routing::estimate_prompt_tokens(USER.len()));
     let counts = local_counts(&world);
-    assert!(!counts.is_empty());
-    for (k, n) in &counts {
-        assert_eq!(*n, 2, "{k}: {counts:?}");
-    }
+    assert_eq!(
+        counts,
+        vec![
+            ("llmux.rl.llmux_key.rpm.1m.two".to_string(), 2),
+            ("llmux.rl.llmux_key.tpm.1m.two".to_string(), 2 * prompt)
+        ]
+    );
 }
 
 #[test]
@@ -746,4 +755,53 @@ fn files_and_batches_pass_the_same_admission() {
     assert_eq!(parallel_slots(&world, "one"), 1);
     r.on_log(&w.host);
     assert_eq!(parallel_slots(&world, "one"), 0);
+}
+
+#[test]
+fn usage_that_never_comes_is_estimated_and_charged_from_the_root() {
+    let world = World::new();
+    let w = worker(&world, &rls_config("open"));
+    let two = ("authorization", "Bearer sk-two");
+    let body = chat_body("gpt", true);
+    let (mut r, _) = w.send(130, &[two], &body);
+    let calls = w.host.take_calls();
+    w.host.set_grpc_response(&rls_response(1, &[1, 1]));
+    r.on_grpc_call_response(&w.host, calls[0].token, 0, 12);
+    // Ten content chunks reach the client (OpenAI sends usage only in the last chunk), then
+    // the client goes away: on_log without the end of the stream.
+    w.host.enter(130);
+    w.host.with_stream(130, |s| {
+        s.response_headers = vec![(":status".into(), "200".into())]
+    });
+    r.on_response_headers(&w.host, false);
+    let mut chunks = String::new();
+    for i in 0..10 {
+        chunks.push_str(&format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i}\"}},\"finish_reason\":null}}],\"usage\":null}}\n\n"
+        ));
+    }
+    w.host
+        .with_stream(130, |s| s.response_body = chunks.clone().into_bytes());
+    r.on_response_body(&w.host, chunks.len(), false);
+    w.host.drop_stream(130);
+    r.on_log(&w.host);
+    let charges = w.host.take_calls();
+    assert_eq!(charges.len(), 1, "the abort is charged: {charges:?}");
+    assert_eq!(charges[0].context, 1, "from the root context");
+    // tokens = prompt estimate + 9 completion tokens (10 events less the first), less the
+    // hit admission counted.
+    let prompt = u64::from(crate::routing::estimate_prompt_tokens(body.len()));
+    let hits = prompt + 9 - 1;
+    let mut tail = vec![0x18];
+    let mut n = hits;
+    while n >= 0x80 {
+        tail.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    tail.push(n as u8);
+    assert!(
+        charges[0].body.ends_with(&tail),
+        "{:?} ~ {hits}",
+        charges[0].body
+    );
 }

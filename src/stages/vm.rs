@@ -32,10 +32,12 @@ pub struct Vm {
     pub(crate) registry: Rc<Registry>,
     /// Requests waiting for a Vertex access token, and the fetches under way.
     pub(crate) tokens: RefCell<super::token::State>,
+    /// The downstream root context's id (callouts that must outlive a request go from it).
+    pub(crate) root_id: u32,
 }
 
 impl Vm {
-    pub fn new(config: Config, now_ns: u64, registry: Rc<Registry>) -> Vm {
+    pub fn new(config: Config, now_ns: u64, registry: Rc<Registry>, root_id: u32) -> Vm {
         let exporter = config
             .export
             .as_ref()
@@ -50,6 +52,7 @@ impl Vm {
             vm_memory_reported: Cell::new(0),
             registry,
             tokens: RefCell::new(super::token::State::default()),
+            root_id,
         }
     }
 
