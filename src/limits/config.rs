@@ -274,6 +274,17 @@ pub struct LimitsConfig {
     pub identity: IdentitySource,
     /// Limits for each caller named by a header or JWT identity.
     pub identity_limits: Limits,
+    /// What a request without the header or JWT identity gets (`identity.missing`).
+    pub missing_identity: MissingIdentity,
+}
+
+/// A request whose header or JWT identity is missing: refused (401, the default), or counted
+/// in one shared bucket.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum MissingIdentity {
+    #[default]
+    Reject,
+    Bucket(String),
 }
 
 pub const RATE_LIMIT_FIELDS: &[&str] =
@@ -385,6 +396,7 @@ fn parse_identity(v: &Value, c: &mut LimitsConfig) -> Result<(), ConfigError> {
         "payload_key",
         "claims",
         "limits",
+        "missing",
     ];
     for k in o.keys() {
         if !allowed.contains(&k.as_str()) {
@@ -395,6 +407,16 @@ fn parse_identity(v: &Value, c: &mut LimitsConfig) -> Result<(), ConfigError> {
         }
     }
     c.identity = identity_source(o, p)?;
+    c.missing_identity = match o.get("missing").map(|v| v.as_str()) {
+        None | Some(Some("reject")) => MissingIdentity::Reject,
+        Some(Some(bucket)) if bucket.starts_with("bucket:") && bucket.len() > "bucket:".len() => {
+            MissingIdentity::Bucket(bucket["bucket:".len()..].to_string())
+        }
+        _ => return Err(err(
+            "identity.missing",
+            "must be `reject` or `bucket:NAME` (requests without the identity share NAME's limits)",
+        )),
+    };
     if let Some(l) = o.get("limits") {
         let lo = l
             .as_object()

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::host::{Body, Host, HostError};
-use crate::limits::config::IdentitySource;
+use crate::limits::config::{IdentitySource, MissingIdentity};
 use crate::limits::{self, proto, Check, FailureMode, Outcome, Scope, ScopeKind, Verdict};
 use crate::observe::{MetricKey, Update};
 use crate::providers::Usage;
@@ -57,6 +57,8 @@ pub struct RequestLimits {
     /// that a client going away cannot cancel them (the host cancels a stream's callouts with
     /// the stream).
     pub contexts: Option<(u32, u32)>,
+    /// The caller is named by a header or JWT identity: its local counters live in slots.
+    slotted: bool,
     /// The response headers are still held (a buffered answer): `x-llmux-cost-usd` can be set.
     pub headers_held: bool,
 }
@@ -66,8 +68,34 @@ fn local_key_err(e: HostError) -> bool {
 }
 
 /// Adds `hits` to a local counter with compare-and-swap (a few tries under contention).
-fn local_count(h: &dyn Host, check: &Check, now: u64, hits: u64) -> Outcome {
+/// Local counters of callers named by a header or JWT identity (values a client may choose)
+/// live in this many slots per limit, by a hash of the value: shared data (which is never
+/// freed) stays bounded whatever callers send. Two identities in one slot share its local
+/// count; the rate-limit service keeps one counter per identity, expiring with its window.
+pub const IDENTITY_SLOTS: u64 = 16_384;
+
+/// The longest header or JWT identity accepted (400 beyond).
+pub const MAX_IDENTITY_BYTES: usize = 128;
+
+/// FNV-1a, 64 bits: spreads identities over [`IDENTITY_SLOTS`].
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The shared-data key of a check's local counter (a slot for client-chosen identities).
+fn counter_key(check: &Check, slotted: bool) -> String {
     let key = check.local_key();
+    if !slotted || check.scope != ScopeKind::Key {
+        return key;
+    }
+    let prefix = key.strip_suffix(check.id.as_str()).unwrap_or(&key);
+    format!("{prefix}#{}", fnv1a(&check.id) % IDENTITY_SLOTS)
+}
+
+fn local_count(h: &dyn Host, check: &Check, slotted: bool, now: u64, hits: u64) -> Outcome {
+    let key = counter_key(check, slotted);
     let mut last = limits::local_count(None, now, check, hits).1;
     for _ in 0..16 {
         let (prev, cas) = h.shared_data(&key).unwrap_or((None, 0));
@@ -94,9 +122,9 @@ enum Slot {
 }
 
 /// Gives back one hit of each local counter a refused request counted at `counted_unix`.
-fn refund(h: &dyn Host, checks: &[Check], counted_unix: u64) {
+fn refund(h: &dyn Host, checks: &[Check], slotted: bool, counted_unix: u64) {
     for check in checks {
-        let key = check.local_key();
+        let key = counter_key(check, slotted);
         for _ in 0..16 {
             let (prev, cas) = h.shared_data(&key).unwrap_or((None, 0));
             let Some(bytes) = limits::local_refund(prev.as_deref(), counted_unix, check, 1) else {
@@ -182,7 +210,7 @@ fn scopes(
     key: Option<usize>,
     caller: &CallerHeaders,
     model: &str,
-) -> Vec<Scope> {
+) -> Result<Vec<Scope>, GatewayError> {
     let mut out = Vec::new();
     let auth = config.auth.as_ref();
     let (user, team, user_limits) = match &config.limits.identity {
@@ -212,6 +240,28 @@ fn scopes(
             config.limits.identity_limits,
         ),
     };
+    let named = !matches!(config.limits.identity, IdentitySource::Key);
+    let user = match (user, &config.limits.missing_identity) {
+        (Some(u), _) => Some(u),
+        (None, _) if !named => None,
+        (None, MissingIdentity::Bucket(b)) => Some(b.clone()),
+        (None, MissingIdentity::Reject) => return Err(GatewayError::new(
+            401,
+            "authentication_error",
+            "the request carries no caller identity (identity.source), which this gateway requires",
+        )
+        .with_code("missing_identity")),
+    };
+    if named
+        && [&user, &team]
+            .iter()
+            .any(|v| v.as_ref().is_some_and(|v| v.len() > MAX_IDENTITY_BYTES))
+    {
+        return Err(GatewayError::bad_request(format!(
+            "the caller identity is longer than {MAX_IDENTITY_BYTES} bytes"
+        ))
+        .with_code("invalid_identity"));
+    }
     if let Some(id) = user {
         if !user_limits.is_empty() {
             out.push(Scope {
@@ -237,7 +287,7 @@ fn scopes(
             limits: *l,
         });
     }
-    out
+    Ok(out)
 }
 
 /// Who asks for which model: what a request's limits are looked up by.
@@ -259,13 +309,21 @@ impl RequestLimits {
         now_unix: u64,
         metric: &dyn Fn(Update),
     ) -> Admission {
-        let scopes = scopes(h, config, who.key, who.headers, who.model);
+        self.slotted = !matches!(config.limits.identity, IdentitySource::Key);
+        let scopes = match scopes(h, config, who.key, who.headers, who.model) {
+            Ok(s) => s,
+            Err(e) => return Admission::Reject(e, Vec::new()),
+        };
         if scopes.is_empty() {
             return Admission::Continue;
         }
         for s in &scopes {
             if let (ScopeKind::Key, Some(max)) = (s.kind, s.limits.max_parallel) {
-                let k = format!("llmux.par.{}", s.id);
+                let k = if self.slotted {
+                    format!("llmux.par.#{}", fnv1a(&s.id) % IDENTITY_SLOTS)
+                } else {
+                    format!("llmux.par.{}", s.id)
+                };
                 match parallel(h, &k, 1, max) {
                     Slot::Taken => self.slot = Some(k),
                     Slot::NotCounted => {
@@ -288,7 +346,7 @@ impl RequestLimits {
         self.local = self
             .checks
             .iter()
-            .map(|c| local_count(h, c, now_unix, 1))
+            .map(|c| local_count(h, c, self.slotted, now_unix, 1))
             .collect();
         self.counted_unix = now_unix;
         let Some(rls) = &config.limits.rls else {
@@ -337,7 +395,7 @@ impl RequestLimits {
         e: GatewayError,
         headers: Vec<(&'static str, String)>,
     ) -> Admission {
-        refund(h, &self.checks, self.counted_unix);
+        refund(h, &self.checks, self.slotted, self.counted_unix);
         self.checks.clear();
         Admission::Reject(e, headers)
     }
@@ -373,7 +431,7 @@ impl RequestLimits {
             let Some(n) = limits::charge_hits(c, tokens, cost_nanousd) else {
                 continue;
             };
-            local_count(h, c, now_unix, u64::from(n));
+            local_count(h, c, self.slotted, now_unix, u64::from(n));
             match groups.iter_mut().find(|(h, _)| *h == n) {
                 Some((_, d)) => d.push(c.descriptor(None)),
                 None => groups.push((n, vec![c.descriptor(None)])),

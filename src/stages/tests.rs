@@ -805,3 +805,68 @@ fn usage_that_never_comes_is_estimated_and_charged_from_the_root() {
         charges[0].body
     );
 }
+
+fn header_identity_config(missing: Option<&str>) -> serde_json::Value {
+    let mut identity = serde_json::json!({
+        "source": "header", "headers": {"user": "X-User"}, "limits": {"rpm": 1000}
+    });
+    if let Some(m) = missing {
+        identity["missing"] = serde_json::json!(m);
+    }
+    let mut cfg = keyed_config(serde_json::json!({ "identity": identity }));
+    if let Some(o) = cfg.as_object_mut() {
+        o.remove("auth");
+    }
+    cfg
+}
+
+#[test]
+fn a_missing_or_oversized_identity_is_refused_or_bucketed() {
+    let world = World::new();
+    let w = worker(&world, &header_identity_config(None));
+    let (mut r, _) = w.send(140, &[], USER);
+    assert_eq!(w.status(140), Some(401), "no identity, no limits: refused");
+    r.on_log(&w.host);
+    let long = "u".repeat(200);
+    let (mut r, _) = w.send(141, &[("x-user", &long)], USER);
+    assert_eq!(w.status(141), Some(400));
+    r.on_log(&w.host);
+    // With a bucket, callers without the header share one identity's limits.
+    let world = World::new();
+    let w = worker(&world, &header_identity_config(Some("bucket:anonymous")));
+    let (mut r, a) = w.send(142, &[], USER);
+    assert_eq!(a, Action::Continue);
+    r.on_log(&w.host);
+    assert!(
+        world
+            .shared_keys()
+            .iter()
+            .any(|k| k.starts_with("llmux.rl.")),
+        "the anonymous bucket is counted"
+    );
+}
+
+#[test]
+fn distinct_identities_cannot_grow_shared_data_without_bound() {
+    let world = World::new();
+    let w = worker(&world, &header_identity_config(None));
+    let n = 20_000u32;
+    for i in 0..n {
+        let id = 1000 + i;
+        let user = format!("attacker-{i}-{}", "x".repeat(100));
+        let (mut r, a) = w.send(id, &[("x-user", &user)], USER);
+        assert_eq!(a, Action::Continue);
+        w.host.drop_stream(id);
+        r.on_log(&w.host);
+    }
+    let keys = world.shared_keys();
+    let counters = keys.iter().filter(|k| k.starts_with("llmux.rl.")).count() as u64;
+    assert!(
+        counters <= super::admission::IDENTITY_SLOTS,
+        "{counters} counters"
+    );
+    assert!(
+        keys.iter().all(|k| k.len() < 80),
+        "no key carries a caller's value"
+    );
+}
