@@ -171,21 +171,7 @@ impl Request {
         if self.timings.end_ns == 0 {
             self.timings.end_ns = h.now_nanos();
         }
-        let mut attempts = 1;
-        // Failover path, no attempt handed over its answer (the client went away first): the
-        // deployment the current attempt went to.
-        let mut in_attempt = None;
-        if let Some(id) = self.attempt_id {
-            // Failover path: the attempt that answered has the exchange that counts.
-            if let Some(p) = vm.registry.lookup(id) {
-                let mut p = p.borrow_mut();
-                attempts = u32::from(p.attempts.plan.attempts);
-                match p.final_exchange.take() {
-                    Some(ex) => self.exchange = Some(ex),
-                    None => in_attempt = p.attempts.plan.current().map(|e| e.route()),
-                }
-            }
-        }
+        let (attempts, in_attempt) = self.take_final_exchange(&vm);
         self.direct_outcome(h, &vm);
         let Some(ex) = &self.exchange else {
             if let (true, Some(status)) = (self.chat, self.replied) {
@@ -262,17 +248,24 @@ impl Request {
             &self.timings,
             |u| vm.apply(h, u),
         );
-        if config.filter_state {
-            summary.filter_state(|name, value| {
-                let _ = h.set_property(name, value);
-            });
-        }
-        if let Some(b) = &vm.exporter {
-            if let Some(record) = UsageRecord::build(config, &finished) {
-                if b.borrow_mut().push(record, self.timings.end_ns) == Pushed::Dropped {
-                    vm.apply(h, Update::Add(MetricKey::ExportRecordsDropped, 1));
-                }
+        record(h, &vm, &summary, &finished);
+    }
+
+    /// Failover path: the attempt that answered has the exchange that counts; it is taken
+    /// here. Returns the attempts made and, when no attempt handed over its answer (the client
+    /// went away first), the deployment the current attempt went to.
+    fn take_final_exchange(&mut self, vm: &Vm) -> (u32, Option<Route>) {
+        let Some(p) = self.attempt_id.and_then(|id| vm.registry.lookup(id)) else {
+            return (1, None);
+        };
+        let mut p = p.borrow_mut();
+        let attempts = u32::from(p.attempts.plan.attempts);
+        match p.final_exchange.take() {
+            Some(ex) => {
+                self.exchange = Some(ex);
+                (attempts, None)
             }
+            None => (attempts, p.attempts.plan.current().map(|e| e.route())),
         }
     }
 
@@ -377,62 +370,8 @@ impl Request {
         if self.capture {
             self.request_body = Some(body[..body.len().min(MAX_LOGGED_BODY_BYTES)].to_vec());
         }
+        self.send_forward(h, vm, endpoint, body, body_size, &mut fwd);
         let config = vm.config();
-        // Before the decision's own headers are set: a provider's configured header may share a
-        // name with a client header that is removed.
-        match (&fwd.attempts, fwd.exchange.route) {
-            (Some(a), _) => {
-                let providers = a
-                    .plan
-                    .entries
-                    .iter()
-                    .filter_map(|e| config.deployment(e.model, e.deployment))
-                    .map(|d| d.provider);
-                self.strip_client_headers(h, config, providers);
-            }
-            (None, Route::Deployment { model, deployment }) => {
-                let provider = config
-                    .models
-                    .get(model)
-                    .and_then(|m| m.deployments.get(deployment))
-                    .map(|d| d.provider);
-                self.strip_client_headers(h, config, provider.into_iter());
-            }
-            _ => {}
-        }
-        let client = ClientRequest {
-            path: &self.path,
-            content_type: self.content_type.as_deref(),
-            sent: self.sent,
-        };
-        apply::forward(h, &fwd, body_size, Some(&client), None);
-        if let Some(attempts) = fwd.attempts.take() {
-            self.recovery = Recovery::for_request(vm, endpoint, body, &attempts);
-            let id = vm.next_attempt_id();
-            let _ = h.set_header(HeaderMap::Request, ATTEMPT_ID_HEADER, &id.to_string());
-            vm.registry.register(
-                id,
-                Pending {
-                    vm: vm.clone(),
-                    attempts,
-                    prev_set: Vec::new(),
-                    undecided: false,
-                    final_exchange: None,
-                },
-            );
-            self.attempt_id = Some(id);
-        } else if let Route::Deployment { model, deployment } = fwd.exchange.route {
-            if let Some(d) = config
-                .models
-                .get(model)
-                .filter(|m| config.router.tracks(m))
-                .and_then(|m| m.deployments.get(deployment))
-            {
-                let now_ms = now_ns / 1_000_000;
-                state::update(&SharedData(h), &d.state_key, |s| s.on_start(now_ms));
-                self.direct_state = Some(d.state_key.clone());
-            }
-        }
         // Vertex AI with a service-account key: add the cached token, or wait for it. (A
         // request waiting for a token fetch is resumed by the fetch; its rate-limit check still
         // runs now.)
@@ -461,6 +400,77 @@ impl Request {
             Admission::Continue => Action::Continue,
             Admission::Wait => Action::Pause,
             Admission::Reject(e, headers) => self.reject_limited(h, vm, &e, headers),
+        }
+    }
+
+    /// Applies the forward decision to the request the host holds (client headers outside the
+    /// allow-list first, then the decision's headers and body), and starts its bookkeeping: the
+    /// failover path's plan in the registry, or the direct path's deployment load.
+    fn send_forward(
+        &mut self,
+        h: &dyn Host,
+        vm: &Rc<Vm>,
+        endpoint: Endpoint,
+        body: &[u8],
+        body_size: usize,
+        fwd: &mut crate::gateway::Forward,
+    ) {
+        let now_ns = self.timings.forwarded_ns;
+        let config = vm.config();
+        // Before the decision's own headers are set: a provider's configured header may share a
+        // name with a client header that is removed.
+        match (&fwd.attempts, fwd.exchange.route) {
+            (Some(a), _) => {
+                let providers = a
+                    .plan
+                    .entries
+                    .iter()
+                    .filter_map(|e| config.deployment(e.model, e.deployment))
+                    .map(|d| d.provider);
+                self.strip_client_headers(h, config, providers);
+            }
+            (None, Route::Deployment { model, deployment }) => {
+                let provider = config
+                    .models
+                    .get(model)
+                    .and_then(|m| m.deployments.get(deployment))
+                    .map(|d| d.provider);
+                self.strip_client_headers(h, config, provider.into_iter());
+            }
+            _ => {}
+        }
+        let client = ClientRequest {
+            path: &self.path,
+            content_type: self.content_type.as_deref(),
+            sent: self.sent,
+        };
+        apply::forward(h, fwd, body_size, Some(&client), None);
+        if let Some(attempts) = fwd.attempts.take() {
+            self.recovery = Recovery::for_request(vm, endpoint, body, &attempts);
+            let id = vm.next_attempt_id();
+            let _ = h.set_header(HeaderMap::Request, ATTEMPT_ID_HEADER, &id.to_string());
+            vm.registry.register(
+                id,
+                Pending {
+                    vm: vm.clone(),
+                    attempts,
+                    prev_set: Vec::new(),
+                    undecided: false,
+                    final_exchange: None,
+                },
+            );
+            self.attempt_id = Some(id);
+        } else if let Route::Deployment { model, deployment } = fwd.exchange.route {
+            if let Some(d) = config
+                .models
+                .get(model)
+                .filter(|m| config.router.tracks(m))
+                .and_then(|m| m.deployments.get(deployment))
+            {
+                let now_ms = now_ns / 1_000_000;
+                state::update(&SharedData(h), &d.state_key, |s| s.on_start(now_ms));
+                self.direct_state = Some(d.state_key.clone());
+            }
         }
     }
 
@@ -895,5 +905,23 @@ impl Request {
             retry_after.as_deref(),
             upstream_status,
         )
+    }
+}
+
+/// A finished request's filter state (what access logs print) and usage record (queued for
+/// export).
+fn record(h: &dyn Host, vm: &Vm, summary: &Summary, finished: &Finished<'_>) {
+    let config = vm.config();
+    if config.filter_state {
+        summary.filter_state(|name, value| {
+            let _ = h.set_property(name, value);
+        });
+    }
+    if let Some(b) = &vm.exporter {
+        if let Some(record) = UsageRecord::build(config, finished) {
+            if b.borrow_mut().push(record, finished.timings.end_ns) == Pushed::Dropped {
+                vm.apply(h, Update::Add(MetricKey::ExportRecordsDropped, 1));
+            }
+        }
     }
 }
