@@ -192,3 +192,29 @@ def test_a_stream_the_client_aborts_is_still_charged(make_gateway, rls):
             break
         time.sleep(0.1)  # the charge lands asynchronously: poll for it
     assert r.status_code == 429, r.text
+
+
+def test_concurrent_requests_overshoot_a_budget_only_by_the_parallel_bound(make_gateway):
+    """Each request is checked before the others' charges land: N concurrent requests of one key
+    could all pass a budget. `max_parallel_requests` bounds how many (README: the bound)."""
+    alias = "budget-" + new_id()
+    g = make_gateway({
+        "providers": PROVIDERS, "models": MODELS,
+        "auth": keys({"alias": alias, "max_parallel_requests": 2,
+                      "budget": {"amount_usd": 0.005, "period": "1d"}}),
+    })
+    auth = {"authorization": f"Bearer sk-{alias}", "x-mock-latency-ms": "400"}
+
+    def one(_):
+        return g.post("/v1/chat/completions", {"model": "gpt", "messages": USER}, headers=auth)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(8)))
+    admitted = [r for r in answers if r.status_code == 200]
+    assert 1 <= len(admitted) <= 2, [r.status_code for r in answers]
+    spent = sum(float(r.headers["x-llmux-cost-usd"]) for r in admitted)
+    assert spent > 0.005  # one answer alone exceeds this budget: the overshoot is real ...
+    r = g.post("/v1/chat/completions", {"model": "gpt", "messages": USER},
+               headers={"authorization": f"Bearer sk-{alias}"})
+    # ... and bounded: once the admitted ones are charged, the key is refused.
+    assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded", r.text
