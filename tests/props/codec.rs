@@ -413,3 +413,40 @@ proptest! {
         prop_assert_eq!(d.pending(), 0);
     }
 }
+
+/// Decode time of one chunk holding `n` small frames.
+fn decode_many(n: usize) -> std::time::Duration {
+    let frame = eventstream_frame(
+        &[
+            (":message-type", "event"),
+            (":event-type", "contentBlockDelta"),
+        ],
+        b"{\"delta\":{\"text\":\"hi\"}}",
+    );
+    let bytes = frame.repeat(n);
+    let start = std::time::Instant::now();
+    let mut d = Decoder::default();
+    d.feed(&bytes);
+    let mut count = 0;
+    while let Some(m) = d.next_message() {
+        m.unwrap();
+        count += 1;
+    }
+    assert_eq!(count, n);
+    start.elapsed()
+}
+
+/// Finding: each decoded message is drained from the front of the buffer (`Vec::drain(..total)`
+/// in `Decoder::next_message`), moving every byte behind it, so one chunk holding n messages
+/// costs O(n²): 4× the messages take ~16× the time.
+#[test]
+#[ignore = "finding: eventstream::Decoder::next_message is quadratic in the messages one chunk holds (Vec::drain from the front)"]
+fn eventstream_decode_is_linear() {
+    let small = decode_many(4_000);
+    let large = decode_many(16_000);
+    assert!(
+        large < small * 8,
+        "4x the frames took {:.1}x the time ({small:?} -> {large:?})",
+        large.as_secs_f64() / small.as_secs_f64()
+    );
+}
