@@ -870,3 +870,51 @@ fn distinct_identities_cannot_grow_shared_data_without_bound() {
         "no key carries a caller's value"
     );
 }
+
+#[test]
+fn a_broken_stream_is_continued_on_the_fallback_and_every_counter_ends_at_zero() {
+    let world = World::new();
+    let mut cfg = failover_config();
+    cfg["auth"] = serde_json::json!({"keys": [
+        {"key_sha256": sha("sk-one"), "alias": "one", "max_parallel_requests": 1}
+    ]});
+    let w = worker(&world, &cfg);
+    let (mut r, a) = w.send(150, &[ONE], &chat_body("gpt", true));
+    assert_eq!(a, Action::Continue);
+    assert_eq!(parallel_slots(&world, "one"), 1);
+    // The stream the client gets breaks off after "Hel" + "lo" (no finish, no [DONE]).
+    let chunk = |t: &str| {
+        format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}},\"finish_reason\":null}}]}}\n\n")
+    };
+    let stream = format!("{}{}", chunk("Hel"), chunk("lo"));
+    let got = w.answer(&mut r, 150, 200, &[stream.as_bytes(), b""]);
+    let calls = w.host.take_calls();
+    assert_eq!(calls.len(), 1, "the continuation is asked of the fallback: {calls:?}");
+    assert_eq!(calls[0].cluster, "cb");
+    assert!(String::from_utf8_lossy(&calls[0].body).contains("Hello"));
+    // The fallback answers; the held end of the stream is replaced by the continuation.
+    let answer = completion(4, 2);
+    let answer = String::from_utf8_lossy(&answer).replace("hello", " world");
+    w.host.enter(150);
+    w.host.set_call_response(200, answer.as_bytes());
+    r.on_http_call_response(&w.host, calls[0].token, answer.len());
+    assert_eq!(w.host.stream(150).resumed, vec![Direction::Response]);
+    let tail = String::from_utf8_lossy(&w.host.stream(150).response_body).into_owned();
+    let all = format!("{}{tail}", String::from_utf8_lossy(&got));
+    assert!(all.contains("Hel") && all.contains(" world"), "{all}");
+    assert!(all.ends_with("data: [DONE]\n\n"), "{all}");
+    r.on_log(&w.host);
+    let m = world.metrics();
+    let recovered: u64 = m
+        .iter()
+        .filter(|(k, _)| k.contains("recover") && k.contains("recovered"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(recovered, 1, "{m:?}");
+    assert_eq!(parallel_slots(&world, "one"), 0);
+    assert!(w.root.vm.as_ref().unwrap().registry.is_empty());
+    for k in world.shared_keys().iter().filter(|k| k.starts_with("llmux.d.")) {
+        let st = DeploymentState::decode(&world.shared_value(k).unwrap());
+        assert_eq!(st.in_flight, 0, "{k}");
+    }
+}
