@@ -889,7 +889,11 @@ fn a_broken_stream_is_continued_on_the_fallback_and_every_counter_ends_at_zero()
     let stream = format!("{}{}", chunk("Hel"), chunk("lo"));
     let got = w.answer(&mut r, 150, 200, &[stream.as_bytes(), b""]);
     let calls = w.host.take_calls();
-    assert_eq!(calls.len(), 1, "the continuation is asked of the fallback: {calls:?}");
+    assert_eq!(
+        calls.len(),
+        1,
+        "the continuation is asked of the fallback: {calls:?}"
+    );
     assert_eq!(calls[0].cluster, "cb");
     assert!(String::from_utf8_lossy(&calls[0].body).contains("Hello"));
     // The fallback answers; the held end of the stream is replaced by the continuation.
@@ -913,8 +917,65 @@ fn a_broken_stream_is_continued_on_the_fallback_and_every_counter_ends_at_zero()
     assert_eq!(recovered, 1, "{m:?}");
     assert_eq!(parallel_slots(&world, "one"), 0);
     assert!(w.root.vm.as_ref().unwrap().registry.is_empty());
-    for k in world.shared_keys().iter().filter(|k| k.starts_with("llmux.d.")) {
+    for k in world
+        .shared_keys()
+        .iter()
+        .filter(|k| k.starts_with("llmux.d."))
+    {
         let st = DeploymentState::decode(&world.shared_value(k).unwrap());
         assert_eq!(st.in_flight, 0, "{k}");
+    }
+}
+
+#[test]
+fn vertex_token_is_fetched_once_from_the_root_and_waiting_requests_resume_with_it() {
+    let world = World::new();
+    let key = include_str!("../../tests/fixtures/vertex/service_account.json");
+    let cfg = serde_json::json!({
+        "providers": {"vx": {"type": "vertex", "cluster": "vertex", "project": "p",
+                             "location": "us-central1", "service_account_key": key,
+                             "token_cluster": "oauth", "token_timeout_ms": 2000}},
+        "models": [{"name": "gem", "deployments": [{"provider": "vx", "model": "gemini-2.5-flash"}]}]
+    });
+    let mut w = worker(&world, &cfg);
+    // Two requests arrive before any token: both wait, one fetch is scheduled.
+    let body = chat_body("gem", false);
+    let (mut a, act_a) = w.send(160, &[], &body);
+    let (mut b, act_b) = w.send(161, &[], &body);
+    assert_eq!((act_a, act_b), (Action::Pause, Action::Pause));
+    assert!(
+        w.host.take_calls().is_empty(),
+        "fetches go out from the tick"
+    );
+    assert!(w.host.tick_ms.get() > 0);
+    w.host.enter(1);
+    w.root.on_tick(&w.host);
+    let calls = w.host.take_calls();
+    assert_eq!(calls.len(), 1, "one fetch for both: {calls:?}");
+    assert_eq!(
+        (calls[0].cluster.as_str(), calls[0].context),
+        ("oauth", 1),
+        "from the root"
+    );
+    // The token endpoint answers; both requests resume with the bearer token.
+    let answer = br#"{"access_token":"ya29.token","expires_in":3599,"token_type":"Bearer"}"#;
+    w.host.set_call_response(200, answer);
+    w.root
+        .on_http_call_response(&w.host, calls[0].token, answer.len());
+    for id in [160, 161] {
+        let s = w.host.stream(id);
+        assert_eq!(s.resumed, vec![Direction::Request], "{id}");
+        assert_eq!(
+            s.header(HeaderMap::Request, "authorization"),
+            Some("Bearer ya29.token")
+        );
+    }
+    // The next request uses the cached token at once.
+    let (mut c, act_c) = w.send(162, &[], &body);
+    assert_eq!(act_c, Action::Continue);
+    assert!(w.host.take_calls().is_empty());
+    for (r, id) in [(&mut a, 160), (&mut b, 161), (&mut c, 162)] {
+        w.host.enter(id);
+        r.on_log(&w.host);
     }
 }
