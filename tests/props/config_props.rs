@@ -138,7 +138,7 @@ fn json_value() -> impl Strategy<Value = Value> {
             "otlp",
             "header"
         ])
-        .prop_map(|s| Value::from(s)),
+        .prop_map(Value::from),
         "\\PC{0,12}".prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
