@@ -30,6 +30,22 @@ pub struct Price {
     pub cache_creation_per_mtok: f64,
 }
 
+/// The largest price a deployment's `price` may hold, USD per million tokens ($1 a token): far
+/// above any real price, and small enough that no sum or product of prices and token counts
+/// overflows an `f64`.
+pub const MAX_PRICE_PER_MTOK: f64 = 1_000_000.0;
+
+/// What `lowest-cost` routing compares: input plus output price, always finite and never NaN
+/// (a NaN or infinite price compares as the dearest, `f64::MAX`).
+pub fn routing_cost(p: &Price) -> f64 {
+    let sum = p.input_per_mtok + p.output_per_mtok;
+    if sum.is_nan() {
+        f64::MAX
+    } else {
+        sum.clamp(0.0, f64::MAX)
+    }
+}
+
 /// A deployment's `price`: input and output required, the cache prices default to input.
 pub(crate) fn parse_price(v: &Value, path: &str) -> Result<Price, ConfigError> {
     let o = v
@@ -46,8 +62,13 @@ pub(crate) fn parse_price(v: &Value, path: &str) -> Result<Price, ConfigError> {
         match o.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match v.as_f64() {
-                Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f)),
-                _ => Err(err(&join(path, key), "must be a number ≥ 0")),
+                Some(f) if (0.0..=MAX_PRICE_PER_MTOK).contains(&f) => Ok(Some(f)),
+                _ => Err(err(
+                    &join(path, key),
+                    format!(
+                        "must be a number from 0 to {MAX_PRICE_PER_MTOK} (USD per million tokens)"
+                    ),
+                )),
             },
         }
     };
