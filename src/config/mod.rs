@@ -80,6 +80,8 @@ pub struct Config {
     pub export: Option<ExportConfig>,
     /// `rate_limit` and `identity` (limits per key and team live in `auth`).
     pub limits: crate::limits::LimitsConfig,
+    /// Per model group (index in `models`): its entry in `limits.models`, if any.
+    model_limits: Vec<Option<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +231,7 @@ impl Config {
 
         let limits =
             crate::limits::LimitsConfig::parse(root.get("rate_limit"), root.get("identity"))?;
+        let model_limits = resolve_model_limits(&limits.models, &models, &model_index)?;
 
         let cost_header = opt_bool(root, "", "cost_header")?.unwrap_or(true);
         let answer_headers = opt_bool(root, "", "answer_headers")?.unwrap_or(true);
@@ -254,7 +257,17 @@ impl Config {
             log_bodies,
             export,
             limits,
+            model_limits,
         })
+    }
+
+    /// The `rate_limit.models` limit of model group `group` (index in `models`, as
+    /// [`Config::resolve_model`] finds it), with the id it is counted under: the group's name,
+    /// whichever name (alias, or a name a wildcard group matched) the client sent.
+    pub fn model_limit(&self, group: usize) -> Option<(&str, &crate::limits::Limits)> {
+        let i = (*self.model_limits.get(group)?)?;
+        let (_, limits) = self.limits.models.get(i)?;
+        Some((self.models.get(group)?.name.as_str(), limits))
     }
 
     /// Index in `models` of the model named `name` (or aliased so); not wildcard groups.
@@ -451,6 +464,50 @@ fn track_fallback_targets(models: &mut [Model], model_index: &HashMap<String, us
     for t in targets {
         models[t].tracked = true;
     }
+}
+
+/// Each `rate_limit.models` entry must name a model group (its name, an alias, or a wildcard
+/// group's pattern as written), each group at most once: per group, the index of its entry.
+fn resolve_model_limits(
+    entries: &[(String, crate::limits::Limits)],
+    models: &[Model],
+    model_index: &HashMap<String, usize>,
+) -> Result<Vec<Option<usize>>, ConfigError> {
+    let mut per_group: Vec<Option<usize>> = vec![None; models.len()];
+    for (i, (name, _)) in entries.iter().enumerate() {
+        let path = format!("rate_limit.models.{name}");
+        let group = model_index
+            .get(name)
+            .copied()
+            .or_else(|| models.iter().position(|m| &m.name == name))
+            .ok_or_else(|| match models.iter().find(|m| {
+                m.name.contains('*')
+                    && crate::routing::config::wildcard_match(&m.name, name).is_some()
+            }) {
+                Some(w) => err(
+                    &path,
+                    format!(
+                        "`{name}` is a name the wildcard group `{}` serves, not a model group; a model limit binds a whole group: name `{}`",
+                        w.name, w.name
+                    ),
+                ),
+                None => err(
+                    &path,
+                    format!("no model group or alias named `{name}` in `models`"),
+                ),
+            })?;
+        if let Some(j) = per_group[group] {
+            return Err(err(
+                &path,
+                format!(
+                    "`{name}` and `{}` name the same model group `{}`: give it one limit",
+                    entries[j].0, models[group].name
+                ),
+            ));
+        }
+        per_group[group] = Some(i);
+    }
+    Ok(per_group)
 }
 
 /// `cluster_header`, lowercased.

@@ -197,3 +197,64 @@ fn display_names_path() {
         "invalid LLMux configuration at `providers.p.type`: must be a string"
     );
 }
+
+/// `rate_limit.models` beside a group with an alias and a wildcard group.
+fn with_model_limits(models: &str) -> Result<Config, ConfigError> {
+    parse(&format!(
+        r#"{{"providers": {{"openai": {{"type": "openai", "cluster": "c"}},
+                          "anthropic": {{"type": "anthropic", "cluster": "a"}}}},
+            "models": [
+                {{"name": "gpt", "aliases": ["g", "gpt-latest"], "deployments": [{{"provider": "openai", "model": "gpt-4o"}}]}},
+                {{"name": "anthropic/*", "deployments": [{{"provider": "anthropic", "model": "claude-*"}}]}},
+                {{"name": "free", "deployments": [{{"provider": "openai"}}]}}
+            ],
+            "rate_limit": {{"models": {models}}}}}"#
+    ))
+}
+
+/// Issue 14 item 3: a per-model limit binds the group whatever name reached it, and is keyed
+/// by the group's name; a wildcard group's limit counts; a limit naming nothing is an error.
+#[test]
+fn model_limits_bind_the_group_whatever_name_reached_it() {
+    let c = with_model_limits(r#"{"g": {"rpm": 5}, "anthropic/*": {"tpm": 7}}"#).unwrap();
+    let limit = |requested: &str| {
+        c.resolve_model(requested)
+            .and_then(|(g, _)| c.model_limit(g))
+            .map(|(id, l)| (id.to_string(), l.rpm, l.tpm))
+    };
+    for name in ["gpt", "g", "gpt-latest"] {
+        assert_eq!(limit(name), Some(("gpt".into(), Some(5), None)), "{name}");
+    }
+    for name in ["anthropic/claude-3-5-haiku", "anthropic/x"] {
+        assert_eq!(
+            limit(name),
+            Some(("anthropic/*".into(), None, Some(7))),
+            "{name}"
+        );
+    }
+    assert_eq!(limit("free"), None);
+    assert_eq!(c.model_limit(99), None);
+
+    for (models, path) in [
+        (r#"{"gtp": {"rpm": 1}}"#, "rate_limit.models.gtp"),
+        // A name a wildcard group matches is not a group: the limit would bind all of it.
+        (
+            r#"{"anthropic/claude-3": {"rpm": 1}}"#,
+            "rate_limit.models.anthropic/claude-3",
+        ),
+        // The same group twice (by its name and an alias): which one counts?
+        (
+            r#"{"gpt": {"rpm": 1}, "g": {"rpm": 2}}"#,
+            "rate_limit.models.gpt",
+        ),
+    ] {
+        let e = with_model_limits(models).unwrap_err();
+        assert!(
+            e.path == path || e.path == "rate_limit.models.g",
+            "{models}: {e}"
+        );
+        if path != "rate_limit.models.gpt" {
+            assert_eq!(e.path, path, "{models}: {e}");
+        }
+    }
+}
