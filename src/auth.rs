@@ -25,6 +25,8 @@ pub struct VirtualKey {
     pub blocked: bool,
     /// rpm, tpm, max_parallel_requests, budget.
     pub limits: crate::limits::Limits,
+    /// `unpriced`: overrides the top-level `unpriced` for this key's requests.
+    pub unpriced: Option<crate::pricing::Unpriced>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -245,6 +247,7 @@ fn parse_key(v: &Value, path: &str) -> Result<VirtualKey, ConfigError> {
         "models",
         "expires_at",
         "blocked",
+        "unpriced",
     ];
     for k in o.keys() {
         if !FIELDS.contains(&k.as_str())
@@ -338,6 +341,13 @@ fn parse_key(v: &Value, path: &str) -> Result<VirtualKey, ConfigError> {
         expires_at,
         blocked,
         limits: crate::limits::Limits::parse(o, path)?,
+        unpriced: match o.get("unpriced") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(crate::pricing::parse_unpriced(
+                v,
+                &format!("{path}.unpriced"),
+            )?),
+        },
     })
 }
 

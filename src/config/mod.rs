@@ -82,6 +82,9 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// Per model group (index in `models`): its entry in `limits.models`, if any.
     model_limits: Vec<Option<usize>>,
+    /// A budgeted request whose cost cannot be known: refused (default) or served uncounted.
+    /// A key's own `unpriced` overrides it.
+    pub unpriced: crate::pricing::Unpriced,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +193,25 @@ pub struct Deployment {
     pub state_key: String,
 }
 
+impl Deployment {
+    /// The model name a request goes out with: `model`, with a wildcard group's `*` replaced by
+    /// what the requested name's `*` matched (`matched`, from [`Config::resolve_model`]).
+    pub fn upstream_model<'a>(&'a self, matched: Option<&str>) -> std::borrow::Cow<'a, str> {
+        match matched {
+            Some(m) if self.model.contains('*') => self.model.replace('*', m).into(),
+            _ => self.model.as_str().into(),
+        }
+    }
+
+    /// What a request that went out as `upstream_model` costs per token: the price resolved at
+    /// config time, else (a wildcard deployment without its own `price`) the bundled list price
+    /// of the upstream model. `None`: its cost cannot be known.
+    pub fn request_price(&self, upstream_model: &str) -> Option<Price> {
+        self.cost_price
+            .or_else(|| crate::pricing::price_for(upstream_model, self.price.as_ref()))
+    }
+}
+
 impl Config {
     pub fn parse(bytes: &[u8], env: &dyn Env) -> Result<Config, ConfigError> {
         let root: Value =
@@ -232,6 +254,10 @@ impl Config {
         let limits =
             crate::limits::LimitsConfig::parse(root.get("rate_limit"), root.get("identity"))?;
         let model_limits = resolve_model_limits(&limits.models, &models, &model_index)?;
+        let unpriced = match root.get("unpriced") {
+            None | Some(Value::Null) => crate::pricing::Unpriced::default(),
+            Some(v) => crate::pricing::parse_unpriced(v, "unpriced")?,
+        };
 
         let cost_header = opt_bool(root, "", "cost_header")?.unwrap_or(true);
         let answer_headers = opt_bool(root, "", "answer_headers")?.unwrap_or(true);
@@ -258,7 +284,60 @@ impl Config {
             export,
             limits,
             model_limits,
+            unpriced,
         })
+    }
+
+    /// Admission of a request for `requested` (the client's model name) by key `key`: a 403
+    /// `unpriced_model` when a budget applies (`budgeted`), the policy (the key's `unpriced`,
+    /// else the top level's) is `refuse`, and some deployment that may serve it — of its group
+    /// (a wildcard one's upstream model filled in) or of its fallback groups — has no price.
+    /// `None`: admit.
+    pub fn unpriced_refusal(
+        &self,
+        key: Option<usize>,
+        requested: &str,
+        budgeted: bool,
+    ) -> Option<crate::error::GatewayError> {
+        if !budgeted || self.unpriced_policy(key) == crate::pricing::Unpriced::Allow {
+            return None;
+        }
+        let (group, matched) = self.resolve_model(requested)?;
+        let m = self.models.get(group)?;
+        let fallbacks = m
+            .policy
+            .fallbacks
+            .iter()
+            .chain(&m.policy.context_window_fallbacks)
+            .chain(&m.policy.content_policy_fallbacks)
+            .filter_map(|f| self.model_position(f))
+            .filter_map(|i| self.models.get(i))
+            .flat_map(|f| f.deployments.iter().map(|d| (d, None)));
+        let (d, upstream) = m
+            .deployments
+            .iter()
+            .map(|d| (d, matched))
+            .chain(fallbacks)
+            .map(|(d, matched)| (d, d.upstream_model(matched)))
+            .find(|(d, upstream)| d.request_price(upstream).is_none())?;
+        Some(
+            crate::error::GatewayError::new(
+                403,
+                "permission_error",
+                format!(
+                    "model `{requested}` may be served by deployment `{}` (upstream model `{upstream}`), which has no price, so this key's budget cannot be charged; the gateway's operator can set `price` on the deployment, or `unpriced: allow`",
+                    d.name
+                ),
+            )
+            .with_param("model")
+            .with_code("unpriced_model"),
+        )
+    }
+
+    /// `unpriced` for requests of key `key`: the key's own, else the top level's.
+    pub fn unpriced_policy(&self, key: Option<usize>) -> crate::pricing::Unpriced {
+        key.and_then(|k| self.auth.as_ref()?.keys.get(k)?.unpriced)
+            .unwrap_or(self.unpriced)
     }
 
     /// The `rate_limit.models` limit of model group `group` (index in `models`, as
@@ -329,6 +408,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "files_provider",
     "rate_limit",
     "identity",
+    "unpriced",
 ];
 
 /// `providers` (with the top-level `timeout_ms` and `anthropic_default_max_tokens` defaults).
