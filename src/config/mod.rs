@@ -416,6 +416,12 @@ fn parse_providers(root: &Map<String, Value>, env: &dyn Env) -> Result<Vec<Provi
     let default_timeout = opt_u32(root, "", "timeout_ms")?.unwrap_or(DEFAULT_TIMEOUT_MS);
     let default_max_tokens =
         opt_u32(root, "", "anthropic_default_max_tokens")?.unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS);
+    if default_max_tokens == 0 {
+        return Err(err(
+            "anthropic_default_max_tokens",
+            "must be greater than 0",
+        ));
+    }
 
     let providers_v = root
         .get("providers")
@@ -464,6 +470,10 @@ fn parse_models(
         .ok_or_else(|| err("models", "must be an array of models"))?;
     if models_arr.is_empty() {
         return Err(err("models", "at least one model is required"));
+    }
+    // A plan entry names a group by a u16 index.
+    if models_arr.len() > usize::from(u16::MAX) {
+        return Err(err("models", "at most 65535 models"));
     }
     let mut models = Vec::with_capacity(models_arr.len());
     let mut model_index = HashMap::new();
@@ -637,5 +647,7 @@ fn files_provider(
     Ok(files_provider)
 }
 
+#[cfg(test)]
+mod extremes;
 #[cfg(test)]
 mod tests;

@@ -335,7 +335,8 @@ pub fn local_count(
         over: after > limit,
         limit: check.limit,
         remaining: u32::try_from(limit.saturating_sub(after)).unwrap_or(u32::MAX),
-        reset_secs: start + period - now_unix,
+        // `start + period - now`, without overflowing at the end of time.
+        reset_secs: period - now_unix % period,
     };
     (out, o)
 }

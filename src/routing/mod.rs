@@ -424,8 +424,8 @@ impl Planner<'_> {
             .map(|d| state::load(self.store, &d.state_key).cooldown_until_ms)
             .filter(|&t| t > req.now_ms)
             .min()
-            .unwrap_or(req.now_ms + 1000);
-        let secs = (soonest - req.now_ms).div_ceil(1000).max(1);
+            .unwrap_or(req.now_ms.saturating_add(1000));
+        let secs = soonest.saturating_sub(req.now_ms).div_ceil(1000).max(1);
         let mut e = GatewayError::new(
             429,
             "rate_limit_error",
