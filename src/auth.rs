@@ -72,7 +72,9 @@ fn parse_time(s: &str) -> Option<u64> {
     };
     let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+    // Years 1970..=9999: the arithmetic below cannot overflow, and no earlier expiry means
+    // anything (unix seconds are for anything else).
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return None;
     }
     // Days from civil (proleptic Gregorian), epoch 1970-01-01.
@@ -317,7 +319,7 @@ fn parse_key(v: &Value, path: &str) -> Result<VirtualKey, ConfigError> {
         Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
             err(
                 &format!("{path}.expires_at"),
-                "must look like 2027-01-31 or 2027-01-31T12:00:00Z",
+                "must look like 2027-01-31 or 2027-01-31T12:00:00Z (UTC, years 1970 to 9999)",
             )
         })?),
         Some(_) => {
@@ -419,9 +421,16 @@ mod tests {
             "2027-01-01T10:00:00",
             "soon",
             "",
+            // Issue 14 item 11: days × 86400 overflowed an i64 (a panic with overflow checks,
+            // a wrapped expiry without).
+            "9223372036854775807-01-01",
+            "-9223372036854775808-03-01",
+            "1969-12-31",
+            "10000-01-01",
         ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
+        assert_eq!(parse_time("9999-12-31T23:59:59Z"), Some(253402300799));
     }
 
     #[test]

@@ -174,6 +174,8 @@ fn values() -> Vec<Value> {
         json!(-0.0),
         json!(-f64::MAX),
         json!("1"),
+        json!("9223372036854775807-01-01"),
+        json!("9999-12-31T23:59:59Z"),
         json!(null),
     ]
 }
