@@ -25,6 +25,8 @@ pub struct VirtualKey {
     pub blocked: bool,
     /// rpm, tpm, max_parallel_requests, budget.
     pub limits: crate::limits::Limits,
+    /// `unpriced`: overrides the top-level `unpriced` for this key's requests.
+    pub unpriced: Option<crate::pricing::Unpriced>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -70,7 +72,9 @@ fn parse_time(s: &str) -> Option<u64> {
     };
     let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+    // Years 1970..=9999: the arithmetic below cannot overflow, and no earlier expiry means
+    // anything (unix seconds are for anything else).
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return None;
     }
     // Days from civil (proleptic Gregorian), epoch 1970-01-01.
@@ -245,6 +249,7 @@ fn parse_key(v: &Value, path: &str) -> Result<VirtualKey, ConfigError> {
         "models",
         "expires_at",
         "blocked",
+        "unpriced",
     ];
     for k in o.keys() {
         if !FIELDS.contains(&k.as_str())
@@ -314,7 +319,7 @@ fn parse_key(v: &Value, path: &str) -> Result<VirtualKey, ConfigError> {
         Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
             err(
                 &format!("{path}.expires_at"),
-                "must look like 2027-01-31 or 2027-01-31T12:00:00Z",
+                "must look like 2027-01-31 or 2027-01-31T12:00:00Z (UTC, years 1970 to 9999)",
             )
         })?),
         Some(_) => {
@@ -338,6 +343,13 @@ fn parse_key(v: &Value, path: &str) -> Result<VirtualKey, ConfigError> {
         expires_at,
         blocked,
         limits: crate::limits::Limits::parse(o, path)?,
+        unpriced: match o.get("unpriced") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(crate::pricing::parse_unpriced(
+                v,
+                &format!("{path}.unpriced"),
+            )?),
+        },
     })
 }
 
@@ -409,9 +421,16 @@ mod tests {
             "2027-01-01T10:00:00",
             "soon",
             "",
+            // Issue 14 item 11: days × 86400 overflowed an i64 (a panic with overflow checks,
+            // a wrapped expiry without).
+            "9223372036854775807-01-01",
+            "-9223372036854775808-03-01",
+            "1969-12-31",
+            "10000-01-01",
         ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
+        assert_eq!(parse_time("9999-12-31T23:59:59Z"), Some(253402300799));
     }
 
     #[test]

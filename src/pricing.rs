@@ -30,6 +30,22 @@ pub struct Price {
     pub cache_creation_per_mtok: f64,
 }
 
+/// The largest price a deployment's `price` may hold, USD per million tokens ($1 a token): far
+/// above any real price, and small enough that no sum or product of prices and token counts
+/// overflows an `f64`.
+pub const MAX_PRICE_PER_MTOK: f64 = 1_000_000.0;
+
+/// What `lowest-cost` routing compares: input plus output price, always finite and never NaN
+/// (a NaN or infinite price compares as the dearest, `f64::MAX`).
+pub fn routing_cost(p: &Price) -> f64 {
+    let sum = p.input_per_mtok + p.output_per_mtok;
+    if sum.is_nan() {
+        f64::MAX
+    } else {
+        sum.clamp(0.0, f64::MAX)
+    }
+}
+
 /// A deployment's `price`: input and output required, the cache prices default to input.
 pub(crate) fn parse_price(v: &Value, path: &str) -> Result<Price, ConfigError> {
     let o = v
@@ -46,8 +62,13 @@ pub(crate) fn parse_price(v: &Value, path: &str) -> Result<Price, ConfigError> {
         match o.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match v.as_f64() {
-                Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f)),
-                _ => Err(err(&join(path, key), "must be a number ≥ 0")),
+                Some(f) if (0.0..=MAX_PRICE_PER_MTOK).contains(&f) => Ok(Some(f)),
+                _ => Err(err(
+                    &join(path, key),
+                    format!(
+                        "must be a number from 0 to {MAX_PRICE_PER_MTOK} (USD per million tokens)"
+                    ),
+                )),
             },
         }
     };
@@ -112,8 +133,22 @@ const TABLE: &[Row] = &[
     ("llama-3.1-8b-instant", 0.05, 0.08, 0.05, 0.0, 131_072),
 ];
 
+/// `model` without a `provider/` path and Bedrock's `vendor.` / `region.vendor.` prefixes
+/// (`us.anthropic.claude-…`): leading segments of letters only, each ended by a dot (so
+/// `gpt-4.1` and `gemini-1.5-pro` are left whole).
+fn base_name(model: &str) -> &str {
+    let mut name = model.rsplit('/').next().unwrap_or(model);
+    while let Some((head, rest)) = name.split_once('.') {
+        if head.is_empty() || !head.bytes().all(|b| b.is_ascii_lowercase()) {
+            break;
+        }
+        name = rest;
+    }
+    name
+}
+
 fn row(model: &str) -> Option<&'static Row> {
-    let name = model.rsplit('/').next().unwrap_or(model);
+    let name = base_name(model);
     TABLE
         .iter()
         .filter(|r| match name.strip_prefix(r.0) {
@@ -152,6 +187,35 @@ pub fn price(own: Option<&Price>, upstream_model: &str) -> Option<Price> {
     own.copied().or_else(|| list_price(upstream_model))
 }
 
+/// What one request costs per token: the `configured` price, else the bundled list price of
+/// the model name the request went out with (`upstream_model`: for a wildcard deployment, its
+/// `model` with the `*` filled in). Dated and versioned names find their entry (see the module
+/// documentation); `None` when neither is known.
+pub fn price_for(upstream_model: &str, configured: Option<&Price>) -> Option<Price> {
+    price(configured, upstream_model)
+}
+
+/// What to do with a request whose cost cannot be known (no configured price and no bundled
+/// entry for its upstream model) when a budget applies to it (`unpriced`, top level or per
+/// key). Requests without a budget are always served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unpriced {
+    /// Answer 403 `unpriced_model`: a budget that cannot be charged does not bind.
+    #[default]
+    Refuse,
+    /// Serve it; its cost is not counted (the budget does not see it).
+    Allow,
+}
+
+/// `unpriced`: `"refuse"` or `"allow"`.
+pub(crate) fn parse_unpriced(v: &Value, path: &str) -> Result<Unpriced, ConfigError> {
+    match v.as_str() {
+        Some("refuse") => Ok(Unpriced::Refuse),
+        Some("allow") => Ok(Unpriced::Allow),
+        _ => Err(err(path, "must be `refuse` or `allow`")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +244,60 @@ mod tests {
         assert_eq!(p("o3-pro"), None);
         assert_eq!(p("unknown"), None);
         assert_eq!(context_window("gemini-1.5-pro-002"), Some(2_097_152));
+    }
+
+    /// Issue 14 item 4: what a wildcard deployment's request costs, from the upstream model
+    /// name it went out with: dated, `-latest`, Vertex `@` and Bedrock `vendor.`/`region.vendor.`
+    /// names find their table entry; a configured price wins; unknown names stay unpriced.
+    #[test]
+    fn price_for_normalises_upstream_names_and_configured_wins() {
+        let out = |m: &str| price_for(m, None).map(|p| p.output_per_mtok);
+        assert_eq!(out("gpt-4o-2024-08-06"), Some(10.0));
+        assert_eq!(out("claude-3-5-haiku-20241022"), Some(4.0));
+        assert_eq!(out("claude-3-5-haiku-latest"), Some(4.0));
+        assert_eq!(out("claude-3-5-haiku@20241022"), Some(4.0));
+        assert_eq!(out("anthropic.claude-3-5-haiku-20241022-v1:0"), Some(4.0));
+        assert_eq!(
+            out("us.anthropic.claude-sonnet-4-20250514-v1:0"),
+            Some(15.0)
+        );
+        assert_eq!(out("anthropic/claude-opus-4-1-20250805"), Some(75.0));
+        assert_eq!(out("gpt-4.1-mini").map(|p| p > 1.5), Some(true));
+        assert_eq!(out("gemini-1.5-pro-002"), Some(5.0));
+        assert_eq!(out("claude-*"), None);
+        assert_eq!(out("my-finetune"), None);
+        assert_eq!(out(""), None);
+        let own = Price {
+            input_per_mtok: 9.0,
+            output_per_mtok: 9.0,
+            cached_input_per_mtok: 9.0,
+            cache_creation_per_mtok: 9.0,
+        };
+        assert_eq!(
+            price_for("claude-3-5-haiku-20241022", Some(&own)),
+            Some(own)
+        );
+        assert_eq!(price_for("my-finetune", Some(&own)), Some(own));
+    }
+
+    #[test]
+    fn unpriced_parses_and_names_the_field() {
+        use serde_json::json;
+        assert_eq!(
+            parse_unpriced(&json!("refuse"), "unpriced"),
+            Ok(Unpriced::Refuse)
+        );
+        assert_eq!(
+            parse_unpriced(&json!("allow"), "x.unpriced"),
+            Ok(Unpriced::Allow)
+        );
+        assert_eq!(
+            parse_unpriced(&json!("maybe"), "auth.keys[0].unpriced")
+                .unwrap_err()
+                .path,
+            "auth.keys[0].unpriced"
+        );
+        assert_eq!(Unpriced::default(), Unpriced::Refuse);
     }
 
     #[test]

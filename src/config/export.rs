@@ -47,6 +47,9 @@ pub struct ExportConfig {
     pub service_name: String,
 }
 
+/// The most records an export may queue (`max_queue`, `batch_size`).
+pub const MAX_EXPORT_QUEUE: u32 = 100_000;
+
 pub(super) fn parse_export(v: &Value) -> Result<ExportConfig, ConfigError> {
     let path = "export";
     let o = v
@@ -99,16 +102,18 @@ pub(super) fn parse_export(v: &Value) -> Result<ExportConfig, ConfigError> {
         .unwrap_or(&cluster)
         .to_string();
     let headers = export_headers(o)?;
-    let positive = |key: &str, default: u32| -> Result<u32, ConfigError> {
+    // Bounded: the queue lives in the VM's memory (a record is about 1 KB, more with bodies),
+    // and a VM out of memory dies with every request in it.
+    let positive = |key: &str, default: u32, max: u32| -> Result<u32, ConfigError> {
         match opt_u32(o, path, key)?.unwrap_or(default) {
-            0 => Err(err(&join(path, key), "must be greater than 0")),
-            n => Ok(n),
+            n if (1..=max).contains(&n) => Ok(n),
+            _ => Err(err(&join(path, key), format!("from 1 to {max}"))),
         }
     };
-    let batch_size = positive("batch_size", 100)?;
-    let flush_interval_ms = positive("flush_interval_ms", 1000)?;
-    let timeout_ms = positive("timeout_ms", 5000)?;
-    let max_queue = positive("max_queue", 10_000)?.max(batch_size);
+    let batch_size = positive("batch_size", 100, MAX_EXPORT_QUEUE)?;
+    let flush_interval_ms = positive("flush_interval_ms", 1000, 3_600_000)?;
+    let timeout_ms = positive("timeout_ms", 5000, 600_000)?;
+    let max_queue = positive("max_queue", 10_000, MAX_EXPORT_QUEUE)?.max(batch_size);
     let service_name = opt_str(o, path, "service_name")?
         .unwrap_or("llmux")
         .to_string();

@@ -80,6 +80,11 @@ pub struct Config {
     pub export: Option<ExportConfig>,
     /// `rate_limit` and `identity` (limits per key and team live in `auth`).
     pub limits: crate::limits::LimitsConfig,
+    /// Per model group (index in `models`): its entry in `limits.models`, if any.
+    model_limits: Vec<Option<usize>>,
+    /// A budgeted request whose cost cannot be known: refused (default) or served uncounted.
+    /// A key's own `unpriced` overrides it.
+    pub unpriced: crate::pricing::Unpriced,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +193,25 @@ pub struct Deployment {
     pub state_key: String,
 }
 
+impl Deployment {
+    /// The model name a request goes out with: `model`, with a wildcard group's `*` replaced by
+    /// what the requested name's `*` matched (`matched`, from [`Config::resolve_model`]).
+    pub fn upstream_model<'a>(&'a self, matched: Option<&str>) -> std::borrow::Cow<'a, str> {
+        match matched {
+            Some(m) if self.model.contains('*') => self.model.replace('*', m).into(),
+            _ => self.model.as_str().into(),
+        }
+    }
+
+    /// What a request that went out as `upstream_model` costs per token: the price resolved at
+    /// config time, else (a wildcard deployment without its own `price`) the bundled list price
+    /// of the upstream model. `None`: its cost cannot be known.
+    pub fn request_price(&self, upstream_model: &str) -> Option<Price> {
+        self.cost_price
+            .or_else(|| crate::pricing::price_for(upstream_model, self.price.as_ref()))
+    }
+}
+
 impl Config {
     pub fn parse(bytes: &[u8], env: &dyn Env) -> Result<Config, ConfigError> {
         let root: Value =
@@ -229,6 +253,11 @@ impl Config {
 
         let limits =
             crate::limits::LimitsConfig::parse(root.get("rate_limit"), root.get("identity"))?;
+        let model_limits = resolve_model_limits(&limits.models, &models, &model_index)?;
+        let unpriced = match root.get("unpriced") {
+            None | Some(Value::Null) => crate::pricing::Unpriced::default(),
+            Some(v) => crate::pricing::parse_unpriced(v, "unpriced")?,
+        };
 
         let cost_header = opt_bool(root, "", "cost_header")?.unwrap_or(true);
         let answer_headers = opt_bool(root, "", "answer_headers")?.unwrap_or(true);
@@ -254,7 +283,70 @@ impl Config {
             log_bodies,
             export,
             limits,
+            model_limits,
+            unpriced,
         })
+    }
+
+    /// Admission of a request for `requested` (the client's model name) by key `key`: a 403
+    /// `unpriced_model` when a budget applies (`budgeted`), the policy (the key's `unpriced`,
+    /// else the top level's) is `refuse`, and some deployment that may serve it — of its group
+    /// (a wildcard one's upstream model filled in) or of its fallback groups — has no price.
+    /// `None`: admit.
+    pub fn unpriced_refusal(
+        &self,
+        key: Option<usize>,
+        requested: &str,
+        budgeted: bool,
+    ) -> Option<crate::error::GatewayError> {
+        if !budgeted || self.unpriced_policy(key) == crate::pricing::Unpriced::Allow {
+            return None;
+        }
+        let (group, matched) = self.resolve_model(requested)?;
+        let m = self.models.get(group)?;
+        let fallbacks = m
+            .policy
+            .fallbacks
+            .iter()
+            .chain(&m.policy.context_window_fallbacks)
+            .chain(&m.policy.content_policy_fallbacks)
+            .filter_map(|f| self.model_position(f))
+            .filter_map(|i| self.models.get(i))
+            .flat_map(|f| f.deployments.iter().map(|d| (d, None)));
+        let (d, upstream) = m
+            .deployments
+            .iter()
+            .map(|d| (d, matched))
+            .chain(fallbacks)
+            .map(|(d, matched)| (d, d.upstream_model(matched)))
+            .find(|(d, upstream)| d.request_price(upstream).is_none())?;
+        Some(
+            crate::error::GatewayError::new(
+                403,
+                "permission_error",
+                format!(
+                    "model `{requested}` may be served by deployment `{}` (upstream model `{upstream}`), which has no price, so this key's budget cannot be charged; the gateway's operator can set `price` on the deployment, or `unpriced: allow`",
+                    d.name
+                ),
+            )
+            .with_param("model")
+            .with_code("unpriced_model"),
+        )
+    }
+
+    /// `unpriced` for requests of key `key`: the key's own, else the top level's.
+    pub fn unpriced_policy(&self, key: Option<usize>) -> crate::pricing::Unpriced {
+        key.and_then(|k| self.auth.as_ref()?.keys.get(k)?.unpriced)
+            .unwrap_or(self.unpriced)
+    }
+
+    /// The `rate_limit.models` limit of model group `group` (index in `models`, as
+    /// [`Config::resolve_model`] finds it), with the id it is counted under: the group's name,
+    /// whichever name (alias, or a name a wildcard group matched) the client sent.
+    pub fn model_limit(&self, group: usize) -> Option<(&str, &crate::limits::Limits)> {
+        let i = (*self.model_limits.get(group)?)?;
+        let (_, limits) = self.limits.models.get(i)?;
+        Some((self.models.get(group)?.name.as_str(), limits))
     }
 
     /// Index in `models` of the model named `name` (or aliased so); not wildcard groups.
@@ -316,6 +408,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "files_provider",
     "rate_limit",
     "identity",
+    "unpriced",
 ];
 
 /// `providers` (with the top-level `timeout_ms` and `anthropic_default_max_tokens` defaults).
@@ -323,6 +416,12 @@ fn parse_providers(root: &Map<String, Value>, env: &dyn Env) -> Result<Vec<Provi
     let default_timeout = opt_u32(root, "", "timeout_ms")?.unwrap_or(DEFAULT_TIMEOUT_MS);
     let default_max_tokens =
         opt_u32(root, "", "anthropic_default_max_tokens")?.unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS);
+    if default_max_tokens == 0 {
+        return Err(err(
+            "anthropic_default_max_tokens",
+            "must be greater than 0",
+        ));
+    }
 
     let providers_v = root
         .get("providers")
@@ -371,6 +470,10 @@ fn parse_models(
         .ok_or_else(|| err("models", "must be an array of models"))?;
     if models_arr.is_empty() {
         return Err(err("models", "at least one model is required"));
+    }
+    // A plan entry names a group by a u16 index.
+    if models_arr.len() > usize::from(u16::MAX) {
+        return Err(err("models", "at most 65535 models"));
     }
     let mut models = Vec::with_capacity(models_arr.len());
     let mut model_index = HashMap::new();
@@ -453,6 +556,50 @@ fn track_fallback_targets(models: &mut [Model], model_index: &HashMap<String, us
     }
 }
 
+/// Each `rate_limit.models` entry must name a model group (its name, an alias, or a wildcard
+/// group's pattern as written), each group at most once: per group, the index of its entry.
+fn resolve_model_limits(
+    entries: &[(String, crate::limits::Limits)],
+    models: &[Model],
+    model_index: &HashMap<String, usize>,
+) -> Result<Vec<Option<usize>>, ConfigError> {
+    let mut per_group: Vec<Option<usize>> = vec![None; models.len()];
+    for (i, (name, _)) in entries.iter().enumerate() {
+        let path = format!("rate_limit.models.{name}");
+        let group = model_index
+            .get(name)
+            .copied()
+            .or_else(|| models.iter().position(|m| &m.name == name))
+            .ok_or_else(|| match models.iter().find(|m| {
+                m.name.contains('*')
+                    && crate::routing::config::wildcard_match(&m.name, name).is_some()
+            }) {
+                Some(w) => err(
+                    &path,
+                    format!(
+                        "`{name}` is a name the wildcard group `{}` serves, not a model group; a model limit binds a whole group: name `{}`",
+                        w.name, w.name
+                    ),
+                ),
+                None => err(
+                    &path,
+                    format!("no model group or alias named `{name}` in `models`"),
+                ),
+            })?;
+        if let Some(j) = per_group[group] {
+            return Err(err(
+                &path,
+                format!(
+                    "`{name}` and `{}` name the same model group `{}`: give it one limit",
+                    entries[j].0, models[group].name
+                ),
+            ));
+        }
+        per_group[group] = Some(i);
+    }
+    Ok(per_group)
+}
+
 /// `cluster_header`, lowercased.
 fn cluster_header(root: &Map<String, Value>) -> Result<String, ConfigError> {
     let cluster_header = opt_str(root, "", "cluster_header")?
@@ -500,5 +647,7 @@ fn files_provider(
     Ok(files_provider)
 }
 
+#[cfg(test)]
+mod extremes;
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,13 @@ pub(super) fn parse_model(
         let p = format!("{dp}[{i}]");
         parse_deployment(d, &p, name, providers, env, &mut deployments)?;
     }
+    // A plan entry names a deployment by a u16 index.
+    if deployments.len() > usize::from(u16::MAX) {
+        return Err(err(
+            &dp,
+            "at most 65535 deployments per model (each of a deployment's api_keys counts as one)",
+        ));
+    }
     let owned_by = match opt_str(o, path, "owned_by")? {
         Some(s) => s.to_string(),
         None => providers[deployments[0].provider].type_name.clone(),

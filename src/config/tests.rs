@@ -197,3 +197,149 @@ fn display_names_path() {
         "invalid LLMux configuration at `providers.p.type`: must be a string"
     );
 }
+
+/// `rate_limit.models` beside a group with an alias and a wildcard group.
+fn with_model_limits(models: &str) -> Result<Config, ConfigError> {
+    parse(&format!(
+        r#"{{"providers": {{"openai": {{"type": "openai", "cluster": "c"}},
+                          "anthropic": {{"type": "anthropic", "cluster": "a"}}}},
+            "models": [
+                {{"name": "gpt", "aliases": ["g", "gpt-latest"], "deployments": [{{"provider": "openai", "model": "gpt-4o"}}]}},
+                {{"name": "anthropic/*", "deployments": [{{"provider": "anthropic", "model": "claude-*"}}]}},
+                {{"name": "free", "deployments": [{{"provider": "openai"}}]}}
+            ],
+            "rate_limit": {{"models": {models}}}}}"#
+    ))
+}
+
+/// Issue 14 item 3: a per-model limit binds the group whatever name reached it, and is keyed
+/// by the group's name; a wildcard group's limit counts; a limit naming nothing is an error.
+#[test]
+fn model_limits_bind_the_group_whatever_name_reached_it() {
+    let c = with_model_limits(r#"{"g": {"rpm": 5}, "anthropic/*": {"tpm": 7}}"#).unwrap();
+    let limit = |requested: &str| {
+        c.resolve_model(requested)
+            .and_then(|(g, _)| c.model_limit(g))
+            .map(|(id, l)| (id.to_string(), l.rpm, l.tpm))
+    };
+    for name in ["gpt", "g", "gpt-latest"] {
+        assert_eq!(limit(name), Some(("gpt".into(), Some(5), None)), "{name}");
+    }
+    for name in ["anthropic/claude-3-5-haiku", "anthropic/x"] {
+        assert_eq!(
+            limit(name),
+            Some(("anthropic/*".into(), None, Some(7))),
+            "{name}"
+        );
+    }
+    assert_eq!(limit("free"), None);
+    assert_eq!(c.model_limit(99), None);
+
+    for (models, path) in [
+        (r#"{"gtp": {"rpm": 1}}"#, "rate_limit.models.gtp"),
+        // A name a wildcard group matches is not a group: the limit would bind all of it.
+        (
+            r#"{"anthropic/claude-3": {"rpm": 1}}"#,
+            "rate_limit.models.anthropic/claude-3",
+        ),
+        // The same group twice (by its name and an alias): which one counts?
+        (
+            r#"{"gpt": {"rpm": 1}, "g": {"rpm": 2}}"#,
+            "rate_limit.models.gpt",
+        ),
+    ] {
+        let e = with_model_limits(models).unwrap_err();
+        assert!(
+            e.path == path || e.path == "rate_limit.models.g",
+            "{models}: {e}"
+        );
+        if path != "rate_limit.models.gpt" {
+            assert_eq!(e.path, path, "{models}: {e}");
+        }
+    }
+}
+
+/// Wildcard groups (deployment model `*`, and `claude-*`), a priced fixed group falling back to an
+/// unpriced one, and a budgeted key beside an unbudgeted one.
+fn with_wildcards(extra: &str) -> Result<Config, ConfigError> {
+    parse(&format!(
+        r#"{{"providers": {{"openai": {{"type": "openai", "cluster": "c"}},
+                          "anthropic": {{"type": "anthropic", "cluster": "a"}}}},
+            "models": [
+                {{"name": "anthropic/*", "deployments": [{{"provider": "anthropic"}}]}},
+                {{"name": "claude/*", "deployments": [{{"provider": "anthropic", "model": "claude-*"}}]}},
+                {{"name": "gpt", "fallbacks": ["tuned"], "deployments": [{{"provider": "openai", "model": "gpt-4o"}}]}},
+                {{"name": "tuned", "deployments": [{{"provider": "openai", "model": "ft:my-model"}}]}},
+                {{"name": "cheap", "deployments": [{{"provider": "openai", "model": "gpt-4o-mini"}}]}}
+            ]{extra}}}"#
+    ))
+}
+
+/// Issue 14 item 4: a wildcard deployment's price is resolved per request from the upstream
+/// model; a budgeted request whose cost cannot be known is refused (403 `unpriced_model`)
+/// unless `unpriced: allow` (top level or on the key).
+#[test]
+fn wildcard_deployments_are_priced_per_request_and_unpriced_budgets_refused() {
+    let c = with_wildcards("").unwrap();
+    assert_eq!(c.unpriced, crate::pricing::Unpriced::Refuse);
+    let (g, matched) = c
+        .resolve_model("anthropic/claude-3-5-haiku-20241022")
+        .unwrap();
+    let d = &c.models[g].deployments[0];
+    assert_eq!(d.cost_price, None, "not known at config time");
+    assert_eq!(d.upstream_model(matched), "claude-3-5-haiku-20241022");
+    assert_eq!(
+        d.request_price(&d.upstream_model(matched))
+            .map(|p| p.output_per_mtok),
+        Some(4.0)
+    );
+    assert_eq!(d.request_price(&d.upstream_model(Some("nonesuch"))), None);
+    let (g, matched) = c.resolve_model("claude/3-5-haiku-20241022").unwrap();
+    let d = &c.models[g].deployments[0];
+    assert_eq!(d.upstream_model(matched), "claude-3-5-haiku-20241022");
+    assert!(d.request_price(&d.upstream_model(matched)).is_some());
+    assert!(c.unpriced_refusal(None, "claude/3-5-haiku", true).is_none());
+    let e = c.unpriced_refusal(None, "claude/nonesuch", true).unwrap();
+    assert!(e.message.contains("`claude-nonesuch`"), "{}", e.message);
+
+    // Unbudgeted: never refused.
+    assert!(c
+        .unpriced_refusal(None, "anthropic/nonesuch", false)
+        .is_none());
+    // Budgeted: refused when the cost cannot be known, by the deployment or a fallback.
+    let e = c
+        .unpriced_refusal(None, "anthropic/nonesuch", true)
+        .unwrap();
+    assert_eq!(
+        (e.status, e.kind, e.code.as_deref()),
+        (403, "permission_error", Some("unpriced_model"))
+    );
+    assert!(e.message.contains("`nonesuch`"), "{}", e.message);
+    assert!(c
+        .unpriced_refusal(None, "anthropic/claude-3-5-haiku-20241022", true)
+        .is_none());
+    assert!(c.unpriced_refusal(None, "cheap", true).is_none());
+    let e = c.unpriced_refusal(None, "gpt", true).unwrap();
+    assert!(e.message.contains("ft:my-model"), "{}", e.message);
+    assert!(c.unpriced_refusal(None, "no-such-group", true).is_none());
+
+    // `unpriced: allow` at the top level, and per key over the top level.
+    let allow = with_wildcards(r#", "unpriced": "allow""#).unwrap();
+    assert!(allow.unpriced_refusal(None, "gpt", true).is_none());
+    let keys = with_wildcards(&format!(
+        r#", "auth": {{"keys": [
+            {{"key_sha256": "{}", "alias": "a", "unpriced": "allow", "budget": {{"amount_usd": 1}}}},
+            {{"key_sha256": "{}", "alias": "r", "budget": {{"amount_usd": 1}}}}]}}"#,
+        "a".repeat(64),
+        "b".repeat(64)
+    ))
+    .unwrap();
+    assert!(keys.unpriced_refusal(Some(0), "gpt", true).is_none());
+    assert!(keys.unpriced_refusal(Some(1), "gpt", true).is_some());
+    assert_eq!(
+        with_wildcards(r#", "unpriced": "sometimes""#)
+            .unwrap_err()
+            .path,
+        "unpriced"
+    );
+}

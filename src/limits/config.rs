@@ -269,7 +269,9 @@ pub enum IdentitySource {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LimitsConfig {
     pub rls: Option<RlsConfig>,
-    /// Per model name (all callers together).
+    /// Per model group (all callers together), as written: each name is checked against
+    /// `models` and resolved to its group by `Config::parse`; look a group's limit up with
+    /// `Config::model_limit`, never by the client's model string.
     pub models: Vec<(String, Limits)>,
     pub identity: IdentitySource,
     /// Limits for each caller named by a header or JWT identity.

@@ -145,6 +145,12 @@ pub fn checks(scopes: &[Scope]) -> Vec<Check> {
     out
 }
 
+/// Whether a budget applies to the request (its cost must then be known: see
+/// `Config::unpriced_refusal`).
+pub fn budgeted(scopes: &[Scope]) -> bool {
+    scopes.iter().any(|s| s.limits.budget.is_some())
+}
+
 /// What is charged after the response, per check: tokens or cost units, less the 1 charged at
 /// admission. `None`: nothing to charge.
 pub fn charge_hits(check: &Check, total_tokens: u64, cost_nanousd: Option<u64>) -> Option<u32> {
@@ -335,7 +341,8 @@ pub fn local_count(
         over: after > limit,
         limit: check.limit,
         remaining: u32::try_from(limit.saturating_sub(after)).unwrap_or(u32::MAX),
-        reset_secs: start + period - now_unix,
+        // `start + period - now`, without overflowing at the end of time.
+        reset_secs: period - now_unix % period,
     };
     (out, o)
 }
@@ -393,6 +400,27 @@ mod tests {
             id: id.into(),
             limits,
         }
+    }
+
+    #[test]
+    fn budgeted_when_any_scope_has_a_budget() {
+        let budget = Limits {
+            budget: Some(Budget {
+                amount_usd: 1.0,
+                period: Period::Day,
+            }),
+            ..Limits::default()
+        };
+        let rpm = Limits {
+            rpm: Some(1),
+            ..Limits::default()
+        };
+        assert!(!budgeted(&[]));
+        assert!(!budgeted(&[scope(ScopeKind::Key, "k", rpm)]));
+        assert!(budgeted(&[
+            scope(ScopeKind::Key, "k", rpm),
+            scope(ScopeKind::Team, "t", budget)
+        ]));
     }
 
     fn all() -> Vec<Scope> {

@@ -397,12 +397,15 @@ pub fn cost_nanousd(p: &crate::pricing::Price, u: &Usage) -> u64 {
     let cached = u.cached_tokens.min(u.prompt_tokens);
     let creation = u.cache_creation_tokens.min(u.prompt_tokens - cached);
     let plain = u.prompt_tokens - cached - creation;
-    let nano = (plain as f64 * p.input_per_mtok
-        + cached as f64 * p.cached_input_per_mtok
-        + creation as f64 * p.cache_creation_per_mtok
-        + u.completion_tokens as f64 * p.output_per_mtok)
+    // No tokens of a kind cost nothing, whatever the price (0 × ∞ would be NaN).
+    let term = |n: u64, price: f64| if n == 0 { 0.0 } else { n as f64 * price };
+    let nano = (term(plain, p.input_per_mtok)
+        + term(cached, p.cached_input_per_mtok)
+        + term(creation, p.cache_creation_per_mtok)
+        + term(u.completion_tokens, p.output_per_mtok))
         * 1000.0;
-    if nano.is_finite() && nano > 0.0 {
+    // `as` saturates: too large (or infinite) a cost is `u64::MAX`, never free; NaN is 0.
+    if nano > 0.0 {
         nano.round() as u64
     } else {
         0
@@ -598,6 +601,28 @@ mod tests {
             reasoning_tokens: u64::MAX,
         };
         assert_eq!(cost_nanousd(&p, &huge), u64::MAX);
+    }
+
+    /// Issue 14 item 11: a cost too large for an `f64` was 0 (free, so budgets never bound);
+    /// it saturates. A NaN price costs nothing rather than panicking.
+    #[test]
+    fn infinite_cost_saturates_instead_of_being_free() {
+        let p = |v: f64| Price {
+            input_per_mtok: v,
+            output_per_mtok: v,
+            cached_input_per_mtok: v,
+            cache_creation_per_mtok: v,
+        };
+        let u = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+            ..Default::default()
+        };
+        assert_eq!(cost_nanousd(&p(f64::MAX), &u), u64::MAX);
+        assert_eq!(cost_nanousd(&p(f64::INFINITY), &u), u64::MAX);
+        assert_eq!(cost_nanousd(&p(f64::NAN), &u), 0);
+        assert_eq!(cost_nanousd(&p(-1.0), &u), 0);
+        assert_eq!(cost_nanousd(&p(f64::MIN_POSITIVE), &u), 0);
     }
 
     #[test]

@@ -119,6 +119,15 @@ impl<'a> Summary<'a> {
         })
     }
 
+    /// The request's own upstream model (a wildcard deployment's `model` has its `*` filled in
+    /// per request) and what it cost (`cost_nanousd`, from [`crate::config::Deployment::request_price`]):
+    /// a wildcard deployment's cost is only known per request.
+    pub fn with_upstream(mut self, upstream_model: &'a str, cost_nanousd: Option<u64>) -> Self {
+        self.upstream_model = upstream_model;
+        self.cost_usd = cost_nanousd.map(|c| c as f64 / 1e9);
+        self
+    }
+
     /// Hands each filter-state field to `set`: what an access log prints as
     /// `%FILTER_STATE(wasm.NAME:PLAIN)%`. Missing values are `-`. Numbers are formatted into one
     /// reused buffer.
@@ -180,7 +189,12 @@ impl std::fmt::Display for Cost {
 impl UsageRecord {
     /// The exported record (owns its strings; only built when an export is configured).
     pub fn build(config: &Config, f: &Finished<'_>) -> Option<UsageRecord> {
-        let s = Summary::of(config, f)?;
+        Some(Self::from_summary(config, f, &Summary::of(config, f)?))
+    }
+
+    /// The exported record from a summary already made (with the request's own upstream model
+    /// and cost: [`Summary::with_upstream`]).
+    pub fn from_summary(config: &Config, f: &Finished<'_>, s: &Summary<'_>) -> UsageRecord {
         let body = |b: Option<&[u8]>| {
             b.filter(|_| config.log_bodies).map(|b| {
                 let cut = &b[..b.len().min(MAX_LOGGED_BODY_BYTES)];
@@ -189,7 +203,7 @@ impl UsageRecord {
         };
         let t = f.timings;
         let u = s.usage;
-        Some(UsageRecord {
+        UsageRecord {
             request_id: f.request_id.unwrap_or("-").to_string(),
             start_time: rfc3339_millis(t.start_ns),
             end_time: rfc3339_millis(t.end_ns),
@@ -217,7 +231,7 @@ impl UsageRecord {
             cache: None,
             request_body: body(f.request_body),
             response_body: body(f.response_body),
-        })
+        }
     }
 }
 
@@ -298,6 +312,14 @@ pub(crate) mod tests {
 
         let free = UsageRecord::build(&c, &finished(&t, 1)).unwrap();
         assert_eq!(free.cost_usd, None);
+        // A wildcard deployment's request: its own upstream model and cost.
+        let f = finished(&t, 1);
+        let s = Summary::of(&c, &f)
+            .unwrap()
+            .with_upstream("gpt-4o-mini-2024-07-18", Some(270_000));
+        let r = UsageRecord::from_summary(&c, &f, &s);
+        assert_eq!(r.upstream_model, "gpt-4o-mini-2024-07-18");
+        assert!((r.cost_usd.unwrap() - 0.00027).abs() < 1e-12);
         let mut cost = String::new();
         Summary::of(&c, &finished(&t, 1))
             .unwrap()

@@ -424,8 +424,8 @@ impl Planner<'_> {
             .map(|d| state::load(self.store, &d.state_key).cooldown_until_ms)
             .filter(|&t| t > req.now_ms)
             .min()
-            .unwrap_or(req.now_ms + 1000);
-        let secs = (soonest - req.now_ms).div_ceil(1000).max(1);
+            .unwrap_or(req.now_ms.saturating_add(1000));
+        let secs = soonest.saturating_sub(req.now_ms).div_ceil(1000).max(1);
         let mut e = GatewayError::new(
             429,
             "rate_limit_error",
@@ -553,8 +553,12 @@ impl Planner<'_> {
         } else {
             under
         };
+        // Total: an empty `among` (never, by construction) gives the first of the pool.
         let random_among = |rng: &mut dyn FnMut() -> u32, among: &[usize]| -> usize {
-            among[(rng() as usize) % among.len()]
+            match among.len() {
+                0 => pool[0],
+                len => among[(rng() as usize) % len],
+            }
         };
         match strategy {
             Strategy::SimpleShuffle => self.weighted(&pool, |i| dep(i).weight),
@@ -608,13 +612,19 @@ impl Planner<'_> {
                 random_among(self.rng, &near)
             }
             Strategy::LowestCost => {
+                // The price requests are charged at (own `price`, else the bundled list price);
+                // unpriced last. Finite and never NaN, so the best is one of the pool.
                 let cost = |i: usize| {
                     dep(i)
-                        .price
-                        .map(|p| p.input_per_mtok + p.output_per_mtok)
-                        .unwrap_or(f64::MAX)
+                        .cost_price
+                        .as_ref()
+                        .map_or(f64::MAX, crate::pricing::routing_cost)
                 };
-                let best = pool.iter().map(|&i| cost(i)).fold(f64::MAX, f64::min);
+                let best = pool
+                    .iter()
+                    .map(|&i| cost(i))
+                    .min_by(f64::total_cmp)
+                    .unwrap_or(f64::MAX);
                 let top: Vec<usize> = pool.iter().copied().filter(|&i| cost(i) <= best).collect();
                 random_among(self.rng, &top)
             }

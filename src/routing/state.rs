@@ -181,12 +181,16 @@ impl DeploymentState {
         self.roll_window(now_ms, policy.window_ms);
         self.fails = self.fails.saturating_add(1);
         self.last_error = status;
-        let total = self.fails + self.successes;
+        // In u64: counters near u32::MAX (a record from shared data) never overflow.
+        let (fails, total) = (
+            u64::from(self.fails),
+            u64::from(self.fails) + u64::from(self.successes),
+        );
         let over = self.fails > policy.allowed_fails
             // Mostly failing with enough traffic to tell (LiteLLM cools at > 50 % failures).
-            || (total >= policy.min_requests_for_rate && self.fails * 2 > total);
+            || (total >= u64::from(policy.min_requests_for_rate) && fails * 2 > total);
         if (immediate || over) && !self.cooling(now_ms) {
-            self.cooldown_until_ms = now_ms + policy.cooldown_ms;
+            self.cooldown_until_ms = now_ms.saturating_add(policy.cooldown_ms);
             self.cooldowns = self.cooldowns.saturating_add(1);
             self.fails = 0;
             self.successes = 0;

@@ -4,7 +4,7 @@
 
 use super::state::{self, MemStore};
 use super::*;
-use crate::config::{Config, Env};
+use crate::config::{Config, Env, Price};
 
 struct NoEnv;
 impl Env for NoEnv {
@@ -528,4 +528,49 @@ fn mid_stream_recovery_is_on_unless_configured_off() {
             .router
             .mid_stream_recovery
     );
+}
+
+/// Issue 14 item 11: two prices near `f64::MAX` summed to infinity, no candidate was "at most
+/// the best" and `lowest-cost` took a random index modulo 0 on every request of the group.
+#[test]
+fn lowest_cost_with_prices_at_f64_max_does_not_panic() {
+    let mut cfg = config(
+        r#"[{"name": "m", "strategy": "lowest-cost", "deployments": [
+               {"provider": "a", "name": "x", "price": {"input_per_mtok": 1, "output_per_mtok": 1}},
+               {"provider": "c", "name": "y", "price": {"input_per_mtok": 1, "output_per_mtok": 1}}]}]"#,
+        FAILOVER,
+    );
+    let store = MemStore::default();
+    for v in [
+        f64::MAX,
+        1e308,
+        f64::INFINITY,
+        f64::NAN,
+        0.0,
+        f64::MIN_POSITIVE,
+    ] {
+        for d in &mut cfg.models[0].deployments {
+            let p = Price {
+                input_per_mtok: v,
+                output_per_mtok: v,
+                cached_input_per_mtok: v,
+                cache_creation_per_mtok: v,
+            };
+            d.price = Some(p);
+            d.cost_price = Some(p);
+        }
+        for seed in 0..8 {
+            let plan = plan_with(&cfg, &store, "m", &req(NOW), seed).unwrap();
+            assert_eq!(plan.entries.len(), 2, "{v}");
+        }
+    }
+}
+
+#[test]
+fn prices_near_f64_max_are_a_config_error_naming_the_field() {
+    let json = r#"{"providers": {"a": {"type": "openai", "cluster": "ca"}},
+        "models": [{"name": "m", "deployments": [{"provider": "a",
+            "price": {"input_per_mtok": 1, "output_per_mtok": 1.7e308}}]}]}"#;
+    let e = Config::parse(json.as_bytes(), &NoEnv).unwrap_err();
+    assert_eq!(e.path, "models[0].deployments[0].price.output_per_mtok");
 }
