@@ -614,8 +614,9 @@ impl Gateway {
         if req.body.is_some() {
             remove_headers.push("content-length");
         }
-        let hold_for_cost =
-            self.config.cost_header && !env.stream && deployment.cost_price.is_some();
+        let hold_for_cost = self.config.cost_header
+            && !env.stream
+            && deployment.request_price(&upstream_model).is_some();
         Ok(Forward {
             set_headers,
             remove_headers,

@@ -280,10 +280,15 @@ fn scopes(
             });
         }
     }
-    if let Some((name, l)) = config.limits.models.iter().find(|(n, _)| n == model) {
+    // A model limit binds the group, whatever name (alias, wildcard match) reached it; its
+    // counter is keyed by the group's name.
+    if let Some((name, l)) = config
+        .resolve_model(model)
+        .and_then(|(group, _)| config.model_limit(group))
+    {
         out.push(Scope {
             kind: ScopeKind::Model,
-            id: name.clone(),
+            id: name.to_string(),
             limits: *l,
         });
     }
@@ -316,6 +321,12 @@ impl RequestLimits {
         };
         if scopes.is_empty() {
             return Admission::Continue;
+        }
+        // A budget cannot bind a request whose cost cannot be known (no price for a deployment
+        // that may serve it): refused unless the config allows it.
+        if let Some(e) = config.unpriced_refusal(who.key, who.model, limits::budgeted(&scopes)) {
+            metric(Update::Add(MetricKey::RateLimited("unpriced"), 1));
+            return Admission::Reject(e, Vec::new());
         }
         for s in &scopes {
             if let (ScopeKind::Key, Some(max)) = (s.kind, s.limits.max_parallel) {

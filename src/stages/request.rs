@@ -212,12 +212,16 @@ impl Request {
         let Some(summary) = Summary::of(config, &finished) else {
             return;
         };
+        // The deployment's price, else the bundled one for the model it was sent as (wildcard
+        // deployments are priced per request).
         let price = config
             .models
             .get(model)
             .and_then(|m| m.deployments.get(deployment))
-            .and_then(|d| d.cost_price.as_ref());
+            .and_then(|d| d.request_price(&ex.upstream_model));
+        let price = price.as_ref();
         let cost = price.zip(usage.as_ref()).map(|(p, u)| cost_nanousd(p, u));
+        let summary = summary.with_upstream(&ex.upstream_model, cost);
         // What is charged: the provider's usage, or the estimate when it never came.
         let charged = usage.or_else(|| self.estimated_usage(ex.status, ex.stream));
         let charged_cost = match usage {
@@ -918,10 +922,9 @@ fn record(h: &dyn Host, vm: &Vm, summary: &Summary, finished: &Finished<'_>) {
         });
     }
     if let Some(b) = &vm.exporter {
-        if let Some(record) = UsageRecord::build(config, finished) {
-            if b.borrow_mut().push(record, finished.timings.end_ns) == Pushed::Dropped {
-                vm.apply(h, Update::Add(MetricKey::ExportRecordsDropped, 1));
-            }
+        let record = UsageRecord::from_summary(config, finished, summary);
+        if b.borrow_mut().push(record, finished.timings.end_ns) == Pushed::Dropped {
+            vm.apply(h, Update::Add(MetricKey::ExportRecordsDropped, 1));
         }
     }
 }

@@ -219,8 +219,10 @@ def test_trusted_header_identity(make_gateway, rls):
                             headers=h(u))
     assert [post(u1).status_code for _ in range(3)] == [200, 200, 429]
     assert post(u2).status_code == 200
-    # Without the header there is no identity to limit (the edge must set or strip it).
-    assert g.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": USER}).status_code == 200
+    # Without the header there is no identity to limit: refused, not let through unlimited
+    # (`identity.missing` can count such requests in one bucket instead).
+    r = g.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": USER})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_identity", r.text
 
 
 def hs256_jwt(secret, claims):
