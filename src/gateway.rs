@@ -943,6 +943,13 @@ impl Exchange {
             }
             ResponseMode::ProviderError
         } else if self.passthrough {
+            // Forwarded as the provider sent it; the usage is read on the way (the last bytes of
+            // an answer, the events of a stream).
+            self.mode = if self.stream {
+                ResponseMode::Stream
+            } else {
+                ResponseMode::Tail(Vec::new())
+            };
             return h;
         } else if self.stream {
             ResponseMode::Stream
@@ -1679,6 +1686,66 @@ mod tests {
             BodyAction::Continue
         );
         assert_eq!(ex.usage().unwrap().total_tokens(), 7);
+    }
+
+    #[test]
+    fn other_endpoints_answers_are_charged_by_their_usage() {
+        let g = gw();
+        let exchange = |path: &'static str, body: &str| {
+            let req = BodyRequest {
+                endpoint: Endpoint::OpenAiApi(path),
+                content_type: Some("application/json"),
+                key: None,
+                now_unix: 0,
+                pick: 0,
+            };
+            g.on_request_body(&req, body.as_bytes())
+                .ok()
+                .unwrap()
+                .exchange
+        };
+        // Completions, whole: OpenAI's prompt/completion counts, read from the answer's end.
+        let mut ex = exchange("completions", r#"{"model":"gpt","prompt":"hi"}"#);
+        ex.on_response_headers(200, None);
+        let answer = br#"{"id":"c","choices":[{"text":"x \"usage\": 1"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        assert_eq!(
+            ex.on_response_body(answer, answer.len(), true),
+            BodyAction::Continue
+        );
+        assert_eq!(ex.usage().map(|u| u.total_tokens()), Some(12));
+        // Responses API, streamed: the usage of `response.completed`, bytes untouched.
+        let mut ex = exchange("responses", r#"{"model":"gpt","input":"hi","stream":true}"#);
+        ex.on_response_headers(200, None);
+        let events = concat!(
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"usage\"}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",",
+            "\"usage\":{\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":4},",
+            "\"output_tokens\":3,\"output_tokens_details\":{\"reasoning_tokens\":1},\"total_tokens\":12}}}\n\n"
+        )
+        .as_bytes();
+        for (i, part) in events.chunks(17).enumerate() {
+            let last = (i + 1) * 17 >= events.len();
+            assert_eq!(
+                ex.on_response_body(part, part.len(), last),
+                BodyAction::Continue
+            );
+        }
+        let u = ex.usage().unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.cached_tokens,
+                u.reasoning_tokens
+            ),
+            (9, 3, 4, 1)
+        );
+        // Moderations report no usage: none, not an error.
+        let mut ex = exchange("moderations", r#"{"model":"gpt","input":"hi"}"#);
+        ex.on_response_headers(200, None);
+        let answer = br#"{"id":"m","results":[{"flagged":false}]}"#;
+        ex.on_response_body(answer, answer.len(), true);
+        assert_eq!(ex.usage(), None);
     }
 
     #[test]

@@ -476,6 +476,10 @@ fn api_path(p: &Provider, endpoint: &str, model: &str) -> String {
 pub struct OpenAiPassthrough {
     endpoint: &'static str,
     provider: String,
+    /// Usage read from the answer (its tail) or the stream's events.
+    usage: Option<Usage>,
+    /// A streamed answer's events, scanned for usage (the bytes go through unchanged).
+    sse: Option<crate::codec::sse::SseParser>,
 }
 
 impl OpenAiPassthrough {
@@ -483,8 +487,75 @@ impl OpenAiPassthrough {
         OpenAiPassthrough {
             endpoint,
             provider: String::new(),
+            usage: None,
+            sse: None,
         }
     }
+}
+
+/// Usage as the other OpenAI endpoints report it: `prompt_tokens`/`completion_tokens`
+/// (completions) or `input_tokens`/`output_tokens` with their details (Responses API, image
+/// generation, transcriptions). Source: OpenAI API reference, the `usage` object of each
+/// endpoint (docs/providers.md §1).
+#[derive(Deserialize, Default)]
+struct EndpointUsage {
+    #[serde(default, alias = "input_tokens")]
+    prompt_tokens: u64,
+    #[serde(default, alias = "output_tokens")]
+    completion_tokens: u64,
+    #[serde(default, alias = "input_tokens_details")]
+    prompt_tokens_details: Option<EndpointDetails>,
+    #[serde(default, alias = "output_tokens_details")]
+    completion_tokens_details: Option<EndpointDetails>,
+}
+
+#[derive(Deserialize, Default)]
+struct EndpointDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+    #[serde(default)]
+    reasoning_tokens: u64,
+}
+
+impl EndpointUsage {
+    fn into_usage(self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cached_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .map_or(0, |d| d.cached_tokens),
+            reasoning_tokens: self
+                .completion_tokens_details
+                .as_ref()
+                .map_or(0, |d| d.reasoning_tokens),
+            ..Default::default()
+        }
+    }
+}
+
+/// The last `"usage": {...}` object in `b` (an answer's tail, or one event), any endpoint's
+/// shape; `None` when there is none or it is not an object with token counts.
+fn endpoint_usage(b: &[u8]) -> Option<Usage> {
+    let mut from = b.len();
+    // A few tries: the last `"usage"` may sit inside a string or be `null`.
+    for _ in 0..4 {
+        let at = memchr::memmem::rfind(&b[..from], b"\"usage\"")?;
+        from = at;
+        let rest = &b[at + 7..];
+        let colon = rest.iter().position(|c| !c.is_ascii_whitespace())?;
+        if rest[colon] != b':' {
+            continue;
+        }
+        let mut de = serde_json::Deserializer::from_slice(&rest[colon + 1..]);
+        if let Ok(u) = EndpointUsage::deserialize(&mut de) {
+            if u.prompt_tokens > 0 || u.completion_tokens > 0 {
+                return Some(u.into_usage());
+            }
+        }
+    }
+    None
 }
 
 impl ChatTranslator for OpenAiPassthrough {
@@ -515,11 +586,39 @@ impl ChatTranslator for OpenAiPassthrough {
         })
     }
 
-    fn response(&mut self, _body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+    fn response_passes_through(&self) -> bool {
+        true
+    }
+
+    fn response(&mut self, tail: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+        self.usage = endpoint_usage(tail);
         Ok(None)
     }
 
-    fn stream_chunk(&mut self, _chunk: &[u8], _end: bool, _out: &mut Vec<u8>) -> bool {
+    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, _out: &mut Vec<u8>) -> bool {
+        // Forwarded unchanged; events naming `usage` are read (completions' last chunk with
+        // include_usage, the Responses API's `response.completed`).
+        let parser = self
+            .sse
+            .get_or_insert_with(crate::codec::sse::SseParser::new);
+        let mut found = None;
+        parser.feed(chunk, &mut |ev: crate::codec::sse::SseEvent| {
+            if memchr::memmem::find(ev.data, b"\"usage\"").is_some() {
+                if let Some(u) = endpoint_usage(ev.data) {
+                    found = Some(u);
+                }
+            }
+        });
+        if end_of_stream {
+            parser.finish(&mut |ev: crate::codec::sse::SseEvent| {
+                if let Some(u) = endpoint_usage(ev.data) {
+                    found = Some(u);
+                }
+            });
+        }
+        if found.is_some() {
+            self.usage = found;
+        }
         false
     }
 
@@ -528,7 +627,7 @@ impl ChatTranslator for OpenAiPassthrough {
     }
 
     fn usage(&self) -> Option<Usage> {
-        None
+        self.usage
     }
 }
 
