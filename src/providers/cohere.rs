@@ -596,6 +596,14 @@ fn static_raw(json: &'static str) -> Result<&'static RawValue, GatewayError> {
 }
 
 impl ChunkStream for CohereChat {
+    fn decode_error(&self) -> Option<GatewayError> {
+        let e = self.sse.error()?;
+        Some(crate::providers::openai_chunks::sse_too_large(
+            &self.provider,
+            e,
+        ))
+    }
+
     fn writer(&self) -> &ChunkWriter {
         &self.w
     }

@@ -287,6 +287,20 @@ pub(crate) trait ChunkStream {
 
     /// The stream is over: frees what the decoder holds (nothing after `[DONE]` is read).
     fn release(&mut self) {}
+
+    /// The decoder stopped at one of its caps (an SSE line or event over
+    /// [`crate::codec::sse::MAX_LINE`] / [`crate::codec::sse::MAX_EVENT`]): the error that ends
+    /// the client's stream. Asked once per chunk.
+    fn decode_error(&self) -> Option<GatewayError> {
+        None
+    }
+}
+
+/// The error that ends a client's stream when the provider's stream passed one of the SSE
+/// parser's caps: 502 `api_error`, code `upstream_event_too_large`.
+pub(crate) fn sse_too_large(provider: &str, e: crate::codec::sse::SseError) -> GatewayError {
+    GatewayError::new(502, "api_error", format!("{provider} stream: {e}"))
+        .with_code("upstream_event_too_large")
 }
 
 /// One chunk of a provider stream: decoded and handled; at the end of the body, flushed and
@@ -302,6 +316,11 @@ pub(crate) fn stream_chunk<S: ChunkStream + ?Sized>(
         return true;
     }
     s.decode(chunk, out);
+    if !s.writer().is_done() {
+        if let Some(e) = s.decode_error() {
+            s.writer_mut().fail(out, &e);
+        }
+    }
     if end_of_stream && !s.writer().is_done() {
         s.flush(out);
         if !s.writer().is_done() {
@@ -371,5 +390,40 @@ mod tests {
         w.fail(&mut out, &GatewayError::new(502, "api_error", "late"));
         w.write_done(&mut out);
         assert_eq!(out.len(), len);
+    }
+
+    /// A provider stream with one endless line, or one event of endless `data:` lines: every
+    /// SSE translator ends the client's stream with one `upstream_event_too_large` error event
+    /// and `[DONE]`, holds no more than the parser's cap, and writes nothing after.
+    #[test]
+    fn sse_translators_end_the_stream_at_the_parser_caps() {
+        use crate::codec::sse::{MAX_EVENT, MAX_LINE};
+        use crate::providers::ProviderKind;
+        let line = vec![b'x'; 64 * 1024];
+        let data_lines = format!("data: {}\n", "y".repeat(64 * 1024 - 7));
+        for kind in [
+            ProviderKind::Anthropic,
+            ProviderKind::Gemini,
+            ProviderKind::Cohere,
+        ] {
+            for (start, piece) in [(&b"data: "[..], &line[..]), (b"", data_lines.as_bytes())] {
+                let mut t = kind.chat_translator();
+                let mut out = Vec::new();
+                assert!(t.stream_chunk(start, false, &mut out));
+                let mut fed = 0;
+                while !out.ends_with(DONE) {
+                    assert!(fed <= MAX_LINE.max(MAX_EVENT) + piece.len(), "{kind:?}");
+                    assert!(t.stream_chunk(piece, false, &mut out));
+                    fed += piece.len();
+                }
+                let text = String::from_utf8(out.clone()).unwrap();
+                assert!(text.starts_with("data: {\"error\":"), "{kind:?}: {text}");
+                assert!(text.contains("upstream_event_too_large"), "{text}");
+                assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
+                let len = out.len();
+                assert!(t.stream_chunk(b"\n\ndata: {}\n\n", true, &mut out));
+                assert_eq!(out.len(), len, "{kind:?}: nothing after [DONE]");
+            }
+        }
     }
 }

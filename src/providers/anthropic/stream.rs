@@ -182,6 +182,14 @@ impl AnthropicChat {
 }
 
 impl ChunkStream for AnthropicChat {
+    fn decode_error(&self) -> Option<GatewayError> {
+        let e = self.s.parser.error()?;
+        Some(crate::providers::openai_chunks::sse_too_large(
+            self.provider_name(),
+            e,
+        ))
+    }
+
     fn writer(&self) -> &ChunkWriter {
         &self.s.w
     }
