@@ -145,8 +145,10 @@ impl SseParser {
                 line.clear();
                 self.line = line;
             }
-            if self.error.is_some() {
-                return; // (`process_line` failed: the data joined past MAX_EVENT)
+            if let Some(e) = self.error {
+                // `process_line` failed (the data joined past MAX_EVENT): free what the line
+                // path put back.
+                return self.fail(e);
             }
             start = next;
         }
@@ -601,6 +603,7 @@ mod tests {
                 assert!(fed <= MAX_EVENT + MAX_EVENT / 100 + 2 * chunk.len()); // (+ "data: " framing)
             }
             assert_eq!(p.error(), Some(SseError::EventTooLarge));
+            assert_eq!(p.pending_len(), 0, "freed");
             p.feed(b"\n", &mut |_| n += 1);
             p.finish(&mut |_| n += 1);
             assert_eq!(n, 0);
