@@ -40,10 +40,17 @@ pub struct MockHeaders {
     pub drop_after: Option<usize>,
     /// `x-mock-reset: 1`: close the connection without a response.
     pub reset: bool,
+    /// `x-mock-endless-line`: after the stream's first event, one `data: ` line of this many
+    /// bytes that never ends, then the body ends (a hostile provider; at most
+    /// [`MAX_ENDLESS_LINE`]).
+    pub endless_line: Option<usize>,
 }
 
 /// Upper bound for `x-mock-tool-calls` (keeps a silly value from exhausting memory).
 pub const MAX_TOOL_CALLS: usize = 1000;
+
+/// Upper bound for `x-mock-endless-line`: 64 MiB.
+pub const MAX_ENDLESS_LINE: usize = 64 << 20;
 
 /// Header value as text, if present and valid visible ASCII / UTF-8.
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -88,6 +95,7 @@ impl MockHeaders {
             stream_error_after: num(h, "x-mock-stream-error-after"),
             drop_after: num(h, "x-mock-drop-after"),
             reset: flag(h, "x-mock-reset"),
+            endless_line: num::<usize>(h, "x-mock-endless-line").map(|n| n.min(MAX_ENDLESS_LINE)),
         }
     }
 }
@@ -273,6 +281,13 @@ pub fn assemble_stream(
     error_event: &str,
     mock: &MockHeaders,
 ) -> String {
+    if let Some(n) = mock.endless_line {
+        let mut out = events.first().cloned().unwrap_or_default();
+        out.reserve(6 + n);
+        out.push_str("data: ");
+        out.extend(std::iter::repeat_n('x', n));
+        return out;
+    }
     let (keep, tail) = match (mock.stream_error_after, mock.drop_after) {
         (Some(k), _) => (k.min(events.len()), error_event),
         (None, Some(k)) => (k.min(events.len()), ""),

@@ -12,9 +12,16 @@
 
 /// Prelude (12) + message CRC (4).
 const OVERHEAD: u32 = 16;
-/// botocore's limits: headers ≤ 128 KiB, payload ≤ 24 MiB.
+/// The Amazon Event Stream specification's limits (smithy.io/2.0/aws/amazon-eventstream.html,
+/// "Message Format": "The payload of a message MUST NOT exceed 25,165,824 bytes (24 MB). The
+/// encoded headers of a message MUST NOT exceed 131,072 bytes (128 kB)"; botocore's too).
+/// A prelude announcing more is refused ([`FrameError::Length`]) before anything else is
+/// buffered, so the [`Decoder`] never holds more than one message of at most
+/// [`MAX_MESSAGE`] bytes plus the chunk that brought its last bytes.
 const MAX_HEADERS: u32 = 128 * 1024;
 const MAX_PAYLOAD: u32 = 24 * 1024 * 1024;
+/// The largest message the decoder holds: 24 MiB + 128 KiB + 16 bytes.
+pub const MAX_MESSAGE: usize = (MAX_PAYLOAD + MAX_HEADERS + OVERHEAD) as usize;
 
 /// One decoded message: the string headers LLMux reads, and the payload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,7 +40,8 @@ pub struct Message {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
-    /// A total or headers length outside the limits.
+    /// A total or headers length outside the limits (over the specification's 24 MiB payload
+    /// or 128 KiB headers, or shorter than the prelude and CRC).
     Length,
     PreludeCrc,
     MessageCrc,
@@ -44,7 +52,10 @@ pub enum FrameError {
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Length => "event-stream message with an invalid length",
+            Self::Length => {
+                "event-stream message with an invalid length (over the 24 MiB payload or \
+                 128 KiB headers limit, or shorter than its framing)"
+            }
             Self::PreludeCrc => "event-stream prelude CRC mismatch",
             Self::MessageCrc => "event-stream message CRC mismatch",
             Self::Header => "event-stream message with a malformed header",
@@ -53,10 +64,21 @@ impl std::fmt::Display for FrameError {
 }
 
 /// Incremental decoder. After an error it stays failed: the stream cannot be resynchronised.
+/// Its buffer is capped by the specification's message limits (see [`MAX_MESSAGE`]).
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the next message starts in `buf`: messages are read in place and the bytes before
+    /// `start` dropped once per [`Decoder::feed`] (one move of the unread tail per chunk, not
+    /// one per message: many small messages in one chunk stay linear).
+    start: usize,
     failed: bool,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes moved by compaction (tests: linear in the input).
+    static MOVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
@@ -68,58 +90,72 @@ fn be32(b: &[u8], at: usize) -> u32 {
 
 impl Decoder {
     pub fn feed(&mut self, data: &[u8]) {
-        if !self.failed {
-            self.buf.extend_from_slice(data);
+        if self.failed {
+            return;
         }
+        if self.start > 0 {
+            #[cfg(test)]
+            MOVED.with(|m| m.set(m.get() + self.buf.len() - self.start));
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
     }
 
     /// Bytes held that do not make a whole message yet.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next whole message, `None` when more bytes are needed.
     pub fn next_message(&mut self) -> Option<Result<Message, FrameError>> {
-        if self.failed || self.buf.len() < 12 {
+        let rest = &self.buf[self.start..];
+        if self.failed || rest.len() < 12 {
             return None;
         }
-        let r = self.check_prelude().and_then(|total| {
-            // `total` is at most MAX_PAYLOAD + MAX_HEADERS + 16: fits usize on 32-bit targets.
-            let total = total as usize;
-            if self.buf.len() < total {
-                return Ok(None);
+        let r = match check_prelude(rest) {
+            // `total` is at most MAX_MESSAGE: fits usize on 32-bit targets.
+            Ok(total) if rest.len() < total as usize => Ok(None),
+            Ok(total) => {
+                let total = total as usize;
+                let msg = parse(&rest[..total]);
+                self.start += total;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                msg.map(Some)
             }
-            let msg = parse(&self.buf[..total]);
-            self.buf.drain(..total);
-            msg.map(Some)
-        });
+            Err(e) => Err(e),
+        };
         match r {
             Ok(Some(m)) => Some(Ok(m)),
             Ok(None) => None,
             Err(e) => {
                 self.failed = true;
                 self.buf = Vec::new();
+                self.start = 0;
                 Some(Err(e))
             }
         }
     }
+}
 
-    /// Validates the 12-byte prelude; returns the total length.
-    fn check_prelude(&self) -> Result<u32, FrameError> {
-        let total = be32(&self.buf, 0);
-        let headers = be32(&self.buf, 4);
-        if crc32(&self.buf[..8]) != be32(&self.buf, 8) {
-            return Err(FrameError::PreludeCrc);
-        }
-        if total < OVERHEAD
-            || headers > MAX_HEADERS
-            || headers > total - OVERHEAD
-            || total - OVERHEAD - headers > MAX_PAYLOAD
-        {
-            return Err(FrameError::Length);
-        }
-        Ok(total)
+/// Validates the 12-byte prelude at the start of `buf`; returns the total length.
+fn check_prelude(buf: &[u8]) -> Result<u32, FrameError> {
+    let total = be32(buf, 0);
+    let headers = be32(buf, 4);
+    if crc32(&buf[..8]) != be32(buf, 8) {
+        return Err(FrameError::PreludeCrc);
     }
+    if total < OVERHEAD
+        || headers > MAX_HEADERS
+        || headers > total - OVERHEAD
+        || total - OVERHEAD - headers > MAX_PAYLOAD
+    {
+        return Err(FrameError::Length);
+    }
+    Ok(total)
 }
 
 /// One whole message (prelude already checked).
@@ -378,6 +414,95 @@ mod tests {
                 Some(Err(FrameError::Length)),
                 "{total} {headers}"
             );
+        }
+    }
+
+    fn prelude(total: u32, headers: u32) -> Vec<u8> {
+        let mut p = total.to_be_bytes().to_vec();
+        p.extend_from_slice(&headers.to_be_bytes());
+        let c = crc32(&p);
+        p.extend_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    /// A message announcing more than the specification allows is refused from its prelude,
+    /// before its body is buffered; one at the limit is buffered as its bytes come, no more.
+    #[test]
+    fn a_huge_announced_length_is_refused_before_buffering() {
+        let max = MAX_MESSAGE as u32;
+        for (total, headers) in [(max + 1, 0), (max + 1, MAX_HEADERS), (max, MAX_HEADERS + 1)] {
+            let mut d = Decoder::default();
+            d.feed(&prelude(total, headers));
+            assert_eq!(d.next_message(), Some(Err(FrameError::Length)));
+            assert_eq!(d.pending(), 0);
+            d.feed(&[0; 1024]);
+            assert_eq!(d.pending(), 0, "nothing is held after the error");
+        }
+        let mut d = Decoder::default();
+        d.feed(&prelude(max, MAX_HEADERS));
+        assert_eq!(d.next_message(), None);
+        d.feed(&[0; 1 << 16]);
+        assert_eq!(d.next_message(), None);
+        assert_eq!(d.pending(), 12 + (1 << 16));
+    }
+
+    /// Many messages in one chunk, and messages cut across chunks: the unread bytes are moved
+    /// at most once per chunk, so the work stays linear in the input.
+    #[test]
+    fn reading_messages_is_linear() {
+        let one = frame(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"x"}}"#,
+        );
+        for n in [1_000usize, 4_000] {
+            let all: Vec<u8> = one.repeat(n);
+            for step in [all.len(), 1000, 7] {
+                MOVED.with(|m| m.set(0));
+                let mut d = Decoder::default();
+                let mut got = 0;
+                for piece in all.chunks(step) {
+                    d.feed(piece);
+                    while let Some(m) = d.next_message() {
+                        m.unwrap();
+                        got += 1;
+                    }
+                }
+                assert_eq!((got, d.pending()), (n, 0));
+                // Each chunk moves less than one message's bytes.
+                let chunks = all.len().div_ceil(step);
+                assert!(MOVED.with(|m| m.get()) <= chunks * one.len(), "{n} {step}");
+            }
+        }
+    }
+
+    /// Many small messages in one chunk, timed (not a pass/fail test):
+    /// `cargo test --release -p llmux --lib timing_ -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing_eventstream_many_messages_in_one_chunk() {
+        let one = frame(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"x"}}"#,
+        );
+        for n in [4_000usize, 16_000] {
+            let mut all = Vec::new();
+            for _ in 0..n {
+                all.extend_from_slice(&one);
+            }
+            let mut d = Decoder::default();
+            let t = std::time::Instant::now();
+            d.feed(&all);
+            let mut got = 0;
+            while let Some(m) = d.next_message() {
+                m.unwrap();
+                got += 1;
+            }
+            eprintln!(
+                "eventstream: {n} messages ({} bytes) in one chunk: {:?}",
+                all.len(),
+                t.elapsed()
+            );
+            assert_eq!(got, n);
         }
     }
 }

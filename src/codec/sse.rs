@@ -4,6 +4,43 @@
 //! The parser keeps the unfinished tail and yields only whole events. It follows the WHATWG
 //! event-stream rules: `\n`, `\r\n` and `\r` end lines, `:` lines are comments, several `data:`
 //! lines join with `\n`, a blank line dispatches the event.
+//!
+//! What a provider can make the parser hold is capped: one line at [`MAX_LINE`], one event's
+//! joined `data:` at [`MAX_EVENT`]. Past a cap the parser stops for good ([`SseParser::error`]):
+//! the translator ends the client's stream with an error event. The checks are per line and per
+//! chunk, never per byte.
+
+/// The longest line the parser reads (held across chunks or not): 1 MiB. Real events are a few
+/// hundred bytes; the largest (a whole tool-call argument or a base64 image in one event) stay
+/// far below it.
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// The most joined `data:` of one event (several `data:` lines): 1 MiB, as [`MAX_LINE`].
+pub const MAX_EVENT: usize = 1024 * 1024;
+
+/// Why the parser stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseError {
+    /// A line longer than [`MAX_LINE`].
+    LineTooLong,
+    /// An event whose `data:` lines together exceed [`MAX_EVENT`].
+    EventTooLarge,
+}
+
+impl std::fmt::Display for SseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LineTooLong => write!(
+                f,
+                "an SSE line longer than the gateway's limit of {MAX_LINE} bytes"
+            ),
+            Self::EventTooLarge => write!(
+                f,
+                "an SSE event larger than the gateway's limit of {MAX_EVENT} bytes"
+            ),
+        }
+    }
+}
 
 /// One dispatched event, borrowed from the parser's buffers (reused for every event: a stream of
 /// small events allocates nothing per event). `data` is the joined `data:` lines as they came:
@@ -32,6 +69,8 @@ pub struct SseParser {
     has_event: bool,
     data: Vec<u8>,
     has_data: bool,
+    /// A cap was passed: nothing more is read or dispatched.
+    error: Option<SseError>,
 }
 
 /// The current event's `event:` and first `data:` value while they are still slices of the chunk
@@ -49,9 +88,27 @@ impl SseParser {
         Self::default()
     }
 
-    /// Feeds bytes; calls `on_event` for each event completed by them.
+    /// Why the parser stopped, once a line or an event passed its cap ([`MAX_LINE`],
+    /// [`MAX_EVENT`]). The events before it were dispatched; none after it are.
+    pub fn error(&self) -> Option<SseError> {
+        self.error
+    }
+
+    /// Stops for good and frees what is held.
+    #[cold]
+    fn fail(&mut self, e: SseError) {
+        self.error = Some(e);
+        self.line = Vec::new();
+        self.data = Vec::new();
+        self.event = String::new();
+        self.has_event = false;
+        self.has_data = false;
+    }
+
+    /// Feeds bytes; calls `on_event` for each event completed by them. Nothing once
+    /// [`SseParser::error`] is set.
     pub fn feed(&mut self, mut chunk: &[u8], on_event: &mut dyn FnMut(SseEvent)) {
-        if chunk.is_empty() {
+        if chunk.is_empty() || self.error.is_some() {
             return; // (an empty chunk between `\r` and `\n` must not end the `\r\n` wait)
         }
         if self.after_cr {
@@ -72,6 +129,9 @@ impl SseParser {
                     None => self.after_cr = true,
                 }
             }
+            if self.line.len() + (line_end - start) > MAX_LINE {
+                return self.fail(SseError::LineTooLong);
+            }
             if self.line.is_empty() {
                 self.process_line(&chunk[start..line_end], &mut lent, on_event);
             } else {
@@ -85,7 +145,15 @@ impl SseParser {
                 line.clear();
                 self.line = line;
             }
+            if let Some(e) = self.error {
+                // `process_line` failed (the data joined past MAX_EVENT): free what the line
+                // path put back.
+                return self.fail(e);
+            }
             start = next;
+        }
+        if self.line.len() + (chunk.len() - start) > MAX_LINE {
+            return self.fail(SseError::LineTooLong);
         }
         self.keep(&mut lent);
         self.line.extend_from_slice(&chunk[start..]);
@@ -94,6 +162,9 @@ impl SseParser {
     /// At end of stream: an event not closed by a blank line is still dispatched (some providers,
     /// e.g. Gemini, close the connection right after the last `data:` line).
     pub fn finish(&mut self, on_event: &mut dyn FnMut(SseEvent)) {
+        if self.error.is_some() {
+            return;
+        }
         let line = std::mem::take(&mut self.line);
         let mut lent = Lent::default();
         if !line.is_empty() {
@@ -102,7 +173,7 @@ impl SseParser {
         self.dispatch(&mut lent, on_event);
     }
 
-    /// Bytes held back waiting for a line end (bounded by the caller's body limit).
+    /// Bytes held back waiting for a line end (at most [`MAX_LINE`] + [`MAX_EVENT`]).
     pub fn pending_len(&self) -> usize {
         self.line.len() + self.data.len()
     }
@@ -144,6 +215,10 @@ impl SseParser {
                     self.has_data = true;
                     lent.data = Some(value);
                     return;
+                }
+                let first = lent.data.map_or(0, <[u8]>::len);
+                if self.data.len() + first + 1 + value.len() > MAX_EVENT {
+                    return self.fail(SseError::EventTooLarge);
                 }
                 if let Some(first) = lent.data.take() {
                     self.data.extend_from_slice(first);
@@ -477,6 +552,62 @@ mod tests {
         let ev = parse_all(&[b"data: {\"x\":1}"]);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].data, "{\"x\":1}");
+    }
+
+    /// One endless line, fed in pieces: the parser holds at most MAX_LINE, then stops with
+    /// LineTooLong; the events before it were dispatched, nothing after.
+    #[test]
+    fn an_endless_line_stops_the_parser_at_the_cap() {
+        for piece in [1000usize, 64 * 1024, MAX_LINE + 10] {
+            let mut p = SseParser::new();
+            let mut got = Vec::new();
+            p.feed(b"data: 1\n\ndata: ", &mut |e| got.push(own(e)));
+            let line = vec![b'x'; piece];
+            let mut fed = 0;
+            while p.error().is_none() {
+                p.feed(&line, &mut |e| got.push(own(e)));
+                fed += piece;
+                assert!(p.pending_len() <= MAX_LINE, "{piece}");
+                assert!(fed <= MAX_LINE + piece, "{piece}");
+            }
+            assert_eq!(p.error(), Some(SseError::LineTooLong));
+            assert_eq!(p.pending_len(), 0, "freed");
+            p.feed(b"\n\ndata: 2\n\n", &mut |e| got.push(own(e)));
+            p.finish(&mut |e| got.push(own(e)));
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].data, "1");
+        }
+        // A line at the cap is fine, in one chunk or split.
+        let mut ok = b"data: ".to_vec();
+        ok.resize(MAX_LINE, b'y');
+        ok.extend_from_slice(b"\n\n");
+        assert_eq!(parse_all(&[&ok])[0].data.len(), MAX_LINE - 6);
+        let (a, b) = ok.split_at(MAX_LINE / 2);
+        assert_eq!(parse_all(&[a, b])[0].data.len(), MAX_LINE - 6);
+    }
+
+    /// One event of endless `data:` lines: stopped with EventTooLarge once the joined data
+    /// passes MAX_EVENT, whether the lines come in one chunk or many.
+    #[test]
+    fn an_event_of_endless_data_lines_stops_at_the_cap() {
+        let line = format!("data: {}\n", "z".repeat(999));
+        for per_chunk in [1usize, 100] {
+            let mut p = SseParser::new();
+            let mut n = 0;
+            let chunk = line.repeat(per_chunk);
+            let mut fed = 0;
+            while p.error().is_none() {
+                p.feed(chunk.as_bytes(), &mut |_| n += 1);
+                fed += chunk.len();
+                assert!(p.pending_len() <= MAX_EVENT + MAX_LINE);
+                assert!(fed <= MAX_EVENT + MAX_EVENT / 100 + 2 * chunk.len()); // (+ "data: " framing)
+            }
+            assert_eq!(p.error(), Some(SseError::EventTooLarge));
+            assert_eq!(p.pending_len(), 0, "freed");
+            p.feed(b"\n", &mut |_| n += 1);
+            p.finish(&mut |_| n += 1);
+            assert_eq!(n, 0);
+        }
     }
 
     #[test]

@@ -161,6 +161,10 @@ impl CohereChat {
         let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
         let k = match self.tool_index.iter().position(|&i| i == idx) {
             Some(k) => k,
+            None if self.tool_index.len() >= openai_chunks::MAX_STREAM_BLOCKS => {
+                let g = openai_chunks::too_many_blocks(&self.provider, "tool calls");
+                return self.w.fail(out, &g);
+            }
             None => {
                 self.tool_index.push(idx);
                 self.tool_index.len() - 1
@@ -596,6 +600,14 @@ fn static_raw(json: &'static str) -> Result<&'static RawValue, GatewayError> {
 }
 
 impl ChunkStream for CohereChat {
+    fn decode_error(&self) -> Option<GatewayError> {
+        let e = self.sse.error()?;
+        Some(crate::providers::openai_chunks::sse_too_large(
+            &self.provider,
+            e,
+        ))
+    }
+
     fn writer(&self) -> &ChunkWriter {
         &self.w
     }

@@ -24,6 +24,58 @@ pub struct OpenAiChat {
     usage: Option<Usage>,
     /// Only used when the stream must be inspected event by event (usage wanted).
     sse: Option<SseParser>,
+    /// The stream's end, as far as it is known: whether `[DONE]` came and whether the last
+    /// event was an error event (see [`StreamEnd`]).
+    end: StreamEnd,
+}
+
+/// How a passed-through stream ended, to close a truncated one like every other provider's
+/// stream: an OpenAI error event, then `data: [DONE]`, once. Forwarded chunks are not parsed
+/// (the hot path): only their last [`TAIL`] bytes are kept and read once, at the end.
+#[derive(Default)]
+struct StreamEnd {
+    /// The last bytes of the stream (forwarded chunks only).
+    tail: Vec<u8>,
+    /// (Parsed streams) `data: [DONE]` came.
+    done: bool,
+    /// (Parsed streams) the last event was an error event.
+    last_was_error: bool,
+    /// This translator ended the stream itself (`[DONE]` written): everything after is dropped.
+    closed: bool,
+}
+
+/// The forwarded stream's last bytes kept to see how it ended: `data: [DONE]` and an error
+/// event (OpenAI's are about 200 bytes) fit.
+const TAIL: usize = 512;
+
+impl StreamEnd {
+    /// Keeps the last [`TAIL`] bytes: at most `TAIL` bytes copied per chunk.
+    fn remember(&mut self, chunk: &[u8]) {
+        if chunk.len() >= TAIL {
+            self.tail.clear();
+            self.tail.extend_from_slice(&chunk[chunk.len() - TAIL..]);
+        } else {
+            let over = (self.tail.len() + chunk.len()).saturating_sub(TAIL);
+            self.tail.drain(..over); // (under TAIL bytes moved)
+            self.tail.extend_from_slice(chunk);
+        }
+    }
+
+    /// The forwarded stream's last event, judged from its tail: `[DONE]`, an error event
+    /// (`data: {"error":...}`), or anything else.
+    fn judge_tail(&mut self) {
+        let t = self.tail.trim_ascii_end();
+        let last = match memchr::memmem::rfind(t, b"\n\n")
+            .or_else(|| memchr::memmem::rfind(t, b"\r\n\r\n"))
+        {
+            Some(at) => &t[at..],
+            None => t,
+        };
+        let last = last.trim_ascii_start();
+        let data = last.strip_prefix(b"data:").map(<[u8]>::trim_ascii);
+        self.done = data == Some(b"[DONE]".as_slice());
+        self.last_was_error = data.is_some_and(|d| d.starts_with(b"{\"error\""));
+    }
 }
 
 impl OpenAiChat {
@@ -137,12 +189,35 @@ impl ChatTranslator for OpenAiChat {
         Ok(None)
     }
 
+    /// Forwards the stream (unparsed unless usage is wanted). A stream that ends without
+    /// `[DONE]` (the provider dropped it) is closed like every other provider's: an OpenAI error
+    /// event (only `[DONE]` when the provider's last event already was one), then
+    /// `data: [DONE]`, once. A parsed stream whose line or event passes the SSE parser's caps is
+    /// closed the same way at once (`upstream_event_too_large`), and nothing after goes out.
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool {
+        if self.end.closed {
+            return true; // (the stream was ended here: nothing after it)
+        }
         let Some(parser) = self.sse.as_mut() else {
-            return false;
+            if !self.stream || self.embeddings {
+                return false;
+            }
+            // The hot path: forwarded as it is, only its tail kept.
+            self.end.remember(chunk);
+            if !end_of_stream {
+                return false;
+            }
+            self.end.judge_tail();
+            if self.end.done {
+                return false;
+            }
+            out.extend_from_slice(chunk);
+            self.close_truncated(out);
+            return true;
         };
         let strip = self.strip_usage_chunk;
         let mut usage = None;
+        let (mut done, mut last_was_error) = (self.end.done, self.end.last_was_error);
         let mut on_event = |ev: crate::codec::sse::SseEvent| {
             // Cheap tests first: only events that may carry usage are parsed.
             let mut keep = true;
@@ -156,6 +231,10 @@ impl ChatTranslator for OpenAiChat {
                     }
                 }
             }
+            if ev.data.len() <= 8 && ev.data.trim_ascii() == b"[DONE]" {
+                done = true;
+            }
+            last_was_error = ev.data.starts_with(b"{\"error\"");
             if keep && strip {
                 // The stream is re-framed event by event (only whole events go out).
                 if let Some(name) = &ev.event {
@@ -170,8 +249,30 @@ impl ChatTranslator for OpenAiChat {
         if end_of_stream {
             parser.finish(&mut on_event);
         }
+        let overflow = parser.error();
         if usage.is_some() {
             self.usage = usage;
+        }
+        (self.end.done, self.end.last_was_error) = (done, last_was_error);
+        if let Some(e) = overflow {
+            if !strip {
+                // The chunk went out unparsed, ending inside the long line: end that line.
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\n\n");
+            }
+            let e = super::openai_chunks::sse_too_large(&self.provider, e);
+            out.extend_from_slice(&e.sse_event());
+            out.extend_from_slice(super::openai_chunks::DONE);
+            self.end.closed = true;
+            self.sse = None;
+            return true;
+        }
+        if end_of_stream && !self.end.done {
+            if !strip {
+                out.extend_from_slice(chunk);
+            }
+            self.close_truncated(out);
+            return true;
         }
         strip
     }
@@ -182,6 +283,28 @@ impl ChatTranslator for OpenAiChat {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+}
+
+impl OpenAiChat {
+    /// The stream ended without `[DONE]`: an error event (unless the provider's last event was
+    /// one), then `[DONE]`. The usage read so far stays counted.
+    fn close_truncated(&mut self, out: &mut Vec<u8>) {
+        if !self.end.last_was_error {
+            let e = GatewayError::new(
+                502,
+                "api_error",
+                format!(
+                    "{} stream ended without its final DONE event",
+                    self.provider
+                ),
+            )
+            .with_code("upstream_stream_error");
+            out.extend_from_slice(&e.sse_event());
+        }
+        out.extend_from_slice(super::openai_chunks::DONE);
+        self.end.closed = true;
+        self.sse = None;
     }
 }
 
@@ -880,6 +1003,121 @@ mod tests {
 data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
 data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n\
 data: [DONE]\n\n";
+
+    /// Feeds `s` in two pieces cut at `cut` (the second with end_of_stream) and returns what the
+    /// client gets: the chunk itself when the translator forwards it.
+    fn client_sees(t: &mut OpenAiChat, s: &[u8], cut: usize) -> String {
+        let mut got = Vec::new();
+        for (piece, end) in [(&s[..cut], false), (&s[cut..], true)] {
+            let mut out = Vec::new();
+            if t.stream_chunk(piece, end, &mut out) {
+                got.extend_from_slice(&out);
+            } else {
+                assert!(out.is_empty());
+                got.extend_from_slice(piece);
+            }
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    const NO_USAGE: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user"}],"stream":true}"#;
+    const WITH_USAGE: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+
+    /// Item 9: a stream the provider dropped before `[DONE]` ends with an error event and
+    /// `[DONE]`, once, whether the stream is forwarded unparsed, parsed for usage, or re-framed
+    /// (the gateway's own usage chunk stripped); a complete one is untouched.
+    #[test]
+    fn a_stream_cut_before_done_ends_with_an_error_and_done() {
+        let cut_stream = STREAM.strip_suffix("data: [DONE]\n\n").unwrap();
+        for (body, want_usage) in [(NO_USAGE, false), (WITH_USAGE, true), (NO_USAGE, true)] {
+            for at in 0..=cut_stream.len() {
+                let (mut t, _) = translate(body, want_usage);
+                let got = client_sees(&mut t, cut_stream.as_bytes(), at);
+                let (head, tail) = got.rsplit_once("data: {\"error\":").expect(&got);
+                assert!(
+                    tail.contains("stream ended without its final DONE event"),
+                    "{got}"
+                );
+                assert!(tail.ends_with("}\n\ndata: [DONE]\n\n"), "{got}");
+                assert_eq!(got.matches("[DONE]").count(), 1);
+                assert_eq!(got.matches("\"error\"").count(), 1);
+                assert!(head.contains("\"content\":\"Hi\""));
+                if want_usage {
+                    // The usage chunk came before the cut: still counted.
+                    assert_eq!(t.usage().unwrap().total_tokens(), 11, "{at}");
+                }
+                let mut out = Vec::new();
+                assert!(t.stream_chunk(b"data: late\n\n", true, &mut out));
+                assert!(out.is_empty(), "nothing after [DONE]");
+            }
+            // Complete: untouched.
+            for at in 0..=STREAM.len() {
+                let (mut t, _) = translate(body, want_usage);
+                let got = client_sees(&mut t, STREAM.as_bytes(), at);
+                assert!(!got.contains("\"error\""), "{got}");
+                assert!(got.ends_with("data: [DONE]\n\n"));
+            }
+        }
+        // CRLF framing and trailing blank lines still count as [DONE].
+        let (mut t, _) = translate(NO_USAGE, false);
+        let crlf = STREAM.replace("\n", "\r\n") + "\r\n";
+        assert!(!client_sees(&mut t, crlf.as_bytes(), 5).contains("\"error\""));
+        // An empty body is cut too.
+        let (mut t, _) = translate(NO_USAGE, false);
+        assert!(client_sees(&mut t, b"", 0).ends_with("data: [DONE]\n\n"));
+    }
+
+    /// The provider's own error event, then the end of the body (what OpenAI does): only
+    /// `[DONE]` is added.
+    #[test]
+    fn a_provider_error_event_then_the_end_gets_only_done() {
+        let s = "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
+        for (body, want_usage) in [(NO_USAGE, false), (WITH_USAGE, true), (NO_USAGE, true)] {
+            for at in 0..=s.len() {
+                let (mut t, _) = translate(body, want_usage);
+                let got = client_sees(&mut t, s.as_bytes(), at);
+                assert!(
+                    got.ends_with("\"code\":null}}\n\ndata: [DONE]\n\n"),
+                    "{got}"
+                );
+                assert_eq!(got.matches("\"error\"").count(), 1, "{got}");
+            }
+        }
+    }
+
+    /// A parsed stream with an endless line: one `upstream_event_too_large` error event and
+    /// `[DONE]`, then nothing.
+    #[test]
+    fn a_parsed_stream_past_the_sse_caps_is_ended() {
+        for (body, strip) in [(WITH_USAGE, false), (NO_USAGE, true)] {
+            let (mut t, _) = translate(body, true);
+            let mut got = Vec::new();
+            let piece = vec![b'x'; 64 * 1024];
+            let mut out = Vec::new();
+            assert_eq!(
+                t.stream_chunk(b"data: {}\n\ndata: ", false, &mut out),
+                strip
+            );
+            let mut n = 0;
+            loop {
+                let mut out = Vec::new();
+                let replaced = t.stream_chunk(&piece, false, &mut out);
+                if replaced && !out.is_empty() {
+                    got.extend_from_slice(&out);
+                    break;
+                }
+                assert!(out.is_empty());
+                n += 1;
+                assert!(n * piece.len() <= crate::codec::sse::MAX_LINE, "{strip}");
+            }
+            let got = String::from_utf8(got).unwrap();
+            assert!(got.contains("upstream_event_too_large"), "{got}");
+            assert!(got.ends_with("data: [DONE]\n\n"));
+            let mut out = Vec::new();
+            assert!(t.stream_chunk(b"\n\ndata: [DONE]\n\n", true, &mut out));
+            assert!(out.is_empty());
+        }
+    }
 
     #[test]
     fn injected_usage_chunk_is_removed_at_every_split() {

@@ -287,6 +287,37 @@ pub(crate) trait ChunkStream {
 
     /// The stream is over: frees what the decoder holds (nothing after `[DONE]` is read).
     fn release(&mut self) {}
+
+    /// The decoder stopped at one of its caps (an SSE line or event over
+    /// [`crate::codec::sse::MAX_LINE`] / [`crate::codec::sse::MAX_EVENT`]): the error that ends
+    /// the client's stream. Asked once per chunk.
+    fn decode_error(&self) -> Option<GatewayError> {
+        None
+    }
+}
+
+/// The most content blocks (Anthropic, open at once), tool calls (Bedrock, Cohere) or
+/// candidates (Gemini) one provider stream may have: 1024, far above real answers (Gemini
+/// allows 8 candidates; parallel tool calls number in the tens). Each is looked up by a linear
+/// search per event, so this also keeps that search short. Past it the client's stream ends
+/// with a 502 error event (code `upstream_stream_too_large`) and `[DONE]`.
+pub(crate) const MAX_STREAM_BLOCKS: usize = 1024;
+
+/// The error for a stream past [`MAX_STREAM_BLOCKS`]; `what` names them ("tool calls").
+pub(crate) fn too_many_blocks(provider: &str, what: &str) -> GatewayError {
+    GatewayError::new(
+        502,
+        "api_error",
+        format!("{provider} stream has more than {MAX_STREAM_BLOCKS} {what}"),
+    )
+    .with_code("upstream_stream_too_large")
+}
+
+/// The error that ends a client's stream when the provider's stream passed one of the SSE
+/// parser's caps: 502 `api_error`, code `upstream_event_too_large`.
+pub(crate) fn sse_too_large(provider: &str, e: crate::codec::sse::SseError) -> GatewayError {
+    GatewayError::new(502, "api_error", format!("{provider} stream: {e}"))
+        .with_code("upstream_event_too_large")
 }
 
 /// One chunk of a provider stream: decoded and handled; at the end of the body, flushed and
@@ -302,6 +333,11 @@ pub(crate) fn stream_chunk<S: ChunkStream + ?Sized>(
         return true;
     }
     s.decode(chunk, out);
+    if !s.writer().is_done() {
+        if let Some(e) = s.decode_error() {
+            s.writer_mut().fail(out, &e);
+        }
+    }
     if end_of_stream && !s.writer().is_done() {
         s.flush(out);
         if !s.writer().is_done() {
@@ -371,5 +407,93 @@ mod tests {
         w.fail(&mut out, &GatewayError::new(502, "api_error", "late"));
         w.write_done(&mut out);
         assert_eq!(out.len(), len);
+    }
+
+    /// A provider stream with one endless line, or one event of endless `data:` lines: every
+    /// SSE translator ends the client's stream with one `upstream_event_too_large` error event
+    /// and `[DONE]`, holds no more than the parser's cap, and writes nothing after.
+    #[test]
+    fn sse_translators_end_the_stream_at_the_parser_caps() {
+        use crate::codec::sse::{MAX_EVENT, MAX_LINE};
+        use crate::providers::ProviderKind;
+        let line = vec![b'x'; 64 * 1024];
+        let data_lines = format!("data: {}\n", "y".repeat(64 * 1024 - 7));
+        for kind in [
+            ProviderKind::Anthropic,
+            ProviderKind::Gemini,
+            ProviderKind::Cohere,
+        ] {
+            for (start, piece) in [(&b"data: "[..], &line[..]), (b"", data_lines.as_bytes())] {
+                let mut t = kind.chat_translator();
+                let mut out = Vec::new();
+                assert!(t.stream_chunk(start, false, &mut out));
+                let mut fed = 0;
+                while !out.ends_with(DONE) {
+                    assert!(fed <= MAX_LINE.max(MAX_EVENT) + piece.len(), "{kind:?}");
+                    assert!(t.stream_chunk(piece, false, &mut out));
+                    fed += piece.len();
+                }
+                let text = String::from_utf8(out.clone()).unwrap();
+                assert!(text.starts_with("data: {\"error\":"), "{kind:?}: {text}");
+                assert!(text.contains("upstream_event_too_large"), "{text}");
+                assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
+                let len = out.len();
+                assert!(t.stream_chunk(b"\n\ndata: {}\n\n", true, &mut out));
+                assert_eq!(out.len(), len, "{kind:?}: nothing after [DONE]");
+            }
+        }
+    }
+
+    /// A provider stream with ever new content blocks / tool calls / candidates (never closed):
+    /// each translator ends the client's stream with `upstream_stream_too_large` and `[DONE]`
+    /// at MAX_STREAM_BLOCKS, instead of growing its table (and its linear lookup) without end.
+    #[test]
+    fn translators_cap_the_blocks_of_a_stream() {
+        use crate::providers::ProviderKind;
+        let n = MAX_STREAM_BLOCKS + 5;
+        let sse = |f: &dyn Fn(usize) -> String| -> Vec<u8> {
+            (0..n).flat_map(|i| f(i).into_bytes()).collect()
+        };
+        let anthropic = sse(&|i| {
+            format!(
+            "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{i},\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\n"
+        )
+        });
+        let gemini = sse(&|i| {
+            format!(
+            "data: {{\"candidates\":[{{\"index\":{i},\"content\":{{\"parts\":[{{\"text\":\"a\"}}]}}}}]}}\n\n"
+        )
+        });
+        let cohere = sse(&|i| {
+            format!(
+            "data: {{\"type\":\"tool-call-start\",\"index\":{i},\"delta\":{{\"message\":{{\"tool_calls\":{{\"id\":\"c\",\"type\":\"function\",\"function\":{{\"name\":\"f\",\"arguments\":\"\"}}}}}}}}}}\n\n"
+        )
+        });
+        let bedrock: Vec<u8> = (0..n)
+            .flat_map(|i| {
+                crate::aws::eventstream::encode(
+                    &[(":message-type", "event"), (":event-type", "contentBlockStart")],
+                    format!("{{\"contentBlockIndex\":{i},\"start\":{{\"toolUse\":{{\"toolUseId\":\"t\",\"name\":\"f\"}}}}}}").as_bytes(),
+                )
+            })
+            .collect();
+        for (kind, body) in [
+            (ProviderKind::Anthropic, anthropic),
+            (ProviderKind::Gemini, gemini),
+            (ProviderKind::Cohere, cohere),
+            (ProviderKind::Bedrock, bedrock),
+        ] {
+            let mut t = kind.chat_translator();
+            let mut out = Vec::new();
+            assert!(t.stream_chunk(&body, false, &mut out));
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains("upstream_stream_too_large"),
+                "{kind:?}: {}",
+                &text[text.len().saturating_sub(400)..]
+            );
+            assert!(text.ends_with("data: [DONE]\n\n"), "{kind:?}");
+            assert_eq!(text.matches("[DONE]").count(), 1);
+        }
     }
 }

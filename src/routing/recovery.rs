@@ -56,16 +56,41 @@ impl Outcome {
     }
 }
 
+/// The most [`StreamWatch`] holds of one unfinished event: 2 MiB, twice the SSE parser's 1 MiB
+/// per line and per event ([`crate::codec::sse::MAX_EVENT`]), so a translator's own cap always
+/// answers first; only a pass-through stream read by nothing else can reach it. Over it the
+/// watch ends the client's stream itself: an OpenAI error event (`upstream_event_too_large`),
+/// then `data: [DONE]`; nothing after, and the stream is [`StreamEnd::NotRecoverable`].
+pub const MAX_PENDING_EVENT: usize = 2 * crate::codec::sse::MAX_EVENT;
+
+/// The most [`StreamWatch`] holds back after an error event (the error event and what follows
+/// it, normally just `[DONE]`): 1 MiB. Whole events past it are dropped; the held bytes then
+/// end with `data: [DONE]` all the same ([`StreamWatch::take_held`]).
+pub const MAX_HELD: usize = 1024 * 1024;
+
+/// The most of choice 0's text the watch keeps for the continuation request: 4 MiB (a
+/// 128k-token answer is about 0.5 MiB). A longer stream is [`StreamEnd::NotRecoverable`] (its
+/// text would not fit a continuation request anyway) and its text is no longer kept.
+pub const MAX_PARTIAL_TEXT: usize = 4 * 1024 * 1024;
+
 /// Watches the client's SSE stream (see the module docs).
 #[derive(Debug, Default)]
 pub struct StreamWatch {
-    /// Bytes of the event not complete yet (not forwarded yet).
+    /// Bytes of the event not complete yet (not forwarded yet); at most [`MAX_PENDING_EVENT`].
     pending: Vec<u8>,
     /// How far `pending` was already searched for an event end.
     scanned: usize,
-    /// Held back: the error event and everything after it.
+    /// Held back: the error event and everything after it; at most [`MAX_HELD`].
     held: Vec<u8>,
+    /// Events were dropped from `held` (over [`MAX_HELD`]).
+    held_overflow: bool,
+    /// An event outgrew [`MAX_PENDING_EVENT`]: the watch ended the stream with an error; every
+    /// later byte is dropped.
+    cut: bool,
+    /// Choice 0's text so far, at most [`MAX_PARTIAL_TEXT`].
     text: String,
+    /// The text outgrew [`MAX_PARTIAL_TEXT`]: not recoverable.
+    text_overflow: bool,
     tool_calls: bool,
     other_choice: bool,
     finish: bool,
@@ -160,7 +185,7 @@ impl StreamWatch {
     }
 
     fn recoverable(&self) -> bool {
-        !self.tool_calls && !self.other_choice && !self.finish
+        !self.tool_calls && !self.other_choice && !self.finish && !self.text_overflow
     }
 
     /// Feeds the next bytes of the client's stream; returns the bytes to send now (whole
@@ -168,6 +193,9 @@ impl StreamWatch {
     /// judged too; see [`StreamWatch::end`].
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         let mut out = Vec::new();
+        if self.cut {
+            return out;
+        }
         if self.ended {
             return chunk.to_vec();
         }
@@ -190,20 +218,32 @@ impl StreamWatch {
                 }
             }
         } else {
-            self.pending.extend_from_slice(chunk);
+            // Events are judged in place in `pending`, and what they used is dropped once per
+            // chunk (one move of the unfinished rest, not one per event: linear).
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(chunk);
+            let mut start = 0;
+            let mut from = self.scanned;
             loop {
-                match event_end(&self.pending, self.scanned) {
+                match event_end(&pending, from) {
                     (Some(end), _) => {
-                        let ev: Vec<u8> = self.pending.drain(..end).collect();
-                        self.scanned = 0;
-                        self.event(&ev, &mut out);
+                        self.event(&pending[start..end], &mut out);
+                        start = end;
+                        from = end;
                     }
                     (None, resume) => {
-                        self.scanned = resume;
+                        self.scanned = resume - start;
                         break;
                     }
                 }
             }
+            #[cfg(test)]
+            tests::MOVED.with(|m| m.set(m.get() + pending.len() - start));
+            pending.drain(..start);
+            self.pending = pending;
+        }
+        if self.pending.len() > MAX_PENDING_EVENT {
+            return self.cut_off(out);
         }
         if end_of_stream {
             let rest = std::mem::take(&mut self.pending);
@@ -216,10 +256,36 @@ impl StreamWatch {
         out
     }
 
+    /// An event outgrew [`MAX_PENDING_EVENT`]: what was forwarded stays, the unfinished event
+    /// is dropped, and the stream ends here with an error event and `[DONE]` (once: every later
+    /// byte is dropped). Anything held is let go of too: the stream is not recoverable.
+    fn cut_off(&mut self, mut out: Vec<u8>) -> Vec<u8> {
+        self.pending = Vec::new();
+        self.scanned = 0;
+        self.held = Vec::new();
+        self.cut = true;
+        self.ended = true;
+        let e = crate::error::GatewayError::new(
+            502,
+            "api_error",
+            format!(
+                "the provider's stream has an event larger than the gateway's limit of {MAX_PENDING_EVENT} bytes"
+            ),
+        )
+        .with_code("upstream_event_too_large");
+        out.extend_from_slice(&e.sse_event());
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        out
+    }
+
     /// One whole event's bytes: judged, then forwarded or held.
     fn event(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
         if !self.held.is_empty() {
-            self.held.extend_from_slice(bytes);
+            if self.held.len() + bytes.len() <= MAX_HELD {
+                self.held.extend_from_slice(bytes);
+            } else {
+                self.held_overflow = true;
+            }
             return;
         }
         let mut data = None;
@@ -265,7 +331,12 @@ impl StreamWatch {
                 }
                 if let Some(delta) = ch.delta {
                     if let Some(t) = delta.content {
-                        self.text.push_str(&t);
+                        if self.text.len() + t.len() <= MAX_PARTIAL_TEXT {
+                            self.text.push_str(&t);
+                        } else {
+                            self.text_overflow = true;
+                            self.text = String::new();
+                        }
                     }
                     if delta.tool_calls.is_some_and(|t| !t.is_empty())
                         || delta.function_call.is_some_and(|f| !f.is_null())
@@ -283,6 +354,9 @@ impl StreamWatch {
 
     /// How the stream ended (call after the `end_of_stream` feed).
     pub fn end(&self) -> StreamEnd {
+        if self.cut {
+            return StreamEnd::NotRecoverable;
+        }
         if self.finish || (!self.error && self.done) {
             return StreamEnd::Complete;
         }
@@ -295,8 +369,13 @@ impl StreamWatch {
     }
 
     /// The held-back bytes (the error event and what followed), e.g. to send them after all.
+    /// When events were dropped over [`MAX_HELD`], they end with `data: [DONE]` all the same.
     pub fn take_held(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.held)
+        let mut held = std::mem::take(&mut self.held);
+        if std::mem::take(&mut self.held_overflow) && !held.ends_with(b"data: [DONE]\n\n") {
+            held.extend_from_slice(b"data: [DONE]\n\n");
+        }
+        held
     }
 }
 

@@ -95,6 +95,16 @@ impl AnthropicChat {
     pub(super) fn block_start(&mut self, e: &StreamEvent<'_>, out: &mut Vec<u8>) {
         let index = e.index.unwrap_or(0);
         let Some(b) = &e.content_block else { return };
+        if self.s.open.len() >= crate::providers::openai_chunks::MAX_STREAM_BLOCKS
+            && !self.s.open.iter().any(|(i, _)| *i == index)
+        {
+            let g = crate::providers::openai_chunks::too_many_blocks(
+                self.provider_name(),
+                "open content blocks",
+            );
+            self.s.w.fail(out, &g);
+            return;
+        }
         let w = &self.s.w;
         let open = match b.kind.as_str() {
             "tool_use" => {
@@ -182,6 +192,14 @@ impl AnthropicChat {
 }
 
 impl ChunkStream for AnthropicChat {
+    fn decode_error(&self) -> Option<GatewayError> {
+        let e = self.s.parser.error()?;
+        Some(crate::providers::openai_chunks::sse_too_large(
+            self.provider_name(),
+            e,
+        ))
+    }
+
     fn writer(&self) -> &ChunkWriter {
         &self.s.w
     }

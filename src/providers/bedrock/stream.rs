@@ -75,7 +75,9 @@ impl BedrockChat {
                     return;
                 };
                 self.start(out);
-                let index = self.tool_index(block);
+                let Some(index) = self.tool_index(block) else {
+                    return self.too_many_tools(out);
+                };
                 let id = str_at(tu, "/toolUseId").unwrap_or("");
                 let name = str_at(tu, "/name").unwrap_or("");
                 self.w.tool_start(out, 0, index, id, name);
@@ -90,7 +92,9 @@ impl BedrockChat {
                     self.w.reasoning(out, 0, t);
                 }
                 if let Some(args) = str_at(d, "/toolUse/input").filter(|a| !a.is_empty()) {
-                    let index = self.tool_index(block);
+                    let Some(index) = self.tool_index(block) else {
+                        return self.too_many_tools(out);
+                    };
                     self.w.tool_args(out, 0, index, args);
                 }
             }
@@ -118,15 +122,27 @@ impl BedrockChat {
         }
     }
 
-    pub(super) fn tool_index(&mut self, block: u64) -> u32 {
+    /// The OpenAI index of the tool call of content block `block`; `None` past
+    /// [`MAX_STREAM_BLOCKS`](crate::providers::openai_chunks::MAX_STREAM_BLOCKS) tool calls.
+    pub(super) fn tool_index(&mut self, block: u64) -> Option<u32> {
         let i = match self.tool_blocks.iter().position(|&b| b == block) {
             Some(i) => i,
+            None if self.tool_blocks.len()
+                >= crate::providers::openai_chunks::MAX_STREAM_BLOCKS =>
+            {
+                return None;
+            }
             None => {
                 self.tool_blocks.push(block);
                 self.tool_blocks.len() - 1
             }
         };
-        u32::try_from(i).unwrap_or(u32::MAX)
+        u32::try_from(i).ok()
+    }
+
+    fn too_many_tools(&mut self, out: &mut Vec<u8>) {
+        let g = crate::providers::openai_chunks::too_many_blocks(&self.provider, "tool calls");
+        self.w.fail(out, &g);
     }
 }
 

@@ -126,10 +126,20 @@ impl GeminiChat {
         self.s.w.fail(out, &g);
     }
 
-    /// The state of candidate `index`, created (with its role chunk) on first sight.
+    /// The state of candidate `index`, created (with its role chunk) on first sight. Past
+    /// [`MAX_STREAM_BLOCKS`](crate::providers::openai_chunks::MAX_STREAM_BLOCKS) candidates the
+    /// stream fails and the position is out of range (no state).
     pub(super) fn candidate(&mut self, index: u32, out: &mut Vec<u8>) -> usize {
         if let Some(pos) = self.s.cands.iter().position(|c| c.index == index) {
             return pos;
+        }
+        if self.s.cands.len() >= crate::providers::openai_chunks::MAX_STREAM_BLOCKS {
+            let g = crate::providers::openai_chunks::too_many_blocks(
+                self.provider_name(),
+                "candidates",
+            );
+            self.s.w.fail(out, &g);
+            return usize::MAX;
         }
         self.s.cands.push(CandState {
             index,
@@ -260,6 +270,14 @@ impl GeminiChat {
 }
 
 impl ChunkStream for GeminiChat {
+    fn decode_error(&self) -> Option<GatewayError> {
+        let e = self.s.parser.error()?;
+        Some(crate::providers::openai_chunks::sse_too_large(
+            self.provider_name(),
+            e,
+        ))
+    }
+
     fn writer(&self) -> &ChunkWriter {
         &self.s.w
     }

@@ -1,5 +1,11 @@
 use super::*;
 
+thread_local! {
+    /// Bytes of `pending` moved when the events it held are dropped (linear: at most the
+    /// unfinished rest, once per chunk).
+    pub(super) static MOVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 const HEAD: &str = concat!(
     "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"claude-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
     ": keep-alive\n\n",
@@ -250,4 +256,104 @@ fn tail_refuses_answers_it_cannot_append() {
         String::from_utf8(render_tail(&w, empty.as_bytes(), "fb", false, None).unwrap()).unwrap();
     assert_eq!(tail.matches("data: ").count(), 2);
     assert!(tail.ends_with("data: [DONE]\n\n"));
+}
+
+/// Many events in one chunk after the slow path started, timed (not a pass/fail test):
+/// `cargo test --release -p llmux --lib timing_ -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timing_recovery_many_events_in_one_chunk() {
+    let ev = ": k\n\n";
+    for n in [25_000usize, 100_000] {
+        let big = ev.repeat(n);
+        let mut w = StreamWatch::new();
+        w.feed(b"data: {}", false); // an unfinished event: the next chunk takes the slow path
+        let t = std::time::Instant::now();
+        let out = w.feed(format!("\n\n{big}").as_bytes(), false);
+        eprintln!(
+            "recovery: {n} events ({} bytes) in one chunk: {:?}",
+            big.len(),
+            t.elapsed()
+        );
+        assert_eq!(out.len(), big.len() + 10);
+    }
+}
+
+/// Many events in one chunk after the slow path started (an unfinished event before it): the
+/// bytes moved stay within one unfinished event per chunk, however many events the chunk has.
+#[test]
+fn many_events_in_one_chunk_are_read_in_linear_work() {
+    for n in [1_000usize, 4_000] {
+        let big = ": k\n\n".repeat(n);
+        let mut w = StreamWatch::new();
+        MOVED.with(|m| m.set(0));
+        assert!(w.feed(b"data: {}", false).is_empty());
+        let out = w.feed(format!("\n\n{big}data: {{").as_bytes(), false);
+        assert_eq!(out.len(), big.len() + 10);
+        assert!(MOVED.with(|m| m.get()) <= "data: {".len(), "{n}");
+    }
+}
+
+/// One endless event (no blank line ever): the watch holds at most MAX_PENDING_EVENT, then
+/// ends the stream with an error event and [DONE], once; later bytes are dropped.
+#[test]
+fn an_endless_event_is_cut_off_with_an_error_and_done() {
+    let mut w = StreamWatch::new();
+    let mut out = w.feed(HEAD.as_bytes(), false);
+    assert_eq!(out, HEAD.as_bytes());
+    out.extend(w.feed(b"data: {\"x\":\"", false));
+    let line = vec![b'a'; 64 * 1024];
+    let mut fed = 0;
+    while fed <= MAX_PENDING_EVENT {
+        out.extend(w.feed(&line, false));
+        fed += line.len();
+        assert!(w.pending.len() <= MAX_PENDING_EVENT);
+    }
+    let text = String::from_utf8(out.clone()).unwrap();
+    let tail = &text[HEAD.len()..];
+    assert!(tail.starts_with("data: {\"error\":"), "{tail}");
+    assert!(tail.contains("upstream_event_too_large"), "{tail}");
+    assert!(tail.ends_with("\n\ndata: [DONE]\n\n"), "{tail}");
+    assert_eq!(text.matches("[DONE]").count(), 1);
+    assert!(w.feed(b"\n\ndata: [DONE]\n\n", true).is_empty());
+    assert_eq!(w.end(), StreamEnd::NotRecoverable);
+    assert!(w.take_held().is_empty());
+}
+
+/// After an error event, at most MAX_HELD is held back; what is held still ends with [DONE].
+#[test]
+fn held_bytes_are_capped() {
+    let mut w = StreamWatch::new();
+    let mut out = w.feed(format!("{HEAD}{ERROR}").as_bytes(), false);
+    let ev = format!("data: {{\"x\":\"{}\"}}\n\n", "b".repeat(1000));
+    for _ in 0..(2 * MAX_HELD / ev.len()) {
+        out.extend(w.feed(ev.as_bytes(), false));
+        assert!(w.held.len() <= MAX_HELD);
+    }
+    out.extend(w.feed(b"", true));
+    assert_eq!(out, HEAD.as_bytes());
+    assert_eq!(w.end(), broken("Hello wör"));
+    let held = w.take_held();
+    assert!(held.starts_with(ERROR.as_bytes()));
+    assert!(held.ends_with(DONE.as_bytes()));
+    assert!(held.len() <= MAX_HELD + DONE.len());
+}
+
+/// A stream whose text outgrows MAX_PARTIAL_TEXT is not recoverable, and its text is let go.
+#[test]
+fn partial_text_is_capped() {
+    let piece = "w".repeat(64 * 1024);
+    let ev = format!(
+        "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{piece}\"}},\"finish_reason\":null}}]}}\n\n"
+    );
+    let mut w = StreamWatch::new();
+    for _ in 0..(MAX_PARTIAL_TEXT / piece.len()) {
+        w.feed(ev.as_bytes(), false);
+    }
+    assert_eq!(w.partial_text().len(), MAX_PARTIAL_TEXT);
+    w.feed(ev.as_bytes(), false);
+    assert!(w.partial_text().is_empty());
+    let out = w.feed(ERROR.as_bytes(), true);
+    assert_eq!(out, ERROR.as_bytes(), "not held: nothing to recover");
+    assert_eq!(w.end(), StreamEnd::NotRecoverable);
 }
