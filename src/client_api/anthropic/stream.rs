@@ -122,7 +122,12 @@ impl StreamToMessages {
         if end_of_stream {
             sse.finish(&mut |e| self.event(e, out));
         }
+        let cap = sse.error();
         self.sse = sse;
+        if let (Some(e), false) = (cap, self.w.is_done()) {
+            // The provider's event passed the parser's cap: the stream ends here, saying why.
+            self.fail(&e.to_string(), out);
+        }
         if end_of_stream && !self.w.is_done() {
             if self.finish.is_some() {
                 self.close(out);
