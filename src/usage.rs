@@ -19,4 +19,17 @@ impl Usage {
     pub fn total_tokens(&self) -> u64 {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
+
+    /// Two answers' usage together (a broken stream and its continuation).
+    pub fn plus(self, o: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.saturating_add(o.prompt_tokens),
+            completion_tokens: self.completion_tokens.saturating_add(o.completion_tokens),
+            cached_tokens: self.cached_tokens.saturating_add(o.cached_tokens),
+            cache_creation_tokens: self
+                .cache_creation_tokens
+                .saturating_add(o.cache_creation_tokens),
+            reasoning_tokens: self.reasoning_tokens.saturating_add(o.reasoning_tokens),
+        }
+    }
 }

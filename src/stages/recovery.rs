@@ -19,6 +19,8 @@ pub struct Recovery {
     original: Vec<u8>,
     request: RecoveryRequest,
     call: Option<Call>,
+    /// The continuation's own usage, once it answered: charged with the broken attempt's.
+    pub continuation_usage: Option<crate::usage::Usage>,
 }
 
 /// The continuation in flight.
@@ -53,6 +55,7 @@ impl Recovery {
             original: body.to_vec(),
             request,
             call: None,
+            continuation_usage: None,
         })
     }
 
@@ -248,6 +251,7 @@ impl Recovery {
         let appended = match tail {
             Ok(tail) => {
                 count(h, vm, call.entry, Outcome::Recovered);
+                self.continuation_usage = call.exchange.usage();
                 tail
             }
             Err(why) => {

@@ -187,7 +187,12 @@ impl Request {
             }
             return;
         };
-        let usage = ex.usage();
+        // A recovered stream: the continuation's usage is the same request's.
+        let continued = self.recovery.as_ref().and_then(|r| r.continuation_usage);
+        let usage = match (ex.usage(), continued) {
+            (Some(a), Some(b)) => Some(a.plus(b)),
+            (a, b) => a.or(b),
+        };
         let route = match (ex.route, in_attempt) {
             (Route::Deployment { .. }, _) | (_, None) => ex.route,
             (_, Some(r)) => r,

@@ -915,6 +915,14 @@ fn a_broken_stream_is_continued_on_the_fallback_and_every_counter_ends_at_zero()
         .map(|(_, v)| *v)
         .sum();
     assert_eq!(recovered, 1, "{m:?}");
+    // The continuation's usage (4 + 2 tokens) is this request's: counted, as it is charged.
+    let tokens: u64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("llmux.gen_ai.client.token.usage"))
+        .filter(|(k, _)| k.ends_with(".input") || k.ends_with(".output"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(tokens, 6, "{m:?}");
     assert_eq!(parallel_slots(&world, "one"), 0);
     assert!(w.root.vm.as_ref().unwrap().registry.is_empty());
     for k in world
