@@ -764,7 +764,8 @@ impl Endpoint {
         }
     }
 
-    fn of(path: &str) -> Option<Self> {
+    /// The endpoint a request path (without its query) names.
+    pub fn of(path: &str) -> Option<Self> {
         let p = path.strip_prefix("/v1").unwrap_or(path);
         match p.trim_end_matches('/') {
             "/chat/completions" => Some(Self::ChatCompletions),

@@ -235,6 +235,54 @@ impl UsageRecord {
     }
 }
 
+impl UsageRecord {
+    /// A `/v1/files` or `/v1/batches` request (`endpoint`): no model and no tokens, recorded with
+    /// the provider it went to, the status, the timings and the caller.
+    pub fn unrouted(
+        config: &Config,
+        endpoint: &str,
+        provider: usize,
+        status: u16,
+        timings: &crate::observe::time::Timings,
+        key: Option<usize>,
+        request_id: Option<&str>,
+    ) -> UsageRecord {
+        let key = key.and_then(|k| config.auth.as_ref()?.keys.get(k));
+        UsageRecord {
+            request_id: request_id.unwrap_or("-").to_string(),
+            start_time: rfc3339_millis(timings.start_ns),
+            end_time: rfc3339_millis(timings.end_ns),
+            start_ns: timings.start_ns,
+            end_ns: timings.end_ns,
+            first_byte_ns: timings.first_byte_ns,
+            model: format!("/v1/{endpoint}"),
+            provider: config
+                .providers
+                .get(provider)
+                .map_or_else(String::new, |p| p.name.clone()),
+            deployment: String::new(),
+            upstream_model: String::new(),
+            stream: false,
+            status,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            cache_creation_tokens: 0,
+            reasoning_tokens: 0,
+            total_tokens: 0,
+            cost_usd: None,
+            duration_ms: timings.duration_ms(),
+            ttft_ms: None,
+            attempts: 1,
+            key_alias: key.map(|k| k.alias.clone()),
+            team: key.and_then(|k| k.team.clone()),
+            cache: None,
+            request_body: None,
+            response_body: None,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

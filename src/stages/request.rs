@@ -67,6 +67,9 @@ pub struct Request {
     recovery: Option<Recovery>,
     /// The request body's size (the prompt estimate when the provider's usage never comes).
     request_bytes: usize,
+    /// A `/v1/files` or `/v1/batches` request: its endpoint, provider and answer's status (it
+    /// has no exchange; its usage record is made from these).
+    unrouted: Option<(&'static str, usize, u16)>,
     /// Streamed events the client got, counted while a tpm or budget limit applies (the
     /// completion estimate when the provider's usage never comes).
     events_streamed: u64,
@@ -103,6 +106,7 @@ impl Request {
             limits,
             recovery: None,
             request_bytes: 0,
+            unrouted: None,
             events_streamed: 0,
         }
     }
@@ -173,6 +177,25 @@ impl Request {
         }
         let (attempts, in_attempt) = self.take_final_exchange(&vm);
         self.direct_outcome(h, &vm);
+        if let (None, None, Some((endpoint, provider, status))) =
+            (&self.exchange, self.replied, self.unrouted)
+        {
+            if let Some(b) = &vm.exporter {
+                let record = UsageRecord::unrouted(
+                    vm.config(),
+                    endpoint,
+                    provider,
+                    status,
+                    &self.timings,
+                    self.key,
+                    self.request_id.as_deref(),
+                );
+                if b.borrow_mut().push(record, self.timings.end_ns) == Pushed::Dropped {
+                    vm.apply(h, Update::Add(MetricKey::ExportRecordsDropped, 1));
+                }
+            }
+            return;
+        }
         let Some(ex) = &self.exchange else {
             if let (true, Some(status)) = (self.chat, self.replied) {
                 request_updates(
@@ -676,6 +699,12 @@ impl Request {
                 let provider = provider_hint
                     .or(config.files_provider.as_deref())
                     .and_then(|n| config.providers.iter().position(|p| p.name == n));
+                if let (Some(crate::gateway::Endpoint::Unrouted(e)), Some(p)) = (
+                    crate::gateway::Endpoint::of(path.split('?').next().unwrap_or(path)),
+                    provider,
+                ) {
+                    self.unrouted = Some((e, p, 0));
+                }
                 // Files and batches: the key's and team's request limits apply (no tokens).
                 self.key = key;
                 let who = Subject {
@@ -742,6 +771,9 @@ impl Request {
             return Action::Continue;
         }
         let Some(ex) = self.exchange.as_mut() else {
+            if let Some((_, _, status)) = &mut self.unrouted {
+                *status = status_of(h, HeaderMap::Response).unwrap_or(502);
+            }
             return Action::Continue;
         };
         let status = status_of(h, HeaderMap::Response).unwrap_or(502);

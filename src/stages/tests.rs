@@ -987,3 +987,37 @@ fn vertex_token_is_fetched_once_from_the_root_and_waiting_requests_resume_with_i
         r.on_log(&w.host);
     }
 }
+
+#[test]
+fn files_and_batches_requests_are_recorded() {
+    let world = World::new();
+    let mut w = worker(
+        &world,
+        &keyed_config(serde_json::json!({
+            "files_provider": "oai",
+            "export": {"format": "webhook", "cluster": "collector", "batch_size": 1}
+        })),
+    );
+    let two = ("authorization", "Bearer sk-two");
+    let (mut r, _) = w.send_to(170, "GET", "/v1/batches/batch_1?limit=2", &[two], "");
+    w.host.with_stream(170, |s| {
+        s.response_headers = vec![(":status".into(), "200".into())]
+    });
+    r.on_response_headers(&w.host, true);
+    r.on_log(&w.host);
+    // The root's tick sends the record to the collector.
+    w.host.enter(1);
+    w.root.on_tick(&w.host);
+    let calls = w.host.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].cluster, "collector");
+    let body = String::from_utf8_lossy(&calls[0].body);
+    for want in [
+        r#""model":"/v1/batches""#,
+        r#""provider":"oai""#,
+        r#""status":200"#,
+        r#""key_alias":"two""#,
+    ] {
+        assert!(body.contains(want), "{want} in {body}");
+    }
+}
