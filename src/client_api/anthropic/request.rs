@@ -149,8 +149,8 @@ impl Turn {
     }
 
     /// The OpenAI message of the turn: an assistant's text joined and its tool calls; a user's
-    /// text joined by newlines when it is all text, else its parts; `None` for a user turn
-    /// that was only tool results.
+    /// single text as a string, else its parts; `None` for a user turn that was only tool
+    /// results.
     fn into_message(self, role: &str) -> Option<Value> {
         let texts = self
             .parts
@@ -172,11 +172,15 @@ impl Turn {
         if self.parts.is_empty() {
             return None;
         }
-        let only_text = self.parts.iter().all(|p| p["type"] == "text");
-        let content = if only_text {
-            Value::String(texts.collect::<Vec<_>>().join("\n"))
-        } else {
-            Value::Array(self.parts)
+        // One text block is a string; several stay separate text parts: joining them (with a
+        // newline, say) would change the prompt the model sees.
+        let single = match self.parts.as_slice() {
+            [p] => p.get("text").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        };
+        let content = match single {
+            Some(t) => Value::String(t),
+            None => Value::Array(self.parts),
         };
         Some(json!({"role": "user", "content": content}))
     }

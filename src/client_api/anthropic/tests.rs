@@ -233,3 +233,19 @@ fn garbage_never_panics() {
         let _ = run(&[&bytes[..n / 2], &bytes[n / 2..]]);
     }
 }
+
+#[test]
+fn consecutive_text_blocks_stay_separate_parts() {
+    let out = convert(json!({"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "world"}]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "text", "text": "one block"}]}
+    ]}));
+    // Several blocks: the same text, as parts (joined with a newline the prompt would change).
+    assert_eq!(
+        out["messages"][0]["content"],
+        json!([{"type": "text", "text": "Hello "}, {"type": "text", "text": "world"}])
+    );
+    // One block: a plain string.
+    assert_eq!(out["messages"][2]["content"], json!("one block"));
+}
