@@ -13,8 +13,9 @@
 //!
 //! Inputs are a string or an array of strings; token arrays (OpenAI-only) are answered 400.
 //! `encoding_format: "base64"` is produced here: each vector as little-endian f32 bytes in
-//! standard base64, as OpenAI sends it. Float vectors are written as f32 (what the providers
-//! compute), so a value prints in its shortest f32 form.
+//! standard base64, as OpenAI sends it. Float vectors reach the client with the values the
+//! provider sent (read as f64, which holds every value a provider writes, and printed in their
+//! shortest form: `-0.1103515625` stays that, not the f32 `-0.11035156`).
 
 use crate::codec::base64::standard as base64;
 use serde::{Deserialize, Serialize};
@@ -113,7 +114,7 @@ fn bad_gateway(provider: &str, what: impl std::fmt::Display) -> GatewayError {
 
 /// The OpenAI embeddings response for these vectors.
 pub fn openai_response(
-    vectors: &[Vec<f32>],
+    vectors: &[Vec<f64>],
     model: &str,
     prompt_tokens: u64,
     as_base64: bool,
@@ -121,7 +122,7 @@ pub fn openai_response(
     #[derive(Serialize)]
     #[serde(untagged)]
     enum Embedding<'a> {
-        Float(&'a [f32]),
+        Float(&'a [f64]),
         Base64(String),
     }
     #[derive(Serialize)]
@@ -149,7 +150,7 @@ pub fn openai_response(
             object: "embedding",
             index,
             embedding: if as_base64 {
-                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                let bytes: Vec<u8> = v.iter().flat_map(|f| (*f as f32).to_le_bytes()).collect();
                 Embedding::Base64(base64(&bytes))
             } else {
                 Embedding::Float(v)
@@ -340,10 +341,10 @@ impl ChatTranslator for NativeEmbeddings {
         };
         // One generic parse for the three shapes (typed parsers per shape cost the .wasm ~10 KB).
         let v: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
-        let floats = |x: &serde_json::Value| -> Option<Vec<f32>> {
+        let floats = |x: &serde_json::Value| -> Option<Vec<f64>> {
             x.as_array()?
                 .iter()
-                .map(|n| n.as_f64().map(|f| f as f32))
+                .map(serde_json::Value::as_f64)
                 .collect()
         };
         let count = |x: &serde_json::Value| x.as_f64().map_or(0, float_count);
@@ -498,6 +499,22 @@ mod tests {
         // estimate: ⌈1/4⌉ + ⌈5/4⌉ = 1 + 2
         assert_eq!(v["usage"], json!({"prompt_tokens": 3, "total_tokens": 3}));
         assert_eq!(t.usage().unwrap().prompt_tokens, 3);
+    }
+
+    #[test]
+    fn values_reach_the_client_as_the_provider_sent_them() {
+        let (mut t, _) =
+            translate(Target::Gemini, "gemini", r#"{"model":"m","input":"x"}"#).unwrap();
+        let out = t
+            .response(br#"{"embeddings":[{"values":[-0.1103515625,0.1,0.333333333333]}]}"#)
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        // Not rounded to f32 (-0.11035156, 0.100000001, 0.33333334).
+        assert!(
+            text.contains("[-0.1103515625,0.1,0.333333333333]"),
+            "{text}"
+        );
     }
 
     #[test]
