@@ -73,7 +73,7 @@ FUZZ_TARGETS ?= sse:codec::sse_ multipart:codec::multipart_ eventstream:codec::e
                 config:config_props:: envelope:envelope:: gateway:gateway::
 FUZZ_ENV     := CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 
-fuzz: ## Property tests in release, FUZZ_CASES (1,000,000) cases per property (all six ~1 h on 2 shared cores: 74 s measured at 20,000 x50; FUZZ_TARGETS=sse:codec::sse_ for one)
+fuzz: ## Property tests in release, FUZZ_CASES (1,000,000) cases per property (all six ~20 min on 2 cores, measured; FUZZ_TARGETS=sse:codec::sse_ for one)
 	@mkdir -p build
 	@$(FUZZ_ENV) cargo test --release -p llmux --test properties --no-run
 	@fail=0; for t in $(FUZZ_TARGETS); do \
