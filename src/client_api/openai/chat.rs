@@ -175,6 +175,37 @@ pub struct ChatRequest<'a> {
     pub audio: Option<&'a RawValue>,
 }
 
+impl ChatRequest<'_> {
+    /// Refuses what no translated provider can do: logprobs, the legacy `functions` and
+    /// `function_call`, audio output. `unsupported(param, what)` makes the provider's error.
+    pub fn refuse_untranslatable(
+        &self,
+        unsupported: fn(&str, &str) -> GatewayError,
+    ) -> Result<(), GatewayError> {
+        if self.logprobs {
+            return Err(unsupported("logprobs", "`logprobs`"));
+        }
+        if self.functions.is_some() {
+            return Err(unsupported("functions", "legacy `functions` (use `tools`)"));
+        }
+        if self.function_call.is_some() {
+            return Err(unsupported(
+                "function_call",
+                "legacy `function_call` (use `tool_choice`)",
+            ));
+        }
+        if self.audio.is_some() || self.modalities.iter().any(|m| m.as_str() == "audio") {
+            let p = if self.audio.is_some() {
+                "audio"
+            } else {
+                "modalities"
+            };
+            return Err(unsupported(p, "audio output"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -620,27 +620,7 @@ fn refuse_unsupported(req: &ChatRequest<'_>) -> Result<(), GatewayError> {
             "anthropic returns one choice; `n` must be 1",
         ));
     }
-    if req.logprobs {
-        return Err(unsupported("logprobs", "`logprobs`"));
-    }
-    if req.functions.is_some() {
-        return Err(unsupported("functions", "legacy `functions` (use `tools`)"));
-    }
-    if req.function_call.is_some() {
-        return Err(unsupported(
-            "function_call",
-            "legacy `function_call` (use `tool_choice`)",
-        ));
-    }
-    if req.audio.is_some() || req.modalities.iter().any(|m| m.as_str() == "audio") {
-        let p = if req.audio.is_some() {
-            "audio"
-        } else {
-            "modalities"
-        };
-        return Err(unsupported(p, "audio output"));
-    }
-    Ok(())
+    req.refuse_untranslatable(unsupported)
 }
 
 /// `tools[].function` → Anthropic tools (a missing or null schema becomes an empty object one).

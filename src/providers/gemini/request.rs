@@ -572,27 +572,7 @@ fn refuse_unsupported(req: &ChatRequest<'_>) -> Result<(), GatewayError> {
     if req.n == Some(0) {
         return Err(GatewayError::invalid_param("n", "`n` must be at least 1"));
     }
-    if req.logprobs {
-        return Err(unsupported("logprobs", "`logprobs`"));
-    }
-    if req.functions.is_some() {
-        return Err(unsupported("functions", "legacy `functions` (use `tools`)"));
-    }
-    if req.function_call.is_some() {
-        return Err(unsupported(
-            "function_call",
-            "legacy `function_call` (use `tool_choice`)",
-        ));
-    }
-    if req.audio.is_some() || req.modalities.iter().any(|m| m.as_str() == "audio") {
-        let p = if req.audio.is_some() {
-            "audio"
-        } else {
-            "modalities"
-        };
-        return Err(unsupported(p, "audio output"));
-    }
-    Ok(())
+    req.refuse_untranslatable(unsupported)
 }
 
 /// `tools[].function` → Gemini function declarations (`parameters` as `parametersJsonSchema`).
