@@ -77,13 +77,23 @@ pub enum HeadersDecision {
     ReadBody(Endpoint, Option<usize>),
     /// Not ours: let Envoy route it untouched.
     PassThrough,
-    /// Forward with these header changes; the body streams through untouched (`/v1/files`,
-    /// `/v1/batches`: no model to route by). With the caller's key, for its limits.
-    Forward(Vec<(String, String)>, Vec<&'static str>, Option<usize>),
+    /// `/v1/files`, `/v1/batches`: no model to route by; the body streams through untouched.
+    Forward(Unrouted),
 }
 
-/// Request headers to set and to remove.
-pub type HeaderChanges = (Vec<(String, String)>, Vec<&'static str>);
+/// A files or batches request, forwarded to one provider by name.
+#[derive(Debug, PartialEq)]
+pub struct Unrouted {
+    /// Request headers to set and to remove.
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<&'static str>,
+    /// The caller's key (index), for its limits and record.
+    pub key: Option<usize>,
+    /// `files` or `batches`.
+    pub endpoint: &'static str,
+    /// Index in `config.providers`.
+    pub provider: usize,
+}
 
 /// Request header naming the provider of a request without a model (`/v1/files`,
 /// `/v1/batches`); the config's `files_provider` otherwise.
@@ -233,10 +243,12 @@ impl Gateway {
             {
                 HeadersDecision::PassThrough
             }
-            Some(Endpoint::Unrouted(_)) => match self.unrouted(path, provider_hint, key) {
-                Ok((set, remove)) => HeadersDecision::Forward(set, remove, key),
-                Err(e) => respond(e),
-            },
+            Some(Endpoint::Unrouted(endpoint)) => {
+                match self.unrouted(path, endpoint, provider_hint, key) {
+                    Ok(u) => HeadersDecision::Forward(u),
+                    Err(e) => respond(e),
+                }
+            }
             Some(Endpoint::Models) => {
                 if method != "GET" {
                     return respond(method_not_allowed(method, route, "GET"));
@@ -294,9 +306,10 @@ impl Gateway {
     fn unrouted(
         &self,
         path: &str,
+        endpoint: &'static str,
         hint: Option<&str>,
         key: Option<usize>,
-    ) -> Result<HeaderChanges, GatewayError> {
+    ) -> Result<Unrouted, GatewayError> {
         check_unrouted_path(path)?;
         let name = hint
             .or(self.config.files_provider.as_deref())
@@ -306,15 +319,16 @@ impl Gateway {
                 )
                 .with_code("missing_provider")
             })?;
-        let provider = self
+        let index = self
             .config
             .providers
             .iter()
-            .find(|p| p.name == name)
+            .position(|p| p.name == name)
             .ok_or_else(|| {
                 GatewayError::bad_request(format!("no provider named `{name}` on this gateway"))
                     .with_code("unknown_provider")
             })?;
+        let provider = &self.config.providers[index];
         if provider.kind != ProviderKind::OpenAi || provider.type_name == "azure" {
             return Err(GatewayError::bad_request(format!(
                 "provider `{name}` ({}) has no OpenAI files/batches API",
@@ -341,7 +355,13 @@ impl Gateway {
                 }
             }
         }
-        Ok((set, remove))
+        Ok(Unrouted {
+            set,
+            remove,
+            key,
+            endpoint,
+            provider: index,
+        })
     }
 
     /// A key restricted to some models may reach a provider's files and batches only if one
@@ -764,8 +784,7 @@ impl Endpoint {
         }
     }
 
-    /// The endpoint a request path (without its query) names.
-    pub fn of(path: &str) -> Option<Self> {
+    fn of(path: &str) -> Option<Self> {
         let p = path.strip_prefix("/v1").unwrap_or(path);
         match p.trim_end_matches('/') {
             "/chat/completions" => Some(Self::ChatCompletions),

@@ -695,35 +695,27 @@ impl Request {
         match vm.gateway.on_request_headers(&req) {
             HeadersDecision::Respond(r) => self.reply(h, &r),
             HeadersDecision::PassThrough => Action::Continue,
-            HeadersDecision::Forward(set, remove, key) => {
-                let provider = provider_hint
-                    .or(config.files_provider.as_deref())
-                    .and_then(|n| config.providers.iter().position(|p| p.name == n));
-                if let (Some(crate::gateway::Endpoint::Unrouted(e)), Some(p)) = (
-                    crate::gateway::Endpoint::of(path.split('?').next().unwrap_or(path)),
-                    provider,
-                ) {
-                    self.unrouted = Some((e, p, 0));
-                }
+            HeadersDecision::Forward(u) => {
+                self.unrouted = Some((u.endpoint, u.provider, 0));
                 // Files and batches: the key's and team's request limits apply (no tokens).
-                self.key = key;
+                self.key = u.key;
                 let who = Subject {
-                    key,
+                    key: u.key,
                     headers: &self.caller,
                     model: "",
                 };
                 let now_unix = self.timings.start_ns / 1_000_000_000;
                 let admission = self
                     .limits
-                    .admit(h, config, &who, now_unix, &|u| vm.apply(h, u));
+                    .admit(h, config, &who, now_unix, &|m| vm.apply(h, m));
                 if let Admission::Reject(e, headers) = admission {
                     return self.reject_limited(h, &vm, &e, headers);
                 }
-                self.strip_client_headers(h, config, provider.into_iter());
-                for (k, v) in &set {
+                self.strip_client_headers(h, config, std::iter::once(u.provider));
+                for (k, v) in &u.set {
                     let _ = h.set_header(HeaderMap::Request, k, v);
                 }
-                for k in &remove {
+                for k in &u.remove {
                     let _ = h.remove_header(HeaderMap::Request, k);
                 }
                 match admission {
