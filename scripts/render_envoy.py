@@ -62,7 +62,8 @@ DEFAULT_FALLBACK_ROUTE = """              - match: { prefix: "/" }
 
 def render(listen_port=10000, admin_port=9901, mock_port=8081, wasm_path=DEFAULT_WASM,
            llmux_config=None, env=None, host_env_keys=None, fallback_route=DEFAULT_FALLBACK_ROUTE,
-           extra_clusters="", access_log_path="/dev/stdout", extra_http_filters=""):
+           extra_clusters="", access_log_path="/dev/stdout", extra_http_filters="",
+           allow_on_headers_stop_iteration=True):
     env = os.environ if env is None else env
     if llmux_config is None:
         llmux_config = quickstart_config(env)
@@ -86,6 +87,12 @@ def render(listen_port=10000, admin_port=9901, mock_port=8081, wasm_path=DEFAULT
         "ACCESS_LOG_PATH": access_log_path,
     }.items():
         text = text.replace("{{" + key + "}}", value)
+    if not allow_on_headers_stop_iteration:
+        # Envoy's default (what Istio's WasmPlugin and Envoy Gateway render): LLMux notices that
+        # bodies are withheld and says so (docs/deploy.md).
+        text = "\n".join(line for line in text.split("\n")
+                         if "allow_on_headers_stop_iteration" not in line
+                         and "LLMux pauses the headers until it has read the body" not in line)
     return text
 
 

@@ -730,6 +730,12 @@ impl Request {
                     self.handle_body(h, &vm, endpoint, &[], 0)
                 } else {
                     self.endpoint = Some(endpoint);
+                    vm.body_watch.on_pause(
+                        self.context_id,
+                        self.timings.start_ns,
+                        content_length,
+                        endpoint.client_api(),
+                    );
                     Action::Pause
                 }
             }
@@ -748,6 +754,7 @@ impl Request {
         let (Some(vm), Some(endpoint)) = (self.vm.clone(), self.endpoint) else {
             return Action::Continue;
         };
+        vm.body_watch.on_body();
         if !end_of_stream {
             if let Some(r) = vm.gateway.body_too_large(endpoint, body_size) {
                 return self.reply(h, &r);
@@ -872,6 +879,7 @@ impl Request {
         }
         self.limits.release(h);
         if let Some(vm) = &self.vm {
+            vm.body_watch.on_end(self.context_id);
             vm.report_memory(h);
         }
         if !log::log_enabled!(log::Level::Debug) {

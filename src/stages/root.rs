@@ -24,6 +24,8 @@ pub struct Root {
     registry: Rc<Registry>,
     /// Export calls in flight: token → records in the batch.
     in_flight: HashMap<u32, u64>,
+    /// The body watch ended and its tick was given back.
+    watch_over: bool,
 }
 
 impl Root {
@@ -35,6 +37,7 @@ impl Root {
             upstream: false,
             registry,
             in_flight: HashMap::new(),
+            watch_over: false,
         }
     }
 
@@ -87,11 +90,9 @@ impl Root {
 
     /// The VM state for a parsed configuration.
     pub fn build(&self, h: &dyn Host, config: Config) -> Vm {
-        if let Some(e) = &config.export {
-            // Ticks drive the export; a full batch waits at most one tick.
-            let _ = h.set_tick_period_ms(e.flush_interval_ms.min(200));
-        }
         let vm = Vm::new(config, h.now_nanos(), self.registry.clone(), self.id);
+        // Ticks drive the export (a full batch waits at most one tick) and the body watch.
+        let _ = h.set_tick_period_ms(vm.base_tick_ms());
         if vm.exporter.is_some() {
             // Exporter series exist from the start (at 0), so rates and alerts work.
             for k in [
@@ -119,6 +120,12 @@ impl Root {
     pub fn on_tick(&mut self, h: &dyn Host) {
         self.flush_due(h);
         if let Some(vm) = &self.vm {
+            vm.body_watch.on_tick(h, h.now_nanos());
+            if !vm.body_watch.watching() && !self.watch_over {
+                // Bodies arrive: the watch's tick is no longer needed.
+                self.watch_over = true;
+                let _ = h.set_tick_period_ms(vm.base_tick_ms());
+            }
             super::token::on_tick(h, &vm.tokens(), self.id);
         }
     }

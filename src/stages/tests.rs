@@ -1021,3 +1021,153 @@ fn files_and_batches_requests_are_recorded() {
         assert!(body.contains(want), "{want} in {body}");
     }
 }
+
+/// Headers of a request on stream `id` whose body Envoy never hands over (the filter flag is
+/// missing): only the headers callback runs.
+fn pause_for_body(w: &Worker, id: u32, path: &str, headers: &[(&str, &str)]) -> Request {
+    let h = &w.host;
+    h.enter(id);
+    h.with_stream(id, |s| {
+        s.request_headers = [(":method", "POST"), (":path", path)]
+            .iter()
+            .chain(headers)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    });
+    let mut r = w.root.new_request(id);
+    assert_eq!(r.on_request_headers(h, false), Action::Pause);
+    r
+}
+
+/// What Envoy's `request.total_size` reads for stream `id` once `body` bytes arrived.
+fn body_arrived(w: &Worker, id: u32, body: usize) {
+    w.host.with_stream(id, |s| {
+        let headers: usize = s
+            .request_headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        let total = (headers + body) as i64;
+        s.properties
+            .insert("request.total_size".into(), total.to_le_bytes().to_vec());
+    });
+}
+
+fn tick(w: &mut Worker) {
+    w.host.enter(1);
+    w.root.on_tick(&w.host);
+}
+
+#[test]
+fn a_withheld_body_is_answered_in_the_client_api_shape_not_left_hanging() {
+    let world = World::new();
+    let mut w = worker(&world, &keyed_config(serde_json::json!({})));
+    assert_eq!(
+        w.host.tick_ms.get(),
+        super::body_watch::TICK_MS,
+        "the watch ticks"
+    );
+    let body = chat_body("gpt", false);
+    let len = body.len().to_string();
+    let _chat = pause_for_body(
+        &w,
+        7,
+        "/v1/chat/completions",
+        &[ONE, ("content-length", &len)],
+    );
+    let _msgs = pause_for_body(&w, 8, "/v1/messages", &[ONE, ("content-length", &len)]);
+    // Both bodies arrive at Envoy; LLMux's body callback never runs.
+    body_arrived(&w, 7, body.len());
+    body_arrived(&w, 8, body.len());
+    tick(&mut w);
+    assert_eq!(
+        w.status(7),
+        None,
+        "within the grace period nothing is answered"
+    );
+    world.advance_ms(1100);
+    tick(&mut w);
+    let chat = w.host.stream(7).local_response.expect("answered");
+    assert_eq!(chat.status, 500);
+    let v: serde_json::Value = serde_json::from_slice(&chat.body).unwrap();
+    assert_eq!(v["error"]["code"], "request_body_withheld", "{v}");
+    let msgs = w.host.stream(8).local_response.expect("answered");
+    let v: serde_json::Value = serde_json::from_slice(&msgs.body).unwrap();
+    assert_eq!(v["type"], "error", "Anthropic's error shape: {v}");
+    assert_eq!(w.root.vm.as_ref().unwrap().body_watch.waiting(), 0);
+}
+
+#[test]
+fn a_slow_client_is_not_mistaken_for_a_withheld_body() {
+    let world = World::new();
+    let mut w = worker(&world, &keyed_config(serde_json::json!({})));
+    let body = chat_body("gpt", false);
+    let len = body.len().to_string();
+    let _r = pause_for_body(
+        &w,
+        7,
+        "/v1/chat/completions",
+        &[ONE, ("content-length", &len)],
+    );
+    // Headers only, then part of the body: still the client's to send.
+    body_arrived(&w, 7, 0);
+    world.advance_ms(5000);
+    tick(&mut w);
+    assert_eq!(w.status(7), None);
+    body_arrived(&w, 7, body.len() - 1);
+    tick(&mut w);
+    assert_eq!(w.status(7), None);
+    body_arrived(&w, 7, body.len());
+    tick(&mut w);
+    assert_eq!(w.status(7), Some(500));
+}
+
+#[test]
+fn the_first_delivered_body_ends_the_watch_and_its_tick() {
+    let world = World::new();
+    let mut w = worker(&world, &keyed_config(serde_json::json!({})));
+    let mut waiting = pause_for_body(&w, 6, "/v1/chat/completions", &[ONE]);
+    // Another request's body reaches LLMux: Envoy delivers bodies (the flag is on).
+    let (_r, a) = w.send(
+        7,
+        &[("authorization", "Bearer sk-two")],
+        &chat_body("gpt", false),
+    );
+    assert_eq!(a, Action::Continue);
+    let vm = w.root.vm.clone().unwrap();
+    assert!(!vm.body_watch.watching());
+    assert_eq!(vm.body_watch.waiting(), 0);
+    tick(&mut w);
+    assert_eq!(w.host.tick_ms.get(), 0, "no exporter, no watch: no tick");
+    // A request still waiting for its body is left alone, however long it waits.
+    body_arrived(&w, 6, 10);
+    world.advance_ms(10_000);
+    tick(&mut w);
+    assert_eq!(w.status(6), None);
+    // Later pauses are not noted.
+    let _later = pause_for_body(&w, 9, "/v1/chat/completions", &[ONE]);
+    assert_eq!(vm.body_watch.waiting(), 0);
+    w.host.enter(6);
+    waiting.on_log(&w.host);
+}
+
+#[test]
+fn an_ended_or_vanished_stream_leaves_the_watch() {
+    let world = World::new();
+    let mut w = worker(&world, &keyed_config(serde_json::json!({})));
+    let vm = w.root.vm.clone().unwrap();
+    let mut r = pause_for_body(&w, 7, "/v1/chat/completions", &[ONE]);
+    let _gone = pause_for_body(&w, 8, "/v1/chat/completions", &[ONE]);
+    assert_eq!(vm.body_watch.waiting(), 2);
+    w.host.enter(7);
+    r.on_log(&w.host);
+    assert_eq!(vm.body_watch.waiting(), 1);
+    w.host.drop_stream(8);
+    world.advance_ms(2000);
+    tick(&mut w);
+    assert_eq!(vm.body_watch.waiting(), 0);
+    assert!(
+        vm.body_watch.watching(),
+        "still watching: no body has been delivered"
+    );
+}

@@ -43,6 +43,8 @@ pub struct State {
 pub struct Tokens<'a> {
     pub config: &'a Config,
     pub state: &'a RefCell<State>,
+    /// The tick period when no fetch is under way (the VM's [`super::vm::Vm::base_tick_ms`]).
+    pub base_tick_ms: u32,
 }
 
 impl State {
@@ -95,17 +97,12 @@ fn read(h: &dyn Host, key: &str) -> Option<(Slot, u32)> {
 }
 
 fn set_fast(h: &dyn Host, tk: &Tokens<'_>, on: bool) {
-    let config = tk.config;
     {
         let mut s = tk.state.borrow_mut();
         if s.fast != on {
             s.fast = on;
-            // The exporter's period (see filter.rs on_configure) when we are done.
-            let base = config
-                .export
-                .as_ref()
-                .map_or(0, |e| e.flush_interval_ms.min(200));
-            let _ = h.set_tick_period_ms(if on { 1 } else { base });
+            // The VM's own period (export, body watch) when we are done.
+            let _ = h.set_tick_period_ms(if on { 1 } else { tk.base_tick_ms });
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Vm {
     pub(crate) tokens: RefCell<super::token::State>,
     /// The downstream root context's id (callouts that must outlive a request go from it).
     pub(crate) root_id: u32,
+    /// Requests paused for a body Envoy may be withholding (until the first body arrives).
+    pub(crate) body_watch: super::body_watch::BodyWatch,
 }
 
 impl Vm {
@@ -53,6 +55,7 @@ impl Vm {
             registry,
             tokens: RefCell::new(super::token::State::default()),
             root_id,
+            body_watch: super::body_watch::BodyWatch::default(),
         }
     }
 
@@ -94,6 +97,26 @@ impl Vm {
         super::token::Tokens {
             config: &self.gateway.config,
             state: &self.tokens,
+            base_tick_ms: self.base_tick_ms(),
+        }
+    }
+
+    /// The root's tick period when no token fetch is under way: the exporter's flush (at most
+    /// 200 ms) and, while it is on, the body watch's; 0 (no tick) when neither needs one.
+    pub(crate) fn base_tick_ms(&self) -> u32 {
+        let export = self
+            .gateway
+            .config
+            .export
+            .as_ref()
+            .map(|e| e.flush_interval_ms.min(200));
+        let watch = self
+            .body_watch
+            .watching()
+            .then_some(super::body_watch::TICK_MS);
+        match (export, watch) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(0),
         }
     }
 

@@ -156,7 +156,8 @@ class Gateway:
     """Envoy with LLMux in front of the mock provider."""
 
     def __init__(self, mock, log_dir, llmux_config=None, env=None, fallback_route=None,
-                 extra_clusters="", concurrency=2, name="envoy", extra_http_filters=""):
+                 extra_clusters="", concurrency=2, name="envoy", extra_http_filters="",
+                 allow_on_headers_stop_iteration=True):
         self.mock = mock
         self.port = free_port()
         self.admin_port = free_port()
@@ -176,7 +177,8 @@ class Gateway:
         if llmux_config.setdefault("client_headers", ["x-mock-*"]) is None:
             del llmux_config["client_headers"]
         self.access_log_path = os.path.join(log_dir, f"{name}-access.log")
-        kwargs = {"access_log_path": self.access_log_path, "extra_http_filters": extra_http_filters}
+        kwargs = {"access_log_path": self.access_log_path, "extra_http_filters": extra_http_filters,
+                  "allow_on_headers_stop_iteration": allow_on_headers_stop_iteration}
         if fallback_route is not None:
             kwargs["fallback_route"] = fallback_route
         self.yaml = render_envoy.render(self.port, self.admin_port, mock.port, WASM, llmux_config,
