@@ -19,6 +19,7 @@ import httpx
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import render_envoy  # noqa: E402
+import shapes  # noqa: E402
 
 WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "llmux.wasm")
 MOCK = os.path.join(ROOT, "target", "release", "mock-provider")
@@ -157,7 +158,7 @@ class Gateway:
 
     def __init__(self, mock, log_dir, llmux_config=None, env=None, fallback_route=None,
                  extra_clusters="", concurrency=2, name="envoy", extra_http_filters="",
-                 allow_on_headers_stop_iteration=True):
+                 allow_on_headers_stop_iteration=True, shape=None):
         self.mock = mock
         self.port = free_port()
         self.admin_port = free_port()
@@ -177,12 +178,23 @@ class Gateway:
         if llmux_config.setdefault("client_headers", ["x-mock-*"]) is None:
             del llmux_config["client_headers"]
         self.access_log_path = os.path.join(log_dir, f"{name}-access.log")
-        kwargs = {"access_log_path": self.access_log_path, "extra_http_filters": extra_http_filters,
-                  "allow_on_headers_stop_iteration": allow_on_headers_stop_iteration}
+        kwargs = {"access_log_path": self.access_log_path, "extra_http_filters": extra_http_filters}
         if fallback_route is not None:
             kwargs["fallback_route"] = fallback_route
-        self.yaml = render_envoy.render(self.port, self.admin_port, mock.port, WASM, llmux_config,
-                                        env=env, extra_clusters=extra_clusters, **kwargs)
+        # The shape Istio or Envoy Gateway would render (tests/e2e/shapes.py; LLMUX_SHAPE).
+        self.shape = shapes.shape_from_env() if shape is None else shape
+        self.rendered = None
+        self.yaml = render_envoy.render(
+            self.port, self.admin_port, mock.port, WASM, llmux_config, env=env,
+            extra_clusters=extra_clusters,
+            allow_on_headers_stop_iteration=allow_on_headers_stop_iteration or self.shape != "plain",
+            **kwargs)
+        if self.shape != "plain":
+            self.rendered, llmux_config = shapes.render(
+                self.shape, self.yaml, llmux_config, log_dir, name, WASM,
+                allow_on_headers_stop_iteration=allow_on_headers_stop_iteration)
+            self.yaml = self.rendered.yaml
+        self.llmux_config = llmux_config
         self.config_path = os.path.join(log_dir, f"{name}.yaml")
         with open(self.config_path, "w") as f:
             f.write(self.yaml)
@@ -191,7 +203,12 @@ class Gateway:
                                       "--component-log-level", "wasm:debug",
                                       # access log lines reach the file within 100 ms
                                       "--file-flush-interval-msec", "100"], log_dir, env=env)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except RuntimeError:
+            if self.rendered is not None:
+                self.rendered.stop()
+            raise
         self.http = httpx.Client(timeout=30)
 
     def _wait_ready(self, timeout=60):
@@ -231,6 +248,8 @@ class Gateway:
         if hasattr(self, "http"):
             self.http.close()
         self.process.stop()
+        if self.rendered is not None:
+            self.rendered.stop()
 
 
 def static_cluster(name, port):

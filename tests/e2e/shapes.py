@@ -1,0 +1,298 @@
+"""The quick start's Envoy configuration rendered the way Istio and Envoy Gateway render theirs, so
+the e2e suite runs LLMux in the shapes those control planes produce (docs/deploy.md).
+
+`LLMUX_SHAPE=istio` or `LLMUX_SHAPE=envoy-gateway` makes every `harness.Gateway` start in that
+shape; `plain` (the default) is the quick start itself. Each shape is a transformation of the
+plain configuration, as its control plane would render the manifests in deploy/:
+
+- **istio** (an ingress gateway, deploy/istio): the filter is delivered by extension config
+  discovery (ECDS) under Istio's resource name `<namespace>.<name>`, here from a file instead of
+  istiod's ADS (the resource is the one the EnvoyFilter's `EXTENSION_CONFIG` patch adds, with
+  `allow_on_headers_stop_iteration`), after the HTTP filters Istio puts first (CORS, fault);
+  providers' clusters carry Istio's names (`outbound|443||api.openai.com`) and LLMux names them
+  in `x-llmux-cluster`; routes are VirtualService routes, one per provider, matching that header
+  exactly (no `cluster_header`); Istio's default retry policy is off (`retries.attempts: 0`:
+  LLMux retries itself). The failover stage (cluster `llmux_attempts` with the upstream filter,
+  its internal listener, the route to it with LLMux's retry policy) is what the EnvoyFilter's
+  `CLUSTER`/`LISTENER`/`HTTP_ROUTE` patches add.
+- **envoy-gateway** (deploy/envoy-gateway): names as Envoy Gateway renders them (listener
+  `<ns>/<gateway>/<listener>`, clusters `httproute/<ns>/<route>/rule/<n>`); the Wasm filter is
+  inline, disabled on the listener and enabled per route (`typed_per_filter_config`), its code
+  fetched over HTTP with a sha256 check as from Envoy Gateway's Wasm cache; LLMux's configuration
+  keeps logical provider names (`openai`) that HTTPRoute rules match in `x-llmux-cluster`; the
+  failover stage (what the EnvoyPatchPolicy adds) matches the same header on its internal
+  listener.
+"""
+import copy
+import hashlib
+import http.server
+import json
+import os
+import threading
+
+import yaml
+
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+CLUSTER_HEADER = "x-llmux-cluster"
+# Istio names a WasmPlugin's (or an EnvoyFilter EXTENSION_CONFIG's) ECDS resource
+# `<namespace>.<name>`.
+ISTIO_FILTER_NAME = "istio-system.llmux"
+ISTIO_UPSTREAM_FILTER_NAME = "istio-system.llmux-upstream"
+# Envoy Gateway names an EnvoyExtensionPolicy's Wasm filter
+# `envoy.filters.http.wasm/envoyextensionpolicy/<namespace>/<name>/<index>`.
+EG_FILTER_NAME = "envoy.filters.http.wasm/envoyextensionpolicy/llmux/llmux/0"
+EG_ROUTE_FILTER_CONFIG = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                          "config": {}}
+
+SHAPES = ("plain", "istio", "envoy-gateway")
+
+
+def shape_from_env():
+    shape = os.environ.get("LLMUX_SHAPE", "plain")
+    if shape not in SHAPES:
+        raise ValueError(f"LLMUX_SHAPE={shape!r}: one of {', '.join(SHAPES)}")
+    return shape
+
+
+def istio_cluster(name):
+    """Istio's cluster name for a provider cluster of the plain config."""
+    hosts = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+    if name in hosts:
+        return f"outbound|443||{hosts[name]}"
+    return f"outbound|80||{name}.llmux.svc.cluster.local"
+
+
+def _header_route(value, cluster, **extra):
+    return {
+        "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER,
+                                              "string_match": {"exact": value}}]},
+        "request_headers_to_remove": [CLUSTER_HEADER],
+        "route": {"cluster": cluster, **extra},
+    }
+
+
+def _parts(doc):
+    listeners = doc["static_resources"]["listeners"]
+    main = next(l for l in listeners if l["name"] == "llmux")
+    attempts = next(l for l in listeners if l["name"] == "llmux_attempts")
+    hcm = main["filter_chains"][0]["filters"][0]["typed_config"]
+    inner = attempts["filter_chains"][0]["filters"][0]["typed_config"]
+    return main, hcm, inner
+
+
+def _copy_clusters(doc, names):
+    """Adds a copy of each provider cluster under its rendered name (the original stays for
+    callouts that name it)."""
+    clusters = doc["static_resources"]["clusters"]
+    for c in list(clusters):
+        if c["name"] in names:
+            twin = copy.deepcopy(c)
+            twin["name"] = names[c["name"]]
+            if "load_assignment" in twin:
+                twin["load_assignment"]["cluster_name"] = twin["name"]
+            clusters.append(twin)
+
+
+def _upstream_filter(doc):
+    """The failover stage's Wasm filter on the `llmux_attempts` cluster."""
+    c = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "llmux_attempts")
+    opts = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    return opts["http_filters"][0]
+
+
+class Shape:
+    """A rendered configuration and what it needs while Envoy runs (files, a Wasm server)."""
+
+    def __init__(self, yaml_text, files=(), server=None):
+        self.yaml = yaml_text
+        self.files = dict(files)
+        self._server = server
+
+    def stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def ecds_resource(wasm_typed_config, name=ISTIO_FILTER_NAME):
+    """An ECDS file: one TypedExtensionConfig (what istiod sends for a WasmPlugin)."""
+    return json.dumps({"resources": [{
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": name,
+        "typed_config": wasm_typed_config,
+    }]}, indent=1)
+
+
+def write_atomically(path, text):
+    """Envoy watches a path config source for files moved into place."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def istio(plain_yaml, llmux_config, work_dir, name, allow_on_headers_stop_iteration=True):
+    doc = yaml.safe_load(plain_yaml)
+    # xDS needs the node's identity (Istio's: <type>~<ip>~<pod>.<ns>~<ns>.svc.cluster.local).
+    doc["node"] = {"id": "router~127.0.0.1~istio-ingressgateway.istio-system~"
+                         "istio-system.svc.cluster.local",
+                   "cluster": "istio-ingressgateway.istio-system"}
+    cfg = copy.deepcopy(llmux_config)
+    names = {}
+    for p in cfg.get("providers", {}).values():
+        if isinstance(p, dict) and isinstance(p.get("cluster"), str):
+            names[p["cluster"]] = istio_cluster(p["cluster"])
+            p["cluster"] = names[p["cluster"]]
+    main, hcm, _inner = _parts(doc)
+    main["name"] = "0.0.0.0_8080"
+    hcm["stat_prefix"] = "outbound_0.0.0.0_8080"
+    filters = hcm["http_filters"]
+    i = next(k for k, f in enumerate(filters) if f["name"] == "llmux")
+    wasm = filters[i]["typed_config"]
+    wasm["config"]["configuration"]["value"] = json.dumps(cfg)
+    if not allow_on_headers_stop_iteration:
+        wasm["config"].pop("allow_on_headers_stop_iteration", None)
+    ecds_path = os.path.join(work_dir, f"{name}-ecds.json")
+    write_atomically(ecds_path, ecds_resource(wasm))
+    filters[i] = {"name": ISTIO_FILTER_NAME, "config_discovery": {
+        "config_source": {"path_config_source": {"path": ecds_path},
+                          "resource_api_version": "V3", "initial_fetch_timeout": "0s"},
+        "type_urls": [WASM_TYPE]}}
+    # The failover stage's filter comes by ECDS too: istio-agent rewrites the code of ECDS
+    # resources only (remote OCI → the same local file), so both stages get one vm_config and
+    # share one VM.
+    up = _upstream_filter(doc)
+    up_path = os.path.join(work_dir, f"{name}-ecds-upstream.json")
+    write_atomically(up_path, ecds_resource(up["typed_config"], ISTIO_UPSTREAM_FILTER_NAME))
+    up.clear()
+    up.update({"name": ISTIO_UPSTREAM_FILTER_NAME, "config_discovery": {
+        "config_source": {"path_config_source": {"path": up_path},
+                          "resource_api_version": "V3", "initial_fetch_timeout": "0s"},
+        "type_urls": [WASM_TYPE]}})
+    filters[i:i] = [
+        {"name": "envoy.filters.http.cors", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+        {"name": "envoy.filters.http.fault", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
+    ]
+    rc = hcm["route_config"]
+    rc["name"] = "http.8080"
+    vh = rc["virtual_hosts"][0]
+    vh["name"] = "llm.example.com:8080"
+    plain_route, fallback = vh["routes"][0], vh["routes"][1:]
+    attempts = cfg.get("router", {}).get("attempts_cluster")
+    routes = []
+    if attempts:
+        # EnvoyFilter HTTP_ROUTE INSERT_FIRST: the failover stage with LLMux's retry policy.
+        routes.append(_header_route(attempts, attempts, timeout="600s",
+                                    retry_policy=plain_route["route"]["retry_policy"]))
+    for istio_name in names.values():
+        # VirtualService http[].match.headers x-llmux-cluster exact; retries.attempts: 0;
+        # Istio renders timeout 0s (none): LLMux sets x-envoy-upstream-rq-timeout-ms.
+        routes.append(_header_route(istio_name, istio_name, timeout="0s"))
+    vh["routes"] = routes + fallback
+    _copy_clusters(doc, names)
+    return Shape(yaml.safe_dump(doc, sort_keys=False),
+                 files={"ecds": ecds_path, "ecds_upstream": up_path}), cfg
+
+
+class _WasmServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def _serve_file(path):
+    """Serves one file over HTTP on a free loopback port, as Envoy Gateway's Wasm cache does."""
+    with open(path, "rb") as f:
+        data = f.read()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("content-type", "application/wasm")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = _WasmServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, hashlib.sha256(data).hexdigest()
+
+
+def envoy_gateway(plain_yaml, llmux_config, wasm_path):
+    doc = yaml.safe_load(plain_yaml)
+    cfg = llmux_config
+    clusters = []
+    for p in cfg.get("providers", {}).values():
+        if isinstance(p, dict) and isinstance(p.get("cluster"), str) and p["cluster"] not in clusters:
+            clusters.append(p["cluster"])
+    names = {c: f"httproute/llmux/llm/rule/{n}" for n, c in enumerate(clusters)}
+    main, hcm, inner = _parts(doc)
+    main["name"] = "llmux/eg/http"
+    hcm["stat_prefix"] = "http-10080"
+    server, sha = _serve_file(wasm_path)
+    port = server.server_address[1]
+    filters = hcm["http_filters"]
+    i = next(k for k, f in enumerate(filters) if f["name"] == "llmux")
+    wasm = filters[i]["typed_config"]
+    wasm["config"]["vm_config"]["code"] = {"remote": {
+        "http_uri": {"uri": f"http://127.0.0.1:{port}/llmux.wasm", "cluster": "wasm_cache",
+                     "timeout": "10s"},
+        "sha256": sha}}
+    filters[i] = {"name": EG_FILTER_NAME, "typed_config": wasm, "disabled": True}
+    # Both stages must share one VM, so the same vm_config (the code's source included): the
+    # EnvoyPatchPolicy copies the rendered filter's vm_config into the failover stage's.
+    _upstream_filter(doc)["typed_config"]["config"]["vm_config"] = copy.deepcopy(
+        wasm["config"]["vm_config"])
+    rc = hcm["route_config"]
+    rc["name"] = "llmux/eg/http"
+    vh = rc["virtual_hosts"][0]
+    vh["name"] = "llmux/eg/http/*"
+    plain_route, fallback = vh["routes"][0], vh["routes"][1:]
+    attempts = cfg.get("router", {}).get("attempts_cluster")
+    routes = []
+    if attempts:
+        # EnvoyPatchPolicy: the failover stage's route, cluster and internal listener.
+        routes.append(_header_route(attempts, attempts, timeout="600s",
+                                    retry_policy=plain_route["route"]["retry_policy"]))
+    for logical, eg_name in names.items():
+        # HTTPRoute rule: headers x-llmux-cluster exact, RequestHeaderModifier remove.
+        routes.append(_header_route(logical, eg_name, timeout="0s"))
+    for r in routes + fallback:
+        r.setdefault("typed_per_filter_config", {})[EG_FILTER_NAME] = EG_ROUTE_FILTER_CONFIG
+    vh["routes"] = routes + fallback
+    # The failover stage's internal listener routes on the same header (no cluster_header).
+    inner_vh = inner["route_config"]["virtual_hosts"][0]
+    inner_plain = inner_vh["routes"][0]
+    inner_vh["routes"] = [dict(_header_route(logical, eg_name, timeout="600s"),
+                               request_headers_to_remove=inner_plain["request_headers_to_remove"])
+                          for logical, eg_name in names.items()]
+    _copy_clusters(doc, names)
+    doc["static_resources"]["clusters"].append({
+        "name": "wasm_cache", "type": "STATIC", "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": "wasm_cache", "endpoints": [{"lb_endpoints": [{
+            "endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                        "port_value": port}}}}]}]}})
+    return Shape(yaml.safe_dump(doc, sort_keys=False), server=server), cfg
+
+
+def render(shape, plain_yaml, llmux_config, work_dir, name, wasm_path,
+           allow_on_headers_stop_iteration=True):
+    """The `shape` rendering of a plain config; returns (Shape, the LLMux configuration it
+    carries)."""
+    if shape == "istio":
+        return istio(plain_yaml, llmux_config, work_dir, name, allow_on_headers_stop_iteration)
+    if shape == "envoy-gateway":
+        s, cfg = envoy_gateway(plain_yaml, llmux_config, wasm_path)
+        if not allow_on_headers_stop_iteration:
+            doc = yaml.safe_load(s.yaml)
+            for f in _parts(doc)[1]["http_filters"]:
+                f.get("typed_config", {}).get("config", {}).pop("allow_on_headers_stop_iteration",
+                                                               None)
+            s.yaml = yaml.safe_dump(doc, sort_keys=False)
+        return s, cfg
+    raise ValueError(shape)
