@@ -63,6 +63,24 @@ def istio_cluster(name):
     return f"outbound|80||{name}.llmux.svc.cluster.local"
 
 
+def provider_clusters(llmux_config):
+    """The providers' cluster names, in order, once each."""
+    out = []
+    for p in llmux_config.get("providers", {}).values():
+        if isinstance(p, dict) and isinstance(p.get("cluster"), str) and p["cluster"] not in out:
+            out.append(p["cluster"])
+    return out
+
+
+def istio_config(llmux_config):
+    """The LLMux configuration with Istio's cluster names (LLMux names them in the header)."""
+    cfg = copy.deepcopy(llmux_config)
+    for p in cfg.get("providers", {}).values():
+        if isinstance(p, dict) and isinstance(p.get("cluster"), str):
+            p["cluster"] = istio_cluster(p["cluster"])
+    return cfg
+
+
 def _header_route(value, cluster, **extra):
     return {
         "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER,
@@ -139,12 +157,8 @@ def istio(plain_yaml, llmux_config, work_dir, name, allow_on_headers_stop_iterat
     doc["node"] = {"id": "router~127.0.0.1~istio-ingressgateway.istio-system~"
                          "istio-system.svc.cluster.local",
                    "cluster": "istio-ingressgateway.istio-system"}
-    cfg = copy.deepcopy(llmux_config)
-    names = {}
-    for p in cfg.get("providers", {}).values():
-        if isinstance(p, dict) and isinstance(p.get("cluster"), str):
-            names[p["cluster"]] = istio_cluster(p["cluster"])
-            p["cluster"] = names[p["cluster"]]
+    names = {c: istio_cluster(c) for c in provider_clusters(llmux_config)}
+    cfg = istio_config(llmux_config)
     main, hcm, _inner = _parts(doc)
     main["name"] = "0.0.0.0_8080"
     hcm["stat_prefix"] = "outbound_0.0.0.0_8080"
@@ -226,11 +240,8 @@ def _serve_file(path):
 def envoy_gateway(plain_yaml, llmux_config, wasm_path):
     doc = yaml.safe_load(plain_yaml)
     cfg = llmux_config
-    clusters = []
-    for p in cfg.get("providers", {}).values():
-        if isinstance(p, dict) and isinstance(p.get("cluster"), str) and p["cluster"] not in clusters:
-            clusters.append(p["cluster"])
-    names = {c: f"httproute/llmux/llm/rule/{n}" for n, c in enumerate(clusters)}
+    names = {c: f"httproute/llmux/llm/rule/{n}"
+             for n, c in enumerate(provider_clusters(llmux_config))}
     main, hcm, inner = _parts(doc)
     main["name"] = "llmux/eg/http"
     hcm["stat_prefix"] = "http-10080"
