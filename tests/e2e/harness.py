@@ -158,7 +158,7 @@ class Gateway:
 
     def __init__(self, mock, log_dir, llmux_config=None, env=None, fallback_route=None,
                  extra_clusters="", concurrency=2, name="envoy", extra_http_filters="",
-                 allow_on_headers_stop_iteration=True, shape=None):
+                 allow_on_headers_stop_iteration=True, shape=None, bootstrap=None):
         self.mock = mock
         self.port = free_port()
         self.admin_port = free_port()
@@ -189,7 +189,12 @@ class Gateway:
             extra_clusters=extra_clusters,
             allow_on_headers_stop_iteration=allow_on_headers_stop_iteration or self.shape != "plain",
             **kwargs)
-        if self.shape != "plain":
+        if bootstrap is not None:
+            # A whole Envoy configuration built by the test from the plain one (e.g. from the
+            # manifests in deploy/): bootstrap(plain_yaml) -> shapes.Shape.
+            self.rendered = bootstrap(self.yaml)
+            self.yaml = self.rendered.yaml
+        elif self.shape != "plain":
             self.rendered, llmux_config = shapes.render(
                 self.shape, self.yaml, llmux_config, log_dir, name, WASM,
                 allow_on_headers_stop_iteration=allow_on_headers_stop_iteration)

@@ -307,3 +307,130 @@ def render(shape, plain_yaml, llmux_config, work_dir, name, wasm_path,
             s.yaml = yaml.safe_dump(doc, sort_keys=False)
         return s, cfg
     raise ValueError(shape)
+
+
+def load_manifests(*paths):
+    docs = []
+    for p in paths:
+        with open(p) as f:
+            docs.extend(d for d in yaml.safe_load_all(f) if d)
+    return docs
+
+
+def _vs_routes(vs):
+    """A VirtualService's http routes as istiod renders them (the subset the manifests use)."""
+    out = []
+    for h in vs["spec"]["http"]:
+        if "directResponse" in h:
+            d = h["directResponse"]
+            out.append({"name": h.get("name", ""), "match": {"prefix": "/"}, "direct_response": {
+                "status": d["status"], "body": {"inline_string": d["body"]["string"]}}})
+            continue
+        headers = [{"name": k, "string_match": {"exact": v["exact"]}}
+                   for m in h["match"] for k, v in m["headers"].items()]
+        dest = h["route"][0]["destination"]
+        route = {"cluster": f"outbound|{dest['port']['number']}||{dest['host']}",
+                 "timeout": h.get("timeout", "0s")}
+        # No `retries` → Istio's default policy; `attempts: 0` → none.
+        if h.get("retries", {}).get("attempts", 2) != 0:
+            route["retry_policy"] = {"retry_on": "connect-failure,refused-stream,unavailable,"
+                                                 "cancelled,retriable-status-codes",
+                                     "num_retries": h.get("retries", {}).get("attempts", 2),
+                                     "retriable_status_codes": [503]}
+        out.append({"name": h.get("name", ""), "match": {"prefix": "/", "headers": headers},
+                    "request_headers_to_remove": h.get("headers", {}).get("request", {})
+                    .get("remove", []),
+                    "route": route})
+    return out
+
+
+def istio_from_manifests(manifests, plain_yaml, mock_port, wasm_path, work_dir, name,
+                         llmux_config=None, rls_port=None):
+    """The Envoy configuration istiod and istio-agent would give the ingress gateway for the
+    EnvoyFilters and the VirtualService in `manifests` (deploy/istio), with every provider
+    service (`outbound|443||<host>`) answered by the mock over plain HTTP (TLS origination is
+    the DestinationRule's, not exercised here). istio-agent's part: the ECDS resources' `oci://`
+    code becomes the local .wasm. `llmux_config` replaces the manifests' LLMux configuration
+    (as an operator edits it)."""
+    plain = yaml.safe_load(plain_yaml)
+    main, plain_hcm, _ = _parts(plain)
+    patches = [p for d in manifests if d["kind"] == "EnvoyFilter" for p in d["spec"]["configPatches"]]
+    vs = next(d for d in manifests if d["kind"] == "VirtualService")
+
+    ecds = {}
+    for p in patches:
+        if p["applyTo"] != "EXTENSION_CONFIG":
+            continue
+        value = copy.deepcopy(p["patch"]["value"])
+        config = value["typed_config"]["config"]
+        assert config["vm_config"]["code"]["remote"]["http_uri"]["uri"].startswith("oci://")
+        config["vm_config"]["code"] = {"local": {"filename": wasm_path}}
+        if llmux_config is not None and config["configuration"]["value"].strip() != '{"stage": "upstream"}':
+            config["configuration"]["value"] = json.dumps(llmux_config)
+        path = os.path.join(work_dir, f"{name}-{value['name'].replace('/', '_')}.json")
+        write_atomically(path, ecds_resource(value["typed_config"], value["name"]))
+        ecds[value["name"]] = path
+
+    def from_files(f):
+        if "config_discovery" in f:
+            f["config_discovery"]["config_source"] = {
+                "path_config_source": {"path": ecds[f["name"]]}, "resource_api_version": "V3",
+                "initial_fetch_timeout": "0s"}
+        return f
+
+    router = {"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    http_filters = [router]
+    routes = _vs_routes(vs)
+    clusters, listeners = [], []
+    for p in patches:
+        op, value = p["patch"]["operation"], copy.deepcopy(p["patch"].get("value"))
+        if p["applyTo"] == "HTTP_FILTER" and op == "INSERT_BEFORE":
+            assert p["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == router["name"]
+            http_filters.insert(http_filters.index(router), from_files(value))
+        elif p["applyTo"] == "HTTP_ROUTE" and op == "INSERT_FIRST":
+            routes.insert(0, value)
+        elif p["applyTo"] == "CLUSTER" and op == "ADD":
+            opts = value.get("typed_extension_protocol_options", {}).get(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {})
+            for f in opts.get("http_filters", []):
+                from_files(f)
+            if value["name"] == "ratelimit":
+                value["type"] = "STATIC"
+                value["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] = {
+                    "socket_address": {"address": "127.0.0.1", "port_value": rls_port or 9}}
+            clusters.append(value)
+        elif p["applyTo"] == "LISTENER" and op == "ADD":
+            listeners.append(value)
+        elif p["applyTo"] != "EXTENSION_CONFIG":
+            raise AssertionError(f"patch not rendered here: {p['applyTo']} {op}")
+
+    provider_clusters = sorted({r["route"]["cluster"] for r in routes if "route" in r}
+                               | {r["route"]["cluster"] for l in listeners
+                                  for fc in l["filter_chains"] for f in fc["filters"]
+                                  for vh in f["typed_config"]["route_config"]["virtual_hosts"]
+                                  for r in vh["routes"] if "route" in r})
+    for c in provider_clusters:
+        if c.startswith("outbound|"):
+            clusters.append({"name": c, "type": "STATIC", "connect_timeout": "2s",
+                             "per_connection_buffer_limit_bytes": 33554432,
+                             "load_assignment": {"cluster_name": c, "endpoints": [{"lb_endpoints": [{
+                                 "endpoint": {"address": {"socket_address": {
+                                     "address": "127.0.0.1", "port_value": mock_port}}}}]}]}})
+    hcm = {
+        "@type": plain_hcm["@type"], "stat_prefix": "outbound_0.0.0.0_8080",
+        "use_remote_address": True, "access_log": plain_hcm["access_log"],
+        "route_config": {"name": "http.8080", "virtual_hosts": [
+            {"name": "*:80", "domains": ["*"], "routes": routes}]},
+        "http_filters": http_filters,
+    }
+    main["name"] = "0.0.0.0_8080"
+    main["filter_chains"] = [{"filters": [{"name": HCM_FILTER, "typed_config": hcm}]}]
+    doc = {
+        "node": {"id": "router~127.0.0.1~llmux-ingressgateway.llmux~llmux.svc.cluster.local",
+                 "cluster": "llmux-ingressgateway.llmux"},
+        "admin": plain["admin"],
+        "bootstrap_extensions": plain["bootstrap_extensions"],
+        "static_resources": {"listeners": [main] + listeners, "clusters": clusters},
+    }
+    return Shape(yaml.safe_dump(doc, sort_keys=False), files=ecds)

@@ -4,13 +4,15 @@ egress, the default Wasm mode a bare WasmPlugin gets, and a new configuration de
 ECDS while a stream is open. The rest of the e2e core runs in each shape with LLMUX_SHAPE
 (`make test-shapes`)."""
 import json
+import os
 import re
 
 import httpx
 import pytest
 import yaml
 
-from harness import Gateway, new_id, render_envoy
+import harness
+from harness import ROOT, Gateway, new_id, render_envoy
 import shapes
 
 ISTIO_STATS = "extension_config_discovery.http_filter.istio-system.llmux"
@@ -25,6 +27,26 @@ def chat(g, model="gpt-4o-mini", headers=None, **kw):
 def stat(g, name):
     m = re.search(rf"^{re.escape(name)}: (\d+)$", g.stats(), re.M)
     return int(m.group(1)) if m else None
+
+
+def log_line(g, rid):
+    """The access log line of request `rid` (Envoy flushes the log every 100 ms)."""
+    for _ in range(300):
+        line = next((l for l in g.access_log() if l.get("request_id") == rid), None)
+        if line:
+            return line
+        httpx.get(f"{g.admin_url}/ready", timeout=5)  # a round trip between polls
+    pytest.fail(f"no access log line for {rid}")
+
+
+def nth_log_line(g, n):
+    """The access log's line `n` (0-based), once Envoy has flushed it."""
+    for _ in range(300):
+        lines = g.access_log()
+        if len(lines) > n:
+            return lines[n]
+        httpx.get(f"{g.admin_url}/ready", timeout=5)  # a round trip between polls
+    pytest.fail(f"the access log never had {n + 1} lines")
 
 
 def main_routes(g):
@@ -65,14 +87,14 @@ def test_istio_routes_on_the_header_to_istio_named_clusters(istio, mock):
     assert names[-2:] == [shapes.ISTIO_FILTER_NAME, "envoy.filters.http.router"], names
     assert "typed_config" not in hcm["http_filters"][-2], "the filter comes by ECDS"
     assert stat(istio, f"{ISTIO_STATS}.config_reload") == 1
-    mock_id = new_id()
-    r = chat(istio, headers={"x-mock-id": mock_id})
+    mock_id, rid = new_id(), new_id()
+    r = chat(istio, headers={"x-mock-id": mock_id, "x-request-id": rid})
     assert r.status_code == 200, r.text
     seen = mock.requests(mock_id)
     assert seen[0]["headers"]["host"] == "api.openai.com", "the :authority rewrite for egress"
     assert "x-llmux-cluster" not in seen[0]["headers"]
-    log = istio.access_log()
-    assert log[-1]["upstream_cluster"] == "outbound|80||mock.llmux.svc.cluster.local", log[-1]
+    line = log_line(istio, rid)
+    assert line["upstream_cluster"] == "outbound|80||mock.llmux.svc.cluster.local", line
 
 
 def test_envoy_gateway_enables_the_filter_per_route(envoy_gateway, mock):
@@ -82,10 +104,11 @@ def test_envoy_gateway_enables_the_filter_per_route(envoy_gateway, mock):
     assert "remote" in f["typed_config"]["config"]["vm_config"]["code"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert all(shapes.EG_FILTER_NAME in r["typed_per_filter_config"] for r in routes)
-    r = chat(envoy_gateway, stream=True)
+    rid = new_id()
+    r = chat(envoy_gateway, stream=True, headers={"x-request-id": rid})
     assert r.status_code == 200, r.text
     assert r.text.rstrip().endswith("data: [DONE]")
-    assert envoy_gateway.access_log()[-1]["upstream_cluster"].startswith("httproute/llmux/llm/rule/")
+    assert log_line(envoy_gateway, rid)["upstream_cluster"].startswith("httproute/llmux/llm/rule/")
 
 
 def test_a_bare_wasmplugin_gets_a_clear_error(mock, log_dir):
@@ -173,3 +196,63 @@ def test_a_new_configuration_takes_effect_live_and_a_bad_one_is_refused(mock, lo
     finally:
         g.stop()
     assert "panicked" not in g.process.log()
+
+
+KEY = {"authorization": "Bearer sk-llmux-replace-me"}  # deploy/llmux.json's placeholder key
+
+
+def test_the_istio_manifests_route_fail_over_and_stream_in_a_real_envoy(mock, log_dir):
+    """deploy/istio as istiod and istio-agent would render it for the ingress gateway: the
+    EnvoyFilters (filter and upstream stage by ECDS, the failover route, cluster and internal
+    listener) and the VirtualService's header-matched routes, with LLMux's configuration from
+    deploy/llmux.json plus what failover.yaml says to add."""
+    istio_dir = os.path.join(ROOT, "deploy", "istio")
+    manifests = shapes.load_manifests(*(os.path.join(istio_dir, f) for f in
+                                        ("envoyfilter.yaml", "failover.yaml",
+                                         "ingress-gateway.yaml")))
+    with open(os.path.join(ROOT, "deploy", "llmux.json")) as f:
+        cfg = json.load(f)
+    cfg["router"] = {"attempts_cluster": "llmux_attempts"}
+    cfg["providers"]["openai-down"] = dict(cfg["providers"]["openai"],
+                                           headers={"x-mock-status": "503"},
+                                           client_headers=["x-mock-*"])
+    for p in ("openai", "anthropic"):
+        cfg["providers"][p]["client_headers"] = ["x-mock-*"]  # the test steers the mock
+    cfg["models"].append({"name": "resilient", "deployments": [
+        {"provider": "openai-down", "model": "gpt-4o-mini", "name": "down"},
+        {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "name": "up"}]})
+    env = {**os.environ, "OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a"}
+    name = "envoy-istio-manifests"
+    g = Gateway(mock, log_dir, name=name, env=env, llmux_config={"filter_state": None,
+                                                                   "client_headers": None},
+                bootstrap=lambda plain: shapes.istio_from_manifests(
+                    manifests, plain, mock.port, harness.WASM, log_dir, name, llmux_config=cfg))
+    try:
+        assert "cluster_header: x-llmux-cluster\n" not in g.yaml.split("llmux_attempts")[0]
+        # Plain, to each provider's Istio cluster, with the provider's host and key.
+        # Istio's HCM does not keep a client's x-request-id: log lines are found by count.
+        mock_id = new_id()
+        r = chat(g, headers={**KEY, "x-mock-id": mock_id})
+        assert r.status_code == 200, r.text
+        seen = mock.requests(mock_id)[0]["headers"]
+        assert seen["host"] == "api.openai.com" and seen["authorization"] == "Bearer sk-o", seen
+        assert nth_log_line(g, 0)["upstream_cluster"] == "outbound|443||api.openai.com"
+        # Anthropic Messages, streamed.
+        r = g.post("/v1/messages", {"model": "claude-3-5-haiku", "max_tokens": 20, "stream": True,
+                                    "messages": [{"role": "user", "content": "hi"}]},
+                   headers={**KEY, "x-mock-id": new_id()})
+        assert r.status_code == 200, r.text
+        assert "event: message_stop" in r.text
+        assert nth_log_line(g, 1)["upstream_cluster"] == "outbound|443||api.anthropic.com"
+        # Failover through the upstream stage (both stages by ECDS, one VM): OpenAI answers
+        # 503, the stream comes from Anthropic, translated.
+        r = chat(g, model="resilient", stream=True, headers=KEY)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-llmux-deployment"] == "up"
+        assert r.text.rstrip().endswith("data: [DONE]")
+        # No key, no service.
+        assert chat(g).status_code == 401
+    finally:
+        g.stop()
+    assert "panicked" not in g.process.log()
+    assert "has no plan in this VM" not in g.process.log()
