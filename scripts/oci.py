@@ -180,7 +180,7 @@ Envoy Gateway EnvoyExtensionPolicy (code.type: Image; image.sha256 is also the m
     url: {args.repo}@{m}
     sha256: {hexd}
 For a url: that names llmux.wasm itself (file://, https://), sha256 is the wasm's: {digest(wasm).split(':', 1)[1]}
-Publish it: .venv/bin/python scripts/oci.py push {args.repo}:{args.tag}""")
+Publish it: make oci-push OCI_REF={args.repo}:{args.tag}  (scripts/oci.py push {args.repo}:{args.tag})""")
 
 
 def push(args):
