@@ -195,7 +195,7 @@ def push(args):
         entry = json.load(f)["manifests"][0]
     registry = oras.provider.Registry(hostname=repo.split("/", 1)[0], insecure=args.insecure)
     # Credentials: what `docker login` / `oras login` saved, or OCI_USERNAME and OCI_PASSWORD.
-    registry.auth.load_configs(ref)
+    registry.auth.load_configs(registry.get_container(ref))
     if os.environ.get("OCI_USERNAME"):
         registry.auth.set_basic_auth(os.environ["OCI_USERNAME"], os.environ.get("OCI_PASSWORD", ""))
     oras.layout.Layout(layout).push_to_registry(registry, ref, tag=entry["annotations"][REF_NAME])
