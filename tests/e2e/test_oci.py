@@ -5,8 +5,9 @@ distribution API on 127.0.0.1, pulled back with the `oras` client, and checked t
 it (istio/istio pkg/wasm/imagefetcher.go, the same in envoyproxy/gateway internal/wasm/imagefetcher.go):
 the variant's media types and layer count, every blob against its digest, the module being the exact
 bytes of the built llmux.wasm, and the printed sha256 being the manifest digest both compare it with
-(istio/istio pkg/wasm/cache.go, envoyproxy/gateway internal/wasm/cache.go). The negative tests show each
-check failing on an image that breaks it.
+(istio/istio pkg/wasm/cache.go, envoyproxy/gateway internal/wasm/cache.go). `push` is run against the same
+stand-in registry made writable (not a real registry). The negative tests show each check failing on an
+image that breaks it.
 """
 import gzip
 import hashlib
@@ -20,6 +21,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import urllib.parse
 import zlib
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -62,11 +64,12 @@ def build(out, variant, wasm=WASM, check=True):
 
 
 class Registry:
-    """Serves one OCI image layout as repository `llmux`, read-only (distribution-spec: GET/HEAD /v2/,
+    """Serves one OCI image layout as repository `llmux` (distribution-spec: GET/HEAD /v2/,
     /v2/<name>/manifests/<tag|digest>, /v2/<name>/blobs/<digest>). Bytes are served as they are on
-    disk, unchecked, as a registry with a corrupted store would."""
+    disk, unchecked, as a registry with a corrupted store would. Read-only unless `writable`: then it
+    also takes a monolithic blob upload (POST, then PUT ?digest=) and a manifest PUT, for `push`."""
 
-    def __init__(self, layout):
+    def __init__(self, layout, writable=False):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,10 +79,16 @@ class Registry:
             def do_HEAD(self):
                 outer.answer(self, body=False)
 
+            def do_POST(self):
+                outer.receive(self)
+
+            def do_PUT(self):
+                outer.receive(self)
+
             def log_message(self, *args):
                 pass
 
-        self.layout = layout
+        self.layout, self.writable = layout, writable
         self.server = HTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="oci-registry")
         self.host = f"127.0.0.1:{self.server.server_port}"
@@ -115,6 +124,33 @@ class Registry:
         req.end_headers()
         if body:
             req.wfile.write(data)
+
+    def receive(self, req):
+        url = urllib.parse.urlsplit(req.path)
+        data = req.rfile.read(int(req.headers.get("Content-Length") or 0))
+        m = re.fullmatch(rf"/v2/{REPO}/(blobs/uploads|manifests)/([\w.:-]*)", url.path)
+        headers, status = {}, 404
+        if not self.writable or not m:
+            pass
+        elif req.command == "POST" and m[1] == "blobs/uploads":
+            status, headers = 202, {"Location": f"/v2/{REPO}/blobs/uploads/1"}
+        elif req.command == "PUT" and m[1] == "blobs/uploads":
+            claimed = urllib.parse.parse_qs(url.query).get("digest", [""])[0]
+            status = 201 if sha(data) == claimed else 400
+        elif req.command == "PUT" and m[1] == "manifests":
+            status, headers = 201, {"Docker-Content-Digest": sha(data)}
+            entry = {"mediaType": req.headers["Content-Type"], "digest": sha(data), "size": len(data),
+                     "annotations": {REF_NAME: m[2]}}
+            with open(os.path.join(self.layout, "index.json"), "w") as f:
+                json.dump({"schemaVersion": 2, "manifests": [entry]}, f)
+        if status == 201:
+            with open(os.path.join(self.layout, "blobs", "sha256", sha(data).split(":", 1)[1]), "wb") as f:
+                f.write(data)
+        req.send_response(status)
+        for k, v in headers.items():
+            req.send_header(k, v)
+        req.send_header("Content-Length", "0")
+        req.end_headers()
 
     def __enter__(self):
         self.thread.start()
@@ -220,6 +256,25 @@ def test_image_is_reproducible_and_pulls_back_as_the_built_wasm(variant, wasm, s
     with tarfile.open(os.path.join(scratch, "a", "llmux.tar")) as tar:
         tar.extractall(os.path.join(scratch, "untarred"), filter="data")
     assert check_image(os.path.join(scratch, "untarred"), variant, wasm) == digests[0]
+
+
+@pytest.mark.parametrize("variant", ["compat", "oci"])
+def test_push_uploads_the_same_image(variant, wasm, scratch):
+    """`scripts/oci.py push` (oras) against the writable stand-in registry, not a real one: the image it
+    stores is byte for byte the built one, and pulls back as the built llmux.wasm."""
+    built = build(os.path.join(scratch, "out"), variant).stdout
+    store = os.path.join(scratch, "store")
+    os.makedirs(os.path.join(store, "blobs", "sha256"))
+    with open(os.path.join(store, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": []}, f)
+    with Registry(store, writable=True) as reg:
+        r = subprocess.run([sys.executable, SCRIPT, "push", "--out", os.path.join(scratch, "out"),
+                            f"{reg.host}/{REPO}:0.1.0", "--insecure"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    manifest_digest = DIGEST.search(built.split("manifest digest:", 1)[1])[0]
+    assert f"url: oci://{reg.host}/{REPO}@{manifest_digest}" in r.stdout
+    pulled = pull(store, os.path.join(scratch, "pulled"), "0.1.0")
+    assert check_image(pulled, variant, wasm) == manifest_digest
 
 
 @pytest.mark.parametrize("variant", ["compat", "oci"])
