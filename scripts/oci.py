@@ -186,6 +186,7 @@ Publish it: make oci-push OCI_REF={args.repo}:{args.tag}  (scripts/oci.py push {
 def push(args):
     import oras.layout  # PyPI `oras` (tests/requirements.txt), only needed here
     import oras.provider
+    import requests  # comes with oras
 
     ref, layout = args.ref, os.path.join(args.out, NAME)
     repo, sep, tag = ref.rpartition(":")
@@ -193,11 +194,27 @@ def push(args):
         sys.exit(f"push wants REGISTRY/REPOSITORY:TAG, got {ref!r}")
     with open(os.path.join(layout, "index.json"), "rb") as f:
         entry = json.load(f)["manifests"][0]
-    registry = oras.provider.Registry(hostname=repo.split("/", 1)[0], insecure=args.insecure)
-    # Credentials: what `docker login` / `oras login` saved, or OCI_USERNAME and OCI_PASSWORD.
-    registry.auth.load_configs(registry.get_container(ref))
-    if os.environ.get("OCI_USERNAME"):
-        registry.auth.set_basic_auth(os.environ["OCI_USERNAME"], os.environ.get("OCI_PASSWORD", ""))
+    host = repo.split("/", 1)[0]
+    # Most registries answer /v2/ with a Bearer challenge (token auth: ghcr.io, Docker Hub, Harbor); a
+    # plain htpasswd registry (distribution's `auth: htpasswd`) with Basic, which oras' token backend
+    # mistakes for a token realm. https://distribution.github.io/distribution/spec/auth/token/
+    try:
+        challenge = requests.get(f"{'http' if args.insecure else 'https'}://{host}/v2/", timeout=30)
+    except requests.RequestException as e:
+        sys.exit(f"cannot reach {host}: {e}")
+    basic = challenge.headers.get("Www-Authenticate", "").lower().startswith("basic")
+    registry = oras.provider.Registry(hostname=host, insecure=args.insecure,
+                                      auth_backend="basic" if basic else "token")
+    # Credentials: what `docker login` / `oras login` saved (oras reads ~/.docker/config.json; we add
+    # $DOCKER_CONFIG's), or ORAS_USER and ORAS_PASS (oras' own names).
+    configs = [os.path.join(os.environ["DOCKER_CONFIG"], "config.json")] if os.environ.get("DOCKER_CONFIG") else None
+    registry.auth.load_configs(registry.get_container(ref), configs=configs)
+    if os.environ.get("ORAS_USER"):
+        registry.auth.set_basic_auth(os.environ["ORAS_USER"], os.environ.get("ORAS_PASS", ""))
+    # Without credentials oras would retry for minutes before failing; say so now. (`_basic_auth` is
+    # where oras 0.2.43 keeps the credentials it found.)
+    if challenge.status_code == 401 and not getattr(registry.auth, "_basic_auth", None):
+        sys.exit(f"{host} asks for credentials: `docker login {host}`, or set ORAS_USER and ORAS_PASS")
     oras.layout.Layout(layout).push_to_registry(registry, ref, tag=entry["annotations"][REF_NAME])
     got = registry.do_request(f"{registry.prefix}://{registry.get_container(ref).manifest_url()}", "GET",
                               headers={"Accept": entry["mediaType"]})
