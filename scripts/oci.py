@@ -4,7 +4,7 @@
 Istio's WasmPlugin (`url: oci://...`) and Envoy Gateway's EnvoyExtensionPolicy (`code.type: Image`)
 load a Wasm filter from a registry. This writes such an image of target/wasm32-wasip1/release/llmux.wasm
 as an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`) plus a tar of it, byte for byte
-the same for the same .wasm, and pushes the layout to a registry with the `oras` PyPI package:
+the same for the same .wasm (and the same zlib), and pushes the layout to a registry with the `oras` PyPI package:
 
     python3 scripts/oci.py build [--variant compat|oci] [--repo ghcr.io/me/llmux] [--out build/oci]
     .venv/bin/python scripts/oci.py push ghcr.io/me/llmux:0.1.0 [--insecure]
@@ -50,8 +50,9 @@ TITLE = "org.opencontainers.image.title"
 COMPAT_FILE = "plugin.wasm"
 COMPAT_ANNOTATION = {"module.wasm.image/variant": "compat"}
 # oci variant (solo-io/wasm spec/spec.md "Format"; imagefetcher.go extractOCIArtifactImage wants
-# exactly 2 layers, one of WASM_LAYER, read as the raw module). The config blob is both the
-# manifest's config and the first layer, as `wasme push` wrote it.
+# exactly 2 layers, one of WASM_LAYER, read as the raw module). The runtime config JSON ("type":
+# "envoy_proxy", "abiVersions": spec.md "Envoy WASM Filter Specification", titled runtime-config.json
+# as in its example) is both the manifest's config and the first layer, as `wasme push` wrote it.
 WASM_CONFIG = "application/vnd.module.wasm.config.v1+json"
 WASM_LAYER = "application/vnd.module.wasm.content.layer.v1+wasm"
 WASM_MAGIC = b"\0asm"  # https://webassembly.github.io/spec/core/binary/modules.html#binary-module
@@ -171,6 +172,9 @@ def build(args):
     print(f"variant: {args.variant}\nlayout: {layout}\ntar: {layout}.tar")
     print(f"manifest digest: {m}")
     print(f"wasm sha256: {digest(wasm)}")
+    # Both fields take hex only (istio/api CRD: pattern (^$|^[a-f0-9]{64}$)). For an oci:// module Istio and
+    # Envoy Gateway compare them with the manifest digest, not the module's sha256 (istio/istio
+    # pkg/wasm/cache.go, envoyproxy/gateway internal/wasm/cache.go: dChecksum from PrepareFetch).
     print(f"""
 Istio WasmPlugin (sha256 is the image's manifest digest: Istio compares it with the pulled image's digest):
   url: oci://{args.repo}@{m}
