@@ -15,7 +15,7 @@ MOCK_PORT   ?= 8081
 # pytest workers: the e2e suite starts its own Envoy + mock per worker.
 PYTEST_ARGS ?=
 
-.PHONY: help wasm mock rls build venv run run-cluster stop logs test test-unit test-wasm32 test-e2e lint fmt size clean bench bench-instructions fuzz
+.PHONY: help wasm mock rls build venv run run-cluster stop logs test test-unit test-wasm32 test-e2e lint fmt size clean bench bench-instructions fuzz oci oci-push
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -98,6 +98,17 @@ bench: build venv ## Benchmarks vs plain Envoy, LiteLLM, Portkey → bench/resul
 
 bench-instructions: build venv ## Callgrind instructions per request of LLMux's bench scenarios only (~5 min; LLMUX_WASM=path counts another build)
 	BENCH_ONLY=instructions bench/bench.sh
+
+# `make oci`: OCI_VARIANT=oci for the two-layer variant, OCI_REPO names the repository in the printed lines.
+OCI_VARIANT ?= compat
+OCI_REPO    ?= <registry>/llmux
+
+oci: wasm venv ## OCI image of the filter for Istio WasmPlugin / Envoy Gateway, no Docker → build/oci/ (prints its digest)
+	$(PY) scripts/oci.py build --variant $(OCI_VARIANT) --repo '$(OCI_REPO)'
+
+oci-push: ## Push build/oci/llmux to OCI_REF=registry/repo:tag with oras (OCI_INSECURE=1: plain HTTP)
+	@[ -n "$(OCI_REF)" ] || { echo "usage: make oci-push OCI_REF=registry/repo:tag" >&2; exit 2; }
+	$(PY) scripts/oci.py push '$(OCI_REF)' $(if $(OCI_INSECURE),--insecure)
 
 size: wasm ## Size of the release .wasm
 	@stat -c '%s bytes  %n' $(WASM)
