@@ -40,8 +40,9 @@ CLUSTER_HEADER = "x-llmux-cluster"
 ISTIO_FILTER_NAME = "istio-system.llmux"
 ISTIO_UPSTREAM_FILTER_NAME = "istio-system.llmux-upstream"
 # Envoy Gateway names an EnvoyExtensionPolicy's Wasm filter
-# `envoy.filters.http.wasm/envoyextensionpolicy/<namespace>/<name>/<index>`.
-EG_FILTER_NAME = "envoy.filters.http.wasm/envoyextensionpolicy/llmux/llmux/0"
+# `envoy.filters.http.wasm/envoyextensionpolicy/<namespace>/<name>/wasm/<index>`, its vm_id the
+# same without the prefix (envoyproxy/gateway v1.9.0 internal/xds/translator/wasm.go).
+EG_FILTER_NAME = "envoy.filters.http.wasm/envoyextensionpolicy/llmux/llmux/wasm/0"
 EG_ROUTE_FILTER_CONFIG = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
                           "config": {}}
 
@@ -254,9 +255,12 @@ def envoy_gateway(plain_yaml, llmux_config, wasm_path):
         "http_uri": {"uri": f"http://127.0.0.1:{port}/llmux.wasm", "cluster": "wasm_cache",
                      "timeout": "10s"},
         "sha256": sha}}
+    wasm["config"]["vm_config"]["vm_id"] = EG_FILTER_NAME.split("/", 1)[1]
     filters[i] = {"name": EG_FILTER_NAME, "typed_config": wasm, "disabled": True}
-    # Both stages must share one VM, so the same vm_config (the code's source included): the
-    # EnvoyPatchPolicy copies the rendered filter's vm_config into the failover stage's.
+    # Both stages must share one VM, so the same vm_config (the code's source included). Envoy
+    # Gateway renders the code's URL itself (its Wasm cache), which a patch cannot name, so
+    # failover there means adding both stages with the EnvoyPatchPolicy (docs/deploy.md); this
+    # shape tests that the two stages work when their vm_configs agree.
     _upstream_filter(doc)["typed_config"]["config"]["vm_config"] = copy.deepcopy(
         wasm["config"]["vm_config"])
     rc = hcm["route_config"]
