@@ -8,9 +8,11 @@ The mock validates each provider's requests as strictly as the real API (Anthrop
 alternate, tool results answer tool uses; Gemini: function responses answer the previous turn's
 calls, the first call carries its thought signature), so a 200 proves the translation; the
 recorded request shows what was sent. OpenAI-protocol deployments get the body as it is."""
+import asyncio
 import json
 import time
 
+import agents  # PyPI openai-agents, pinned in tests/requirements.txt
 import httpx
 import openai
 import pytest
@@ -318,3 +320,67 @@ def test_openai_deployment_passes_through_untouched(gw, mock):
     req = mock.requests(mid)[0]
     assert req["path"] == "/v1/responses"
     assert req["body"] == {**body, "model": "gpt-4o-mini"}
+
+
+def agent_client(gw, mid):
+    """An `AsyncOpenAI` client at LLMux whose first request asks the mock for a tool call: the
+    mock then behaves like a model that calls the tool, gets its result and answers."""
+    sent_requests = []
+
+    async def first_calls_a_tool(request):
+        if not sent_requests:
+            request.headers["x-mock-tool-calls"] = "1"
+        sent_requests.append(request)
+
+    http = httpx.AsyncClient(event_hooks={"request": [first_calls_a_tool]}, timeout=30)
+    c = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-client-key", max_retries=0,
+                           default_headers={"x-mock-id": mid}, http_client=http)
+    return c, sent_requests
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_openai_agents_sdk_runs_a_function_tool(gw, mock, model, streamed):
+    """The OpenAI Agents SDK (PyPI openai-agents) over the Responses API: an agent with a function
+    tool, unmodified, against an Anthropic- and a Gemini-protocol deployment."""
+    agents.set_tracing_disabled(True)
+    calls = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        calls.append(city)
+        return f"sunny in {city}"
+
+    async def run():
+        mid = new_id()
+        c, requests = agent_client(gw, mid)
+        agent = agents.Agent(name="weather", instructions="Answer with the weather tool.",
+                             model=agents.OpenAIResponsesModel(model=model, openai_client=c),
+                             tools=[get_weather])
+        if streamed:
+            result = agents.Runner.run_streamed(agent, "What is the weather in Paris?")
+            kinds = [e.type async for e in result.stream_events()]
+            assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+        else:
+            result = await agents.Runner.run(agent, "What is the weather in Paris?")
+        await c.close()
+        return mid, requests, result
+
+    mid, requests, result = asyncio.run(run())
+    assert calls == ["Paris"], "the agent ran the tool once"
+    assert len(requests) == 2 and all(r.url.path == "/v1/responses" for r in requests)
+    assert result.final_output.startswith("Hello from the mock!")
+    kinds = [i.type for i in result.new_items]
+    assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and kinds[-1] == "message_output_item"
+    assert result.context_wrapper.usage.requests == 2
+    assert result.context_wrapper.usage.output_tokens > 0
+    # What the provider got on the second turn: the call and its output, translated.
+    second = mock.requests(mid)[-1]["body"]
+    if model == "claude":
+        assert [m["role"] for m in second["messages"]] == ["user", "assistant", "user"]
+        [result_block] = second["messages"][2]["content"]
+        assert result_block["type"] == "tool_result" and "sunny in Paris" in json.dumps(result_block)
+    else:
+        assert [c["role"] for c in second["contents"]] == ["user", "model", "user"]
+        assert second["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"
