@@ -1,8 +1,10 @@
 """The OpenAI Responses API inbound (`POST /v1/responses`) for every provider, used by the official
 `openai` SDK (`client.responses.create`, plain and `stream=True`, and the `client.responses.stream`
-helper, which checks every event against the response it builds) against Anthropic-protocol and
-Gemini-protocol deployments on the mock: the request goes through the OpenAI chat pivot, and the
-answer and its stream come back as a `response` object and the Responses semantic events.
+helper, which checks every event against the response it builds) and by the OpenAI Agents SDK,
+against Anthropic-protocol and Gemini-protocol deployments on the mock (and Bedrock, Cohere and
+Vertex AI ones for text, streams and a tool round trip): the request goes through the OpenAI chat
+pivot, and the answer and its stream come back as a `response` object and the Responses semantic
+events.
 
 The mock validates each provider's requests as strictly as the real API (Anthropic: roles
 alternate, tool results answer tool uses; Gemini: function responses answer the previous turn's
@@ -18,11 +20,12 @@ import openai
 import pytest
 
 import prom
-from harness import Gateway, new_id
+from harness import Gateway, Mock, new_id
 
 CLAUDE_UPSTREAM = "claude-3-5-haiku-20241022"
 GEMINI_UPSTREAM = "gemini-2.5-flash"
 GEMINI_KEY = "AIza-e2e-responses"
+VERTEX_TOKEN = "ya29.e2e-responses"
 PRICE = {"input_per_mtok": 1, "output_per_mtok": 2}
 TOOLS = [
     {"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": False,
@@ -35,6 +38,11 @@ CONFIG = {
         "ant": {"type": "anthropic", "cluster": "mock"},
         "gem": {"type": "gemini", "cluster": "mock", "api_key": GEMINI_KEY},
         "oai": {"type": "openai", "cluster": "mock"},
+        "aws": {"type": "bedrock", "cluster": "mock", "region": "us-east-1",
+                "aws_access_key_id": "AKIDMOCKBEDROCK", "aws_secret_access_key": "mock/bedrock+SECRET/key"},
+        "co": {"type": "cohere", "cluster": "mock", "api_key": "co-key"},
+        "vx": {"type": "vertex", "cluster": "mock", "project": "p", "location": "us-central1",
+               "access_token": VERTEX_TOKEN},
         # Always answers 503: the first deployment of `failover`.
         "down": {"type": "anthropic", "cluster": "mock", "headers": {"x-mock-status": "503"}},
     },
@@ -43,12 +51,24 @@ CONFIG = {
         {"name": "claude", "deployments": [{"provider": "ant", "model": CLAUDE_UPSTREAM, "price": PRICE}]},
         {"name": "gemini", "deployments": [{"provider": "gem", "model": GEMINI_UPSTREAM, "price": PRICE}]},
         {"name": "gpt", "deployments": [{"provider": "oai", "model": "gpt-4o-mini"}]},
+        {"name": "bedrock", "deployments": [{"provider": "aws", "model": "us.anthropic.claude-3-5-haiku-20241022-v1:0"}]},
+        {"name": "cohere", "deployments": [{"provider": "co", "model": "command-a-03-2025"}]},
+        {"name": "vertex-gemini", "deployments": [{"provider": "vx", "model": "gemini-2.5-flash"}]},
+        {"name": "vertex-claude", "deployments": [{"provider": "vx", "model": "claude-sonnet-4@20250514"}]},
         {"name": "failover", "strategy": "priority", "deployments": [
             {"provider": "down", "model": CLAUDE_UPSTREAM, "name": "first", "priority": 0},
             {"provider": "gem", "model": GEMINI_UPSTREAM, "name": "second", "priority": 1}]},
     ],
 }
 MODELS = ["claude", "gemini"]
+
+
+@pytest.fixture(scope="module")
+def mock(log_dir):
+    """The mock with a Vertex AI token (the other providers' checks need no flag)."""
+    m = Mock(log_dir, args=["--vertex-token", VERTEX_TOKEN])
+    yield m
+    m.stop()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +86,7 @@ def client(gw, mid, **headers):
 
 def sent(mock, mid):
     [req] = mock.requests(mid)
-    assert "authorization" not in req["headers"], "the client's key must not reach the provider"
+    assert "sk-client-key" not in json.dumps(req["headers"]), "the client's key must not reach the provider"
     return req
 
 
@@ -178,6 +198,32 @@ def test_function_tool_round_trip(gw, mock, model, stream):
         assert "thoughtSignature" in calls_sent[0], "Gemini needs the signature back"
         answers = [p["functionResponse"]["name"] for p in body["contents"][2]["parts"]]
         assert answers == ["get_weather", "get_time"]
+
+
+@pytest.mark.parametrize("model,path", [
+    ("bedrock", "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"),
+    ("cohere", "/v2/chat"),
+    ("vertex-gemini", "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"),
+    ("vertex-claude", "/v1/projects/p/locations/us-central1/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict"),
+])
+def test_every_other_translated_provider(gw, mock, model, path):
+    """Bedrock, Cohere and Vertex AI (Gemini and Claude): text, the stream helper, and a tool round
+    trip, each accepted by the mock's strict check of that provider's API."""
+    mid = new_id()
+    r = client(gw, mid).responses.create(model=model, instructions="Be brief.", input="Hi there")
+    assert r.output_text == "Hello from the mock! You said: Hi there"
+    check_usage(r.usage)
+    assert sent(mock, mid)["path"].startswith(path)
+    with client(gw, new_id()).responses.stream(model=model, input="Helper") as s:
+        final = s.get_final_response()
+    assert final.output_text == "Hello from the mock! You said: Helper"
+    r = client(gw, new_id(), **{"x-mock-tool-calls": "1"}).responses.create(
+        model=model, input="weather?", tools=TOOLS[:1])
+    [call] = [o for o in r.output if o.type == "function_call"]
+    follow = client(gw, new_id()).responses.create(model=model, tools=TOOLS[:1], input=[
+        {"role": "user", "content": "weather?"}, *[o.model_dump(exclude_none=True) for o in r.output],
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    assert follow.output_text.startswith("Hello from the mock!")
 
 
 def test_reasoning_summary_and_images_through_gemini(gw, mock):
