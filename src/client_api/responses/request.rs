@@ -468,7 +468,6 @@ fn tool_choice(
                     }
                 };
                 let allowed = allowed_names(c, served_by)?;
-                // One pass over the tools with the (short) list of allowed names.
                 tools.retain(|t| {
                     t.pointer("/function/name")
                         .and_then(Value::as_str)
@@ -500,13 +499,17 @@ fn tool_choice(
     Ok(())
 }
 
-/// The function names of an `allowed_tools` choice.
-fn allowed_names<'a>(c: &'a Value, served_by: &str) -> Result<Vec<&'a str>, GatewayError> {
+/// The function names of an `allowed_tools` choice (a set: the tools are matched against it in
+/// one pass).
+fn allowed_names<'a>(
+    c: &'a Value,
+    served_by: &str,
+) -> Result<std::collections::HashSet<&'a str>, GatewayError> {
     let list = c
         .get("tools")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("tool_choice.tools", "`tools` must be an array"))?;
-    let mut names = Vec::with_capacity(list.len());
+    let mut names = std::collections::HashSet::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
         if t.get("type").and_then(Value::as_str) != Some("function") {
             return Err(unsupported(
@@ -514,7 +517,7 @@ fn allowed_names<'a>(c: &'a Value, served_by: &str) -> Result<Vec<&'a str>, Gate
                 format!("only function tools can be allowed: {served_by}"),
             ));
         }
-        names.push(str_field(t, "name"));
+        names.insert(str_field(t, "name"));
     }
     Ok(names)
 }

@@ -328,6 +328,10 @@ impl StreamToResponses {
         Some(index)
     }
 
+    fn item_id(&self, index: usize) -> &str {
+        self.items.get(index).map_or("", |it| it.id.as_str())
+    }
+
     fn text_delta(&mut self, t: &str, out: &mut Vec<u8>) {
         let index = match self.text {
             Some(i) => i,
@@ -337,7 +341,7 @@ impl StreamToResponses {
                     return;
                 };
                 self.text = Some(i);
-                let ev = json!({"item_id": self.items[i].id, "output_index": i,
+                let ev = json!({"item_id": self.item_id(i), "output_index": i,
                     "content_index": 0, "part": output_text("")});
                 self.emit(out, "response.content_part.added", ev);
                 i
@@ -364,7 +368,7 @@ impl StreamToResponses {
                     return;
                 };
                 self.reasoning = Some(i);
-                let ev = json!({"item_id": self.items[i].id, "output_index": i,
+                let ev = json!({"item_id": self.item_id(i), "output_index": i,
                     "summary_index": 0, "part": {"type": "summary_text", "text": ""}});
                 self.emit(out, "response.reasoning_summary_part.added", ev);
                 i
