@@ -6,6 +6,7 @@ use crate::client_api::anthropic::parse_messages_envelope;
 use crate::client_api::openai::{
     check_messages, parse_chat_top, parse_embeddings_envelope, ChatEnvelope,
 };
+use crate::client_api::responses::parse_responses_envelope;
 use crate::client_api::ClientApi;
 use crate::config::{Config, UnknownPaths};
 use crate::error::GatewayError;
@@ -219,6 +220,7 @@ impl Gateway {
                 endpoint @ (Endpoint::ChatCompletions
                 | Endpoint::Embeddings
                 | Endpoint::Messages
+                | Endpoint::Responses
                 | Endpoint::OpenAiApi(_)),
             ) => {
                 if method != "POST" {
@@ -582,6 +584,9 @@ impl Gateway {
             Endpoint::Messages => {
                 crate::client_api::anthropic::translator::translator(provider.kind)
             }
+            Endpoint::Responses => {
+                crate::client_api::responses::translator::translator(provider.kind)
+            }
             Endpoint::OpenAiApi(path) => match provider.kind {
                 ProviderKind::OpenAi => Box::new(OpenAiPassthrough::new(path)),
                 _ => {
@@ -658,7 +663,7 @@ impl Gateway {
                 },
                 mode: ResponseMode::Pending,
                 client_api: endpoint.client_api(),
-                passthrough: matches!(endpoint, Endpoint::OpenAiApi(_)),
+                passthrough: endpoint.passes_through(provider.kind),
                 relay: false,
                 status: 0,
                 provider_status: 0,
@@ -685,6 +690,7 @@ impl Gateway {
         match endpoint {
             Endpoint::Embeddings => parse_embeddings_envelope(body),
             Endpoint::Messages => parse_messages_envelope(body),
+            Endpoint::Responses => parse_responses_envelope(body),
             Endpoint::OpenAiApi(_) => {
                 match content_type.and_then(crate::codec::multipart::boundary) {
                     Some(boundary) => form_envelope(body, boundary),
@@ -755,9 +761,12 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic Messages API.
     Messages,
+    /// OpenAI Responses API: passed through to OpenAI-protocol providers, translated through
+    /// the chat pivot for the others.
+    Responses,
     Models,
-    /// Another OpenAI endpoint (`completions`, `responses`, `images/generations`, ...): routed
-    /// by its `model` and passed through to OpenAI-protocol providers.
+    /// Another OpenAI endpoint (`completions`, `images/generations`, ...): routed by its
+    /// `model` and passed through to OpenAI-protocol providers.
     OpenAiApi(&'static str),
     /// `files` or `batches` (and their sub-paths): no model; routed to one provider by name.
     Unrouted(&'static str),
@@ -766,7 +775,6 @@ pub enum Endpoint {
 /// OpenAI endpoints passed through with model routing and auth (JSON or multipart bodies).
 pub const OPENAI_PASSTHROUGH_PATHS: &[&str] = &[
     "completions",
-    "responses",
     "images/generations",
     "images/edits",
     "audio/speech",
@@ -784,12 +792,23 @@ impl Endpoint {
         }
     }
 
+    /// A successful answer from this kind of provider goes back untouched (only errors are
+    /// rewritten): the other OpenAI endpoints, and the Responses API to OpenAI's protocol.
+    fn passes_through(self, kind: ProviderKind) -> bool {
+        match self {
+            Endpoint::OpenAiApi(_) => true,
+            Endpoint::Responses => crate::client_api::responses::translator::passes_through(kind),
+            _ => false,
+        }
+    }
+
     fn of(path: &str) -> Option<Self> {
         let p = path.strip_prefix("/v1").unwrap_or(path);
         match p.trim_end_matches('/') {
             "/chat/completions" => Some(Self::ChatCompletions),
             "/embeddings" => Some(Self::Embeddings),
             "/messages" => Some(Self::Messages),
+            "/responses" => Some(Self::Responses),
             "/models" => Some(Self::Models),
             other if other == "/files" || other.starts_with("/files/") => {
                 Some(Self::Unrouted("files"))
@@ -1470,7 +1489,7 @@ mod tests {
         let f = g
             .on_request_body(
                 &BodyRequest {
-                    endpoint: Endpoint::OpenAiApi("responses"),
+                    endpoint: Endpoint::Responses,
                     content_type: Some("application/json"),
                     key: None,
                     now_unix: 0,
@@ -1713,7 +1732,10 @@ mod tests {
         let g = gw();
         let exchange = |path: &'static str, body: &str| {
             let req = BodyRequest {
-                endpoint: Endpoint::OpenAiApi(path),
+                endpoint: match path {
+                    "responses" => Endpoint::Responses,
+                    _ => Endpoint::OpenAiApi(path),
+                },
                 content_type: Some("application/json"),
                 key: None,
                 now_unix: 0,

@@ -1,12 +1,13 @@
 //! The APIs clients speak to LLMux: the OpenAI API ([`openai`]: chat completions, embeddings
-//! and the pass-through endpoints' envelopes) and the Anthropic Messages API ([`anthropic`]).
-//! Every provider translator pivots on the OpenAI chat shape; an Anthropic client's request is
-//! turned into it and the answer turned back. [`ClientApi`] says which one a request speaks, and
-//! so the shape of every error it gets.
+//! and the pass-through endpoints' envelopes; [`responses`]: the Responses API) and the
+//! Anthropic Messages API ([`anthropic`]). Every provider translator pivots on the OpenAI chat
+//! shape; an Anthropic or Responses client's request is turned into it and the answer turned
+//! back. [`ClientApi`] says which error shape a request gets (Responses errors are OpenAI's).
 
 pub mod anthropic;
 pub mod headers;
 pub mod openai;
+pub mod responses;
 
 use crate::error::GatewayError;
 
