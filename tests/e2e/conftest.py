@@ -1,15 +1,44 @@
 import os
 import shutil
+import subprocess
 
 import pytest
 
-from harness import MOCK, RLS, WASM, Gateway, Mock, tmpdir
+from harness import MOCK, RLS, WASM, Gateway, Mock, envoy_path, envoy_site, tmpdir
 
 
 def pytest_sessionstart(session):
     for path, how in ((WASM, "make wasm"), (MOCK, "make mock"), (RLS, "make rls")):
         if not os.path.exists(path):
             raise pytest.UsageError(f"{path} is missing: run `{how}` (or `make test`)")
+    version = os.environ.get("LLMUX_ENVOY", "").strip()
+    if version:
+        try:
+            path = envoy_path()
+        except RuntimeError as e:
+            raise pytest.UsageError(str(e))
+        reported = _envoy_version(path)
+        if reported != version:
+            raise pytest.UsageError(f"LLMUX_ENVOY={version}: {path} says it is Envoy {reported}")
+        # What the tests start through `make run` (scripts/run.sh finds Envoy with
+        # `import envoy`) runs this Envoy too.
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (envoy_site(version), os.environ.get("PYTHONPATH")) if p)
+
+
+def _envoy_version(path):
+    # "envoy  version: <sha>/1.36.4/Clean/RELEASE/BoringSSL"
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
+    fields = out.split("version:", 1)[-1].strip().split("/")
+    return fields[1] if len(fields) > 1 else out.strip()
+
+
+def pytest_report_header(config):
+    try:
+        path = envoy_path()
+    except RuntimeError as e:
+        return f"envoy: {e}"
+    return f"envoy: {_envoy_version(path)} ({path})"
 
 
 @pytest.fixture(scope="session")
