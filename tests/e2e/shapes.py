@@ -438,3 +438,114 @@ def istio_from_manifests(manifests, plain_yaml, mock_port, wasm_path, work_dir, 
         "static_resources": {"listeners": [main] + listeners, "clusters": clusters},
     }
     return Shape(yaml.safe_dump(doc, sort_keys=False), files=ecds)
+
+
+def _json_path(doc, expr):
+    """The objects a JSONPath of the form EnvoyPatchPolicy examples use selects:
+    `$.a.b[?(@.name=='x')].c` (keys, and list filters on one field's value)."""
+    import re
+
+    assert expr.startswith("$."), expr
+    found = [doc]
+    for seg in re.findall(r"[^.\[\]]+(?:\[\?\(@\.[a-z_]+=='[^']*'\)\])?", expr[2:]):
+        m = re.fullmatch(r"([^\[]+)(?:\[\?\(@\.([a-z_]+)=='([^']*)'\)\])?", seg)
+        key, field, value = m.groups()
+        nxt = []
+        for node in found:
+            v = node.get(key) if isinstance(node, dict) else None
+            if v is None:
+                continue
+            if field is None:
+                nxt.append(v)
+            else:
+                nxt.extend(x for x in v if isinstance(x, dict) and x.get(field) == value)
+        found = nxt
+    return found
+
+
+def envoy_gateway_from_manifests(manifests, plain_yaml, mock_port, wasm_path):
+    """The Envoy configuration Envoy Gateway v1.9 renders for deploy/envoy-gateway (the Gateway's
+    listener, the HTTPRoute, the EnvoyExtensionPolicy's Wasm filter) with the EnvoyPatchPolicy's
+    JSON patches applied as Envoy Gateway applies them (a `jsonPath` that selects nothing fails,
+    as it does there). Backends are answered by the mock over plain HTTP (BackendTLSPolicy's TLS
+    is not exercised)."""
+    plain = yaml.safe_load(plain_yaml)
+    main, plain_hcm, _ = _parts(plain)
+    gw = next(d for d in manifests if d["kind"] == "Gateway")
+    route = next(d for d in manifests if d["kind"] == "HTTPRoute")
+    policy = next(d for d in manifests if d["kind"] == "EnvoyExtensionPolicy")
+    patches = next(d for d in manifests if d["kind"] == "EnvoyPatchPolicy")
+    ns = policy["metadata"]["namespace"]
+    listener_name = f"{ns}/{gw['metadata']['name']}/{gw['spec']['listeners'][0]['name']}"
+
+    server, sha = _serve_file(wasm_path)
+    w = policy["spec"]["wasm"][0]
+    policy_name = f"envoyextensionpolicy/{ns}/{policy['metadata']['name']}/wasm/0"
+    filter_name = f"envoy.filters.http.wasm/{policy_name}"
+    wasm = {"@type": WASM_TYPE, "config": {
+        "name": policy_name, "root_id": w["rootID"], "fail_open": w.get("failOpen", False),
+        "vm_config": {
+            "vm_id": policy_name, "runtime": "envoy.wasm.runtime.v8",
+            "code": {"remote": {"http_uri": {"uri": f"http://127.0.0.1:{server.server_address[1]}/x.wasm",
+                                             "cluster": "wasm_cache", "timeout": "10s"},
+                                "sha256": sha}},
+            "environment_variables": {"host_env_keys": w["env"]["hostKeys"]}},
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": json.dumps(w["config"])}}}
+    routes, clusters = [], []
+    for n, rule in enumerate(route["spec"]["rules"]):
+        r = {"name": f"httproute/{ns}/{route['metadata']['name']}/rule/{n}/match/0/*",
+             "typed_per_filter_config": {filter_name: EG_ROUTE_FILTER_CONFIG}}
+        m = rule["matches"][0]
+        r["match"] = {"prefix": m.get("path", {}).get("value", "/")}
+        if "headers" in m:
+            r["match"]["headers"] = [{"name": h["name"], "string_match": {"exact": h["value"]}}
+                                     for h in m["headers"]]
+        for f in rule.get("filters", []):
+            if f["type"] == "RequestHeaderModifier":
+                r["request_headers_to_remove"] = f["requestHeaderModifier"]["remove"]
+        if rule.get("backendRefs"):
+            cluster = f"httproute/{ns}/{route['metadata']['name']}/rule/{n}"
+            r["route"] = {"cluster": cluster,
+                          "timeout": rule.get("timeouts", {}).get("request", "15s")}
+            clusters.append({"name": cluster, "type": "STATIC", "connect_timeout": "2s",
+                             "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{
+                                 "endpoint": {"address": {"socket_address": {
+                                     "address": "127.0.0.1", "port_value": mock_port}}}}]}]}})
+        else:
+            r["direct_response"] = {"status": 500}  # Envoy Gateway: a rule without backends
+        routes.append(r)
+    hcm = {"@type": plain_hcm["@type"], "stat_prefix": "http-10080", "use_remote_address": True,
+           "access_log": plain_hcm["access_log"],
+           "route_config": {"name": listener_name, "virtual_hosts": [
+               {"name": f"{listener_name}/*", "domains": ["*"], "routes": routes}]},
+           "http_filters": [{"name": filter_name, "typed_config": wasm, "disabled": True},
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+    listener = {"name": listener_name, "address": main["address"],
+                "default_filter_chain": {"filters": [{"name": HCM_FILTER, "typed_config": hcm}]}}
+    for p in patches["spec"]["jsonPatches"]:
+        op = p["operation"]
+        if p["type"].endswith("Listener"):
+            assert p["name"] == listener_name, (p["name"], listener_name)
+            targets = _json_path(listener, op["jsonPath"]) if "jsonPath" in op else [listener]
+            assert targets, f"jsonPath selects nothing: {op.get('jsonPath')}"
+            for t in targets:
+                assert op["op"] == "add"
+                t[op["path"]] = op["value"]
+        elif p["type"].endswith("Cluster") and op["op"] == "add" and op["path"] == "":
+            c = copy.deepcopy(op["value"])
+            if c["name"] == "ratelimit":
+                c["type"] = "STATIC"
+                c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] = {
+                    "socket_address": {"address": "127.0.0.1", "port_value": 9}}
+            clusters.append(c)
+        else:
+            raise AssertionError(f"patch not rendered here: {p}")
+    clusters.append({"name": "wasm_cache", "type": "STATIC", "connect_timeout": "2s",
+                     "load_assignment": {"cluster_name": "wasm_cache", "endpoints": [{"lb_endpoints": [{
+                         "endpoint": {"address": {"socket_address": {
+                             "address": "127.0.0.1", "port_value": server.server_address[1]}}}}]}]}})
+    doc = {"admin": plain["admin"], "static_resources": {"listeners": [listener],
+                                                          "clusters": clusters}}
+    return Shape(yaml.safe_dump(doc, sort_keys=False), server=server)

@@ -256,3 +256,51 @@ def test_the_istio_manifests_route_fail_over_and_stream_in_a_real_envoy(mock, lo
         g.stop()
     assert "panicked" not in g.process.log()
     assert "has no plan in this VM" not in g.process.log()
+
+
+def test_the_envoy_gateway_manifests_route_in_a_real_envoy(mock, log_dir):
+    """deploy/envoy-gateway as Envoy Gateway v1.9 renders it: the EnvoyExtensionPolicy's filter
+    (disabled on the listener, enabled per route, code from its Wasm cache), the HTTPRoute's
+    header-matched rules, and the EnvoyPatchPolicy's JSON patches applied by their jsonPath —
+    which must find the filter, or the flag is never set."""
+    eg_dir = os.path.join(ROOT, "deploy", "envoy-gateway")
+    manifests = shapes.load_manifests(*(os.path.join(eg_dir, f) for f in
+                                        ("gateway.yaml", "extension-policy.yaml",
+                                         "patch-policy.yaml")))
+    for d in manifests:
+        if d["kind"] == "EnvoyExtensionPolicy":  # the test steers the mock
+            for p in d["spec"]["wasm"][0]["config"]["providers"].values():
+                p["client_headers"] = ["x-mock-*"]
+    env = {**os.environ, "OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a"}
+    g = Gateway(mock, log_dir, name="envoy-eg-manifests", env=env,
+                llmux_config={"filter_state": None, "client_headers": None},
+                bootstrap=lambda plain: shapes.envoy_gateway_from_manifests(
+                    manifests, plain, mock.port, harness.WASM))
+    try:
+        assert "allow_on_headers_stop_iteration: true" in g.yaml, "the patch set the flag"
+        mock_id = new_id()
+        r = chat(g, headers={**KEY, "x-mock-id": mock_id})
+        assert r.status_code == 200, r.text
+        seen = mock.requests(mock_id)[0]["headers"]
+        assert seen["host"] == "api.openai.com" and seen["authorization"] == "Bearer sk-o", seen
+        assert nth_log_line(g, 0)["upstream_cluster"] == "httproute/llmux/llmux/rule/0"
+        r = g.post("/v1/messages", {"model": "claude-3-5-haiku", "max_tokens": 20, "stream": True,
+                                    "messages": [{"role": "user", "content": "hi"}]},
+                   headers={**KEY, "x-mock-id": new_id()})
+        assert r.status_code == 200, r.text
+        assert "event: message_stop" in r.text
+        assert nth_log_line(g, 1)["upstream_cluster"] == "httproute/llmux/llmux/rule/1"
+        assert chat(g).status_code == 401
+    finally:
+        g.stop()
+    assert "panicked" not in g.process.log()
+
+
+def test_a_patch_whose_json_path_misses_the_filter_fails():
+    # The check above can fail: a policy name off by one segment selects nothing.
+    listener = {"default_filter_chain": {"filters": [{"name": "hcm", "typed_config": {
+        "http_filters": [{"name": "envoy.filters.http.wasm/envoyextensionpolicy/llmux/llmux/wasm/0",
+                          "typed_config": {"config": {}}}]}}]}}
+    hit = "$.default_filter_chain.filters[?(@.name=='hcm')].typed_config.http_filters[?(@.name=='envoy.filters.http.wasm/envoyextensionpolicy/llmux/llmux/wasm/0')].typed_config.config"
+    assert len(shapes._json_path(listener, hit)) == 1
+    assert shapes._json_path(listener, hit.replace("/wasm/0", "/0")) == []
