@@ -37,6 +37,7 @@ RED_PNG = base64.b64decode(
 # deferred tools, seven `anthropic-beta` values.
 MODELS = {
     "gpt-4o-mini": ("openai", "gpt-4o-mini"),
+    "gemini-2.5-flash": ("gemini", "gemini-2.5-flash"),
     "claude-3-5-haiku": ("anthropic", "claude-3-5-haiku-20241022"),
     "llmux-claude": ("anthropic", "claude-sonnet-4-5"),
 }
@@ -72,6 +73,7 @@ def start(make_gateway, model, headers):
     provider, upstream = MODELS[model]
     providers = {
         "openai": {"type": "openai", "cluster": "mock"},
+        "gemini": {"type": "gemini", "cluster": "mock", "api_key": "gemini-key"},
         # Claude Code's anthropic-beta values reach Anthropic deployments when the provider
         # allows the header; never other providers.
         "anthropic": {"type": "anthropic", "cluster": "mock", "client_headers": ["anthropic-beta"]},
@@ -140,6 +142,15 @@ def test_plain_answer(claude, make_gateway, mock, scratch, model):
         assert {"Bash", "Read"} <= {t["function"]["name"] for t in body["tools"]}
         assert body["max_completion_tokens"] > 0
         assert "anthropic-beta" not in headers and "x-api-key" not in headers
+    elif MODELS[model][0] == "gemini":
+        # Through the pivot and the Gemini translator; adaptive thinking with effort high is
+        # Gemini 2.5's thinking budget for high.
+        assert seen["path"] == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+        assert body["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 24576
+        assert "# Environment" in json.dumps(body["systemInstruction"])
+        assert prompt in json.dumps(body["contents"])
+        assert "cache_control" not in json.dumps(body)
+        assert "anthropic-beta" not in headers
     else:
         assert seen["path"] == "/v1/messages"
         assert body["model"] == MODELS[model][1]
@@ -191,6 +202,16 @@ def test_tool_round_trip(claude, make_gateway, mock, scratch, model, tool):
             assert msgs[at + 1]["role"] == "user" and len(images) == 1
             assert images[0]["image_url"]["url"].startswith("data:image/png;base64,")
             said = result
+    elif MODELS[model][0] == "gemini":
+        parts = [p for c in second["body"]["contents"] for p in c["parts"]]
+        calls = [p["functionCall"] for p in parts if "functionCall" in p]
+        responses = [p["functionResponse"] for p in parts if "functionResponse" in p]
+        assert [c["name"] for c in calls] == [tool] and [r["name"] for r in responses] == [tool]
+        if tool == "Read":
+            # The image follows the function response as inline data of the user turn.
+            at = next(i for i, p in enumerate(parts) if "functionResponse" in p)
+            assert any(p.get("inlineData", {}).get("mimeType") == "image/png" for p in parts[at + 1:])
+            said = "(image output follows in the next user message)"
     else:
         blocks = [b for m in second["body"]["messages"] if isinstance(m["content"], list)
                   for b in m["content"] if b.get("type") == "tool_result"]
