@@ -467,6 +467,13 @@ fn stop_sequences_and_user_id() {
         convert(request(json!({"metadata": {"user_id": long}})))["user"],
         json!(long)
     );
+    for odd in ["someone@example.com", "a.b", "a:b"] {
+        let user = convert(request(json!({"metadata": {"user_id": odd}})))["user"].clone();
+        assert!(
+            user.as_str().unwrap_or("").starts_with("u_"),
+            "{odd}: {user}"
+        );
+    }
     let edge = "x".repeat(64);
     assert_eq!(
         convert(request(json!({"metadata": {"user_id": edge}})))["user"],

@@ -373,14 +373,15 @@ fn response_format(req: &Map<String, Value>) -> Option<Value> {
 /// https://github.com/looplj/axonhub/issues/1669).
 const MAX_USER: usize = 64;
 
-/// OpenAI's `user` for a `metadata.user_id`: as it is when short and made of `[A-Za-z0-9_.@:-]`,
-/// else `u_` and the first 32 hex digits of its SHA-256 (stable per user, opaque as Anthropic
-/// asks the id to be).
+/// OpenAI's `user` for a `metadata.user_id`: as it is when short and made of `[A-Za-z0-9_-]`
+/// (the pattern some services enforce, e.g. DeepSeek:
+/// https://github.com/aattaran/deepclaude/issues/17), else `u_` and the first 32 hex digits of
+/// its SHA-256 (stable per user, and opaque as Anthropic asks the id to be).
 fn openai_user(id: &str) -> String {
     let plain = id.len() <= MAX_USER
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.@:-".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if plain {
         return id.to_string();
     }
