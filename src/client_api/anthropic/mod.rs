@@ -6,19 +6,27 @@
 //! every provider translator already accepts — and the OpenAI answer (whole or streamed) is
 //! rewritten back into a Messages answer.
 //!
-//! Mapping decisions (Anthropic → OpenAI):
-//! - `system` (string or text blocks) → a first `system` message.
+//! Mapping decisions (Anthropic → OpenAI), checked against what Claude Code sends
+//! (tests/fixtures/anthropic/claude_code_request.json):
+//! - `system` (string or text blocks) → a first `system` message; a `system` turn inside
+//!   `messages` → a `system` message where it stands.
 //! - user `text`/`image` blocks → content parts (`image` base64 → `data:` URL; URL images kept);
 //!   `tool_result` blocks → `tool` messages placed before the rest of that user turn (OpenAI
-//!   wants results right after the assistant's tool calls); assistant `tool_use` → `tool_calls`
-//!   with the input as JSON text; `thinking`/`redacted_thinking` blocks are dropped (no OpenAI
-//!   equivalent to send back); `document` and server tools → 400.
-//! - `tools` → functions (`input_schema` → `parameters`); `tool_choice` auto/any/tool/none →
-//!   auto/required/named/none; `disable_parallel_tool_use` → `parallel_tool_calls: false`.
+//!   wants results right after the assistant's tool calls), their images in the user message
+//!   after them (tool messages take text only), `tool_reference` blocks as a line of text;
+//!   assistant `tool_use` → `tool_calls` with the input as JSON text; `thinking` and
+//!   `redacted_thinking` blocks are dropped (their signatures are Anthropic's to verify);
+//!   `document` and server tools → 400.
+//! - `tools` → functions (`input_schema` → `parameters`), a `defer_loading` tool only once a
+//!   `tool_reference` names it; `tool_choice` auto/any/tool/none → auto/required/named/none;
+//!   `disable_parallel_tool_use` → `parallel_tool_calls: false`.
 //! - `max_tokens` → `max_completion_tokens` for OpenAI and Azure (their reasoning models refuse
 //!   `max_tokens`), `max_tokens` elsewhere (many OpenAI-compatible services only know that one);
-//!   `stop_sequences` → `stop`; `temperature`, `top_p` kept; `metadata.user_id` → `user`;
-//!   `top_k` and `thinking` dropped (no OpenAI equivalent).
+//!   `stop_sequences` → `stop`; `temperature`, `top_p` kept; `metadata.user_id` → `user` (a
+//!   digest when long); `thinking` → `reasoning_effort` for models known to think ([`Target`]),
+//!   else dropped; `output_config.format` → `response_format`; `cache_control`,
+//!   `context_management`, the rest of `output_config` and `top_k` dropped (no equivalent).
+//! - `anthropic-beta` is removed: only Anthropic deployments may get it (`client_headers`).
 //!
 //! Answers: text → a `text` block, tool calls → `tool_use` blocks (arguments parsed; unparsable
 //! arguments become `{}`), finish reasons stop/length/tool_calls/content_filter →
@@ -33,14 +41,18 @@
 mod request;
 mod response;
 mod stream;
+mod target;
 pub mod translator;
 
+#[cfg(test)]
+mod claude_code_tests;
 #[cfg(test)]
 mod tests;
 
 pub use request::to_openai_request;
 pub use response::openai_response_to_message;
 pub use stream::StreamToMessages;
+pub use target::Target;
 
 use serde_json::{json, Value};
 
@@ -63,12 +75,14 @@ pub fn validate_envelope(env: &ChatEnvelope<'_>) -> Result<(), GatewayError> {
     match serde_json::from_str::<Value>(messages.get()) {
         Ok(Value::Array(items)) if !items.is_empty() => {
             for (i, m) in items.iter().enumerate() {
+                // `system` turns inside the conversation: Claude Code sends them (its
+                // environment, reminders); see `request::push_turn` for other providers.
                 match m.get("role").and_then(Value::as_str) {
-                    Some("user") | Some("assistant") => {}
+                    Some("user") | Some("assistant") | Some("system") => {}
                     _ => {
                         return Err(GatewayError::invalid_param(
                             &format!("messages.{i}.role"),
-                            "each message needs `role` `user` or `assistant`",
+                            "each message needs `role` `user`, `assistant` or `system`",
                         ))
                     }
                 }

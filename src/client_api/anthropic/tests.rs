@@ -4,8 +4,19 @@ use serde_json::{json, Value};
 
 use super::*;
 
+/// OpenAI's gpt-4o-mini: `max_completion_tokens`, no `reasoning_effort`.
+const OPENAI: Target = Target {
+    max_completion_tokens: true,
+    reasoning_effort: false,
+};
+
 fn convert(body: Value) -> Value {
-    serde_json::from_slice(&to_openai_request(body.to_string().as_bytes(), true).unwrap()).unwrap()
+    convert_for(body, OPENAI)
+}
+
+fn convert_for(body: Value, target: Target) -> Value {
+    serde_json::from_slice(&to_openai_request(body.to_string().as_bytes(), target).unwrap())
+        .unwrap()
 }
 
 #[test]
@@ -23,7 +34,7 @@ fn envelope_requires_messages_and_max_tokens() {
         ),
         (r#"{"model":"m","max_tokens":5,"messages":[]}"#, "messages"),
         (
-            r#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#,
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"tool","content":"x"}]}"#,
             "messages.0.role",
         ),
     ] {
@@ -85,20 +96,18 @@ fn request_maps_system_tools_results_and_images() {
 #[test]
 fn request_rejects_what_cannot_be_sent() {
     let doc = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]});
-    let e = to_openai_request(doc.to_string().as_bytes(), true).unwrap_err();
+    let e = to_openai_request(doc.to_string().as_bytes(), OPENAI).unwrap_err();
     assert_eq!(e.param.as_deref(), Some("messages.0.content.0"));
     let server_tool = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
     assert_eq!(
-        to_openai_request(server_tool.to_string().as_bytes(), true)
+        to_openai_request(server_tool.to_string().as_bytes(), OPENAI)
             .unwrap_err()
             .param
             .as_deref(),
         Some("tools.0.type")
     );
     let plain = json!({"model": "m", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]});
-    let out: Value =
-        serde_json::from_slice(&to_openai_request(plain.to_string().as_bytes(), false).unwrap())
-            .unwrap();
+    let out = convert_for(plain, Target::default());
     assert_eq!(out["max_tokens"], 5);
     assert_eq!(out["stream_options"], json!({"include_usage": true}));
 }
@@ -228,7 +237,7 @@ fn garbage_never_panics() {
     for _ in 0..2000 {
         let n = rng.below(200);
         let bytes = rng.bytes(n, alphabet);
-        let _ = to_openai_request(&bytes, true);
+        let _ = to_openai_request(&bytes, OPENAI);
         let _ = openai_response_to_message(&bytes);
         let _ = run(&[&bytes[..n / 2], &bytes[n / 2..]]);
     }

@@ -31,8 +31,8 @@ pub struct ViaOpenAi {
 impl ChatTranslator for ViaOpenAi {
     fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
         let p = call.provider;
-        let max_completion_tokens = matches!(p.type_name.as_str(), "openai" | "azure");
-        let body = anthropic_api::to_openai_request(call.raw, max_completion_tokens)?;
+        let target = anthropic_api::Target::of(p, call.upstream_model);
+        let body = anthropic_api::to_openai_request(call.raw, target)?;
         let env = parse_chat_envelope(&body)?;
         let mut req = self.inner.request(&ChatCall {
             raw: &body,
@@ -46,6 +46,8 @@ impl ChatTranslator for ViaOpenAi {
             req.body = Some(body);
         }
         // Anthropic SDKs send their key as x-api-key; it is the client's, never the provider's.
+        // `anthropic-beta` names Anthropic's features: never sent to another provider, even
+        // when `client_headers` lets it through (to Anthropic deployments).
         req.remove_headers.push("x-api-key");
         req.remove_headers.push("anthropic-version");
         req.remove_headers.push("anthropic-beta");
