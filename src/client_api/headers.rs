@@ -86,6 +86,22 @@ pub fn provider_allows(name: &str, provider: &[Allowed]) -> bool {
     provider.iter().any(|a| a.matches(name))
 }
 
+/// The values of a comma-separated header (`anthropic-beta: a,b`) that every list allows, in the
+/// client's order, joined with `,`; empty when none is.
+pub fn allowed_values(value: &str, lists: &[&[Allowed]]) -> String {
+    let mut out = String::new();
+    for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+        let lower = v.to_ascii_lowercase();
+        if lists.iter().all(|l| l.iter().any(|a| a.matches(&lower))) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&lower);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +128,25 @@ mod tests {
         ] {
             assert!(always_forwarded(h, &[]), "{h}");
         }
+    }
+
+    #[test]
+    fn only_allowed_beta_values_are_kept() {
+        let list = [
+            Allowed::parse("context-management-2025-06-27").unwrap(),
+            Allowed::parse("interleaved-thinking-*").unwrap(),
+        ];
+        let other = [Allowed::parse("interleaved-thinking-2025-05-14").unwrap()];
+        let v = "claude-code-20250219, Interleaved-Thinking-2025-05-14,context-management-2025-06-27,,x";
+        assert_eq!(
+            allowed_values(v, &[&list]),
+            "interleaved-thinking-2025-05-14,context-management-2025-06-27"
+        );
+        assert_eq!(
+            allowed_values(v, &[&list, &other]),
+            "interleaved-thinking-2025-05-14"
+        );
+        assert_eq!(allowed_values("a,b", &[&list]), "");
     }
 
     #[test]

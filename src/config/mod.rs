@@ -112,6 +112,9 @@ pub struct Provider {
     pub headers: Vec<(String, String)>,
     /// Client headers this provider gets beyond the gateway-wide allow-list (`client_headers`).
     pub client_headers: Vec<crate::client_api::headers::Allowed>,
+    /// Anthropic only: the `anthropic-beta` values a client may send (`None`: the header goes by
+    /// `client_headers` like any other, whole or not at all).
+    pub anthropic_beta: Option<Vec<crate::client_api::headers::Allowed>>,
     pub timeout_ms: u32,
     /// Anthropic only: `anthropic-version` header.
     pub anthropic_version: String,

@@ -24,6 +24,7 @@ fn provider_keys() -> Vec<&'static str> {
         "api_key_env",
         "headers",
         "client_headers",
+        "anthropic_beta",
         "timeout_ms",
         "anthropic_version",
         "default_max_tokens",
@@ -107,6 +108,7 @@ pub(super) fn parse_provider(
         api_key,
         headers,
         client_headers: header_allow_list(o, path)?,
+        anthropic_beta: anthropic_beta(o, path, kind)?,
         timeout_ms,
         anthropic_version,
         default_max_tokens,
@@ -362,6 +364,40 @@ fn aws_values(
         };
     }
     Ok(values)
+}
+
+/// `anthropic_beta` (Anthropic-protocol providers): the `anthropic-beta` values a client may turn
+/// on (names or `prefix-*`, lowercased); the client's header reaches the provider with only these.
+fn anthropic_beta(
+    o: &Map<String, Value>,
+    path: &str,
+    kind: ProviderKind,
+) -> Result<Option<Vec<crate::client_api::headers::Allowed>>, ConfigError> {
+    let p = join(path, "anthropic_beta");
+    let Some(v) = o.get("anthropic_beta").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    if kind != ProviderKind::Anthropic {
+        return Err(err(&p, "only for providers of type `anthropic`"));
+    }
+    let Value::Array(a) = v else {
+        return Err(err(&p, "must be a list of beta names"));
+    };
+    a.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str()
+                .map(str::to_ascii_lowercase)
+                .and_then(|s| crate::client_api::headers::Allowed::parse(&s))
+                .ok_or_else(|| {
+                    err(
+                        &format!("{p}[{i}]"),
+                        "must be a beta name, a prefix ending in `*`, or `*`",
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// `client_headers`: the client headers forwarded beyond the default allow-list (names,

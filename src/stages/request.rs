@@ -11,7 +11,7 @@ use super::admission::{Admission, Answer, CallerHeaders, RequestLimits, Subject}
 use super::apply::{self, apply_body_action, sent_bit, ClientRequest, TokenStep};
 use super::recovery::Recovery;
 use super::vm::{Pending, Vm, ATTEMPT_ID_HEADER};
-use crate::client_api::headers::{always_forwarded, provider_allows};
+use crate::client_api::headers::{allowed_values, always_forwarded, provider_allows};
 use crate::gateway::{
     BodyAction, BodyRequest, Endpoint, Exchange, HeadersDecision, HeadersRequest, LocalResponse,
     INTERNAL_HEADER_PREFIX,
@@ -565,11 +565,34 @@ impl Request {
         if self.strip.is_empty() {
             return;
         }
-        let allows: Vec<&[_]> = providers
-            .filter_map(|p| config.providers.get(p))
+        let targets: Vec<&crate::config::Provider> =
+            providers.filter_map(|p| config.providers.get(p)).collect();
+        let allows: Vec<&[_]> = targets
+            .iter()
             .map(|p| p.client_headers.as_slice())
             .collect();
         for name in std::mem::take(&mut self.strip) {
+            if name == "anthropic-beta" {
+                // Providers with an `anthropic_beta` list get the client's betas from it only.
+                let lists: Option<Vec<&[_]>> = targets
+                    .iter()
+                    .map(|p| p.anthropic_beta.as_deref())
+                    .collect();
+                if let Some(lists) = lists.filter(|l| !l.is_empty()) {
+                    let value = h
+                        .header(HeaderMap::Request, &name)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    let kept = allowed_values(&value, &lists);
+                    let _ = if kept.is_empty() {
+                        h.remove_header(HeaderMap::Request, &name)
+                    } else {
+                        h.set_header(HeaderMap::Request, &name, &kept)
+                    };
+                    continue;
+                }
+            }
             let kept = !allows.is_empty() && allows.iter().all(|a| provider_allows(&name, a));
             if !kept {
                 let _ = h.remove_header(HeaderMap::Request, &name);

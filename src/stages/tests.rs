@@ -1171,3 +1171,54 @@ fn an_ended_or_vanished_stream_leaves_the_watch() {
         "still watching: no body has been delivered"
     );
 }
+
+#[test]
+fn an_anthropic_provider_gets_only_the_betas_it_allows() {
+    let world = World::new();
+    let mut cfg = keyed_config(serde_json::json!({}));
+    cfg["providers"]["ant"]["anthropic_beta"] =
+        serde_json::json!(["context-management-2025-06-27", "interleaved-thinking-*"]);
+    let w = worker(&world, &cfg);
+    let messages =
+        r#"{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let beta = (
+        "anthropic-beta",
+        "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,files-api-2025-04-14",
+    );
+    let (mut r, _) = w.send_to(5, "POST", "/v1/messages?beta=true", &[ONE, beta], messages);
+    assert_eq!(
+        w.host
+            .stream(5)
+            .header(HeaderMap::Request, "anthropic-beta"),
+        Some("interleaved-thinking-2025-05-14,context-management-2025-06-27")
+    );
+    r.on_log(&w.host);
+    // None allowed: the header goes.
+    let only_other = ("anthropic-beta", "files-api-2025-04-14");
+    let (mut r, _) = w.send_to(6, "POST", "/v1/messages", &[ONE, only_other], messages);
+    assert_eq!(
+        w.host
+            .stream(6)
+            .header(HeaderMap::Request, "anthropic-beta"),
+        None
+    );
+    r.on_log(&w.host);
+    // Another provider never gets it.
+    let (mut r, _) = w.send_to(7, "POST", "/v1/chat/completions", &[ONE, beta], USER);
+    assert_eq!(
+        w.host
+            .stream(7)
+            .header(HeaderMap::Request, "anthropic-beta"),
+        None
+    );
+    r.on_log(&w.host);
+    // Only for Anthropic-protocol providers.
+    let mut bad = cfg.clone();
+    bad["providers"]["oai"]["anthropic_beta"] = serde_json::json!(["x"]);
+    let h = MemHost::new(&world);
+    let bytes = bad.to_string().into_bytes();
+    let n = bytes.len();
+    *h.configuration.borrow_mut() = bytes;
+    h.add_root(1);
+    assert!(!Root::new(1, Rc::new(Registry::default())).configure(&h, n));
+}
