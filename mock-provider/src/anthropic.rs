@@ -23,6 +23,9 @@ const TOP_LEVEL: &[&str] = &[
     "cache_control",
     "container",
     "inference_geo",
+    // Context editing: only with the `context-management-2025-06-27` beta (the server checks
+    // the `anthropic-beta` header, see `server::anthropic_reply`).
+    "context_management",
 ];
 
 const BLOCK_TAGS: &str =
@@ -386,6 +389,13 @@ fn validate_messages(v: &Value) -> VResult {
         let role = string(required(mo, "role", &p)?, &format!("{p}.role"))?;
         match role {
             "user" | "assistant" => {}
+            // A system turn inside the conversation, as Claude Code 2.1.332 sends it to the
+            // first-party API for its newest models (its environment, reminders): text only;
+            // it takes no part in the alternation or the tool_use/tool_result pairing.
+            "system" if i > 0 => {
+                validate_system_turn(required(mo, "content", &p)?, &p)?;
+                continue;
+            }
             "system" => {
                 return Err(format!(
                     "{p}.role: Unexpected role \"system\". The Messages API accepts a top-level `system` parameter, not \"system\" as an input message role."
@@ -447,6 +457,28 @@ fn validate_messages(v: &Value) -> VResult {
         prev_role = Some(role);
     }
     Ok(())
+}
+
+fn validate_system_turn(content: &Value, p: &str) -> VResult {
+    let cp = format!("{p}.content");
+    match content {
+        Value::String(s) if !s.is_empty() => Ok(()),
+        Value::Array(blocks) if !blocks.is_empty() => {
+            for (j, b) in blocks.iter().enumerate() {
+                let bp = format!("{cp}.{j}");
+                let bo = obj(b, &bp)?;
+                if bo.get("type").and_then(Value::as_str) != Some("text") {
+                    return Err(format!("{bp}.type: Input should be 'text'"));
+                }
+                no_extra(bo, &["type", "text", "cache_control"], &bp)?;
+                text_field(bo, &bp)?;
+            }
+            Ok(())
+        }
+        _ => Err(format!(
+            "{cp}: a system message needs a non-empty string or text blocks"
+        )),
+    }
 }
 
 fn validate_block(
@@ -593,6 +625,29 @@ fn validate_image(bo: &Map<String, Value>, p: &str) -> VResult {
         }
     }
     Ok(())
+}
+
+/// Text of the last `tool_result` block (for `x-mock-tool-use`): its string, or its text blocks
+/// joined, an image block as `[image]`; `None` when there is none.
+pub fn last_tool_result(body: &Value) -> Option<String> {
+    let messages = body.get("messages")?.as_array()?;
+    let result = messages
+        .iter()
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten()
+        .rfind(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))?;
+    Some(match result.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i.get("type").and_then(Value::as_str) {
+                Some("text") => i.get("text").and_then(Value::as_str).unwrap_or(""),
+                Some("image") => "[image]",
+                _ => "",
+            })
+            .collect(),
+        _ => String::new(),
+    })
 }
 
 /// Names of the request's tools, in order.
@@ -857,6 +912,62 @@ mod tests {
             json!([{"type": "text", "text": ""}])
         ))
         .starts_with("system.0.text:"));
+    }
+
+    #[test]
+    fn system_turns_after_the_first_message() {
+        let ok = with(
+            base(),
+            "messages",
+            json!([{"role": "user", "content": "hi"},
+                   {"role": "system", "content": [{"type": "text", "text": "env", "cache_control": {"type": "ephemeral"}}]},
+                   {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+                   {"role": "system", "content": "reminder"},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "r"}]}]),
+        );
+        assert_eq!(validate(&ok), Ok(()));
+        for (content, why) in [
+            (json!(""), "messages.1.content:"),
+            (
+                json!([{"type": "image", "source": {"type": "url", "url": "u"}}]),
+                "messages.1.content.0.type:",
+            ),
+            (
+                json!([{"type": "text", "text": "x", "citations": []}]),
+                "messages.1.content.0.citations:",
+            ),
+        ] {
+            let bad = with(
+                base(),
+                "messages",
+                json!([{"role": "user", "content": "hi"}, {"role": "system", "content": content}]),
+            );
+            assert!(err(&bad).starts_with(why), "{}", err(&bad));
+        }
+        // Still alternating around it.
+        let two = with(
+            base(),
+            "messages",
+            json!([{"role": "user", "content": "a"}, {"role": "system", "content": "s"}, {"role": "user", "content": "b"}]),
+        );
+        assert!(err(&two).starts_with("messages.2.role: roles must alternate"));
+        assert_eq!(
+            validate(&with(base(), "context_management", json!({"edits": []}))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn last_tool_result_text() {
+        let body = json!({"messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a", "content": "first"}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "b",
+                "content": [{"type": "text", "text": "see "}, {"type": "image", "source": {}}]}]}]});
+        assert_eq!(last_tool_result(&body).as_deref(), Some("see [image]"));
+        assert_eq!(
+            last_tool_result(&json!({"messages": [{"role": "user", "content": "x"}]})),
+            None
+        );
     }
 
     #[test]

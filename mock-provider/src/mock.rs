@@ -44,6 +44,9 @@ pub struct MockHeaders {
     /// bytes that never ends, then the body ends (a hostile provider; at most
     /// [`MAX_ENDLESS_LINE`]).
     pub endless_line: Option<usize>,
+    /// `x-mock-tool-use: NAME {json}`: answer like a model that uses a tool (see
+    /// [`Plan::script`]). The raw value, checked when the plan is made.
+    pub tool_use: Option<String>,
 }
 
 /// Upper bound for `x-mock-tool-calls` (keeps a silly value from exhausting memory).
@@ -96,6 +99,9 @@ impl MockHeaders {
             drop_after: num(h, "x-mock-drop-after"),
             reset: flag(h, "x-mock-reset"),
             endless_line: num::<usize>(h, "x-mock-endless-line").map(|n| n.min(MAX_ENDLESS_LINE)),
+            tool_use: header(h, "x-mock-tool-use")
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
         }
     }
 }
@@ -226,6 +232,66 @@ impl Plan {
     }
 }
 
+/// Characters of a tool result the scripted answer repeats.
+pub const TOOL_RESULT_ECHO: usize = 200;
+
+impl Plan {
+    /// `x-mock-tool-use: NAME {json}` makes the mock a model that uses one tool: while the
+    /// conversation holds no tool result (`tool_result` = `None`) the answer is one call to
+    /// NAME with that JSON object as its arguments (id `toolu_mock_0` / `call_mock_0`); once it
+    /// holds one, the answer is text, `x-mock-text` or `The tool said: <first 200 characters of
+    /// the last tool result>`. A NAME the request does not declare, or arguments that are not a
+    /// JSON object, get a text answer saying so (the plan is returned unchanged without the
+    /// header).
+    pub fn script(
+        self,
+        mock: &MockHeaders,
+        tool_result: Option<&str>,
+        tool_names: &[String],
+    ) -> Plan {
+        let Some(spec) = mock.tool_use.as_deref() else {
+            return self;
+        };
+        let (text, tool_calls) = match tool_result {
+            Some(result) => (
+                mock.text.clone().unwrap_or_else(|| {
+                    format!("The tool said: {}", first_chars(result, TOOL_RESULT_ECHO))
+                }),
+                Vec::new(),
+            ),
+            None => match scripted_call(spec, tool_names) {
+                Ok(call) => (mock.text.clone().unwrap_or_default(), vec![call]),
+                Err(why) => (format!("mock: x-mock-tool-use: {why}"), Vec::new()),
+            },
+        };
+        let deltas = split_deltas(&text, mock.words_per_delta);
+        Plan {
+            output_tokens: (deltas.len() + tool_calls.len()) as u64,
+            text: (!text.is_empty()).then_some(text),
+            deltas,
+            tool_calls,
+            ..self
+        }
+    }
+}
+
+/// The call `NAME {json object}` asks for, if the request declares NAME.
+fn scripted_call(spec: &str, tool_names: &[String]) -> Result<ToolCall, String> {
+    let (name, args) = spec.split_once(char::is_whitespace).unwrap_or((spec, "{}"));
+    let args: Value = serde_json::from_str(args.trim())
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| "the arguments after the tool name must be a JSON object".to_string())?;
+    if !tool_names.iter().any(|n| n == name) {
+        return Err(format!("the request declares no tool `{name}`"));
+    }
+    Ok(ToolCall {
+        index: 0,
+        name: name.to_string(),
+        arguments: args.to_string(),
+    })
+}
+
 /// `Hello from the mock! You said: <first 40 chars>` with trailing whitespace removed.
 pub fn default_text(last_user_text: &str) -> String {
     format!(
@@ -305,6 +371,62 @@ pub fn assemble_stream(
 mod tests {
     use super::*;
     use hyper::header::HeaderValue;
+
+    #[test]
+    fn tool_use_script_calls_then_answers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-mock-tool-use",
+            HeaderValue::from_static(r#"Bash {"command": "cat f.txt"}"#),
+        );
+        let mock = MockHeaders::from_headers(&h);
+        let tools = ["Read".to_string(), "Bash".to_string()];
+        let plan = |result: Option<&str>, tools: &[String]| {
+            Plan::build(&mock, "hi", tools, 40).script(&mock, result, tools)
+        };
+        // No tool result yet: one call to the named tool with those arguments, no text.
+        let call = plan(None, &tools);
+        assert_eq!(
+            call.tool_calls,
+            vec![ToolCall {
+                index: 0,
+                name: "Bash".into(),
+                arguments: r#"{"command":"cat f.txt"}"#.into()
+            }]
+        );
+        assert_eq!((call.text.as_deref(), call.output_tokens), (None, 1));
+        // A result: the answer repeats it.
+        let long = "x".repeat(300);
+        let done = plan(Some(&long), &tools);
+        assert!(done.tool_calls.is_empty());
+        assert_eq!(
+            done.text.as_deref(),
+            Some(format!("The tool said: {}", "x".repeat(200)).as_str())
+        );
+        assert_eq!(done.deltas.concat(), done.text.clone().unwrap_or_default());
+        // Undeclared tool, bad arguments: said in the text.
+        let undeclared = plan(None, &tools[..1]);
+        assert!(undeclared.tool_calls.is_empty());
+        assert!(undeclared
+            .text
+            .unwrap_or_default()
+            .contains("declares no tool `Bash`"));
+        h.insert("x-mock-tool-use", HeaderValue::from_static("Bash [1]"));
+        let bad = MockHeaders::from_headers(&h);
+        let p = Plan::build(&bad, "hi", &tools, 40).script(&bad, None, &tools);
+        assert!(p.text.unwrap_or_default().contains("JSON object"));
+        // A name alone: empty arguments. x-mock-text goes with the call.
+        h.insert("x-mock-tool-use", HeaderValue::from_static("Read"));
+        h.insert("x-mock-text", HeaderValue::from_static("Reading."));
+        let bare = MockHeaders::from_headers(&h);
+        let p = Plan::build(&bare, "hi", &tools, 40).script(&bare, None, &tools);
+        assert_eq!(p.tool_calls[0].arguments, "{}");
+        assert_eq!(p.text.as_deref(), Some("Reading."));
+        // Without the header the plan is untouched.
+        let none = MockHeaders::from_headers(&HeaderMap::new());
+        let p = Plan::build(&none, "hi", &tools, 40);
+        assert_eq!(p.clone().script(&none, Some("r"), &tools), p);
+    }
 
     #[test]
     fn deltas_concatenate_to_text() {

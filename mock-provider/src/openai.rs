@@ -234,6 +234,16 @@ pub fn validate(body: &Value) -> Result<(), OaiError> {
     Ok(())
 }
 
+/// Text of the last `tool` message (for `x-mock-tool-use`), `None` when there is none.
+pub fn last_tool_result(body: &Value) -> Option<String> {
+    body.get("messages")?
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
+        .map(|m| crate::mock::content_text(m.get("content")))
+}
+
 /// Names of the request's function tools, in order.
 pub fn tool_names(body: &Value) -> Vec<String> {
     body.get("tools")

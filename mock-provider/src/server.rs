@@ -673,11 +673,17 @@ fn openai_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders,
     if let Err(e) = openai::validate(&body) {
         return with_id(Reply::json(400, e.body()));
     }
+    let tool_names = openai::tool_names(&body);
     let plan = Plan::build(
         mock,
         &openai::last_user_text(&body),
-        &openai::tool_names(&body),
+        &tool_names,
         bytes.len(),
+    )
+    .script(
+        mock,
+        openai::last_tool_result(&body).as_deref(),
+        &tool_names,
     );
     let id = format!("chatcmpl-mock-{n}");
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -755,6 +761,15 @@ fn anthropic_reply(
             ))
         }
     };
+    // Context editing is a beta: without it the field is unknown.
+    let betas = header(parts, "anthropic-beta").unwrap_or("");
+    if body.get("context_management").is_some()
+        && !betas
+            .split(',')
+            .any(|b| b.trim().starts_with("context-management-"))
+    {
+        return bad("context_management: Extra inputs are not permitted (send the `anthropic-beta: context-management-2025-06-27` header to use it)");
+    }
     anthropic_body_reply(&body, bytes.len(), mock, n)
 }
 
@@ -770,11 +785,11 @@ pub(crate) fn anthropic_body_reply(body: &Value, len: usize, mock: &MockHeaders,
         .and_then(Value::as_str)
         .unwrap_or("unknown")
         .to_string();
-    let plan = Plan::build(
+    let tool_names = anthropic::tool_names(&body);
+    let plan = Plan::build(mock, &anthropic::last_user_text(&body), &tool_names, len).script(
         mock,
-        &anthropic::last_user_text(&body),
-        &anthropic::tool_names(&body),
-        len,
+        anthropic::last_tool_result(&body).as_deref(),
+        &tool_names,
     );
     let id = format!("msg_mock_{n}");
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);

@@ -271,6 +271,47 @@ fn end_to_end_over_tcp() {
     }
 }
 
+/// `x-mock-tool-use` over both protocols: a call first, the tool result echoed once sent; the
+/// Anthropic `context_management` field only with its beta.
+#[test]
+fn scripted_tool_use_and_context_management_beta() {
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    let script = ("x-mock-tool-use", r#"Read {"file_path": "/tmp/a.txt"}"#);
+    let oai = r#"{"model":"m","tools":[{"type":"function","function":{"name":"Read","parameters":{"type":"object"}}}],"messages":[{"role":"user","content":"read it"}]}"#;
+    let r = c.request("POST", "/v1/chat/completions", &[script], oai);
+    let call = &r.json()["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "Read");
+    assert_eq!(
+        call["function"]["arguments"],
+        r#"{"file_path":"/tmp/a.txt"}"#
+    );
+    let oai2 = r#"{"model":"m","tools":[{"type":"function","function":{"name":"Read","parameters":{"type":"object"}}}],"messages":[{"role":"user","content":"read it"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"Read","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"PAPAYA"}]}"#;
+    let r = c.request("POST", "/v1/chat/completions", &[script], oai2);
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "The tool said: PAPAYA"
+    );
+    let ant = r#"{"model":"c","max_tokens":9,"tools":[{"name":"Read","input_schema":{"type":"object"}}],"messages":[{"role":"user","content":"read it"},{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"Read","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"KIWI"}]}]}"#;
+    let mut h = ANT.to_vec();
+    h.push(script);
+    let r = c.request("POST", "/v1/messages", &h, ant);
+    assert_eq!(r.json()["content"][0]["text"], "The tool said: KIWI");
+
+    let cm = r#"{"model":"c","max_tokens":9,"context_management":{"edits":[{"type":"clear_thinking_20251015","keep":"all"}]},"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = c.request("POST", "/v1/messages", &h, cm);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("context_management: Extra inputs"));
+    h.push((
+        "anthropic-beta",
+        "claude-code-20250219,context-management-2025-06-27",
+    ));
+    assert_eq!(c.request("POST", "/v1/messages", &h, cm).status, 200);
+}
+
 #[test]
 fn exits_cleanly_on_sigterm() {
     let mut server = Server::start(&[]);
