@@ -775,6 +775,27 @@ pub fn last_user_text(body: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// Text of the last `functionResponse` part (for `x-mock-tool-use`): its `response.output`
+/// when that is a string (how a text tool result is wrapped), else `response` as JSON; `None`
+/// when there is none.
+pub fn last_tool_result(body: &Value) -> Option<String> {
+    let response = body
+        .get("contents")?
+        .as_array()?
+        .iter()
+        .filter_map(|c| c.get("parts").and_then(Value::as_array))
+        .flatten()
+        .rev()
+        .find_map(|p| p.get("functionResponse"))?
+        .get("response")
+        .cloned()
+        .unwrap_or(Value::Null);
+    Some(match response.get("output") {
+        Some(Value::String(s)) if response.as_object().is_some_and(|o| o.len() == 1) => s.clone(),
+        _ => response.to_string(),
+    })
+}
+
 /// Declared function names, in order.
 pub fn tool_names(body: &Value) -> Vec<String> {
     body.get("tools")
@@ -992,6 +1013,24 @@ pub fn stream_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_tool_result_text() {
+        let body = json!({"contents": [
+            {"role": "user", "parts": [{"text": "hi"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"output": "first"}}}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "g", "args": {}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "g", "response": {"output": "last"}}}]}]});
+        assert_eq!(last_tool_result(&body).as_deref(), Some("last"));
+        let obj = json!({"contents": [{"role": "user", "parts": [
+            {"functionResponse": {"name": "g", "response": {"temp": 21}}}]}]});
+        assert_eq!(last_tool_result(&obj).as_deref(), Some(r#"{"temp":21}"#));
+        assert_eq!(
+            last_tool_result(&json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}]})),
+            None
+        );
+    }
 
     fn base() -> Value {
         json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})

@@ -899,11 +899,17 @@ pub(crate) fn gemini_body_reply(
     if let Err(m) = gemini::validate(&body) {
         return bad(&m);
     }
+    let tool_names = gemini::tool_names(&body);
     let plan = Plan::build(
         mock,
         &gemini::last_user_text(&body),
-        &gemini::tool_names(&body),
+        &tool_names,
         bytes.len(),
+    )
+    .script(
+        mock,
+        gemini::last_tool_result(&body).as_deref(),
+        &tool_names,
     );
     let id = format!("mock-resp-{n}");
     let block = header(parts, "x-mock-block-reason")
