@@ -60,7 +60,13 @@ $(CLIENTS)/.stamp: tests/clients/package.json tests/clients/package-lock.json
 	cd $(CLIENTS) && npm ci --no-audit --no-fund
 	touch $@
 
-clients: $(CLIENTS)/.stamp ## Real npm clients the e2e tests drive (tests/clients: Claude Code), npm ci → build/npm
+clients: $(CLIENTS)/.stamp clients-codex ## Real npm clients the e2e tests drive (tests/clients: Claude Code → build/npm; tests/clients/codex: Codex)
+
+# Codex CLI for tests/e2e/test_codex.py, pinned with its lockfile in tests/clients/codex.
+tests/clients/codex/node_modules/.stamp: tests/clients/codex/package.json tests/clients/codex/package-lock.json
+	cd tests/clients/codex && npm ci --no-audit --no-fund && touch node_modules/.stamp
+clients-codex: tests/clients/codex/node_modules/.stamp ## Codex CLI for the e2e tests: npm ci in tests/clients/codex
+.PHONY: clients-codex
 
 run: build venv ## Start Envoy + LLMux on 127.0.0.1:10000 (mock provider unless API keys are set)
 	@PY=$(PY) WASM=$(WASM) MOCK=$(MOCK) RUN_DIR=$(RUN_DIR) LISTEN_PORT=$(LISTEN_PORT) \

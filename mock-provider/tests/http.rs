@@ -271,7 +271,7 @@ fn end_to_end_over_tcp() {
     }
 }
 
-/// `x-mock-tool-use` over both protocols: a call first, the tool result echoed once sent; the
+/// `x-mock-tool-use` over OpenAI, Anthropic and Gemini: a call first, the tool result echoed once sent; the
 /// Anthropic `context_management` field only with its beta.
 #[test]
 fn scripted_tool_use_and_context_management_beta() {
@@ -297,6 +297,30 @@ fn scripted_tool_use_and_context_management_beta() {
     h.push(script);
     let r = c.request("POST", "/v1/messages", &h, ant);
     assert_eq!(r.json()["content"][0]["text"], "The tool said: KIWI");
+    let gem = ("x-goog-api-key", "gk");
+    let path = "/v1beta/models/gemini-2.5-flash:generateContent";
+    let tools =
+        r#""tools":[{"functionDeclarations":[{"name":"Read","parameters":{"type":"object"}}]}]"#;
+    let g1 =
+        format!(r#"{{{tools},"contents":[{{"role":"user","parts":[{{"text":"read it"}}]}}]}}"#);
+    let r = c.request("POST", path, &[script, gem], &g1);
+    let call = &r.json()["candidates"][0]["content"]["parts"][0]["functionCall"];
+    assert_eq!(
+        (&call["name"], &call["args"]),
+        (
+            &"Read".into(),
+            &serde_json::json!({"file_path": "/tmp/a.txt"})
+        )
+    );
+    let g2 = format!(
+        r#"{{{tools},"contents":[{{"role":"user","parts":[{{"text":"read it"}}]}},{{"role":"model","parts":[{{"functionCall":{{"name":"Read","args":{{}}}},"thoughtSignature":"c2ln"}}]}},{{"role":"user","parts":[{{"functionResponse":{{"name":"Read","response":{{"output":"MANGO"}}}}}}]}}]}}"#
+    );
+    let r = c.request("POST", path, &[script, gem], &g2);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["candidates"][0]["content"]["parts"][0]["text"],
+        "The tool said: MANGO"
+    );
 
     let cm = r#"{"model":"c","max_tokens":9,"context_management":{"edits":[{"type":"clear_thinking_20251015","keep":"all"}]},"messages":[{"role":"user","content":"hi"}]}"#;
     let r = c.request("POST", "/v1/messages", &h, cm);
