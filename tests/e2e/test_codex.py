@@ -200,8 +200,8 @@ def test_codex_runs_a_tool_round_trip(gw, mock, model):
 @pytest.mark.xfail(strict=True, reason=(
     "Codex 0.171's default tools include a `namespace` tool (multi_agent_v1: its sub-agent function "
     "tools grouped) and the hosted `web_search` tool; for a translated provider LLMux answers 400 "
-    "unsupported_parameter `tools[4].type`: \"tool type `namespace` is a tool OpenAI runs itself; "
-    "model `claude` is served by provider `ant` (anthropic), which cannot run it\""))
+    "unsupported_parameter `tools[4].type`: \"tool type `namespace` cannot be translated for other "
+    "providers yet; model `claude` is served by provider `ant` (anthropic)\""))
 def test_codex_default_tools(gw, mock):
     """Codex with its default tool set (only the offline switches): passes once LLMux translates
     namespace tools and drops or maps `web_search`."""

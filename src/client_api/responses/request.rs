@@ -406,13 +406,30 @@ fn tools(req: &Map<String, Value>, served_by: &str) -> Result<Vec<Value>, Gatewa
         match t.get("type").and_then(Value::as_str) {
             Some("function") => {}
             other => {
+                let kind = other.unwrap_or("");
+                // The tools OpenAI's servers run (the Responses API reference's tool types);
+                // anything else (`namespace`, `custom`, ...) is a client tool LLMux does not
+                // translate yet.
+                let hosted = [
+                    "web_search",
+                    "web_search_preview",
+                    "file_search",
+                    "code_interpreter",
+                    "computer_use_preview",
+                    "image_generation",
+                    "mcp",
+                ];
+                let why = if hosted.contains(&kind) {
+                    format!("tool type `{kind}` is a tool OpenAI runs itself; {served_by}, which cannot run it")
+                } else {
+                    format!("tool type `{kind}` cannot be translated for other providers yet; {served_by}")
+                };
                 return Err(unsupported(
                     &format!("tools[{i}].type"),
                     format!(
-                        "tool type `{}` is a tool OpenAI runs itself; {served_by}, which cannot run it. Only `function` tools are translated: declare a function tool and run it in your code instead",
-                        other.unwrap_or("")
+                        "{why}. Only `function` tools are translated: declare a function tool and run it in your code instead"
                     ),
-                ))
+                ));
             }
         }
         let name = str_field(t, "name");
