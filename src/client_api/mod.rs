@@ -2,11 +2,12 @@
 //! and the pass-through endpoints' envelopes; [`responses`]: the Responses API) and the
 //! Anthropic Messages API ([`anthropic`]). Every provider translator pivots on the OpenAI chat
 //! shape; an Anthropic or Responses client's request is turned into it and the answer turned
-//! back. [`ClientApi`] says which error shape a request gets (Responses errors are OpenAI's).
+//! back ([`pivot`]). [`ClientApi`] says which error shape a request gets (Responses errors are OpenAI's).
 
 pub mod anthropic;
 pub mod headers;
 pub mod openai;
+pub mod pivot;
 pub mod responses;
 
 use crate::error::GatewayError;

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::StreamToMessages;
 use crate::client_api::anthropic as anthropic_api;
-use crate::client_api::openai::parse_chat_envelope;
+use crate::client_api::pivot::{ChatPivot, ViaChat};
 use crate::codec::json_text::json_string;
 use crate::codec::sse::SseParser;
 use crate::error::GatewayError;
@@ -15,64 +15,38 @@ use crate::providers::{ChatCall, ChatTranslator, ProviderKind, ProviderRequest, 
 pub fn translator(kind: ProviderKind) -> Box<dyn ChatTranslator> {
     match kind {
         ProviderKind::Anthropic => Box::new(AnthropicPassthrough::default()),
-        other => Box::new(ViaOpenAi {
-            inner: other.chat_translator(),
-            stream: StreamToMessages::default(),
-        }),
+        other => Box::new(ViaChat::new(
+            other.chat_translator(),
+            MessagesPivot::default(),
+        )),
     }
 }
 
-/// Messages request → OpenAI chat request → the provider's translator, and back.
-pub struct ViaOpenAi {
-    inner: Box<dyn ChatTranslator>,
+/// The Messages side of the OpenAI chat pivot ([`ViaChat`]).
+#[derive(Default)]
+pub struct MessagesPivot {
     stream: StreamToMessages,
 }
 
-impl ChatTranslator for ViaOpenAi {
-    fn request(&mut self, call: &ChatCall<'_>) -> Result<ProviderRequest, GatewayError> {
-        let p = call.provider;
-        let target = anthropic_api::Target::of(p, call.upstream_model);
-        let body = anthropic_api::to_openai_request(call.raw, target)?;
-        let env = parse_chat_envelope(&body)?;
-        let mut req = self.inner.request(&ChatCall {
-            raw: &body,
-            envelope: &env,
-            provider: p,
-            upstream_model: call.upstream_model,
-            now_unix: call.now_unix,
-            want_stream_usage: true,
-        })?;
-        if req.body.is_none() {
-            req.body = Some(body);
-        }
-        // Anthropic SDKs send their key as x-api-key; it is the client's, never the provider's.
-        // `anthropic-beta` names Anthropic's features: never sent to another provider, even
-        // when `client_headers` lets it through (to Anthropic deployments).
-        req.remove_headers.push("x-api-key");
-        req.remove_headers.push("anthropic-version");
-        req.remove_headers.push("anthropic-beta");
-        Ok(req)
+impl ChatPivot for MessagesPivot {
+    fn request_to_chat(&mut self, call: &ChatCall<'_>) -> Result<Vec<u8>, GatewayError> {
+        let target = anthropic_api::Target::of(call.provider, call.upstream_model);
+        anthropic_api::to_openai_request(call.raw, target)
     }
 
-    fn response(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
-        let openai = self.inner.response(body)?;
-        anthropic_api::openai_response_to_message(openai.as_deref().unwrap_or(body)).map(Some)
+    fn answer_from_chat(&mut self, chat: &[u8]) -> Result<Vec<u8>, GatewayError> {
+        anthropic_api::openai_response_to_message(chat)
     }
 
-    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> bool {
-        let mut openai = Vec::new();
-        let replaced = self.inner.stream_chunk(chunk, end_of_stream, &mut openai);
-        self.stream
-            .feed(if replaced { &openai } else { chunk }, end_of_stream, out);
-        true
+    fn feed(&mut self, chat_sse: &[u8], end_of_stream: bool, out: &mut Vec<u8>) {
+        self.stream.feed(chat_sse, end_of_stream, out);
     }
 
-    fn error(&self, status: u16, body: &[u8]) -> GatewayError {
-        self.inner.error(status, body)
-    }
-
-    fn usage(&self) -> Option<Usage> {
-        self.inner.usage()
+    /// Anthropic SDKs send their key as x-api-key; it is the client's, never the provider's.
+    /// `anthropic-beta` names Anthropic's features: never sent to another provider, even when
+    /// `client_headers` lets it through (to Anthropic deployments).
+    fn remove_headers(&self) -> &'static [&'static str] {
+        &["x-api-key", "anthropic-version", "anthropic-beta"]
     }
 }
 
