@@ -113,6 +113,14 @@ def _copy_clusters(doc, names):
             clusters.append(twin)
 
 
+def _static_cluster(name, port, **extra):
+    """A cluster with one endpoint at 127.0.0.1:port."""
+    return {"name": name, "type": "STATIC", "connect_timeout": "2s", **extra,
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{
+                "endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                            "port_value": port}}}}]}]}}
+
+
 def _upstream_filter(doc):
     """The failover stage's Wasm filter on the `llmux_attempts` cluster."""
     c = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "llmux_attempts")
@@ -287,11 +295,7 @@ def envoy_gateway(plain_yaml, llmux_config, wasm_path):
                                request_headers_to_remove=inner_plain["request_headers_to_remove"])
                           for logical, eg_name in names.items()]
     _copy_clusters(doc, names)
-    doc["static_resources"]["clusters"].append({
-        "name": "wasm_cache", "type": "STATIC", "connect_timeout": "2s",
-        "load_assignment": {"cluster_name": "wasm_cache", "endpoints": [{"lb_endpoints": [{
-            "endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                        "port_value": port}}}}]}]}})
+    doc["static_resources"]["clusters"].append(_static_cluster("wasm_cache", port))
     return Shape(yaml.safe_dump(doc, sort_keys=False), server=server), cfg
 
 
@@ -416,11 +420,8 @@ def istio_from_manifests(manifests, plain_yaml, mock_port, wasm_path, work_dir, 
                                   for r in vh["routes"] if "route" in r})
     for c in provider_clusters:
         if c.startswith("outbound|"):
-            clusters.append({"name": c, "type": "STATIC", "connect_timeout": "2s",
-                             "per_connection_buffer_limit_bytes": 33554432,
-                             "load_assignment": {"cluster_name": c, "endpoints": [{"lb_endpoints": [{
-                                 "endpoint": {"address": {"socket_address": {
-                                     "address": "127.0.0.1", "port_value": mock_port}}}}]}]}})
+            clusters.append(_static_cluster(c, mock_port,
+                                            per_connection_buffer_limit_bytes=33554432))
     hcm = {
         "@type": plain_hcm["@type"], "stat_prefix": "outbound_0.0.0.0_8080",
         "use_remote_address": True, "access_log": plain_hcm["access_log"],
@@ -508,10 +509,7 @@ def envoy_gateway_from_manifests(manifests, plain_yaml, mock_port, wasm_path):
             cluster = f"httproute/{ns}/{route['metadata']['name']}/rule/{n}"
             r["route"] = {"cluster": cluster,
                           "timeout": rule.get("timeouts", {}).get("request", "15s")}
-            clusters.append({"name": cluster, "type": "STATIC", "connect_timeout": "2s",
-                             "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{
-                                 "endpoint": {"address": {"socket_address": {
-                                     "address": "127.0.0.1", "port_value": mock_port}}}}]}]}})
+            clusters.append(_static_cluster(cluster, mock_port))
         else:
             r["direct_response"] = {"status": 500}  # Envoy Gateway: a rule without backends
         routes.append(r)
@@ -542,10 +540,7 @@ def envoy_gateway_from_manifests(manifests, plain_yaml, mock_port, wasm_path):
             clusters.append(c)
         else:
             raise AssertionError(f"patch not rendered here: {p}")
-    clusters.append({"name": "wasm_cache", "type": "STATIC", "connect_timeout": "2s",
-                     "load_assignment": {"cluster_name": "wasm_cache", "endpoints": [{"lb_endpoints": [{
-                         "endpoint": {"address": {"socket_address": {
-                             "address": "127.0.0.1", "port_value": server.server_address[1]}}}}]}]}})
+    clusters.append(_static_cluster("wasm_cache", server.server_address[1]))
     doc = {"admin": plain["admin"], "static_resources": {"listeners": [listener],
                                                           "clusters": clusters}}
     return Shape(yaml.safe_dump(doc, sort_keys=False), server=server)
