@@ -36,6 +36,9 @@ fn check_unrouted_path(path: &str) -> Result<(), GatewayError> {
 pub const INTERNAL_HEADER_PREFIX: &str = "x-llmux-";
 /// Response header naming the provider that answered.
 pub const PROVIDER_RESPONSE_HEADER: &str = "x-llmux-provider";
+/// Response header of `/v1/messages/count_tokens`: `provider` (the provider counted) or
+/// `estimate` (LLMux estimated; see `client_api::anthropic::count_tokens`).
+pub const TOKEN_COUNT_HEADER: &str = "x-llmux-token-count";
 
 /// A response the filter answers by itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +114,9 @@ pub struct Forward {
     /// (`authorization: Bearer`) before the request goes (Vertex AI with a service-account key).
     pub token: Option<usize>,
     pub exchange: Exchange,
+    /// The gateway answers the request itself with this (a token count it estimates): nothing
+    /// goes upstream and no limit is checked.
+    pub answer: Option<LocalResponse>,
     /// Set when the request goes through the attempts cluster (failover possible): what the
     /// upstream stage needs to make each attempt.
     pub attempts: Option<Attempts>,
@@ -220,6 +226,7 @@ impl Gateway {
                 endpoint @ (Endpoint::ChatCompletions
                 | Endpoint::Embeddings
                 | Endpoint::Messages
+                | Endpoint::CountTokens
                 | Endpoint::Responses
                 | Endpoint::OpenAiApi(_)),
             ) => {
@@ -261,7 +268,7 @@ impl Gateway {
                 UnknownPaths::Passthrough => HeadersDecision::PassThrough,
                 UnknownPaths::Reject => respond(
                     GatewayError::not_found(format!(
-                        "LLMux does not serve {method} {route}; served: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/messages, GET /v1/models"
+                        "LLMux does not serve {method} {route}; served: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/responses, GET /v1/models"
                     ))
                     .with_code("unknown_url"),
                 ),
@@ -483,7 +490,9 @@ impl Gateway {
             },
         )?;
         let wildcard = wildcard.map(str::to_string);
-        if plan.can_fail_over() {
+        // A token count goes to the plan's first deployment only: it is cheap, and a deployment
+        // that LLMux estimates for answers without an upstream (see `count_tokens`).
+        if plan.can_fail_over() && endpoint != Endpoint::CountTokens {
             if let Some(cluster) = &self.config.router.attempts_cluster {
                 // The upstream stage translates per attempt; the body leaves as the client sent it.
                 let mut remove_headers = vec!["content-length"];
@@ -512,6 +521,7 @@ impl Gateway {
                     body: None,
                     exchange: Exchange::relay(env.model.to_string(), env.stream, endpoint),
                     token: None,
+                    answer: None,
                     attempts: Some(Attempts {
                         plan,
                         endpoint,
@@ -583,6 +593,19 @@ impl Gateway {
             })?,
             Endpoint::Messages => {
                 crate::client_api::anthropic::translator::translator(provider.kind)
+            }
+            Endpoint::CountTokens => {
+                match crate::client_api::anthropic::count_tokens::translator(
+                    provider,
+                    &upstream_model,
+                ) {
+                    Some(t) => t,
+                    None => {
+                        let answer =
+                            crate::client_api::anthropic::count_tokens::estimate_answer(body);
+                        return Ok(self.answered_locally(env, provider, answer));
+                    }
+                }
             }
             Endpoint::Responses => {
                 crate::client_api::responses::translator::translator(provider.kind)
@@ -672,9 +695,33 @@ impl Gateway {
                 last_error: None,
                 hold_for_cost,
                 answer_headers: self.config.answer_headers,
+                counted: endpoint == Endpoint::CountTokens,
             },
+            answer: None,
             attempts: None,
         })
+    }
+
+    /// A request the gateway answers itself once routed (a token count it estimates): nothing
+    /// goes upstream; `answer` is the client's response.
+    fn answered_locally(
+        &self,
+        env: &ChatEnvelope<'_>,
+        provider: &crate::config::Provider,
+        answer: LocalResponse,
+    ) -> Forward {
+        let mut exchange = Exchange::relay(env.model.to_string(), false, Endpoint::CountTokens);
+        exchange.provider = provider.name.clone();
+        exchange.relay = false;
+        Forward {
+            set_headers: Vec::new(),
+            remove_headers: Vec::new(),
+            body: None,
+            token: None,
+            exchange,
+            answer: Some(answer),
+            attempts: None,
+        }
     }
 
     /// Parses the body's envelope for the endpoint (size checked first).
@@ -690,6 +737,9 @@ impl Gateway {
         match endpoint {
             Endpoint::Embeddings => parse_embeddings_envelope(body),
             Endpoint::Messages => parse_messages_envelope(body),
+            Endpoint::CountTokens => {
+                crate::client_api::anthropic::count_tokens::parse_envelope(body)
+            }
             Endpoint::Responses => parse_responses_envelope(body),
             Endpoint::OpenAiApi(_) => {
                 match content_type.and_then(crate::codec::multipart::boundary) {
@@ -761,6 +811,8 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic Messages API.
     Messages,
+    /// Anthropic's token counter (`/v1/messages/count_tokens`), routed like `Messages`.
+    CountTokens,
     /// OpenAI Responses API: passed through to OpenAI-protocol providers, translated through
     /// the chat pivot for the others.
     Responses,
@@ -787,7 +839,7 @@ impl Endpoint {
     /// The API a client of this endpoint speaks.
     pub fn client_api(self) -> ClientApi {
         match self {
-            Endpoint::Messages => ClientApi::Anthropic,
+            Endpoint::Messages | Endpoint::CountTokens => ClientApi::Anthropic,
             _ => ClientApi::OpenAi,
         }
     }
@@ -808,6 +860,7 @@ impl Endpoint {
             "/chat/completions" => Some(Self::ChatCompletions),
             "/embeddings" => Some(Self::Embeddings),
             "/messages" => Some(Self::Messages),
+            "/messages/count_tokens" => Some(Self::CountTokens),
             "/responses" => Some(Self::Responses),
             "/models" => Some(Self::Models),
             other if other == "/files" || other.starts_with("/files/") => {
@@ -904,6 +957,8 @@ pub struct Exchange {
     pub hold_for_cost: bool,
     /// Name the provider in `x-llmux-provider` (`answer_headers`).
     pub answer_headers: bool,
+    /// A token count the provider made: a 2xx answer says so in [`TOKEN_COUNT_HEADER`].
+    counted: bool,
 }
 
 /// Header changes for the client's response.
@@ -949,6 +1004,7 @@ impl Exchange {
             last_error: None,
             hold_for_cost: false,
             answer_headers: false,
+            counted: false,
         }
     }
 
@@ -972,6 +1028,9 @@ impl Exchange {
         if !self.relay && self.answer_headers {
             h.set
                 .push((PROVIDER_RESPONSE_HEADER, self.provider.clone()));
+        }
+        if self.counted && envoy_details.is_none() && (200..300).contains(&status) {
+            h.set.push((TOKEN_COUNT_HEADER, "provider".to_string()));
         }
         self.mode = if let Some(details) = envoy_details {
             self.status = envoy_error_status(status, details);

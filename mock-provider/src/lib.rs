@@ -6,6 +6,7 @@ pub mod bedrock;
 pub mod body;
 pub mod cohere;
 pub mod config;
+pub mod count;
 pub mod embed;
 pub mod embeddings;
 pub mod gemini;

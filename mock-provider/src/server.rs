@@ -247,7 +247,9 @@ async fn route(
         (&Method::POST, "/v1/chat/completions") => {
             provider(state, reset, req, Provider::OpenAi).await
         }
-        (&Method::POST, "/v1/messages") => provider(state, reset, req, Provider::Anthropic).await,
+        (&Method::POST, "/v1/messages" | "/v1/messages/count_tokens") => {
+            provider(state, reset, req, Provider::Anthropic).await
+        }
         (&Method::POST, p)
             if p.starts_with("/v1beta/models/") && p.ends_with(":batchEmbedContents") =>
         {
@@ -761,6 +763,16 @@ fn anthropic_reply(
             ))
         }
     };
+    if parts.uri.path().ends_with("/count_tokens") {
+        return match crate::count::anthropic(&body) {
+            Ok(b) => {
+                let mut r = Reply::json(200, b);
+                r.headers.push(("request-id", format!("req_mock_{n}")));
+                r
+            }
+            Err(m) => bad(&m),
+        };
+    }
     // Context editing is a beta: without it the field is unknown.
     let betas = header(parts, "anthropic-beta").unwrap_or("");
     if body.get("context_management").is_some()
@@ -824,7 +836,7 @@ fn gemini_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders,
         .unwrap_or("");
     let (model, method) = rest.split_once(':').unwrap_or((rest, ""));
     let stream = match method {
-        "generateContent" => false,
+        "generateContent" | "countTokens" => false,
         "streamGenerateContent" => true,
         _ => {
             return err(
@@ -878,6 +890,15 @@ fn gemini_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders,
     }
     if let Some(status) = mock.status {
         return Reply::json(status, gemini::status_error_body(status));
+    }
+    if method == "countTokens" {
+        return match serde_json::from_slice::<Value>(bytes)
+            .map_err(|e| format!("Invalid JSON payload received. {e}"))
+            .and_then(|b| crate::count::gemini(&b, model))
+        {
+            Ok(b) => Reply::json(200, b),
+            Err(m) => bad(&m),
+        };
     }
     gemini_body_reply(parts, bytes, mock, n, model, stream)
 }
@@ -945,7 +966,10 @@ fn bedrock_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Re
     let (raw_model, op) = rest.rsplit_once('/').unwrap_or((rest, ""));
     if raw_model.is_empty()
         || raw_model.contains('/')
-        || !matches!(op, "converse" | "converse-stream" | "invoke")
+        || !matches!(
+            op,
+            "converse" | "converse-stream" | "invoke" | "count-tokens"
+        )
     {
         let e = bedrock::BedrockError::new(
             404,
@@ -983,6 +1007,14 @@ fn bedrock_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Re
             )
         }
     };
+    if op == "count-tokens" {
+        let mut r = match crate::count::bedrock(&body) {
+            Ok(b) => Reply::json(200, b),
+            Err(m) => bedrock_error_reply(&bedrock::BedrockError::validation(m), n),
+        };
+        r.headers.push(("x-amzn-requestid", format!("mock-{n}")));
+        return r;
+    }
     if op == "invoke" {
         return match bedrock::invoke(&model, &body, bytes.len()) {
             Ok((b, tokens)) => {
@@ -1133,6 +1165,18 @@ fn vertex_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders,
                 return Reply::json(status, gemini::status_error_body(status));
             }
             gemini_body_reply(parts, bytes, mock, n, model, stream)
+        }
+        ("google", "countTokens") => {
+            if let Some(status) = mock.status {
+                return Reply::json(status, gemini::status_error_body(status));
+            }
+            match body()
+                .map_err(|e| e.to_string())
+                .and_then(|b| crate::count::vertex(&b))
+            {
+                Ok(b) => Reply::json(200, b),
+                Err(m) => gerr(400, "INVALID_ARGUMENT", &m),
+            }
         }
         ("google", "predict") => {
             if let Some(status) = mock.status {

@@ -396,6 +396,10 @@ impl Request {
                 return self.reply(h, &r);
             }
         };
+        if let Some(r) = fwd.answer.take() {
+            // Answered by the gateway once routed (an estimated token count).
+            return self.reply(h, &r);
+        }
         // (The routing decision itself takes microseconds: one clock read serves both.)
         self.timings.forwarded_ns = now_ns;
         self.request_bytes = body.len();

@@ -1222,3 +1222,61 @@ fn an_anthropic_provider_gets_only_the_betas_it_allows() {
     h.add_root(1);
     assert!(!Root::new(1, Rc::new(Registry::default())).configure(&h, n));
 }
+
+#[test]
+fn token_counts_are_estimated_locally_or_admitted_and_never_charged_tokens() {
+    let world = World::new();
+    let w = worker(&world, &keyed_config(serde_json::json!({})));
+    let two = ("authorization", "Bearer sk-two");
+    let count = |model: &str| {
+        format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi there"}}]}}"#)
+    };
+    // gpt (OpenAI protocol): estimated by the gateway, before admission, three times over a
+    // key with rpm 2.
+    for id in 150..153 {
+        let body = count("gpt");
+        let (mut r, a) = w.send_to(id, "POST", "/v1/messages/count_tokens", &[two], &body);
+        assert_eq!(a, Action::Pause);
+        let reply = w.host.stream(id).local_response.expect("answered locally");
+        assert_eq!(reply.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(v["input_tokens"], body.len() as u64 / 4);
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-llmux-token-count" && v == "estimate"));
+        r.on_log(&w.host);
+    }
+    assert_eq!(
+        local_counts(&world),
+        vec![],
+        "an estimate counts against no limit"
+    );
+    // claude (Anthropic): the provider counts; admitted as a request, charged no tokens.
+    let (mut r, a) = w.send_to(
+        160,
+        "POST",
+        "/v1/messages/count_tokens",
+        &[two],
+        &count("claude"),
+    );
+    assert_eq!(a, Action::Continue);
+    let s = w.host.stream(160);
+    assert_eq!(
+        s.header(HeaderMap::Request, ":path"),
+        Some("/v1/messages/count_tokens")
+    );
+    assert_eq!(s.header(HeaderMap::Request, "x-api-key"), Some("sk-a"));
+    let out = w.answer(&mut r, 160, 200, &[br#"{"input_tokens":5000}"#]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["input_tokens"], 5000);
+    r.on_log(&w.host);
+    assert_eq!(
+        local_counts(&world),
+        vec![
+            ("llmux.rl.llmux_key.rpm.1m.two".to_string(), 1),
+            // The one hit admission takes; the 5000 counted tokens are not charged.
+            ("llmux.rl.llmux_key.tpm.1m.two".to_string(), 1)
+        ]
+    );
+}

@@ -38,6 +38,7 @@
 //! [`translator`] (the `ChatTranslator`s gluing them to the providers); this file holds what
 //! the gateway checks before any of them runs (the envelope) and the Anthropic error body.
 
+pub mod count_tokens;
 mod request;
 mod response;
 mod stream;
@@ -69,6 +70,18 @@ pub fn parse_messages_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayE
 
 /// Validates the top level of a Messages request (the fields the gateway needs).
 pub fn validate_envelope(env: &ChatEnvelope<'_>) -> Result<(), GatewayError> {
+    validate_messages(env)?;
+    match env.field("max_tokens").map(|r| r.get().parse::<u64>()) {
+        Some(Ok(n)) if n >= 1 => Ok(()),
+        _ => Err(GatewayError::invalid_param(
+            "max_tokens",
+            "`max_tokens` is required and must be a positive integer",
+        )),
+    }
+}
+
+/// `messages` is a non-empty array of turns with a known role.
+pub fn validate_messages(env: &ChatEnvelope<'_>) -> Result<(), GatewayError> {
     let messages = env
         .field("messages")
         .ok_or_else(crate::client_api::openai::envelope::messages_required)?;
@@ -95,13 +108,7 @@ pub fn validate_envelope(env: &ChatEnvelope<'_>) -> Result<(), GatewayError> {
             ))
         }
     }
-    match env.field("max_tokens").map(|r| r.get().parse::<u64>()) {
-        Some(Ok(n)) if n >= 1 => Ok(()),
-        _ => Err(GatewayError::invalid_param(
-            "max_tokens",
-            "`max_tokens` is required and must be a positive integer",
-        )),
-    }
+    Ok(())
 }
 
 /// The Anthropic error `type` for an HTTP status.

@@ -61,8 +61,9 @@ mod stream;
 mod tests;
 
 pub use embeddings::BedrockEmbeddings;
+pub(crate) use request::converse_body;
+use request::EMPTY_OBJECT;
 pub use request::LEADING_USER_PLACEHOLDER;
-use request::{converse_body, EMPTY_OBJECT};
 use response::{finish_reason, str_at, token_usage};
 
 use crate::codec::base64::standard as base64;
@@ -92,7 +93,7 @@ fn unsupported(param: &str, what: &str) -> GatewayError {
 }
 
 /// The model id as one path segment.
-fn model_path(p: &Provider, model: &str, op: &str) -> String {
+pub(crate) fn model_path(p: &Provider, model: &str, op: &str) -> String {
     format!(
         "{}/model/{}/{op}",
         p.base_path,
@@ -101,7 +102,7 @@ fn model_path(p: &Provider, model: &str, op: &str) -> String {
 }
 
 /// The upstream request with its auth: SigV4 over the exact path and body, or a Bearer API key.
-fn signed(
+pub(crate) fn signed(
     p: &Provider,
     path: String,
     body: Vec<u8>,
@@ -159,7 +160,7 @@ fn signed(
 
 /// A Bedrock error body → the client's error. The code is the exception Bedrock documents for
 /// the status (the `x-amzn-ErrorType` header that names it is not passed to translators).
-fn bedrock_error(provider: &str, status: u16, body: &[u8]) -> GatewayError {
+pub(crate) fn bedrock_error(provider: &str, status: u16, body: &[u8]) -> GatewayError {
     let message = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| {

@@ -465,7 +465,7 @@ pub(super) fn reasoning_budget(effort: &str) -> Result<Option<u64>, GatewayError
     }
 }
 
-pub(super) fn converse_body(req: &ChatRequest<'_>, model: &str) -> Result<Vec<u8>, GatewayError> {
+pub(crate) fn converse_body(req: &ChatRequest<'_>, model: &str) -> Result<Vec<u8>, GatewayError> {
     refuse_unsupported(req)?;
     let conv = conversation(req)?;
     let tools = convert_tools(req)?;
