@@ -19,7 +19,8 @@ loopback) catches anything else.
 What Codex sends by default and LLMux refuses for a translated provider: a `namespace` tool
 (`multi_agent_v1`, the sub-agent tools grouped) and the hosted `web_search` tool; the runs here
 switch both off (`features.multi_agent = false`, `web_search = "disabled"`), and
-`test_codex_default_tools` records the refusal as a strict xfail."""
+`test_codex_default_tools` runs Codex's defaults against providers with `drop_params` (the
+namespace's functions flattened, `web_search` dropped)."""
 import json
 import os
 import shutil
@@ -197,18 +198,36 @@ def test_codex_runs_a_tool_round_trip(gw, mock, model):
         assert [a["name"] for a in answers] == ["exec_command"] and token in json.dumps(answers)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Codex 0.171's default tools include a `namespace` tool (multi_agent_v1: its sub-agent function "
-    "tools grouped) and the hosted `web_search` tool; for a translated provider LLMux answers 400 "
-    "unsupported_parameter `tools[4].type`: \"tool type `namespace` cannot be translated for other "
-    "providers yet; model `claude` is served by provider `ant` (anthropic)\""))
-def test_codex_default_tools(gw, mock):
-    """Codex with its default tool set (only the offline switches): passes once LLMux translates
-    namespace tools and drops or maps `web_search`."""
+@pytest.fixture(scope="module")
+def gw_drop(mock, log_dir):
+    """Providers that drop what they cannot do (`drop_params`): hosted tools such as Codex's
+    `web_search` are left out instead of refused."""
+    cfg = json.loads(json.dumps(CONFIG))
+    for p in cfg["providers"].values():
+        p["drop_params"] = True
+    g = Gateway(mock, log_dir, llmux_config=cfg, name="envoy-codex-drop")
+    yield g
+    g.stop()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_codex_default_tools(gw_drop, mock, model):
+    """Codex with its default tool set (only the offline switches): its `namespace` tool's
+    functions reach the provider flattened (`<namespace>__<name>`), its hosted `web_search` is
+    dropped (the providers say `drop_params`), and the run completes."""
     work = tmpdir("llmux-codex-work-")
+    mock_id = new_id()
     try:
-        rc, events, last, stderr = codex_exec(gw, "claude", "Say hello", {"x-mock-id": new_id()}, work,
-                                              translatable=False)
+        rc, events, last, stderr = codex_exec(gw_drop, model, "Say hello", {"x-mock-id": mock_id},
+                                              work, translatable=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert rc == 0, (stderr + json.dumps(events))[-3000:]
+    [req] = [r for r in mock.requests(mock_id) if r["path"].startswith(UPSTREAM_PATH[model])][:1]
+    body = req["body"]
+    if model == "claude":
+        names = [t["name"] for t in body["tools"]]
+    else:
+        names = [f["name"] for t in body["tools"] for f in t.get("functionDeclarations", [])]
+    assert any("__" in n for n in names), names
+    assert not any("web_search" in n for n in names), names

@@ -31,7 +31,11 @@
 //!   reasoning back, and the translated providers do not need it to continue (Gemini's thought
 //!   signatures travel in the tool-call id, which comes back as the `call_id`). Their
 //!   `encrypted_content` is OpenAI's and means nothing to another provider.
-//! - Function `tools` → chat functions (`parameters`, `description`, `strict` kept);
+//! - Function `tools` → chat functions (`parameters`, `description`, `strict` kept); a
+//!   `namespace` tool's functions (Codex groups its sub-agent tools so) → chat functions named
+//!   `<namespace>__<name>`, and `function_call` items carrying a `namespace` likewise; answers
+//!   give the name and `namespace` back as declared. Hosted tools (`web_search`, ...) → 400,
+//!   or dropped when the provider says `drop_params` (the provider cannot run them either way);
 //!   `tool_choice` none/auto/required and `{type: function, name}` map one to one;
 //!   `{type: allowed_tools, mode, tools}` keeps only the allowed functions and `mode` as the
 //!   choice. `parallel_tool_calls` kept.
@@ -68,7 +72,47 @@ pub mod translator;
 #[cfg(test)]
 mod tests;
 
+use serde_json::{Map, Value};
+
 pub use request::{to_chat_request, ChatRequestBody};
+
+/// Separates a `namespace` tool's name from its function's in the flat chat function name.
+const NAMESPACE_SEPARATOR: &str = "__";
+
+/// The chat function name of function `name` in namespace `ns`.
+fn flat_name(ns: &str, name: &str) -> String {
+    format!("{ns}{NAMESPACE_SEPARATOR}{name}")
+}
+
+/// A chat function name back as the client declared it: `(name, Some(namespace))` for a function
+/// of one of the request's `namespace` tools (`echo["tools"]`), else `(flat, None)`. Linear in
+/// the declared tools.
+fn unflatten<'a>(echo: &'a Map<String, Value>, flat: &'a str) -> (&'a str, Option<&'a str>) {
+    let tools = echo.get("tools").and_then(Value::as_array);
+    for t in tools.into_iter().flatten() {
+        if t.get("type").and_then(Value::as_str) != Some("namespace") {
+            continue;
+        }
+        let Some(ns) = t.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(rest) = flat
+            .strip_prefix(ns)
+            .and_then(|r| r.strip_prefix(NAMESPACE_SEPARATOR))
+        else {
+            continue;
+        };
+        let children = t.get("tools").and_then(Value::as_array);
+        if children
+            .into_iter()
+            .flatten()
+            .any(|c| c.get("name").and_then(Value::as_str) == Some(rest))
+        {
+            return (rest, Some(ns));
+        }
+    }
+    (flat, None)
+}
 pub use response::chat_to_response;
 pub use stream::StreamToResponses;
 

@@ -42,8 +42,13 @@ fn given<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 }
 
 /// The chat-completions body for a Responses request. `served_by` ("model `m` is served by
-/// provider `p` (anthropic)") goes into the errors about what that provider cannot do.
-pub fn to_chat_request(body: &[u8], served_by: &str) -> Result<ChatRequestBody, GatewayError> {
+/// provider `p` (anthropic)") goes into the errors about what that provider cannot do;
+/// `drop_hosted` (the provider's `drop_params`) drops hosted tools instead of refusing them.
+pub fn to_chat_request(
+    body: &[u8],
+    served_by: &str,
+    drop_hosted: bool,
+) -> Result<ChatRequestBody, GatewayError> {
     let req: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
         GatewayError::bad_request(format!("request body is not a JSON object: {e}"))
     })?;
@@ -84,7 +89,7 @@ pub fn to_chat_request(body: &[u8], served_by: &str) -> Result<ChatRequestBody, 
     }
     out.insert("messages".into(), Value::Array(messages));
     sampling(&req, &mut out)?;
-    let tools = tools(&req, served_by)?;
+    let tools = tools(&req, served_by, drop_hosted)?;
     tool_choice(&req, tools, served_by, &mut out)?;
     text_format(&req, &mut out)?;
     if let Some(r) = given(&req, "reasoning") {
@@ -205,6 +210,11 @@ impl Conversation {
                         "a `function_call` item needs `call_id` and `name`",
                     ));
                 }
+                // A namespace tool's call: the flat name its function was declared under.
+                let name = match str_field(item, "namespace") {
+                    "" => name.to_string(),
+                    ns => super::flat_name(ns, name),
+                };
                 let arguments = match item.get("arguments") {
                     Some(Value::String(s)) => s.clone(),
                     None | Some(Value::Null) => "{}".to_string(),
@@ -395,7 +405,11 @@ fn sampling(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<()
 }
 
 /// The function tools as chat functions (empty when there are none); any other tool → 400.
-fn tools(req: &Map<String, Value>, served_by: &str) -> Result<Vec<Value>, GatewayError> {
+fn tools(
+    req: &Map<String, Value>,
+    served_by: &str,
+    drop_hosted: bool,
+) -> Result<Vec<Value>, GatewayError> {
     let list = match given(req, "tools") {
         None => return Ok(Vec::new()),
         Some(Value::Array(list)) => list,
@@ -405,21 +419,44 @@ fn tools(req: &Map<String, Value>, served_by: &str) -> Result<Vec<Value>, Gatewa
     for (i, t) in list.iter().enumerate() {
         match t.get("type").and_then(Value::as_str) {
             Some("function") => {}
+            Some("namespace") => {
+                let ns = str_field(t, "name");
+                let Some(children) = t.get("tools").and_then(Value::as_array) else {
+                    return Err(bad(
+                        &format!("tools[{i}].tools"),
+                        "a namespace tool needs its `tools`",
+                    ));
+                };
+                if ns.is_empty() {
+                    return Err(bad(
+                        &format!("tools[{i}].name"),
+                        "a namespace tool needs a `name`",
+                    ));
+                }
+                for (j, c) in children.iter().enumerate() {
+                    if !matches!(
+                        c.get("type").and_then(Value::as_str),
+                        None | Some("function")
+                    ) {
+                        return Err(unsupported(
+                            &format!("tools[{i}].tools[{j}].type"),
+                            format!("only function tools are translated inside a namespace; {served_by}"),
+                        ));
+                    }
+                    fns.push(function_tool(
+                        c,
+                        &format!("tools[{i}].tools[{j}]"),
+                        Some(ns),
+                    )?);
+                }
+                continue;
+            }
+            Some(kind) if drop_hosted && HOSTED_TOOLS.contains(&kind) => continue,
             other => {
                 let kind = other.unwrap_or("");
-                // The tools OpenAI's servers run (the Responses API reference's tool types);
-                // anything else (`namespace`, `custom`, ...) is a client tool LLMux does not
-                // translate yet.
-                let hosted = [
-                    "web_search",
-                    "web_search_preview",
-                    "file_search",
-                    "code_interpreter",
-                    "computer_use_preview",
-                    "image_generation",
-                    "mcp",
-                ];
-                let why = if hosted.contains(&kind) {
+                // Anything not hosted (`custom`, ...) is a client tool LLMux does not translate
+                // yet.
+                let why = if HOSTED_TOOLS.contains(&kind) {
                     format!("tool type `{kind}` is a tool OpenAI runs itself; {served_by}, which cannot run it")
                 } else {
                     format!("tool type `{kind}` cannot be translated for other providers yet; {served_by}")
@@ -432,23 +469,40 @@ fn tools(req: &Map<String, Value>, served_by: &str) -> Result<Vec<Value>, Gatewa
                 ));
             }
         }
-        let name = str_field(t, "name");
-        if name.is_empty() {
-            return Err(bad(
-                &format!("tools[{i}].name"),
-                "a function tool needs a `name`",
-            ));
-        }
-        let mut f = Map::new();
-        f.insert("name".into(), Value::String(name.to_string()));
-        for key in ["description", "parameters", "strict"] {
-            if let Some(v) = t.get(key).filter(|v| !v.is_null()) {
-                f.insert(key.into(), v.clone());
-            }
-        }
-        fns.push(json!({"type": "function", "function": f}));
+        fns.push(function_tool(t, &format!("tools[{i}]"), None)?);
     }
     Ok(fns)
+}
+
+/// The tools OpenAI's servers run (the Responses API reference's tool types).
+const HOSTED_TOOLS: &[&str] = &[
+    "web_search",
+    "web_search_preview",
+    "file_search",
+    "code_interpreter",
+    "computer_use_preview",
+    "image_generation",
+    "mcp",
+];
+
+/// A function tool (`t`, at `param`) as a chat function; in namespace `ns`, under its flat name.
+fn function_tool(t: &Value, param: &str, ns: Option<&str>) -> Result<Value, GatewayError> {
+    let name = str_field(t, "name");
+    if name.is_empty() {
+        return Err(bad(
+            &format!("{param}.name"),
+            "a function tool needs a `name`",
+        ));
+    }
+    let mut f = Map::new();
+    let name = ns.map_or_else(|| name.to_string(), |ns| super::flat_name(ns, name));
+    f.insert("name".into(), Value::String(name));
+    for key in ["description", "parameters", "strict"] {
+        if let Some(v) = t.get(key).filter(|v| !v.is_null()) {
+            f.insert(key.into(), v.clone());
+        }
+    }
+    Ok(json!({"type": "function", "function": f}))
 }
 
 /// `tool_choice` and `parallel_tool_calls`, sent with the tools (checked either way).

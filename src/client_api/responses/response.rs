@@ -141,6 +141,7 @@ pub(super) fn reasoning_item(id: &str, status: &str, text: &str) -> Value {
 
 /// A `function_call` item (arguments `{}` when the provider streamed none, so they parse).
 pub(super) fn function_call_item(
+    echo: &Map<String, Value>,
     id: &str,
     status: &str,
     call_id: &str,
@@ -152,8 +153,22 @@ pub(super) fn function_call_item(
     } else {
         arguments
     };
-    json!({"id": id, "type": "function_call", "status": status, "call_id": call_id,
-        "name": name, "arguments": arguments})
+    let mut item = json!({"id": id, "type": "function_call", "status": status,
+        "call_id": call_id, "arguments": arguments});
+    name_call(&mut item, echo, name);
+    item
+}
+
+/// A function call's `name` (and `namespace`, for a namespace tool's function) as the client
+/// declared them.
+pub(super) fn name_call(item: &mut Value, echo: &Map<String, Value>, flat: &str) {
+    let (name, ns) = super::unflatten(echo, flat);
+    if let Some(o) = item.as_object_mut() {
+        o.insert("name".into(), Value::String(name.to_string()));
+        if let Some(ns) = ns {
+            o.insert("namespace".into(), Value::String(ns.to_string()));
+        }
+    }
 }
 
 /// An OpenAI `chat.completion` → a `response` object. `now_unix` stands in for a missing
@@ -193,6 +208,7 @@ pub fn chat_to_response(
         for c in calls {
             let s = |p: &str| c.pointer(p).and_then(Value::as_str).unwrap_or("");
             output.push(function_call_item(
+                echo,
                 &ids.function_call(output.len()),
                 "completed",
                 s("/id"),

@@ -34,8 +34,8 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::response::{
-    function_call_item, message_item, output_text, reasoning_item, response_object, status_of,
-    usage_of, Envelope, Ids,
+    function_call_item, message_item, name_call, output_text, reasoning_item, response_object,
+    status_of, usage_of, Envelope, Ids,
 };
 use crate::codec::sse::{write_event, SseEvent, SseParser};
 
@@ -311,7 +311,9 @@ impl StreamToResponses {
                 json!({"id": id, "type": "reasoning", "status": "in_progress", "summary": []})
             }
             Kind::Call { call_id, name } => {
-                json!({"id": id, "type": "function_call", "status": "in_progress", "call_id": call_id, "name": name, "arguments": ""})
+                let mut item = json!({"id": id, "type": "function_call", "status": "in_progress", "call_id": call_id, "arguments": ""});
+                name_call(&mut item, &self.echo, name);
+                item
             }
         };
         self.emit(
@@ -462,7 +464,7 @@ impl StreamToResponses {
             Kind::Message => message_item(&item.id, status, &item.text),
             Kind::Reasoning => reasoning_item(&item.id, status, &item.text),
             Kind::Call { call_id, name } => {
-                function_call_item(&item.id, status, call_id, name, &item.text)
+                function_call_item(&self.echo, &item.id, status, call_id, name, &item.text)
             }
         }
     }

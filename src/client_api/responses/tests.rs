@@ -9,12 +9,12 @@ use super::*;
 const SERVED_BY: &str = "model `m` is served by provider `ant` (anthropic)";
 
 fn convert(body: Value) -> (Value, serde_json::Map<String, Value>) {
-    let r = to_chat_request(body.to_string().as_bytes(), SERVED_BY).unwrap();
+    let r = to_chat_request(body.to_string().as_bytes(), SERVED_BY, false).unwrap();
     (serde_json::from_slice(&r.body).unwrap(), r.echo)
 }
 
 fn refused(body: Value) -> crate::error::GatewayError {
-    match to_chat_request(body.to_string().as_bytes(), SERVED_BY) {
+    match to_chat_request(body.to_string().as_bytes(), SERVED_BY, false) {
         Ok(_) => panic!("accepted: {body}"),
         Err(e) => e,
     }
@@ -725,7 +725,7 @@ fn garbage_never_panics() {
             let n = rng.below(200);
             rng.bytes(n, alphabet)
         };
-        let _ = to_chat_request(&bytes, SERVED_BY);
+        let _ = to_chat_request(&bytes, SERVED_BY, false);
         let _ = chat_to_response(&bytes, &echo(), 0);
         let out = run(&[&bytes[..bytes.len() / 2], &bytes[bytes.len() / 2..]]);
         // Whatever came in, the client gets well-formed events ending in one final event.
@@ -991,5 +991,102 @@ mod through_the_gateway {
             BodyAction::Continue
         );
         assert_eq!(ex.usage().map(|u| u.total_tokens()), Some(5));
+    }
+}
+
+/// Codex's default tools: a `namespace` tool (its sub-agent functions grouped) and the hosted
+/// `web_search`.
+fn codex_like(stream: bool) -> Value {
+    json!({"model": "m", "stream": stream, "input": [
+        {"type": "message", "role": "user", "content": "go"},
+        {"type": "function_call", "call_id": "c0", "name": "spawn_agent",
+         "namespace": "collaboration", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c0", "namespace": "collaboration",
+         "output": "done"}],
+     "tools": [
+        {"type": "function", "name": "shell", "parameters": {"type": "object"}},
+        {"type": "namespace", "name": "collaboration", "description": "Agents.", "tools": [
+            {"type": "function", "name": "spawn_agent", "description": "Spawns an agent.",
+             "parameters": {"type": "object"}},
+            {"type": "function", "name": "send_message", "parameters": {"type": "object"}}]},
+        {"type": "web_search", "external_web_access": false}]})
+}
+
+#[test]
+fn namespace_tools_are_flattened_and_hosted_ones_dropped_only_when_the_provider_says_so() {
+    let body = codex_like(false).to_string();
+    let Err(e) = to_chat_request(body.as_bytes(), SERVED_BY, false) else {
+        panic!("hosted tool accepted without drop_params");
+    };
+    assert_eq!(e.param.as_deref(), Some("tools[2].type"));
+    assert!(e.message.contains("OpenAI runs itself"), "{}", e.message);
+    let r = to_chat_request(body.as_bytes(), SERVED_BY, true).unwrap();
+    let out: Value = serde_json::from_slice(&r.body).unwrap();
+    let names: Vec<&str> = out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "shell",
+            "collaboration__spawn_agent",
+            "collaboration__send_message"
+        ]
+    );
+    assert_eq!(
+        out["messages"][1]["tool_calls"][0]["function"]["name"],
+        "collaboration__spawn_agent"
+    );
+    // A namespace without tools, or with a non-function tool: 400.
+    let e = refused(json!({"model": "m", "input": "x",
+        "tools": [{"type": "namespace", "name": "n"}]}));
+    assert_eq!(e.param.as_deref(), Some("tools[0].tools"));
+    let e = refused(json!({"model": "m", "input": "x",
+        "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "custom", "name": "x"}]}]}));
+    assert_eq!(e.param.as_deref(), Some("tools[0].tools[0].type"));
+}
+
+#[test]
+fn a_namespace_functions_call_comes_back_with_its_name_and_namespace() {
+    let r = to_chat_request(codex_like(false).to_string().as_bytes(), SERVED_BY, true).unwrap();
+    let chat = json!({"id": "x", "created": 1, "model": "m", "choices": [{"index": 0,
+        "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "collaboration__send_message", "arguments": "{}"}},
+            {"id": "c2", "type": "function", "function": {"name": "shell", "arguments": "{}"}}]}}]});
+    let v: Value =
+        serde_json::from_slice(&chat_to_response(chat.to_string().as_bytes(), &r.echo, 1).unwrap())
+            .unwrap();
+    assert_eq!(
+        (&v["output"][0]["name"], &v["output"][0]["namespace"]),
+        (&json!("send_message"), &json!("collaboration"))
+    );
+    assert_eq!(v["output"][1]["name"], "shell");
+    assert!(v["output"][1].get("namespace").is_none());
+    // Streamed: the added and the done item both say so.
+    let mut s = StreamToResponses::new(r.echo.clone(), 3);
+    let mut out = Vec::new();
+    s.feed(
+        br#"data: {"id":"x","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"collaboration__send_message","arguments":"{}"}}]}}]}
+
+data: {"id":"x","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}
+
+data: [DONE]
+
+"#,
+        true,
+        &mut out,
+    );
+    let evs = events(&String::from_utf8(out).unwrap());
+    for kind in ["response.output_item.added", "response.output_item.done"] {
+        let (_, e) = evs.iter().find(|(n, _)| n == kind).unwrap();
+        assert_eq!(
+            (&e["item"]["name"], &e["item"]["namespace"]),
+            (&json!("send_message"), &json!("collaboration")),
+            "{kind}"
+        );
     }
 }

@@ -43,7 +43,7 @@ impl ChatPivot for ResponsesPivot {
             "model `{}` is served by provider `{}` ({})",
             call.envelope.model, p.name, p.type_name
         );
-        let chat = responses_api::to_chat_request(call.raw, &served_by)?;
+        let chat = responses_api::to_chat_request(call.raw, &served_by, p.drop_params)?;
         self.now_unix = call.now_unix;
         self.stream = StreamToResponses::new(chat.echo.clone(), call.now_unix);
         self.echo = chat.echo;
