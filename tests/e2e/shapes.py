@@ -64,6 +64,26 @@ def istio_cluster(name):
     return f"outbound|80||{name}.llmux.svc.cluster.local"
 
 
+def _header_routes(hcm, cfg, rc_name, vh_name, matches):
+    """Replaces the plain config's `cluster_header` route by header-matched routes: the failover
+    stage's (with LLMux's retry policy, when `router.attempts_cluster` is set), then one per
+    (x-llmux-cluster value, cluster) in `matches`; the fallback routes stay last. Returns the
+    virtual host's routes."""
+    rc = hcm["route_config"]
+    rc["name"] = rc_name
+    vh = rc["virtual_hosts"][0]
+    vh["name"] = vh_name
+    plain_route, fallback = vh["routes"][0], vh["routes"][1:]
+    routes = []
+    attempts = cfg.get("router", {}).get("attempts_cluster")
+    if attempts:
+        routes.append(_header_route(attempts, attempts, timeout="600s",
+                                    retry_policy=plain_route["route"]["retry_policy"]))
+    routes.extend(_header_route(value, cluster, timeout="0s") for value, cluster in matches)
+    vh["routes"] = routes + fallback
+    return vh["routes"]
+
+
 def provider_clusters(llmux_config):
     """The providers' cluster names, in order, once each."""
     out = []
@@ -200,22 +220,11 @@ def istio(plain_yaml, llmux_config, work_dir, name, allow_on_headers_stop_iterat
         {"name": "envoy.filters.http.fault", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
     ]
-    rc = hcm["route_config"]
-    rc["name"] = "http.8080"
-    vh = rc["virtual_hosts"][0]
-    vh["name"] = "llm.example.com:8080"
-    plain_route, fallback = vh["routes"][0], vh["routes"][1:]
-    attempts = cfg.get("router", {}).get("attempts_cluster")
-    routes = []
-    if attempts:
-        # EnvoyFilter HTTP_ROUTE INSERT_FIRST: the failover stage with LLMux's retry policy.
-        routes.append(_header_route(attempts, attempts, timeout="600s",
-                                    retry_policy=plain_route["route"]["retry_policy"]))
-    for istio_name in names.values():
-        # VirtualService http[].match.headers x-llmux-cluster exact; retries.attempts: 0;
-        # Istio renders timeout 0s (none): LLMux sets x-envoy-upstream-rq-timeout-ms.
-        routes.append(_header_route(istio_name, istio_name, timeout="0s"))
-    vh["routes"] = routes + fallback
+    # VirtualService http[].match.headers x-llmux-cluster exact; retries.attempts: 0; Istio
+    # renders timeout 0s (none): LLMux sets x-envoy-upstream-rq-timeout-ms. The failover route
+    # is the EnvoyFilter's HTTP_ROUTE INSERT_FIRST.
+    _header_routes(hcm, cfg, "http.8080", "llm.example.com:8080",
+                   [(n, n) for n in names.values()])
     _copy_clusters(doc, names)
     return Shape(yaml.safe_dump(doc, sort_keys=False),
                  files={"ecds": ecds_path, "ecds_upstream": up_path}), cfg
@@ -271,23 +280,10 @@ def envoy_gateway(plain_yaml, llmux_config, wasm_path):
     # shape tests that the two stages work when their vm_configs agree.
     _upstream_filter(doc)["typed_config"]["config"]["vm_config"] = copy.deepcopy(
         wasm["config"]["vm_config"])
-    rc = hcm["route_config"]
-    rc["name"] = "llmux/eg/http"
-    vh = rc["virtual_hosts"][0]
-    vh["name"] = "llmux/eg/http/*"
-    plain_route, fallback = vh["routes"][0], vh["routes"][1:]
-    attempts = cfg.get("router", {}).get("attempts_cluster")
-    routes = []
-    if attempts:
-        # EnvoyPatchPolicy: the failover stage's route, cluster and internal listener.
-        routes.append(_header_route(attempts, attempts, timeout="600s",
-                                    retry_policy=plain_route["route"]["retry_policy"]))
-    for logical, eg_name in names.items():
-        # HTTPRoute rule: headers x-llmux-cluster exact, RequestHeaderModifier remove.
-        routes.append(_header_route(logical, eg_name, timeout="0s"))
-    for r in routes + fallback:
+    # HTTPRoute rules: headers x-llmux-cluster exact, RequestHeaderModifier remove; the failover
+    # route is the EnvoyPatchPolicy's. Every route enables the filter.
+    for r in _header_routes(hcm, cfg, "llmux/eg/http", "llmux/eg/http/*", list(names.items())):
         r.setdefault("typed_per_filter_config", {})[EG_FILTER_NAME] = EG_ROUTE_FILTER_CONFIG
-    vh["routes"] = routes + fallback
     # The failover stage's internal listener routes on the same header (no cluster_header).
     inner_vh = inner["route_config"]["virtual_hosts"][0]
     inner_plain = inner_vh["routes"][0]
