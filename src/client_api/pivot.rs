@@ -9,6 +9,26 @@ use crate::client_api::openai::parse_chat_envelope;
 use crate::error::GatewayError;
 use crate::providers::{ChatCall, ChatTranslator, ProviderRequest, Usage};
 
+/// A whole OpenAI chat answer, parsed, with its first choice checked present (read it as
+/// `v["choices"][0]`); 502 when the provider's answer is not one.
+pub fn parse_chat_answer(body: &[u8]) -> Result<serde_json::Value, GatewayError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::new(
+            502,
+            "api_error",
+            format!("provider answer is not JSON: {e}"),
+        )
+    })?;
+    if v.pointer("/choices/0").is_none() {
+        return Err(GatewayError::new(
+            502,
+            "api_error",
+            "provider answer has no choices",
+        ));
+    }
+    Ok(v)
+}
+
 /// One client API's side of the pivot, for one request.
 pub trait ChatPivot {
     /// The client's request (`call.raw`) as an OpenAI chat request body.

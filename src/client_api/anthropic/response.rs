@@ -44,16 +44,8 @@ pub(super) fn message_id(openai_id: Option<&str>) -> String {
 
 /// An OpenAI `chat.completion` → an Anthropic `message`.
 pub fn openai_response_to_message(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        GatewayError::new(
-            502,
-            "api_error",
-            format!("provider answer is not JSON: {e}"),
-        )
-    })?;
-    let choice = v
-        .pointer("/choices/0")
-        .ok_or_else(|| GatewayError::new(502, "api_error", "provider answer has no choices"))?;
+    let v = crate::client_api::pivot::parse_chat_answer(body)?;
+    let choice = &v["choices"][0];
     let msg = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
     if let Some(t) = msg

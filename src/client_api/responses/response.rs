@@ -178,16 +178,8 @@ pub fn chat_to_response(
     echo: &Map<String, Value>,
     now_unix: u64,
 ) -> Result<Vec<u8>, GatewayError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        GatewayError::new(
-            502,
-            "api_error",
-            format!("provider answer is not JSON: {e}"),
-        )
-    })?;
-    let choice = v
-        .pointer("/choices/0")
-        .ok_or_else(|| GatewayError::new(502, "api_error", "provider answer has no choices"))?;
+    let v = crate::client_api::pivot::parse_chat_answer(body)?;
+    let choice = &v["choices"][0];
     let msg = choice.get("message").unwrap_or(&Value::Null);
     let ids = Ids::new(v.get("id").and_then(Value::as_str), now_unix);
     let (status, incomplete_details) =
