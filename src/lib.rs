@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod cache;
 pub mod client_api;
 pub mod codec;
 pub mod config;
