@@ -133,3 +133,34 @@ pub(crate) fn apply_body_action(
         }
     }
 }
+
+/// The headers of a callout that sends `fwd` to its provider with `dispatch_http_call` (the
+/// mid-stream recovery's continuation, the response cache's embedding call): the translated
+/// request's headers but the routing ones (the cluster header, Envoy's, pseudo-headers), and
+/// `:method`, `:path`, `:authority` and `content-type`.
+pub fn callout_headers<'a>(
+    config: &crate::config::Config,
+    provider: &'a crate::config::Provider,
+    fwd: &'a crate::gateway::Forward,
+) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let mut path = None;
+    let mut authority = provider.host.as_deref();
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(fwd.set_headers.len() + 4);
+    for (k, v) in &fwd.set_headers {
+        match k.as_str() {
+            ":path" => path = Some(v.as_str()),
+            ":authority" => authority = Some(v.as_str()),
+            k if k == config.cluster_header || k.starts_with("x-envoy-") => {}
+            k if k.starts_with(':') => {}
+            _ => headers.push((k, v)),
+        }
+    }
+    let path = path.ok_or("the translator set no path")?;
+    headers.push((":method", "POST"));
+    headers.push((":path", path));
+    headers.push((":authority", authority.unwrap_or(provider.cluster.as_str())));
+    if !headers.iter().any(|(k, _)| *k == "content-type") {
+        headers.push(("content-type", "application/json"));
+    }
+    Ok(headers)
+}

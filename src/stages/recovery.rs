@@ -170,25 +170,7 @@ impl Recovery {
                 },
             )
             .map_err(|e| e.message)?;
-        let mut path = None;
-        let mut authority = provider.host.as_deref();
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(fwd.set_headers.len() + 4);
-        for (k, v) in &fwd.set_headers {
-            match k.as_str() {
-                ":path" => path = Some(v.as_str()),
-                ":authority" => authority = Some(v.as_str()),
-                k if k == config.cluster_header || k.starts_with("x-envoy-") => {}
-                k if k.starts_with(':') => {}
-                _ => headers.push((k, v)),
-            }
-        }
-        let path = path.ok_or("the translator set no path")?;
-        headers.push((":method", "POST"));
-        headers.push((":path", path));
-        headers.push((":authority", authority.unwrap_or(provider.cluster.as_str())));
-        if !headers.iter().any(|(k, _)| *k == "content-type") {
-            headers.push(("content-type", "application/json"));
-        }
+        let headers = super::apply::callout_headers(config, provider, &fwd)?;
         let out_body = fwd.body.as_deref().unwrap_or(&body);
         let token = h
             .http_call(&provider.cluster, &headers, out_body, provider.timeout_ms)
