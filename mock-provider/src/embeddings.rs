@@ -92,6 +92,34 @@ pub fn validate(body: &Value) -> Result<Vec<String>, OaiError> {
     Ok(inputs)
 }
 
+/// Length of a `semantic` model's vectors (at least).
+pub const SEMANTIC_DIMENSIONS: u64 = 64;
+
+/// A bag-of-words vector (models whose name contains `semantic`, for the semantic cache's
+/// tests): each lower-cased word (letters and digits) adds 1 to a dimension picked by its hash,
+/// normalised to length 1. Texts sharing most words are close (cosine similarity near 1); texts
+/// sharing none are orthogonal — the property a real embedding model has that the tests need.
+pub fn semantic_vector(text: &str, dimensions: u64) -> Vec<f32> {
+    let mut v = vec![0f32; dimensions.max(1) as usize];
+    let lower = text.to_lowercase();
+    for word in lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in word.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        v[(h % dimensions.max(1)) as usize] += 1.0;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
 /// A deterministic vector for `text`: the same text always gives the same numbers.
 pub fn vector(text: &str, dimensions: u64) -> Vec<f32> {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -144,7 +172,11 @@ pub fn response_body(body: &Value, inputs: &[String]) -> Vec<u8> {
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            let v = vector(text, dims);
+            let v = if model.contains("semantic") {
+                semantic_vector(text, dims.max(SEMANTIC_DIMENSIONS))
+            } else {
+                vector(text, dims)
+            };
             let embedding = if as_base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
                 Value::String(base64(&bytes))
@@ -200,5 +232,11 @@ mod tests {
         assert_eq!(vector("x", 3), vector("x", 3));
         assert_ne!(vector("x", 3), vector("y", 3));
         assert_eq!(vector("x", 5).len(), 5);
+        let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let a = semantic_vector("What is the capital of France?", 64);
+        let b = semantic_vector("what is the capital of france", 64);
+        let c = semantic_vector("Tell me a joke about penguins", 64);
+        assert!((cos(&a, &b) - 1.0).abs() < 1e-5);
+        assert!(cos(&a, &c) < 0.5);
     }
 }
