@@ -85,6 +85,8 @@ pub struct Config {
     /// A budgeted request whose cost cannot be known: refused (default) or served uncounted.
     /// A key's own `unpriced` overrides it.
     pub unpriced: crate::pricing::Unpriced,
+    /// The response cache (`cache`; docs/caching.md). `None`: off.
+    pub cache: Option<crate::cache::config::CacheConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +268,10 @@ impl Config {
         let answer_headers = opt_bool(root, "", "answer_headers")?.unwrap_or(true);
         let files_provider = files_provider(root, &providers)?;
         let client_headers = provider::header_allow_list(root, "")?;
+        let cache = match root.get("cache") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(crate::cache::config::parse(v, "cache")?),
+        };
         Ok(Config {
             client_headers,
             providers,
@@ -288,7 +294,46 @@ impl Config {
             limits,
             model_limits,
             unpriced,
+            cache,
         })
+        .and_then(Config::check_cache)
+    }
+
+    /// The `cache` section names configured model groups and keys, and an embedding model.
+    fn check_cache(self) -> Result<Config, ConfigError> {
+        let Some(c) = &self.cache else {
+            return Ok(self);
+        };
+        for (name, _) in &c.models {
+            if self.model_position(name).is_none() {
+                return Err(err(
+                    &format!("cache.models.{name}"),
+                    "no model group of this name",
+                ));
+            }
+        }
+        let aliases: Vec<&str> = self
+            .auth
+            .iter()
+            .flat_map(|a| a.keys.iter().map(|k| k.alias.as_str()))
+            .collect();
+        for (alias, _) in &c.keys {
+            if !aliases.contains(&alias.as_str()) {
+                return Err(err(
+                    &format!("cache.keys.{alias}"),
+                    "no key with this alias in auth.keys",
+                ));
+            }
+        }
+        if let Some(s) = &c.semantic {
+            if self.resolve_model(&s.embedding_model).is_none() {
+                return Err(err(
+                    "cache.semantic.embedding_model",
+                    format!("`{}` is not a configured model group", s.embedding_model),
+                ));
+            }
+        }
+        Ok(self)
     }
 
     /// Admission of a request for `requested` (the client's model name) by key `key`: a 403
@@ -392,6 +437,7 @@ impl Config {
 /// The fields of the configuration's top level.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "providers",
+    "cache",
     "models",
     "max_request_bytes",
     "max_response_bytes",

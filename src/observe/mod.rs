@@ -179,6 +179,8 @@ pub enum MetricKey {
     RateLimited(&'static str),
     /// Rate-limit service calls that failed (unreachable, timeout, gRPC error, bad answer).
     RateLimitErrors,
+    /// The response cache's lookups, stores and savings.
+    Cache(crate::cache::CacheMetric),
 }
 
 impl MetricKey {
@@ -186,7 +188,8 @@ impl MetricKey {
         match self {
             Self::Duration { .. }
             | Self::TimeToFirstToken { .. }
-            | Self::TimePerOutputToken { .. } => MetricType::Histogram,
+            | Self::TimePerOutputToken { .. }
+            | Self::Cache(crate::cache::CacheMetric::LookupDurationUs) => MetricType::Histogram,
             Self::VmMemoryBytes => MetricType::Gauge,
             _ => MetricType::Counter,
         }
@@ -318,6 +321,7 @@ impl Catalog {
             MetricKey::VmMemoryBytes => format!("{PREFIX}.vm_memory_bytes"),
             MetricKey::RateLimited(kind) => format!("{PREFIX}.ratelimit.rejected_{kind}"),
             MetricKey::RateLimitErrors => format!("{PREFIX}.ratelimit.errors"),
+            MetricKey::Cache(m) => format!("{PREFIX}.{}", m.name()),
         }
     }
 }

@@ -45,7 +45,7 @@ pub struct UsageRecord {
     /// Streams: request sent → first response body byte.
     pub ttft_ms: Option<u64>,
     pub attempts: u32,
-    /// The caller's virtual key and team (`auth`); the response cache comes later.
+    /// The caller's virtual key and team (`auth`), and the response cache's outcome.
     pub key_alias: Option<String>,
     pub team: Option<String>,
     pub cache: Option<String>,
@@ -71,6 +71,8 @@ pub struct Finished<'a> {
     pub key: Option<usize>,
     /// Attempts made (more than 1 after a failover).
     pub attempts: u32,
+    /// The response cache's outcome (`hit`, `semantic`, `miss`, `bypass`); `None` without it.
+    pub cache: Option<&'static str>,
 }
 
 /// What a finished request's filter state and usage record are made of, borrowing the names from
@@ -89,6 +91,7 @@ pub struct Summary<'a> {
     pub attempts: u32,
     pub key_alias: Option<&'a str>,
     pub team: Option<&'a str>,
+    pub cache: Option<&'static str>,
 }
 
 impl<'a> Summary<'a> {
@@ -116,6 +119,7 @@ impl<'a> Summary<'a> {
             attempts: f.attempts.max(1),
             key_alias: key.map(|k| k.alias.as_str()),
             team: key.and_then(|k| k.team.as_deref()),
+            cache: f.cache,
         })
     }
 
@@ -170,7 +174,7 @@ impl<'a> Summary<'a> {
             ("llmux_upstream_model", self.upstream_model),
             ("llmux_key_alias", self.key_alias.unwrap_or("-")),
             ("llmux_team", self.team.unwrap_or("-")),
-            ("llmux_cache", "-"),
+            ("llmux_cache", self.cache.unwrap_or("-")),
         ] {
             set(name, value.as_bytes());
         }
@@ -228,7 +232,7 @@ impl UsageRecord {
             attempts: s.attempts,
             key_alias: s.key_alias.map(str::to_string),
             team: s.team.map(str::to_string),
-            cache: None,
+            cache: s.cache.map(str::to_string),
             request_body: body(f.request_body),
             response_body: body(f.response_body),
         }
@@ -327,6 +331,7 @@ pub(crate) mod tests {
             response_body: Some(b"data: {}"),
             key: None,
             attempts: 1,
+            cache: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //!   state and the [`vm::Registry`] of planned requests.
 //! - [`request::Request`]: the downstream stage, one per client request.
 //! - [`attempt::Attempt`]: the upstream stage, one per attempt on the failover path.
+//! - [`cache`]: the response cache's lookup, replay and store on the request path.
 //! - [`body_watch`]: notices an Envoy that withholds request bodies (the filter flag missing).
 //! - [`admission`]: limits admitted and charged; [`token`]: Vertex access tokens; [`recovery`]:
 //!   mid-stream recovery; [`apply`]: a decision applied to the request or response.
@@ -14,6 +15,7 @@ pub mod admission;
 pub mod apply;
 pub mod attempt;
 pub mod body_watch;
+pub mod cache;
 pub mod recovery;
 pub mod request;
 pub mod root;

@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use super::admission::{Admission, Answer, CallerHeaders, RequestLimits, Subject};
 use super::apply::{self, apply_body_action, sent_bit, ClientRequest, TokenStep};
+use super::cache::{CacheRequestInfo, RequestCache, CACHE_HEADER};
 use super::recovery::Recovery;
 use super::vm::{Pending, Vm, ATTEMPT_ID_HEADER};
 use crate::client_api::headers::{allowed_values, always_forwarded, provider_allows};
@@ -73,6 +74,12 @@ pub struct Request {
     /// Streamed events the client got, counted while a tpm or budget limit applies (the
     /// completion estimate when the provider's usage never comes).
     events_streamed: u64,
+    /// The response cache's part of this request (`cache` configured and applying to it).
+    cache: Option<RequestCache>,
+    /// The client's `cache-control` header.
+    cache_control: Option<String>,
+    /// The request's limits admitted it (it goes upstream once a cache lookup, if any, missed).
+    admitted: bool,
 }
 
 impl Request {
@@ -108,6 +115,9 @@ impl Request {
             request_bytes: 0,
             unrouted: None,
             events_streamed: 0,
+            cache: None,
+            cache_control: None,
+            admitted: false,
         }
     }
 
@@ -131,7 +141,9 @@ impl Request {
         match answer {
             Answer::Nothing => {}
             Answer::ResumeRequest => {
-                let _ = h.resume(Direction::Request);
+                if self.after_admission(h, &vm) == Action::Continue {
+                    let _ = h.resume(Direction::Request);
+                }
             }
             Answer::ResumeResponse => {
                 let _ = h.resume(Direction::Response);
@@ -143,7 +155,22 @@ impl Request {
     }
 
     pub fn on_http_call_response(&mut self, h: &dyn Host, token: u32, body_size: usize) {
-        let (Some(vm), Some(r)) = (self.vm.clone(), self.recovery.as_mut()) else {
+        let Some(vm) = self.vm.clone() else {
+            return;
+        };
+        if let Some(c) = self.cache.as_mut() {
+            if c.on_call_response(h, &vm, token, body_size) {
+                // The lookup is done: serve the hit, or send the request on once admitted.
+                if self.replied.is_none()
+                    && self.admitted
+                    && self.after_admission(h, &vm) == Action::Continue
+                {
+                    let _ = h.resume(Direction::Request);
+                }
+                return;
+            }
+        }
+        let Some(r) = self.recovery.as_mut() else {
             return;
         };
         if let Some(appended) = r.on_call_response(h, &vm, self.attempt_id, token, body_size) {
@@ -154,6 +181,9 @@ impl Request {
     }
 
     fn capture_response(&mut self, bytes: &[u8]) {
+        if let Some(c) = self.cache.as_mut() {
+            c.fill(bytes);
+        }
         if self.capture {
             let room = MAX_LOGGED_BODY_BYTES.saturating_sub(self.response_body.len());
             self.response_body
@@ -212,7 +242,10 @@ impl Request {
         };
         // A recovered stream: the continuation's usage is the same request's.
         let continued = self.recovery.as_ref().and_then(|r| r.continuation_usage);
+        // Answered from the response cache: no provider tokens (docs/caching.md).
+        let served = self.cache.as_ref().is_some_and(RequestCache::served);
         let usage = match (ex.usage(), continued) {
+            _ if served => None,
             (Some(a), Some(b)) => Some(a.plus(b)),
             (a, b) => a.or(b),
         };
@@ -236,6 +269,7 @@ impl Request {
             response_body: self.capture.then_some(self.response_body.as_slice()),
             key: self.key,
             attempts,
+            cache: self.cache.as_ref().map(|c| c.outcome.name()),
         };
         let Some(summary) = Summary::of(config, &finished) else {
             return;
@@ -250,12 +284,22 @@ impl Request {
         let price = price.as_ref();
         let cost = price.zip(usage.as_ref()).map(|(p, u)| cost_nanousd(p, u));
         let summary = summary.with_upstream(&ex.upstream_model, cost);
-        // What is charged: the provider's usage, or the estimate when it never came.
-        let charged = usage.or_else(|| self.estimated_usage(ex.status, ex.stream));
+        // What is charged: the provider's usage, or the estimate when it never came (nothing
+        // for a cached answer).
+        let charged = match usage {
+            _ if served => Some(crate::usage::Usage::default()),
+            Some(u) => Some(u),
+            None => self.estimated_usage(ex.status, ex.stream),
+        };
         let charged_cost = match usage {
             Some(_) => cost,
             None => price.zip(charged.as_ref()).map(|(p, u)| cost_nanousd(p, u)),
         };
+        if let Some(c) = self.cache.as_mut() {
+            // Stored only when whole and successful (a recovered stream is two answers joined).
+            let ok = (200..300).contains(&ex.status) && !ex.failed() && continued.is_none();
+            c.complete(h, &vm, self.context_id, ok, usage.as_ref(), cost);
+        }
         self.limits.charge(
             h,
             config,
@@ -423,6 +467,19 @@ impl Request {
                 return self.reply(h, &r);
             }
         };
+        if !waiting_for_token && config.cache.is_some() {
+            self.cache = RequestCache::begin(
+                h,
+                vm,
+                &CacheRequestInfo {
+                    endpoint,
+                    body,
+                    model: &model,
+                    key: self.key,
+                    cache_control: self.cache_control.as_deref(),
+                },
+            );
+        }
         let who = Subject {
             key: self.key,
             headers: &self.caller,
@@ -433,10 +490,35 @@ impl Request {
             .admit(h, config, &who, now_ns / 1_000_000_000, &|u| vm.apply(h, u));
         match admission {
             Admission::Continue if waiting_for_token => Action::Pause,
-            Admission::Continue => Action::Continue,
+            Admission::Continue => self.after_admission(h, vm),
             Admission::Wait => Action::Pause,
             Admission::Reject(e, headers) => self.reject_limited(h, vm, &e, headers),
         }
+    }
+
+    /// The request's limits admitted it: serve the cache's hit, wait for its lookup, or go on.
+    fn after_admission(&mut self, h: &dyn Host, vm: &Vm) -> Action {
+        self.admitted = true;
+        let Some(c) = self.cache.as_mut() else {
+            return Action::Continue;
+        };
+        if c.pending() {
+            return Action::Pause;
+        }
+        let Some(mut r) = c.take_hit() else {
+            return Action::Continue;
+        };
+        r.headers.extend(
+            self.limits
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone())),
+        );
+        if let Some(ex) = self.exchange.as_mut() {
+            ex.status = r.status;
+        }
+        let _ = vm;
+        self.reply(h, &r)
     }
 
     /// Applies the forward decision to the request the host holds (client headers outside the
@@ -695,6 +777,9 @@ impl Request {
                     let _ = h.remove_header(HeaderMap::Request, k);
                 }
                 k => {
+                    if k == "cache-control" {
+                        self.cache_control = Some(String::from_utf8_lossy(v).into_owned());
+                    }
                     self.caller.see(config, k, v);
                     if k == tags_header {
                         self.tags = Some(String::from_utf8_lossy(v).into_owned());
@@ -820,6 +905,9 @@ impl Request {
             return Action::Continue;
         }
         let changes = ex.on_response_headers(status, details.as_deref());
+        if let Some(c) = &self.cache {
+            let _ = h.set_header(HeaderMap::Response, CACHE_HEADER, c.header_value());
+        }
         if !ex.is_relay() && ex.answer_headers {
             if let (Some(vm), Route::Deployment { model, deployment }) = (&self.vm, ex.route) {
                 if let Some(d) = vm

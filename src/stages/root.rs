@@ -127,6 +127,9 @@ impl Root {
                 let _ = h.set_tick_period_ms(vm.base_tick_ms());
             }
             super::token::on_tick(h, &vm.tokens(), self.id);
+            if let Some(c) = &vm.cache {
+                c.on_tick(h, vm);
+            }
         }
     }
 
@@ -136,6 +139,11 @@ impl Root {
         };
         if super::token::on_http_call_response(h, &vm.tokens(), self.id, token, body_size) {
             return;
+        }
+        if let Some(c) = &vm.cache {
+            if c.on_root_answer(h, &vm, token, body_size) {
+                return;
+            }
         }
         let Some(n) = self.in_flight.remove(&token) else {
             return;

@@ -1280,3 +1280,6 @@ fn token_counts_are_estimated_locally_or_admitted_and_never_charged_tokens() {
         ]
     );
 }
+
+#[path = "cache_tests.rs"]
+mod cache_tests;

@@ -36,10 +36,13 @@ pub struct Vm {
     pub(crate) root_id: u32,
     /// Requests paused for a body Envoy may be withholding (until the first body arrives).
     pub(crate) body_watch: super::body_watch::BodyWatch,
+    /// The response cache's per-VM state (`cache` configured).
+    pub(crate) cache: Option<super::cache::CacheVm>,
 }
 
 impl Vm {
     pub fn new(config: Config, now_ns: u64, registry: Rc<Registry>, root_id: u32) -> Vm {
+        let cache = config.cache.as_ref().map(super::cache::CacheVm::new);
         let exporter = config
             .export
             .as_ref()
@@ -56,6 +59,7 @@ impl Vm {
             tokens: RefCell::new(super::token::State::default()),
             root_id,
             body_watch: super::body_watch::BodyWatch::default(),
+            cache,
         }
     }
 
@@ -114,10 +118,19 @@ impl Vm {
             .body_watch
             .watching()
             .then_some(super::body_watch::TICK_MS);
-        match (export, watch) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b).unwrap_or(0),
-        }
+        // The semantic cache's collection is looked up (and expired entries purged) from the tick.
+        let cache = self
+            .gateway
+            .config
+            .cache
+            .as_ref()
+            .and_then(|c| c.semantic.as_ref())
+            .map(|_| super::cache::TICK_MS);
+        [export, watch, cache]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0)
     }
 
     pub(crate) fn next_random(&self) -> u32 {

@@ -173,6 +173,51 @@ class Redis:
         self.process.stop()
 
 
+class Chroma:
+    """A throwaway Chroma server (PyPI chromadb's `chroma run`: the Rust server, HTTP API v2) on
+    a free loopback port, its data in a fresh directory: the semantic cache's vector store."""
+
+    def __init__(self, log_dir, name="chroma"):
+        import sys
+        exe = os.path.join(os.path.dirname(sys.executable), "chroma")
+        if not os.path.exists(exe):
+            raise RuntimeError("chroma is missing: `make venv` installs it (PyPI chromadb)")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data = tempfile.mkdtemp(prefix="llmux-chroma-")
+        self.process = Process(name, [exe, "run", "--path", self.data, "--host", "127.0.0.1",
+                                      "--port", str(self.port)], log_dir)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.proc.poll() is not None:
+                raise RuntimeError(f"chroma exited:\n{self.process.log()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)  # polling for readiness, not waiting out a race
+        self.stop()
+        raise RuntimeError("chroma did not become ready")
+
+    def collection(self, name="llmux-cache"):
+        base = f"{self.url}/api/v2/tenants/default_tenant/databases/default_database"
+        r = httpx.get(f"{base}/collections/{name}", timeout=10)
+        return r.json() if r.status_code == 200 else None
+
+    def count(self, name="llmux-cache"):
+        c = self.collection(name)
+        if c is None:
+            return 0
+        base = f"{self.url}/api/v2/tenants/default_tenant/databases/default_database"
+        return int(httpx.get(f"{base}/collections/{c['id']}/count", timeout=10).json())
+
+    def stop(self):
+        import shutil
+        self.process.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
 class RateLimitService:
     """The workspace's RLS server (llmux-ratelimit), counters in Redis or in memory."""
 
