@@ -97,7 +97,7 @@ def test_plain_keeps_every_field(ngw, nmock, model):
     mid = new_id()
     system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
     m = client(ngw, mid, **{"x-mock-cache-read": "3"}).messages.create(
-        model=model, max_tokens=64, system=system, stop_sequences=["END"], temperature=0.5,
+        model=model, max_tokens=64, system=system, stop_sequences=["END"], extra_body={"temperature": 0.5},
         metadata={"user_id": "user-42"}, messages=[{"role": "user", "content": "Hi there"}])
     assert m.content[0].type == "text"
     assert m.content[0].text == "Hello from the mock! You said: Hi there"
