@@ -175,6 +175,9 @@ pub struct BodyRequest<'a> {
     pub now_unix: u64,
     /// A random number, to choose among weighted deployments.
     pub pick: u32,
+    /// The client's `anthropic-beta` header (Messages requests; Claude on Bedrock takes the
+    /// betas in the body).
+    pub anthropic_beta: Option<&'a str>,
 }
 
 /// What routing needs besides the request: the shared deployment state, random numbers, the
@@ -457,8 +460,10 @@ impl Gateway {
             key,
             now_unix,
             pick: _,
+            anthropic_beta,
         } = *req;
-        let env = self.envelope(endpoint, content_type, body)?;
+        let mut env = self.envelope(endpoint, content_type, body)?;
+        env.anthropic_beta = anthropic_beta.map(str::to_string);
         let (model_index, wildcard) = self.config.resolve_model(&env.model).ok_or_else(|| {
             let known: Vec<&str> = self.config.model_names().collect();
             GatewayError::not_found(format!(
@@ -592,7 +597,7 @@ impl Gateway {
                 .with_code("unsupported_endpoint")
             })?,
             Endpoint::Messages => {
-                crate::client_api::anthropic::translator::translator(provider.kind)
+                crate::client_api::anthropic::translator::translator(provider, &upstream_model)
             }
             Endpoint::CountTokens => {
                 match crate::client_api::anthropic::count_tokens::translator(
@@ -1255,6 +1260,7 @@ mod tests {
         key: None,
         now_unix: 0,
         pick: 0,
+        anthropic_beta: None,
     };
 
     const CONFIG: &str = r#"{
@@ -1498,6 +1504,7 @@ mod tests {
                     key: None,
                     now_unix: 0,
                     pick: 0,
+                    anthropic_beta: None,
                 },
                 br#"{"model":"gpt","input":"hi"}"#,
             )
@@ -1513,6 +1520,7 @@ mod tests {
                     key: None,
                     now_unix: 0,
                     pick: 0,
+                    anthropic_beta: None,
                 },
                 br#"{"model":"claude","input":"hi"}"#,
             )
@@ -1530,6 +1538,7 @@ mod tests {
                     key: None,
                     now_unix: 0,
                     pick: 0,
+                    anthropic_beta: None,
                 },
                 br#"{"model":"gpt","messages":[]}"#,
             )
@@ -1553,6 +1562,7 @@ mod tests {
                     key: None,
                     now_unix: 0,
                     pick: 0,
+                    anthropic_beta: None,
                 },
                 br#"{"model":"gpt","input":"hi","stream":true}"#,
             )
@@ -1583,6 +1593,7 @@ mod tests {
                     key: None,
                     now_unix: 0,
                     pick: 0,
+                    anthropic_beta: None,
                 },
                 form,
             )
@@ -1600,6 +1611,7 @@ mod tests {
                     key: None,
                     now_unix: 0,
                     pick: 0,
+                    anthropic_beta: None,
                 },
                 b"--B--\r\n",
             )
@@ -1614,6 +1626,7 @@ mod tests {
                     key: None,
                     now_unix: 0,
                     pick: 0,
+                    anthropic_beta: None,
                 },
                 br#"{"model":"claude","prompt":"x"}"#,
             )
@@ -1635,6 +1648,7 @@ mod tests {
                 key: None,
                 now_unix: 0,
                 pick,
+                anthropic_beta: None,
             };
             match g
                 .on_request_body(&req, body)
@@ -1799,6 +1813,7 @@ mod tests {
                 key: None,
                 now_unix: 0,
                 pick: 0,
+                anthropic_beta: None,
             };
             g.on_request_body(&req, body.as_bytes())
                 .ok()
@@ -1906,6 +1921,7 @@ mod tests {
                     key: None,
                     now_unix: 1,
                     pick: rng.next() as u32,
+                    anthropic_beta: None,
                 },
                 &body,
             ) {

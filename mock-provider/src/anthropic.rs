@@ -1,8 +1,17 @@
 //! Anthropic Messages API: strict request validation, responses (JSON and SSE) and error bodies.
+//!
+//! Extended thinking: a request with `"thinking": {"type": "enabled", ...}` gets a `thinking`
+//! block first (`Thinking about: <first 40 characters of the last user text>`), with a signature
+//! the mock can check ([`thinking_signature`]). As the real API does, a `thinking` block sent
+//! back needs its `signature` (a mock one must match its text: `Invalid signature`), and with
+//! thinking on, the assistant turn that a final tool result answers must start with its
+//! `thinking` or `redacted_thinking` block — so a gateway that drops or alters thinking blocks
+//! is refused. (`adaptive` thinking: the mock chooses not to think.)
 
 pub use crate::mock::last_user_text;
 use crate::mock::{self, Event, MockHeaders, Plan};
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 const TOP_LEVEL: &[&str] = &[
     "model",
@@ -237,6 +246,9 @@ pub fn validate(body: &Value) -> VResult {
     }
     if let Some(v) = o.get("thinking") {
         validate_thinking(v, max_tokens)?;
+        if v.get("type").and_then(Value::as_str) == Some("enabled") {
+            thinking_before_tool_use(&o["messages"])?;
+        }
     }
     if let Some(v) = o.get("output_config") {
         obj(v, "output_config")?;
@@ -281,6 +293,63 @@ fn validate_thinking(v: &Value, max_tokens: i64) -> VResult {
         }
     }
     Ok(())
+}
+
+/// Prefix of the signatures the mock gives its thinking blocks.
+pub const SIGNATURE_PREFIX: &str = "mocksig_";
+
+/// The signature of a thinking block the mock wrote: its text's digest, so a block sent back
+/// with another text or signature is told apart.
+pub fn thinking_signature(thinking: &str) -> String {
+    let d = Sha256::digest(format!("llmux-mock-thinking:{thinking}").as_bytes());
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{SIGNATURE_PREFIX}{hex}")
+}
+
+/// The thinking text of the answer to `body`, when it turns thinking on.
+fn thinking_text(body: &Value) -> Option<String> {
+    (body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled")).then(|| {
+        format!(
+            "Thinking about: {}",
+            mock::first_chars(&last_user_text(body), 40)
+        )
+    })
+}
+
+/// With thinking enabled, the assistant turn a final user turn of tool results answers must
+/// start with its thinking (the real API's rule for tool use with extended thinking).
+fn thinking_before_tool_use(messages: &Value) -> VResult {
+    let Some(msgs) = messages.as_array() else {
+        return Ok(());
+    };
+    let turns: Vec<(usize, &Value)> = msgs
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.get("role").and_then(Value::as_str) != Some("system"))
+        .collect();
+    let [.., (i, assistant), (_, last)] = turns[..] else {
+        return Ok(());
+    };
+    let has_result = last
+        .get("content")
+        .and_then(Value::as_array)
+        .is_some_and(|b| {
+            b.iter()
+                .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        });
+    if !has_result || assistant.get("role").and_then(Value::as_str) != Some("assistant") {
+        return Ok(());
+    }
+    let first = assistant
+        .pointer("/content/0/type")
+        .and_then(Value::as_str)
+        .unwrap_or("text");
+    if first == "thinking" || first == "redacted_thinking" {
+        return Ok(());
+    }
+    Err(format!(
+        "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block (the one before the last `tool_use` and `tool_result` blocks): send back the thinking blocks of previous turns."
+    ))
 }
 
 fn validate_tools(o: &Map<String, Value>) -> Result<Vec<String>, String> {
@@ -571,8 +640,11 @@ fn validate_block(
         }
         "thinking" => {
             no_extra(bo, &["type", "thinking", "signature"], p)?;
-            string(required(bo, "thinking", p)?, &format!("{p}.thinking"))?;
-            string(required(bo, "signature", p)?, &format!("{p}.signature"))?;
+            let text = string(required(bo, "thinking", p)?, &format!("{p}.thinking"))?;
+            let sig = string(required(bo, "signature", p)?, &format!("{p}.signature"))?;
+            if sig.starts_with(SIGNATURE_PREFIX) && sig != thinking_signature(text) {
+                return Err(format!("{p}: Invalid `signature` in `thinking` block"));
+            }
         }
         "redacted_thinking" => {
             no_extra(bo, &["type", "data"], p)?;
@@ -702,6 +774,10 @@ pub fn message_body(
     body: &Value,
 ) -> Vec<u8> {
     let mut content = Vec::new();
+    if let Some(t) = thinking_text(body) {
+        let signature = thinking_signature(&t);
+        content.push(json!({"type": "thinking", "thinking": t, "signature": signature}));
+    }
     if let Some(t) = &plan.text {
         content.push(json!({"type": "text", "text": t}));
     }
@@ -759,6 +835,23 @@ pub fn stream_events(
         format!("event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":{index}}}\n\n")
     };
     let mut index = 0usize;
+    if let Some(t) = thinking_text(body) {
+        ev.push(format!(
+            "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{index},\"content_block\":{{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}}}\n\n"
+        ));
+        for d in mock::split_deltas(&t, 3) {
+            ev.push(format!(
+                "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":{}}}}}\n\n",
+                mock::js(&d)
+            ));
+        }
+        ev.push(format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"signature_delta\",\"signature\":{}}}}}\n\n",
+            mock::js(&thinking_signature(&t))
+        ));
+        ev.push(block_stop(index));
+        index += 1;
+    }
     if plan.text.is_some() {
         ev.push(format!(
             "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{index},\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\n"
@@ -1178,5 +1271,77 @@ mod tests {
             json!("Hello from the mock! You said: hi")
         );
         assert_eq!(msg["usage"]["output_tokens"], json!(7));
+    }
+
+    #[test]
+    fn thinking_blocks_are_signed_and_checked_when_sent_back() {
+        let mock = MockHeaders::default();
+        let first = json!({"model": "m", "max_tokens": 2048,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+        let plan = Plan::build(&mock, "Weather in Paris?", &[], 40);
+        let msg: Value =
+            serde_json::from_slice(&message_body("id", "m", &plan, &mock, &first)).unwrap();
+        let block = &msg["content"][0];
+        assert_eq!(block["type"], "thinking");
+        assert_eq!(block["thinking"], "Thinking about: Weather in Paris?");
+        assert_eq!(
+            block["signature"],
+            json!(thinking_signature("Thinking about: Weather in Paris?"))
+        );
+        let events = stream_events("id", "m", &plan, &mock, &first).concat();
+        assert!(events.contains("\"type\":\"signature_delta\""), "{events}");
+        assert!(
+            events.contains("\"index\":1,\"content_block\":{\"type\":\"text\""),
+            "{events}"
+        );
+        // Adaptive thinking: no block.
+        let adaptive = with(first.clone(), "thinking", json!({"type": "adaptive"}));
+        let msg: Value =
+            serde_json::from_slice(&message_body("id", "m", &plan, &mock, &adaptive)).unwrap();
+        assert_eq!(msg["content"][0]["type"], "text");
+
+        let second = |assistant: Value| {
+            with(
+                first.clone(),
+                "messages",
+                json!([
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": assistant},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}]),
+            )
+        };
+        let tool_use =
+            json!({"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}});
+        let good = json!({"type": "thinking", "thinking": "Thinking about: Weather in Paris?",
+                          "signature": thinking_signature("Thinking about: Weather in Paris?")});
+        assert_eq!(
+            validate(&second(json!([good.clone(), tool_use.clone()]))),
+            Ok(())
+        );
+        assert_eq!(
+            validate(&second(
+                json!([{"type": "redacted_thinking", "data": "x"}, tool_use.clone()])
+            )),
+            Ok(())
+        );
+        // Signature dropped, altered, or the block dropped: refused.
+        let mut unsigned = good.clone();
+        unsigned.as_object_mut().unwrap().remove("signature");
+        assert!(
+            err(&second(json!([unsigned, tool_use.clone()]))).contains("signature: Field required")
+        );
+        let mut altered = good.clone();
+        altered["thinking"] = json!("Thinking about: something else");
+        assert!(err(&second(json!([altered, tool_use.clone()]))).contains("Invalid `signature`"));
+        assert!(err(&second(json!([tool_use.clone()])))
+            .contains("Expected `thinking` or `redacted_thinking`"));
+        // Without thinking on, a bare tool_use turn is fine; foreign signatures are not checked.
+        let mut off = second(json!([tool_use.clone()]));
+        off.as_object_mut().unwrap().remove("thinking");
+        assert_eq!(validate(&off), Ok(()));
+        let foreign = json!({"type": "thinking", "thinking": "t", "signature": "EqQBCgIYAhIM"});
+        assert_eq!(validate(&second(json!([foreign, tool_use]))), Ok(()));
     }
 }

@@ -1,6 +1,9 @@
 //! AWS Bedrock Runtime (PROVIDERS.md §6): `POST /model/{modelId}/converse`, `/converse-stream`
-//! (binary `application/vnd.amazon.eventstream` frames with real CRCs) and `/invoke` for Amazon
-//! Titan Text Embeddings and Cohere Embed. Like the real service it checks the SigV4 signature
+//! (binary `application/vnd.amazon.eventstream` frames with real CRCs), `/invoke` for Amazon
+//! Titan Text Embeddings and Cohere Embed, and `/invoke`, `/invoke-with-response-stream` for
+//! Anthropic Claude (`anthropic.claude*` ids) with Anthropic's Messages body
+//! ([`anthropic_body`]; the answer is the Anthropic mock's, streamed as `chunk` frames of
+//! base64 Anthropic events, [`invoke_stream_body`]). Like the real service it checks the SigV4 signature
 //! (recomputed here with the mock's credentials, independently of LLMux's signer), the
 //! conversation's roles and alternation, unknown fields and empty content.
 
@@ -843,6 +846,115 @@ pub fn converse_stream_body(
     out
 }
 
+/// `anthropic_version` Claude on Bedrock takes.
+pub const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
+
+/// A Claude model id (base model or inference profile).
+pub fn is_claude(model: &str) -> bool {
+    model.contains("anthropic.claude")
+}
+
+/// Claude through InvokeModel
+/// (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages.html):
+/// the body needs `"anthropic_version": "bedrock-2023-05-31"`, has no `model` (it is in the
+/// path) nor `stream` (the operation says it), and `anthropic_beta`, when present, is a list of
+/// beta names (`context_management` needs a `context-management-*` one). The Messages body the
+/// Anthropic mock validates is this one with `model` from the path and `stream` from the
+/// operation.
+pub fn anthropic_body(body: &Value, model: &str, stream: bool) -> Result<Value, String> {
+    let o = body
+        .as_object()
+        .ok_or("Malformed input request, please reformat your input and try again.")?;
+    for k in ["model", "stream"] {
+        if o.contains_key(k) {
+            return Err(format!("Malformed input request: #: extraneous key [{k}] is not permitted, please reformat your input and try again."));
+        }
+    }
+    match o.get("anthropic_version").and_then(Value::as_str) {
+        Some(ANTHROPIC_VERSION) => {}
+        None => return Err("Malformed input request: #: required key [anthropic_version] not found, please reformat your input and try again.".into()),
+        Some(v) => return Err(format!("Invalid API version: {v}")),
+    }
+    let betas: Vec<&str> = match o.get("anthropic_beta") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|b| {
+                b.as_str()
+                    .ok_or("Malformed input request: #/anthropic_beta: expected a list of strings")
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(
+                "Malformed input request: #/anthropic_beta: expected type: JSONArray".into(),
+            )
+        }
+    };
+    if o.contains_key("context_management")
+        && !betas.iter().any(|b| b.starts_with("context-management-"))
+    {
+        return Err("context_management: Extra inputs are not permitted (add `context-management-2025-06-27` to `anthropic_beta`)".into());
+    }
+    let mut o = o.clone();
+    o.remove("anthropic_version");
+    o.remove("anthropic_beta");
+    o.insert("model".into(), Value::String(model.to_string()));
+    if stream {
+        o.insert("stream".into(), Value::Bool(true));
+    }
+    Ok(Value::Object(o))
+}
+
+/// `POST /model/{id}/invoke-with-response-stream` answer for Claude: each Anthropic SSE event
+/// (`events`, `message_stop` included) as a `chunk` frame `{"bytes": "<base64 of its JSON>"}`
+/// (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InvokeModelWithResponseStream.html),
+/// `message_stop` with Bedrock's `amazon-bedrock-invocationMetrics`. `x-mock-stream-error-after:
+/// k` puts an exception frame (`x-mock-exception`, default `modelStreamErrorException`) after k
+/// events; `x-mock-drop-after: k` ends the body after k events.
+pub fn invoke_stream_body(
+    events: &[String],
+    plan: &Plan,
+    mock: &MockHeaders,
+    exception: Option<&str>,
+) -> Vec<u8> {
+    let mut frames: Vec<Vec<u8>> = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let Some(data) = e.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            continue;
+        };
+        let mut json: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        if json["type"] == "message_stop" {
+            json["amazon-bedrock-invocationMetrics"] = json!({
+                "inputTokenCount": plan.input_tokens,
+                "outputTokenCount": plan.output_tokens,
+                "invocationLatency": 1,
+                "firstByteLatency": 1
+            });
+        }
+        let bytes = crate::embeddings::base64(json.to_string().as_bytes());
+        frames.push(event("chunk", json!({ "bytes": bytes }), i));
+    }
+    let keep = match (mock.stream_error_after, mock.drop_after) {
+        (Some(k), _) | (None, Some(k)) => k.min(frames.len()),
+        _ => frames.len(),
+    };
+    let mut out: Vec<u8> = frames[..keep].concat();
+    if mock.stream_error_after.is_some() {
+        let kind = exception.unwrap_or("modelStreamErrorException");
+        out.extend(frame(
+            &[
+                (":exception-type", kind),
+                (":content-type", "application/json"),
+                (":message-type", "exception"),
+            ],
+            json!({"message": "The model stream failed (mock)", "originalStatusCode": 500})
+                .to_string()
+                .as_bytes(),
+        ));
+    }
+    out
+}
+
 /// `POST /model/{id}/invoke` for Titan Text Embeddings or Cohere Embed.
 pub fn invoke(
     model: &str,
@@ -1141,5 +1253,76 @@ mod tests {
         assert_eq!(v["embeddings"]["float"].as_array().unwrap().len(), 2);
         assert!(invoke("cohere.embed-english-v3", &json!({"texts": ["a"]}), 0).is_err());
         assert!(invoke("meta.llama3", &json!({}), 0).is_err());
+    }
+
+    #[test]
+    fn claude_invoke_bodies() {
+        let ok = json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5,
+            "anthropic_beta": ["context-management-2025-06-27"], "context_management": {},
+            "messages": [{"role": "user", "content": "hi"}]});
+        let m = anthropic_body(&ok, "us.anthropic.claude-x", true).unwrap();
+        assert_eq!(m["model"], "us.anthropic.claude-x");
+        assert_eq!(m["stream"], true);
+        assert!(m.get("anthropic_version").is_none() && m.get("anthropic_beta").is_none());
+        let with = |k: &str, v: Value| {
+            let mut b = ok.clone();
+            b[k] = v;
+            anthropic_body(&b, "m", false).unwrap_err()
+        };
+        assert!(with("model", json!("m")).contains("extraneous key [model]"));
+        assert!(with("stream", json!(true)).contains("extraneous key [stream]"));
+        assert!(
+            with("anthropic_version", json!("vertex-2023-10-16")).contains("Invalid API version")
+        );
+        assert!(with("anthropic_beta", json!("x")).contains("anthropic_beta"));
+        assert!(with("anthropic_beta", json!([])).contains("context_management"));
+        let mut none = ok.clone();
+        none.as_object_mut().unwrap().remove("anthropic_version");
+        assert!(anthropic_body(&none, "m", false)
+            .unwrap_err()
+            .contains("anthropic_version"));
+        assert!(is_claude("anthropic.claude-3-5-haiku-20241022-v1:0"));
+        assert!(!is_claude("amazon.nova-pro-v1:0"));
+    }
+
+    #[test]
+    fn claude_stream_frames_carry_base64_events() {
+        let plan = Plan::build(&MockHeaders::default(), "hi", &[], 40);
+        let events = vec![
+            "event: message_start\ndata: {\"type\":\"message_start\"}\n\n".to_string(),
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string(),
+        ];
+        let body = invoke_stream_body(&events, &plan, &MockHeaders::default(), None);
+        // Two frames, each `chunk` with {"bytes": base64}, CRCs right.
+        let mut rest = &body[..];
+        let mut kinds = Vec::new();
+        while !rest.is_empty() {
+            let total = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let hl = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+            let msg = &rest[..total];
+            let crc = u32::from_be_bytes([
+                msg[total - 4],
+                msg[total - 3],
+                msg[total - 2],
+                msg[total - 1],
+            ]);
+            assert_eq!(crc, crc32fast::hash(&msg[..total - 4]));
+            let payload: Value = serde_json::from_slice(&msg[12 + hl..total - 4]).unwrap();
+            let b64 = payload["bytes"].as_str().unwrap();
+            assert!(is_base64(b64), "{b64}");
+            kinds.push(b64.to_string());
+            rest = &rest[total..];
+        }
+        assert_eq!(kinds.len(), 2);
+        assert_eq!(
+            kinds[0],
+            crate::embeddings::base64(br#"{"type":"message_start"}"#)
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-mock-stream-error-after", HeaderValue::from_static("1"));
+        let faulty = MockHeaders::from_headers(&h);
+        let body = invoke_stream_body(&events, &plan, &faulty, Some("throttlingException"));
+        assert!(body.windows(19).any(|w| w == b"throttlingException"));
+        assert_eq!(body.windows(5).filter(|w| w == b"chunk").count(), 1);
     }
 }

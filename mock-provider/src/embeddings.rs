@@ -137,7 +137,8 @@ pub fn vector(text: &str, dimensions: u64) -> Vec<f32> {
         .collect()
 }
 
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding.
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {

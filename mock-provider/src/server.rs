@@ -968,7 +968,11 @@ fn bedrock_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Re
         || raw_model.contains('/')
         || !matches!(
             op,
-            "converse" | "converse-stream" | "invoke" | "count-tokens"
+            "converse"
+                | "converse-stream"
+                | "invoke"
+                | "invoke-with-response-stream"
+                | "count-tokens"
         )
     {
         let e = bedrock::BedrockError::new(
@@ -1015,6 +1019,23 @@ fn bedrock_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Re
         r.headers.push(("x-amzn-requestid", format!("mock-{n}")));
         return r;
     }
+    if op.starts_with("invoke") && bedrock::is_claude(&model) {
+        let mut r = bedrock_claude_reply(
+            &model,
+            &body,
+            op == "invoke-with-response-stream",
+            bytes.len(),
+            mock,
+            n,
+            header(parts, "x-mock-exception"),
+        );
+        r.headers.push(("x-amzn-requestid", format!("mock-{n}")));
+        return r;
+    }
+    if op == "invoke-with-response-stream" {
+        let e = bedrock::BedrockError::validation("The model is unsupported for streaming.");
+        return bedrock_error_reply(&e, n);
+    }
     if op == "invoke" {
         return match bedrock::invoke(&model, &body, bytes.len()) {
             Ok((b, tokens)) => {
@@ -1050,6 +1071,57 @@ fn bedrock_reply(parts: &Parts, bytes: &Bytes, mock: &MockHeaders, n: u64) -> Re
     };
     r.headers.push(("x-amzn-requestid", format!("mock-{n}")));
     r
+}
+
+/// Claude through InvokeModel (signature checked): the body as Bedrock takes it
+/// ([`bedrock::anthropic_body`]), then the Anthropic mock's answer — JSON, or for
+/// `invoke-with-response-stream` its events in `chunk` frames. Errors in Bedrock's shape.
+fn bedrock_claude_reply(
+    model: &str,
+    body: &Value,
+    stream: bool,
+    len: usize,
+    mock: &MockHeaders,
+    n: u64,
+    exception: Option<&str>,
+) -> Reply {
+    let bad = |m: String| bedrock_error_reply(&bedrock::BedrockError::validation(m), n);
+    let messages = match bedrock::anthropic_body(body, model, stream) {
+        Ok(m) => m,
+        Err(m) => return bad(m),
+    };
+    if let Err(m) = anthropic::validate(&messages) {
+        return bad(m);
+    }
+    let tool_names = anthropic::tool_names(&messages);
+    let plan = Plan::build(
+        mock,
+        &anthropic::last_user_text(&messages),
+        &tool_names,
+        len,
+    )
+    .script(
+        mock,
+        anthropic::last_tool_result(&messages).as_deref(),
+        &tool_names,
+    );
+    let id = format!("msg_bdrk_mock_{n}");
+    if stream {
+        let mut events = anthropic::stream_events(&id, model, &plan, mock, &messages);
+        events.push(anthropic::MESSAGE_STOP.to_string());
+        Reply {
+            status: 200,
+            content_type: bedrock::EVENTSTREAM,
+            body: bedrock::invoke_stream_body(&events, &plan, mock, exception),
+            stream: true,
+            headers: Vec::new(),
+        }
+    } else {
+        Reply::json(
+            200,
+            anthropic::message_body(&id, model, &plan, mock, &messages),
+        )
+    }
 }
 
 /// Gemini `POST /v1beta/models/{model}:batchEmbedContents` (same key checks as generateContent).
@@ -1188,6 +1260,30 @@ fn vertex_reply(state: &State, parts: &Parts, bytes: &Bytes, mock: &MockHeaders,
             {
                 Ok(b) => Reply::json(200, b),
                 Err(m) => gerr(400, "INVALID_ARGUMENT", &m),
+            }
+        }
+        ("anthropic", "rawPredict") if model == "count-tokens" => {
+            let bad = |m: &str| anthropic_error_reply(400, "invalid_request_error", m, n);
+            if let Some(status) = mock.status {
+                let (kind, message) = anthropic::error_kind(status);
+                return anthropic_error_reply(status, kind, message, n);
+            }
+            let mut b = match body() {
+                Ok(b) => b,
+                Err(e) => return bad(&format!("invalid JSON ({e})")),
+            };
+            match b.as_object_mut().map(|o| o.remove("anthropic_version")) {
+                Some(Some(v)) if v == vertex::ANTHROPIC_VERSION => {}
+                other => {
+                    return bad(&format!(
+                        "anthropic_version: expected \"{}\", got {other:?}",
+                        vertex::ANTHROPIC_VERSION
+                    ))
+                }
+            }
+            match crate::count::anthropic(&b) {
+                Ok(out) => Reply::json(200, out),
+                Err(m) => bad(&m),
             }
         }
         ("anthropic", "rawPredict" | "streamRawPredict") => {

@@ -3,7 +3,9 @@
 //! - `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`,
 //!   `:streamGenerateContent?alt=sse` (the Gemini mock), `:predict` (text embeddings);
 //!   `.../publishers/anthropic/models/{m}:rawPredict`, `:streamRawPredict` (the Anthropic mock,
-//!   after checking the body has no `model` and `"anthropic_version": "vertex-2023-10-16"`).
+//!   after checking the body has no `model` and `"anthropic_version": "vertex-2023-10-16"`);
+//!   `.../publishers/anthropic/models/count-tokens:rawPredict` (Anthropic's token count, the
+//!   body with its `model` and the Vertex `anthropic_version`).
 //!   Every Vertex route needs `Authorization: Bearer <token>`: `--vertex-token`, or a token this
 //!   mock issued. Errors are Google's `{"error":{"code","message","status"}}`.
 //! - `POST /token`: the JWT-bearer grant. The assertion's RS256 signature is verified against

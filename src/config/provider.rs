@@ -366,8 +366,10 @@ fn aws_values(
     Ok(values)
 }
 
-/// `anthropic_beta` (Anthropic-protocol providers): the `anthropic-beta` values a client may turn
-/// on (names or `prefix-*`, lowercased); the client's header reaches the provider with only these.
+/// `anthropic_beta` (providers that serve Claude: Anthropic, Bedrock, Vertex AI): the
+/// `anthropic-beta` values a client may turn on (names or `prefix-*`, lowercased); the client's
+/// header reaches the provider with only these (Claude on Bedrock gets them in the body, see
+/// `client_api::anthropic::native`).
 fn anthropic_beta(
     o: &Map<String, Value>,
     path: &str,
@@ -377,8 +379,14 @@ fn anthropic_beta(
     let Some(v) = o.get("anthropic_beta").filter(|v| !v.is_null()) else {
         return Ok(None);
     };
-    if kind != ProviderKind::Anthropic {
-        return Err(err(&p, "only for providers of type `anthropic`"));
+    if !matches!(
+        kind,
+        ProviderKind::Anthropic | ProviderKind::Bedrock | ProviderKind::Vertex
+    ) {
+        return Err(err(
+            &p,
+            "only for providers of type `anthropic`, `bedrock` or `vertex`",
+        ));
     }
     let Value::Array(a) = v else {
         return Err(err(&p, "must be a list of beta names"));

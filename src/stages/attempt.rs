@@ -112,10 +112,14 @@ impl Attempt {
             now_unix: now_ms / 1000,
             attempt: true,
         };
+        let beta = super::request::anthropic_beta(h, a.endpoint);
         let fwd = vm
             .gateway
             .envelope(a.endpoint, a.content_type.as_deref(), body)
-            .and_then(|env| vm.gateway.forward(&env, body, &to));
+            .and_then(|mut env| {
+                env.anthropic_beta = beta;
+                vm.gateway.forward(&env, body, &to)
+            });
         match fwd {
             Ok(fwd) => {
                 // The attempts listener honours x-envoy-* headers of internal requests only.

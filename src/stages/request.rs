@@ -24,6 +24,17 @@ use crate::observe::record::{Finished, Summary, UsageRecord, MAX_LOGGED_BODY_BYT
 use crate::observe::{cost_nanousd, request_updates, MetricKey, Route, Timings, Update};
 use crate::routing::{state, ErrorClass};
 
+/// The client's `anthropic-beta` header of a Messages request (Claude on Bedrock takes the betas
+/// in the body); one host call, for that endpoint only.
+pub(super) fn anthropic_beta(h: &dyn Host, endpoint: Endpoint) -> Option<String> {
+    if endpoint != Endpoint::Messages {
+        return None;
+    }
+    h.header(HeaderMap::Request, "anthropic-beta")
+        .ok()
+        .flatten()
+}
+
 /// One client request in the downstream stage.
 pub struct Request {
     context_id: u32,
@@ -415,12 +426,14 @@ impl Request {
         body_size: usize,
     ) -> Action {
         let now_ns = h.now_nanos();
+        let beta = anthropic_beta(h, endpoint);
         let req = BodyRequest {
             endpoint,
             content_type: self.content_type.as_deref(),
             key: self.key,
             now_unix: now_ns / 1_000_000_000,
             pick: 0,
+            anthropic_beta: beta.as_deref(),
         };
         let mut rng = || vm.next_random();
         let routed = vm.gateway.route_request(

@@ -3,9 +3,9 @@
 
 The mock counts a token per word of the prompt's strings (roles and types excepted), in every
 protocol, so one prompt must count the same through Anthropic (passed through), Gemini and Vertex
-Gemini (`:countTokens`) and Bedrock (`count-tokens`, SigV4 checked): a difference means the
-gateway's translation lost or added prompt text. An OpenAI-protocol model and Claude on Vertex get
-LLMux's own estimate (request bytes / 4), marked `x-llmux-token-count: estimate`, and nothing
+Gemini (`:countTokens`), Claude on Vertex (`count-tokens:rawPredict`) and Bedrock (`count-tokens`,
+SigV4 checked): a difference means the gateway's translation lost or added prompt text. An
+OpenAI-protocol model gets LLMux's own estimate (request bytes / 4), marked `x-llmux-token-count: estimate`, and nothing
 reaches the provider."""
 import hashlib
 import json
@@ -22,8 +22,8 @@ ANTHROPIC_KEY = "sk-ant-count-provider"
 PROJECT, LOCATION = "proj-count", "us-central1"
 BEDROCK_CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 
-PROVIDER_COUNTED = ["claude-count", "gemini-count", "vertex-gemini-count", "bedrock-count"]
-ESTIMATED = ["gpt-count", "vertex-claude-count"]
+PROVIDER_COUNTED = ["claude-count", "gemini-count", "vertex-gemini-count", "vertex-claude-count", "bedrock-count"]
+ESTIMATED = ["gpt-count"]
 SYSTEM = "Be brief."
 MESSAGES = [{"role": "user", "content": "How warm is Paris?"}]
 TOOLS = [{"name": "get_weather", "description": "Weather for a city",
@@ -109,6 +109,13 @@ def test_the_provider_counts_and_one_prompt_counts_the_same_everywhere(cgw, cmoc
                                "/publishers/google/models/gemini-2.5-pro:countTokens")
         assert req["headers"]["authorization"] == f"Bearer {VERTEX_TOKEN}"
         assert req["body"]["systemInstruction"]["parts"][0]["text"] == SYSTEM
+    elif model == "vertex-claude-count":
+        assert req["path"] == (f"/v1/projects/{PROJECT}/locations/{LOCATION}"
+                               "/publishers/anthropic/models/count-tokens:rawPredict")
+        assert req["headers"]["authorization"] == f"Bearer {VERTEX_TOKEN}"
+        assert req["body"]["model"] == "claude-sonnet-4@20250514"
+        assert req["body"]["anthropic_version"] == "vertex-2023-10-16"
+        assert req["body"]["system"] == SYSTEM
     else:
         assert req["path"] == "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/count-tokens"
         assert req["headers"]["authorization"].startswith("AWS4-HMAC-SHA256 ")

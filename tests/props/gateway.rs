@@ -60,6 +60,25 @@ struct Target {
     framing: Framing,
     /// The gateway writes the client's OpenAI stream itself (not a relay of the provider's).
     translated: bool,
+    /// What a Messages client's request gets instead of `stream` (Claude on Bedrock: Anthropic's
+    /// events in InvokeModelWithResponseStream `chunk` frames).
+    messages_stream: Option<Vec<Event>>,
+}
+
+/// Anthropic stream events as Bedrock's InvokeModelWithResponseStream sends them.
+fn invoke_chunks(events: &[Event]) -> Vec<Event> {
+    events
+        .iter()
+        .filter_map(|e| e.data.as_ref().ok())
+        .map(|d| {
+            let bytes = llmux::codec::base64::standard(d.to_string().as_bytes());
+            ev(Some("chunk"), json!({"bytes": bytes, "p": "abcdef"}))
+        })
+        .chain([ev(
+            Some("!modelStreamErrorException"),
+            json!({"message": "late"}),
+        )])
+        .collect()
 }
 
 fn ev(name: Option<&str>, data: Value) -> Event {
@@ -133,15 +152,16 @@ event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\"
             ev(Some("!throttlingException"), json!({"message": "slow down"})),
         ];
 
+        let bedrock_messages = invoke_chunks(&anthropic_stream);
         vec![
-            Target { model: "openai", whole: openai_whole.clone(), stream: openai_stream.clone(), framing: Framing::Sse, translated: false },
-            Target { model: "openai-unpriced", whole: openai_whole, stream: openai_stream, framing: Framing::Sse, translated: false },
-            Target { model: "anthropic", whole: anthropic_whole.clone(), stream: anthropic_stream.clone(), framing: Framing::Sse, translated: true },
-            Target { model: "gemini", whole: gemini_whole.clone(), stream: gemini_stream.clone(), framing: Framing::Sse, translated: true },
-            Target { model: "cohere", whole: cohere_whole, stream: cohere_stream, framing: Framing::Sse, translated: true },
-            Target { model: "bedrock", whole: bedrock_whole, stream: bedrock_stream, framing: Framing::EventStream, translated: true },
-            Target { model: "vertex-gemini", whole: gemini_whole, stream: gemini_stream, framing: Framing::Sse, translated: true },
-            Target { model: "vertex-claude", whole: anthropic_whole, stream: anthropic_stream, framing: Framing::Sse, translated: true },
+            Target { model: "openai", whole: openai_whole.clone(), stream: openai_stream.clone(), framing: Framing::Sse, translated: false, messages_stream: None },
+            Target { model: "openai-unpriced", whole: openai_whole, stream: openai_stream, framing: Framing::Sse, translated: false, messages_stream: None },
+            Target { model: "anthropic", whole: anthropic_whole.clone(), stream: anthropic_stream.clone(), framing: Framing::Sse, translated: true, messages_stream: None },
+            Target { model: "gemini", whole: gemini_whole.clone(), stream: gemini_stream.clone(), framing: Framing::Sse, translated: true, messages_stream: None },
+            Target { model: "cohere", whole: cohere_whole, stream: cohere_stream, framing: Framing::Sse, translated: true, messages_stream: None },
+            Target { model: "bedrock", whole: bedrock_whole, stream: bedrock_stream, framing: Framing::EventStream, translated: true, messages_stream: Some(bedrock_messages) },
+            Target { model: "vertex-gemini", whole: gemini_whole, stream: gemini_stream, framing: Framing::Sse, translated: true, messages_stream: None },
+            Target { model: "vertex-claude", whole: anthropic_whole, stream: anthropic_stream, framing: Framing::Sse, translated: true, messages_stream: None },
         ]
     })
 }
@@ -178,6 +198,7 @@ fn body_request(endpoint: Endpoint) -> BodyRequest<'static> {
         key: None,
         now_unix: 1_700_000_000,
         pick: 7,
+        anthropic_beta: None,
     }
 }
 
@@ -346,12 +367,21 @@ proptest! {
     ) {
         let target = &targets()[t];
         let mut ex = exchange(target, messages_api, true, include_usage);
-        let mut events = target.stream.clone();
+        let mut events = match (&target.messages_stream, messages_api) {
+            (Some(s), true) => s.clone(),
+            _ => target.stream.clone(),
+        };
         mutate_events(&mut events, &ops);
         let mut body = render(target, &events);
         byte_ops(&mut body, &ops);
         let out = drive(&mut ex, 200, None, &body, &cuts);
-        let gateway_writes = if messages_api { target.model != "anthropic" } else { target.translated };
+        // Anthropic's answers reach Messages clients as they are from Anthropic and Claude on
+        // Vertex; the gateway writes every other stream.
+        let gateway_writes = if messages_api {
+            !matches!(target.model, "anthropic" | "vertex-claude")
+        } else {
+            target.translated
+        };
         if gateway_writes {
             check_stream_end(&out, messages_api)?;
         }

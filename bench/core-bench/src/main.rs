@@ -353,5 +353,6 @@ fn chat(now_unix: u64, pick: u32) -> BodyRequest<'static> {
         key: None,
         now_unix,
         pick,
+        anthropic_beta: None,
     }
 }

@@ -98,7 +98,7 @@ fn provider(kind_json: &str, model: &str) -> crate::config::Provider {
 fn through(kind_json: &str, model: &str, body: &[u8]) -> ProviderRequest {
     let p = provider(kind_json, model);
     let env: ChatEnvelope<'_> = parse_messages_envelope(body).unwrap();
-    translator(p.kind)
+    translator(&p, model)
         .request(&ChatCall {
             raw: body,
             envelope: &env,
@@ -145,21 +145,15 @@ fn claude_code_request_reaches_every_provider() {
         ),
         (
             format!(r#"{{"type":"bedrock","cluster":"c",{aws}}}"#),
-            "us.anthropic.claude-sonnet-4-20250514-v1:0",
-            vec!["\"budget_tokens\":16384", "toolResult"],
-            vec![],
-        ),
-        (
-            format!(r#"{{"type":"bedrock","cluster":"c",{aws}}}"#),
             "amazon.nova-pro-v1:0",
             vec!["toolResult"],
             vec!["budget_tokens"],
         ),
         (
             format!(r#"{{"type":"vertex","cluster":"c",{vertex}}}"#),
-            "claude-sonnet-4@20250514",
-            vec!["\"budget_tokens\":16384", "tool_result"],
-            vec!["signature"],
+            "gemini-2.5-flash",
+            vec!["thinkingConfig", "functionResponse"],
+            vec![],
         ),
         (
             r#"{"type":"cohere","cluster":"c","api_key":"k"}"#.into(),
@@ -208,6 +202,57 @@ fn claude_code_request_passes_through_to_anthropic() {
     );
     assert_eq!(r.path, "/v1/messages");
     assert!(!r.remove_headers.contains(&"anthropic-beta"));
+}
+
+/// Claude on Bedrock and on Vertex AI get Claude Code's request in Anthropic's body: every
+/// field as the client sent it (thinking blocks and signatures, `cache_control`,
+/// `context_management`, `metadata`), but `model` (and `stream` on Bedrock), with the host's
+/// `anthropic_version`.
+#[test]
+fn claude_code_request_goes_natively_to_claude_on_bedrock_and_vertex() {
+    let aws = r#""region":"us-east-1","aws_access_key_id":"AKID","aws_secret_access_key":"secret""#;
+    let vertex = r#""project":"proj-1","location":"us-central1","access_token":"ya29.test""#;
+    let client: Value = fixture();
+    let cases = [
+        (
+            format!(r#"{{"type":"bedrock","cluster":"c",{aws}}}"#),
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "bedrock-2023-05-31",
+            "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream",
+            &["model", "stream"][..],
+        ),
+        (
+            format!(r#"{{"type":"vertex","cluster":"c",{vertex}}}"#),
+            "claude-sonnet-4@20250514",
+            "vertex-2023-10-16",
+            "/v1/projects/proj-1/locations/us-central1/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict",
+            &["model"][..],
+        ),
+    ];
+    for (p, model, version, path, gone) in cases {
+        let r = through(&p, model, CLAUDE_CODE.as_bytes());
+        assert_eq!(r.path, path);
+        let mut sent: Value = serde_json::from_slice(r.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["anthropic_version"], version);
+        let mut want = client.clone();
+        let (Some(w), Some(s)) = (want.as_object_mut(), sent.as_object_mut()) else {
+            panic!("objects")
+        };
+        for k in gone {
+            w.remove(*k);
+        }
+        s.remove("anthropic_version");
+        assert_eq!(sent, want, "{model}");
+        let text = String::from_utf8(r.body.unwrap()).unwrap();
+        for kept in [
+            "cache_control",
+            "signature",
+            "context_management",
+            "user_id",
+        ] {
+            assert!(text.contains(kept), "{model}: {kept} lost");
+        }
+    }
 }
 
 #[test]

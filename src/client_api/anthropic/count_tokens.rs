@@ -21,7 +21,12 @@
 //!   built by the Converse translation and signed like every Bedrock request; answer
 //!   `inputTokens` (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_CountTokens.html,
 //!   https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseTokensRequest.html).
-//! - Every other provider (OpenAI protocol, Azure, Cohere, Claude on Vertex): LLMux answers
+//! - Claude on Vertex AI: `.../publishers/anthropic/models/count-tokens:rawPredict` with the
+//!   Messages body as it is (model renamed, kept in the body) and `"anthropic_version":
+//!   "vertex-2023-10-16"`, as the Anthropic SDK's Vertex client sends it
+//!   (https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/count-tokens);
+//!   the answer is Anthropic's `{"input_tokens"}`, passed back.
+//! - Every other provider (OpenAI protocol, Azure, Cohere): LLMux answers
 //!   itself with an **estimate**: the request body's bytes / 4 (at least 1), the estimate the
 //!   gateway charges when a provider reports no usage (`routing::estimate_prompt_tokens`). It
 //!   counts the JSON syntax too, so it errs high.
@@ -34,6 +39,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::client_api::anthropic::native::native_body;
 use crate::client_api::anthropic::translator::AnthropicPassthrough;
 use crate::client_api::anthropic::{to_openai_request, validate_messages, Target};
 use crate::client_api::openai::chat::ChatRequest;
@@ -42,7 +48,7 @@ use crate::config::Provider;
 use crate::error::GatewayError;
 use crate::gateway::{LocalResponse, TOKEN_COUNT_HEADER};
 use crate::providers::gemini::{model_segment, GeminiChat};
-use crate::providers::vertex::{Publisher, VertexChat};
+use crate::providers::vertex::{Publisher, VertexChat, ANTHROPIC_VERTEX_VERSION};
 use crate::providers::{
     bedrock, vertex, ChatCall, ChatTranslator, ProviderKind, ProviderRequest, Usage,
 };
@@ -61,6 +67,8 @@ pub fn parse_envelope(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
 pub enum Counter {
     /// Anthropic's own endpoint, the request passed through.
     Anthropic,
+    /// Claude on Vertex AI: Vertex's `count-tokens:rawPredict`, the Messages body as it is.
+    VertexClaude,
     /// A counter fed by the Messages → OpenAI chat → provider translation.
     Pivot(Native),
 }
@@ -81,7 +89,7 @@ impl Counter {
             ProviderKind::Gemini => Some(Counter::Pivot(Native::Gemini)),
             ProviderKind::Vertex => match p.vertex.as_ref()?.publisher_for(upstream_model) {
                 Publisher::Google => Some(Counter::Pivot(Native::VertexGemini)),
-                Publisher::Anthropic => None,
+                Publisher::Anthropic => Some(Counter::VertexClaude),
             },
             ProviderKind::Bedrock => Some(Counter::Pivot(Native::Bedrock)),
             ProviderKind::OpenAi | ProviderKind::Cohere => None,
@@ -186,6 +194,22 @@ impl ChatTranslator for CountTokens {
                 req.path = format!("{}/messages/count_tokens", p.base_path);
                 return Ok(req);
             }
+            Counter::VertexClaude => {
+                let mut req = ProviderRequest {
+                    path: vertex::model_path(p, "anthropic", "count-tokens", "rawPredict")?,
+                    headers: p.headers.clone(),
+                    remove_headers: Vec::new(),
+                    body: Some(native_body(
+                        call.envelope,
+                        &[],
+                        Some(model),
+                        ANTHROPIC_VERTEX_VERSION,
+                        None,
+                    )),
+                };
+                vertex::with_vertex_auth(p, &mut req);
+                return Ok(req);
+            }
             Counter::Pivot(n) => n,
         };
         // The Messages request as the chat pivot, then the provider's own translation.
@@ -260,10 +284,12 @@ impl ChatTranslator for CountTokens {
         }
         let who = self.provider.as_str();
         match self.via {
-            Counter::Anthropic => match serde_json::from_slice::<Anthropic>(body) {
-                Ok(_) => Ok(None),
-                Err(_) => Err(bad_answer(who, "`input_tokens`")),
-            },
+            Counter::Anthropic | Counter::VertexClaude => {
+                match serde_json::from_slice::<Anthropic>(body) {
+                    Ok(_) => Ok(None),
+                    Err(_) => Err(bad_answer(who, "`input_tokens`")),
+                }
+            }
             Counter::Pivot(Native::Gemini | Native::VertexGemini) => {
                 match serde_json::from_slice::<Google>(body) {
                     Ok(g) => Ok(Some(answer_body(g.total_tokens))),
@@ -284,6 +310,8 @@ impl ChatTranslator for CountTokens {
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
         match self.via {
             Counter::Anthropic => self.anthropic.error(status, body),
+            Counter::VertexClaude => vertex::claude_error(&self.provider, status, body)
+                .unwrap_or_else(|| GeminiChat::for_provider(&self.provider).error(status, body)),
             Counter::Pivot(Native::Gemini | Native::VertexGemini) => {
                 GeminiChat::for_provider(&self.provider).error(status, body)
             }

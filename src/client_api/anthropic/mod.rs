@@ -1,8 +1,10 @@
 //! The Anthropic Messages API as clients speak it to the gateway (`POST /v1/messages`), so the
 //! `anthropic` SDK and Claude-compatible tools can use any model.
 //!
-//! Requests for an Anthropic deployment go through untouched but for the model name. For any
-//! other provider the request is rewritten to an OpenAI chat-completions request — the pivot
+//! Requests for an Anthropic deployment go through untouched but for the model name; for Claude
+//! on Vertex AI or on Bedrock they go in Anthropic's own body too, re-addressed and re-versioned
+//! ([`native`]), so thinking blocks and their signatures, `cache_control` and everything else
+//! the pivot cannot carry survive. For any other provider the request is rewritten to an OpenAI chat-completions request — the pivot
 //! every provider translator already accepts — and the OpenAI answer (whole or streamed) is
 //! rewritten back into a Messages answer.
 //!
@@ -39,6 +41,7 @@
 //! the gateway checks before any of them runs (the envelope) and the Anthropic error body.
 
 pub mod count_tokens;
+pub mod native;
 mod request;
 mod response;
 mod stream;

@@ -1,19 +1,25 @@
-//! Anthropic Messages clients (`POST /v1/messages`): straight through to Anthropic, or through
+//! Anthropic Messages clients (`POST /v1/messages`): straight through to Anthropic, in
+//! Anthropic's own body to Claude on Vertex AI and on Bedrock ([`super::native`]), or through
 //! the OpenAI pivot to every other provider (see [`super`]).
 
 use serde::Deserialize;
 
-use super::StreamToMessages;
+use super::{native, StreamToMessages};
 use crate::client_api::anthropic as anthropic_api;
 use crate::client_api::pivot::{ChatPivot, ViaChat};
 use crate::codec::json_text::json_string;
 use crate::codec::sse::SseParser;
+use crate::config::Provider;
 use crate::error::GatewayError;
 use crate::providers::{ChatCall, ChatTranslator, ProviderKind, ProviderRequest, Usage};
 
-/// A fresh translator for one Messages request to this kind of provider.
-pub fn translator(kind: ProviderKind) -> Box<dyn ChatTranslator> {
-    match kind {
+/// A fresh translator for one Messages request to this deployment (provider and the model
+/// name it knows).
+pub fn translator(p: &Provider, upstream_model: &str) -> Box<dyn ChatTranslator> {
+    if let Some(host) = native::Host::of(p, upstream_model) {
+        return Box::new(native::NativeClaude::new(host));
+    }
+    match p.kind {
         ProviderKind::Anthropic => Box::new(AnthropicPassthrough::default()),
         other => Box::new(ViaChat::new(
             other.chat_translator(),
@@ -71,6 +77,16 @@ struct AnthropicUsage {
 }
 
 impl AnthropicPassthrough {
+    /// Reads the usage (and the errors) of an Anthropic answer whose request was built
+    /// elsewhere: Claude on Vertex AI and on Bedrock ([`super::native`]).
+    pub(crate) fn reader(provider: &str, stream: bool) -> Self {
+        AnthropicPassthrough {
+            provider: provider.to_string(),
+            usage: None,
+            sse: stream.then(SseParser::new),
+        }
+    }
+
     fn add(&mut self, u: &AnthropicUsage) {
         let cur = self.usage.get_or_insert_with(Usage::default);
         let read = u.cache_read_input_tokens;

@@ -31,6 +31,10 @@ pub struct ChatEnvelope<'a> {
     pub fields: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// Address of the body's first byte, to turn raw values into spans.
     base: usize,
+    /// Not from the body: the client's `anthropic-beta` header on a Messages request, set by
+    /// the glue (Claude on Bedrock takes the betas in the body, see
+    /// `client_api::anthropic::native`).
+    pub anthropic_beta: Option<String>,
 }
 
 impl<'a> ChatEnvelope<'a> {
@@ -46,6 +50,7 @@ impl<'a> ChatEnvelope<'a> {
             close_brace: 0,
             fields: Vec::new(),
             base: 0,
+            anthropic_beta: None,
         }
     }
 
@@ -96,6 +101,7 @@ pub(crate) fn parse_top(body: &[u8]) -> Result<ChatEnvelope<'_>, GatewayError> {
         close_brace,
         fields: top.0,
         base: text.as_ptr() as usize,
+        anthropic_beta: None,
     };
 
     let model_raw = env.field("model").ok_or_else(|| {

@@ -776,6 +776,7 @@ mod through_the_gateway {
         key: None,
         now_unix: 100,
         pick: 0,
+        anthropic_beta: None,
     };
 
     fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {

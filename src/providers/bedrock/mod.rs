@@ -64,6 +64,7 @@ pub use embeddings::BedrockEmbeddings;
 pub(crate) use request::converse_body;
 use request::EMPTY_OBJECT;
 pub use request::LEADING_USER_PLACEHOLDER;
+pub(crate) use response::exception_status;
 use response::{finish_reason, str_at, token_usage};
 
 use crate::codec::base64::standard as base64;

@@ -37,7 +37,7 @@ pub(super) fn finish_reason(r: Option<&str>) -> Result<&'static str, String> {
 }
 
 /// Status of an in-stream exception (Bedrock's documented status of that exception).
-pub(super) fn exception_status(kind: &str) -> u16 {
+pub(crate) fn exception_status(kind: &str) -> u16 {
     match kind {
         "throttlingException" => 429,
         "validationException" => 400,

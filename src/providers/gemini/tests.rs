@@ -701,6 +701,7 @@ fn gateway_sets_retry_after_from_the_error_body() {
                 key: None,
                 now_unix: 0,
                 pick: 0,
+                anthropic_beta: None,
             },
             br#"{"model":"flash","messages":[{"role":"user","content":"x"}]}"#,
         )

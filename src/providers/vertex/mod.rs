@@ -118,20 +118,7 @@ impl ChatTranslator for VertexChat {
                 (Box::new(t), req)
             }
         };
-        // Whatever the inner translator added for its own key scheme goes; Vertex auth comes in.
-        req.headers.retain(|(k, _)| k != "x-goog-api-key");
-        for h in ["x-api-key", "x-goog-api-key"] {
-            if !req.remove_headers.contains(&h) {
-                req.remove_headers.push(h);
-            }
-        }
-        let auth = auth_headers(p);
-        if !auth.is_empty() {
-            req.remove_headers.retain(|h| *h != "authorization");
-        } else if !req.remove_headers.contains(&"authorization") {
-            req.remove_headers.push("authorization");
-        }
-        req.headers.splice(0..0, auth);
+        with_vertex_auth(p, &mut req);
         self.inner = Some(inner);
         Ok(req)
     }
@@ -164,6 +151,34 @@ impl ChatTranslator for VertexChat {
     fn usage(&self) -> Option<Usage> {
         self.inner.as_ref().and_then(|t| t.usage())
     }
+}
+
+/// Vertex auth on a request built for another key scheme: the client's and any translator's
+/// API-key headers go, the static token comes in first (or, with a service-account key, no
+/// `authorization` leaves here: the glue adds the fetched token).
+pub(crate) fn with_vertex_auth(p: &Provider, req: &mut ProviderRequest) {
+    req.headers.retain(|(k, _)| k != "x-goog-api-key");
+    for h in ["x-api-key", "x-goog-api-key"] {
+        if !req.remove_headers.contains(&h) {
+            req.remove_headers.push(h);
+        }
+    }
+    let auth = auth_headers(p);
+    if !auth.is_empty() {
+        req.remove_headers.retain(|h| *h != "authorization");
+    } else if !req.remove_headers.contains(&"authorization") {
+        req.remove_headers.push("authorization");
+    }
+    req.headers.splice(0..0, auth);
+}
+
+/// A Vertex error body → the client's error: Claude on Vertex answers Anthropic errors from
+/// the model, Google errors from the Vertex front door (auth, quota, unknown model).
+pub(crate) fn claude_error(provider: &str, status: u16, body: &[u8]) -> Option<GatewayError> {
+    is_anthropic_error(body).then(|| {
+        crate::client_api::anthropic::translator::AnthropicPassthrough::reader(provider, false)
+            .error(status, body)
+    })
 }
 
 fn is_anthropic_error(body: &[u8]) -> bool {

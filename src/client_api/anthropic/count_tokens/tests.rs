@@ -55,6 +55,7 @@ fn count(g: &Gateway, body: &[u8]) -> Result<Forward, GatewayError> {
             key: None,
             now_unix: 1_700_000_000,
             pick: 0,
+            anthropic_beta: None,
         },
         body,
     )
@@ -271,6 +272,43 @@ fn vertex_gemini_counts_with_top_level_fields() {
 }
 
 #[test]
+fn vertex_claude_counts_with_the_messages_body() {
+    let g = gw();
+    let mut f = count(&g, &body("vx-claude")).unwrap();
+    assert_eq!(
+        header(&f, ":path"),
+        Some("/v1/projects/p1/locations/us-central1/publishers/anthropic/models/count-tokens:rawPredict")
+    );
+    assert_eq!(header(&f, "authorization"), Some("Bearer ya29.tok"));
+    let v = sent(&f);
+    assert_eq!(v["model"], "claude-sonnet-4-5@20250929");
+    assert_eq!(v["anthropic_version"], "vertex-2023-10-16");
+    assert_eq!(v["messages"][0]["content"][0]["text"], "How warm is Paris?");
+    assert_eq!(v["system"], "Be brief.");
+    let (status, set, v) = answer(&mut f, 200, br#"{"input_tokens":12}"#);
+    assert_eq!((status, v), (200, json!({"input_tokens": 12})));
+    assert_eq!(token_header(&set), Some("provider"));
+    // Errors of both shapes come back in Anthropic's.
+    let mut f = count(&g, &body("vx-claude")).unwrap();
+    let (status, _, v) = answer(
+        &mut f,
+        429,
+        br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+    );
+    assert_eq!(status, 429);
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    let mut f = count(&g, &body("vx-claude")).unwrap();
+    let (status, _, v) = answer(
+        &mut f,
+        403,
+        br#"{"error":{"code":403,"message":"denied","status":"PERMISSION_DENIED"}}"#,
+    );
+    assert_eq!(status, 403);
+    assert_eq!(v["type"], "error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("denied"));
+}
+
+#[test]
 fn bedrock_counts_through_count_tokens_signed() {
     let g = gw();
     let mut f = count(&g, &body("bedrock")).unwrap();
@@ -314,7 +352,7 @@ fn bedrock_counts_through_count_tokens_signed() {
 #[test]
 fn other_providers_get_a_marked_estimate_without_an_upstream() {
     let g = gw();
-    for model in ["gpt", "command", "vx-claude"] {
+    for model in ["gpt", "command"] {
         let b = body(model);
         let f = count(&g, &b).unwrap();
         let r = f.answer.as_ref().expect("answered locally");
@@ -358,6 +396,7 @@ fn a_count_goes_to_one_deployment_without_failover() {
                 key: None,
                 now_unix: 0,
                 pick: 0,
+                anthropic_beta: None,
             },
             br#"{"model":"pair","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
         )
