@@ -56,7 +56,19 @@ def targets(res):
     if t.get("floor") and t.get("llmux"):
         d = t["llmux"]["ttfb_p50_us"] - t["floor"]["ttfb_p50_us"]
         out.append(("Streaming added TTFB < 100 µs at p50", f"{d:.0f} µs", d < 100))
+    for c in (1, 16, 64):
+        a, b = run(res, "c1", "zero", c), run(res, "d1", "zero", c)
+        if a and b:
+            rr = a["rps"] / b["rps"]
+            out.append((f"Exact cache hit within 15% of plain Envoy's direct_response requests/s (c={c})",
+                        f"{rr:.0%}", rr >= 0.85))
     m = res.get("memory") or {}
+    full = m.get("cache_full")
+    if full:
+        out.append((f"Wasm VM memory within the cache's byte budget ({full['max_bytes']:,} bytes) when full",
+                    f"{full['vm_before']:,} → {full['vm_after']:,} bytes after {full['requests']:,} distinct answers",
+                    full["vm_after"] is not None and full["vm_before"] is not None
+                    and full["vm_after"] - full["vm_before"] <= full["max_bytes"]))
     if m.get("before") and m.get("after"):
         b, a = m["before"]["vm_memory_bytes"], m["after"]["vm_memory_bytes"]
         out.append((f"Wasm VM memory flat after {m['requests']:,} requests", f"{b:,} → {a:,} bytes",
@@ -70,6 +82,9 @@ INSTRUCTION_ROWS = [
     ("r1", "Envoy + the issue's reference filter", "s1"),
     ("s2", "LLMux → OpenAI deployment, 1 KB", "s1"),
     ("s2fs", "LLMux → OpenAI, with `filter_state` on (access-log fields)", "s1"),
+    ("d1", "Envoy, no filter, direct_response (a cache hit's floor)", None),
+    ("c1", "LLMux response cache, exact hit, 1 KB", "d1"),
+    ("c2", "LLMux response cache, semantic hit (embedding call + Chroma query)", "d1"),
     ("f3", "Envoy, no filter, the Anthropic request LLMux sends", None),
     ("s3", "LLMux → Anthropic (translated both ways), 1 KB", "f3"),
     ("f4", "Envoy, no filter, Anthropic SSE 200 deltas", None),

@@ -226,22 +226,59 @@ def wasm_filter(name, path, configuration=None):
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": cfg}}
 
 
+# The answer plain Envoy sends from a direct_response route (`direct`): what the cache-hit rows
+# are compared with. A chat completion of the size the mock's answer to body_1k has.
+DIRECT_BODY = json.dumps({
+    "id": "chatcmpl-direct", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the cache. " * 8},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 180, "completion_tokens": 40, "total_tokens": 220}})
+
+# The semantic store of the `llmux-semantic` rows (a Chroma server `run` starts; its port).
+CHROMA = {"port": None}
+
+
+def cache_config(kind):
+    """The filter configuration of the cache rows: `llmux-cache` (the per-Envoy exact store),
+    `llmux-semantic` (only the semantic store: every hit is an embedding call and a query)."""
+    cfg = render_envoy.quickstart_config({})
+    cfg["filter_state"] = False
+    cfg["cache"] = {"ttl_s": 3600}
+    if kind == "llmux-semantic":
+        cfg["models"].append({"name": "embed", "deployments": [{"provider": "openai", "model": "semantic-embed"}]})
+        cfg["cache"].update({"local": False, "semantic": {
+            "cluster": "chroma", "embedding_model": "embed", "threshold": 0.9, "timeout_ms": 1000}})
+    return cfg
+
+
 def envoy_config(listen, admin, mock_port, kind):
     """Plain Envoy (`floor`, the floor), Envoy + LLMux (`llmux`; `llmux-fs` with the access-log
     filter state on), Envoy + a Wasm filter that does nothing (`noop`) or Envoy + the issue's
     reference filter (`reference`); everything else identical. No access log on any (LiteLLM
     runs with its production logging, which logs nothing per request), so LLMux's filter state
     (`filter_state`, only read by access logs) is off except in `llmux-fs`."""
-    if kind in ("llmux", "llmux-fs", "reference"):
+    clusters = []
+    if kind in ("llmux", "llmux-fs", "reference", "llmux-cache", "llmux-semantic"):
         routes = [{"match": {"prefix": "/", "headers": [{"name": "x-llmux-cluster", "present_match": True}]},
                    "request_headers_to_remove": ["x-llmux-cluster"],
                    "route": {"cluster_header": "x-llmux-cluster", "timeout": "600s"}}]
         if kind == "reference":
             filters = [wasm_filter("reference", REF_WASM)]
+        elif kind in ("llmux-cache", "llmux-semantic"):
+            filters = [wasm_filter("llmux", WASM, json.dumps(cache_config(kind)))]
+            if kind == "llmux-semantic":
+                clusters.append({"name": "chroma", "type": "STATIC", "connect_timeout": "2s",
+                                 "load_assignment": {"cluster_name": "chroma", "endpoints": [{"lb_endpoints": [
+                                     {"endpoint": {"address": {"socket_address": {
+                                         "address": "127.0.0.1", "port_value": CHROMA["port"]}}}}]}]}})
         else:
             filter_cfg = render_envoy.quickstart_config({})  # both providers on the mock
             filter_cfg["filter_state"] = kind == "llmux-fs"
             filters = [wasm_filter("llmux", WASM, json.dumps(filter_cfg))]
+    elif kind == "direct":
+        routes = [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": DIRECT_BODY}},
+                   "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}]
+        filters = []
     else:
         routes = [{"match": {"prefix": "/"}, "route": {"cluster": "mock", "timeout": "600s"}}]
         filters = [wasm_filter("noop", NOOP_WASM)] if kind == "noop" else []
@@ -271,7 +308,7 @@ def envoy_config(listen, admin, mock_port, kind):
                 "per_connection_buffer_limit_bytes": 33554432,
                 "load_assignment": {"cluster_name": "mock", "endpoints": [{"lb_endpoints": [
                     {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": mock_port}}}}]}]},
-            }],
+            }, *clusters],
         },
     }
 
@@ -299,6 +336,19 @@ class Envoy:
             if st.get("name", "").endswith("llmux.vm_memory_bytes"):
                 return st.get("value")
         return None
+
+
+class Chroma:
+    """The semantic cache's store for the `llmux-semantic` rows (PyPI chromadb's server, from the
+    project venv), on core 0 with the load generator and the mock."""
+
+    def __init__(self, log_dir):
+        self.port = free_port()
+        data = tempfile.mkdtemp(prefix="chroma-", dir=log_dir)
+        self.p = Proc("chroma", [os.path.join(ROOT, ".venv", "bin", "chroma"), "run", "--path", data,
+                                 "--host", "127.0.0.1", "--port", str(self.port)], log_dir, cpu=LOADGEN_CPU)
+        wait_http(f"http://127.0.0.1:{self.port}/api/v2/heartbeat", self.p, timeout=90)
+        CHROMA["port"] = self.port
 
 
 class LiteLLM:
@@ -564,6 +614,9 @@ def instructions_plan(rec, kinds):
                    ("s5", oai, body_image("claude-3-5-haiku"), json_h),
                    ("s6", oai, body_1k("gpt-4o-mini", stream=True), stream_h)]),
         ("llmux-fs", [("s2fs", oai, body_1k("gpt-4o-mini"), json_h)]),
+        ("direct", [("d1", oai, body_1k("gpt-4o-mini"), json_h)]),
+        ("llmux-cache", [("c1", oai, body_1k("gpt-4o-mini"), json_h)]),
+        ("llmux-semantic", [("c2", oai, body_1k("gpt-4o-mini"), json_h)]),
     ]
     return [(k, sc) for k, sc in plan if k in kinds]
 
@@ -573,10 +626,13 @@ def instructions_only(res, rec, log_dir, tmp, mock, date):
     build/bench/instructions-<date>.json, to compare a change against a base build."""
     print(f"instructions per request (callgrind, c=4) of {WASM}", flush=True)
     try:
-        res["instructions"] = instructions(log_dir, tmp, mock, instructions_plan(rec, ("llmux", "llmux-fs")),
-                                           n_requests(500, 100))
+        chroma = Chroma(log_dir)
+        res["instructions"] = instructions(log_dir, tmp, mock, instructions_plan(
+            rec, ("llmux", "llmux-fs", "direct", "llmux-cache", "llmux-semantic")), n_requests(500, 100))
     finally:
         mock.p.stop()
+        if "chroma" in locals():
+            chroma.p.stop()
     path = os.path.join(ROOT, "build", "bench", f"instructions-{date.strftime('%Y-%m-%dT%H%M%S')}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -659,8 +715,12 @@ def main():
     noop = Envoy("envoy-noop", mock, log_dir, "noop")
     ref = Envoy("envoy-reference", mock, log_dir, "reference")
     llmux = Envoy("envoy-llmux", mock, log_dir, "llmux")
+    chroma = Chroma(log_dir)
+    direct = Envoy("envoy-direct", mock, log_dir, "direct")
+    cached = Envoy("envoy-llmux-cache", mock, log_dir, "llmux-cache")
+    semantic = Envoy("envoy-llmux-semantic", mock, log_dir, "llmux-semantic")
     gw_name = {id(floor): "envoy", id(noop): "envoy+noop-wasm", id(ref): "envoy+reference-wasm",
-               id(llmux): "llmux"}
+               id(llmux): "llmux", id(direct): "envoy", id(cached): "llmux", id(semantic): "llmux"}
     oai = "/v1/chat/completions"
     json_h = {}
     stream_h = {"x-mock-text": STREAM_TEXT}
@@ -682,6 +742,11 @@ def main():
         ("f5", "Envoy, no filter, the 200 KB Anthropic image request", floor, rec["anthropic_image"]["path"],
          rec["anthropic_image"]["body"], rec["anthropic_image"]["headers"], 3000, 300, None),
         ("s5", "LLMux → Anthropic, 200 KB prompt (base64 image)", llmux, oai, body_image("claude-3-5-haiku"), json_h, 3000, 300, "f5"),
+        ("d1", "Envoy, no filter, direct_response (the floor of a cache hit)", direct, oai, body_1k("gpt-4o-mini"),
+         json_h, 20000, 2000, None),
+        ("c1", "LLMux response cache, exact hit, 1 KB", cached, oai, body_1k("gpt-4o-mini"), json_h, 20000, 2000, "d1"),
+        ("c2", "LLMux response cache, semantic hit (embedding + Chroma query), 1 KB", semantic, oai,
+         body_1k("gpt-4o-mini"), json_h, 3000, 300, "d1"),
     ]
 
     def record(sid, title, gw_name, mode, r, floor_id=None):
@@ -712,6 +777,17 @@ def main():
             for c in CONCURRENCY:
                 record(sid, title, gw_name[id(gw)], "zero", best[(sid, c)], fid)
         res["memory"]["vm_memory_after_zero_latency_runs"] = llmux.vm_memory()
+        # The exact cache filled past its budget (8 MiB default: 128 slots of 64 KiB) with
+        # distinct answers: the VM's memory must not grow with what is stored (shared data).
+        n_fill = n_requests(2000, 400)
+        vm_before = cached.vm_memory()
+        for i in range(n_fill):
+            b = json.loads(body_1k("gpt-4o-mini"))
+            b["messages"][1]["content"] += f" ({i})"
+            http("POST", cached.url + oai, json.dumps(b).encode(), {"content-type": "application/json"})
+        res["memory"]["cache_full"] = {"requests": n_fill, "vm_before": vm_before, "vm_after": cached.vm_memory(),
+                                       "max_bytes": 8 * 1024 * 1024}
+        print(f"  cache filled: {res['memory']['cache_full']}", flush=True)
 
         print(f"fixed-latency mode ({LATENCY_MS} ms)", flush=True)
         lat_h = {"x-mock-latency-ms": str(LATENCY_MS)}
@@ -759,14 +835,19 @@ def main():
         noop.p.stop()
         ref.p.stop()
         llmux.p.stop()
+        direct.p.stop()
+        cached.p.stop()
+        semantic.p.stop()
 
     # Instructions per request (callgrind): the noise-free comparison.
     print("instructions per request (callgrind, c=4)", flush=True)
     try:
         res["instructions"] = instructions(log_dir, tmp, mock, instructions_plan(
-            rec, ("floor", "noop", "reference", "llmux", "llmux-fs")), n_requests(500, 100))
+            rec, ("floor", "noop", "reference", "llmux", "llmux-fs", "direct", "llmux-cache", "llmux-semantic")),
+            n_requests(500, 100))
     except (OSError, subprocess.SubprocessError, RuntimeError) as e:
         res["notes"].append(f"callgrind instruction counts failed: {e}")
+    chroma.p.stop()
 
     # Peers: scenario 2's request (OpenAI client → OpenAI-protocol deployment on the mock).
     peer_n = {"litellm": (2000, 300), "portkey": (10000, 1000)}

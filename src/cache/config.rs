@@ -70,6 +70,9 @@ pub struct CacheConfig {
     pub namespace: String,
     pub scope: Scope,
     pub ttl_s: u32,
+    /// The per-Envoy exact store is used (off: only the fleet-wide semantic store, which then
+    /// also serves exact repeats, at similarity 1).
+    pub local: bool,
     /// The per-Envoy store's byte budget: `slots × max_entry_bytes` never exceeds it.
     pub max_bytes: u64,
     pub max_entry_bytes: u32,
@@ -126,6 +129,7 @@ impl CacheConfig {
 
 const KEYS: &[&str] = &[
     "enabled",
+    "local",
     "namespace",
     "scope",
     "ttl_s",
@@ -362,8 +366,15 @@ pub fn parse(v: &Value, path: &str) -> Result<CacheConfig, ConfigError> {
         None | Some(Value::Null) => None,
         Some(s) => Some(parse_semantic(s, &join(path, "semantic"))?),
     };
+    if bool_at(o, path, "local")? == Some(false) && semantic.is_none() {
+        return Err(err(
+            &join(path, "local"),
+            "false needs a `semantic` store (else nothing is cached)",
+        ));
+    }
     Ok(CacheConfig {
         enabled: bool_at(o, path, "enabled")?.unwrap_or(true),
+        local: bool_at(o, path, "local")?.unwrap_or(true),
         namespace: str_at(o, path, "namespace")?
             .unwrap_or("default")
             .to_string(),

@@ -1,16 +1,21 @@
 //! The cache key of a request: what must be equal for two requests to get the same answer.
 //!
 //! The exact key is a SHA-256 over the tenant, the client API, the model group and the request
-//! body with the fields that do not change the answer removed (`model` — the group stands for
-//! it —, `user`, `stream`, `stream_options`, `metadata`). The body is re-serialised from a
-//! parsed `serde_json::Value` whose objects are sorted maps, so key order and number spelling
-//! do not matter. The tenant is part of every key: no tenant can name another tenant's entry.
+//! body's top-level fields but those that do not change the answer (`model` — the group stands
+//! for it —, `user`, `stream`, `stream_options`, `metadata`), in sorted order, each value as the
+//! client sent it (only the top level is parsed: a 1 KB body costs a scan, not a tree; the same
+//! SDK serialises the same request the same way). Every part is length-prefixed. The tenant is
+//! part of every key: no tenant can name another tenant's entry.
 //!
 //! The semantic key splits the request in two: the last user turn's text, which is embedded and
 //! matched by similarity, and everything else (system prompt, earlier turns, parameters, tenant),
 //! which must match exactly (its digest is a filter on the query). A similar question in another
 //! conversation, or under another tenant, never matches.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -123,26 +128,48 @@ pub fn key_of(
     group: &str,
     rules: Option<SemanticRules>,
 ) -> Option<RequestKey> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    let o = v.as_object_mut()?;
-    let stream = o.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = o
+    // The top level only, its values kept as the client sent them (sorted by key: key order
+    // does not matter; nested values are hashed as sent, as SDKs serialise them the same way).
+    let top: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body).ok()?;
+    let stream = top.get("stream").is_some_and(|v| v.get() == "true");
+    let include_usage = top
         .get("stream_options")
-        .and_then(|s| s.get("include_usage"))
-        .and_then(Value::as_bool)
+        .and_then(|v| serde_json::from_str::<Value>(v.get()).ok())
+        .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
         .unwrap_or(false);
-    for k in IGNORED {
-        o.remove(*k);
-    }
-    let normalised = serde_json::to_vec(&v).ok()?;
     let head: [&[u8]; 4] = [
         b"llmux-cache-v1",
         scope.as_bytes(),
         api.name().as_bytes(),
         group.as_bytes(),
     ];
-    let digest = digest(&[&head[..], &[normalised.as_slice()]].concat());
-    let semantic = rules.and_then(|r| semantic_key(api, &mut v, r, &head));
+    let mut h = Sha256::new();
+    for p in head {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    for (k, v) in &top {
+        if IGNORED.contains(&k.as_ref()) {
+            continue;
+        }
+        for p in [k.as_bytes(), v.get().as_bytes()] {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+    }
+    let digest = h.finalize().into();
+    let semantic = match rules {
+        Some(r) => {
+            let mut v: Value = serde_json::from_slice(body).ok()?;
+            if let Some(o) = v.as_object_mut() {
+                for k in IGNORED {
+                    o.remove(*k);
+                }
+            }
+            semantic_key(api, &mut v, r, &head)
+        }
+        None => None,
+    };
     Some(RequestKey {
         digest,
         stream,
@@ -213,7 +240,7 @@ mod tests {
         let a =
             key(r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#);
         let b = key(
-            r#"{"temperature":0.50,"messages":[{"content":"hi","role":"user"}],"model":"alias","user":"u","stream":true,"stream_options":{"include_usage":true},"metadata":{"a":"b"}}"#,
+            r#"{"temperature":0.5, "messages":[{"role":"user","content":"hi"}],"model":"alias","user":"u","stream":true,"stream_options":{"include_usage":true},"metadata":{"a":"b"}}"#,
         );
         assert_eq!(a.digest, b.digest);
         assert!(!a.stream && b.stream && b.include_usage);

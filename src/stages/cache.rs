@@ -333,7 +333,10 @@ impl RequestCache {
             return Some(rc);
         }
         let now_s = started_ns / 1_000_000_000;
-        if let Some(e) = cvm.local.lookup(&SharedData(h), &rc.key.digest, now_s) {
+        let local = c
+            .local
+            .then(|| cvm.local.lookup(&SharedData(h), &rc.key.digest, now_s));
+        if let Some(e) = local.flatten() {
             if e.api == api {
                 if let Some(resp) = rc.render(&e.body, Outcome::Hit) {
                     rc.hit = Some((resp, e.usage, e.cost_nanousd));
@@ -394,11 +397,9 @@ impl RequestCache {
                 replay::render_stream(api, canonical, &mark, self.key.include_usage)?,
                 "text/event-stream",
             ),
-            Some(api) => (
-                replay::render_plain(api, canonical, &mark)?,
-                "application/json",
-            ),
-            None => (mark_embeddings(canonical, &mark)?, "application/json"),
+            // A stored answer is a JSON object LLMux serialised: the mark goes before its last
+            // brace (no parse on a hit).
+            _ => (splice_mark(canonical, &mark)?, "application/json"),
         };
         let mut headers = vec![
             ("content-type".to_string(), content_type.to_string()),
@@ -620,7 +621,12 @@ impl RequestCache {
             api: self.api,
             body: canonical,
         };
-        match cvm.local.store(&SharedData(h), &entry, now_s) {
+        let stored = if c.local {
+            cvm.local.store(&SharedData(h), &entry, now_s)
+        } else {
+            Stored::Conflict // not kept here: the semantic store below has it
+        };
+        match stored {
             Stored::Written { evicted } => {
                 count(h, vm, CacheMetric::Stores, 1);
                 if evicted {
@@ -766,14 +772,38 @@ fn canonical_embeddings(body: &[u8]) -> Option<Vec<u8>> {
     serde_json::to_vec(&v).ok()
 }
 
-fn mark_embeddings(canonical: &[u8], mark: &CacheMark) -> Option<Vec<u8>> {
-    let mut v: serde_json::Value = serde_json::from_slice(canonical).ok()?;
+/// `canonical` (a JSON object) with `"llmux_cache": {...}` added as its last field.
+fn splice_mark(canonical: &[u8], mark: &CacheMark) -> Option<Vec<u8>> {
+    let body = canonical.strip_suffix(b"}")?;
+    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[open] != b'{' {
+        return None;
+    }
     let mut m = serde_json::json!({"kind": mark.kind});
     if let (Some(s), Some(o)) = (mark.similarity, m.as_object_mut()) {
-        o.insert("similarity".into(), serde_json::json!(s));
+        // The f32's shortest decimal (0.97, not 0.9700000286102295).
+        let v = s
+            .to_string()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64);
+        o.insert(
+            "similarity".into(),
+            v.map_or(serde_json::Value::Null, serde_json::Value::Number),
+        );
     }
-    v.as_object_mut()?.insert("llmux_cache".into(), m);
-    serde_json::to_vec(&v).ok()
+    let m = serde_json::to_vec(&m).ok()?;
+    let empty = body[open + 1..].iter().all(u8::is_ascii_whitespace);
+    let mut out = Vec::with_capacity(canonical.len() + m.len() + 16);
+    out.extend_from_slice(body);
+    out.extend_from_slice(if empty {
+        b"\"llmux_cache\":"
+    } else {
+        b",\"llmux_cache\":"
+    });
+    out.extend_from_slice(&m);
+    out.push(b'}');
+    Some(out)
 }
 
 #[cfg(test)]
@@ -792,7 +822,7 @@ mod tests {
     fn embeddings_round_trip_with_the_mark() {
         let body = br#"{"object":"list","data":[{"embedding":[0.5]}],"model":"m"}"#;
         let c = canonical_embeddings(body).unwrap();
-        let marked = mark_embeddings(
+        let marked = splice_mark(
             &c,
             &CacheMark {
                 kind: "hit",
@@ -804,5 +834,17 @@ mod tests {
         assert_eq!(v["llmux_cache"]["kind"], "hit");
         assert_eq!(canonical_embeddings(&marked).unwrap(), c);
         assert!(canonical_embeddings(br#"{"error":{}}"#).is_none());
+        let mark = CacheMark {
+            kind: "semantic",
+            similarity: Some(0.97),
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&splice_mark(b"{}", &mark).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"llmux_cache": {"kind": "semantic", "similarity": 0.97}})
+        );
+        assert!(splice_mark(b"[1]", &mark).is_none());
+        assert!(splice_mark(b"", &mark).is_none());
     }
 }
