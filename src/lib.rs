@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod gcp;
+pub mod guard;
 pub mod host;
 pub mod limits;
 pub mod observe;
