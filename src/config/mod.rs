@@ -87,6 +87,8 @@ pub struct Config {
     pub unpriced: crate::pricing::Unpriced,
     /// The response cache (`cache`; docs/caching.md). `None`: off.
     pub cache: Option<crate::cache::config::CacheConfig>,
+    /// The guardrails (`guardrails`; docs/guardrails.md). `None`: off.
+    pub guardrails: Option<std::sync::Arc<crate::guard::select::GuardSet>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +270,15 @@ impl Config {
         let answer_headers = opt_bool(root, "", "answer_headers")?.unwrap_or(true);
         let files_provider = files_provider(root, &providers)?;
         let client_headers = provider::header_allow_list(root, "")?;
+        let guardrails = match root.get("guardrails") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(std::sync::Arc::new(
+                crate::guard::select::GuardSet::parse(v).map_err(|e| {
+                    let (path, message) = e.split_once(": ").unwrap_or(("guardrails", e.as_str()));
+                    err(path, message)
+                })?,
+            )),
+        };
         let cache = match root.get("cache") {
             None | Some(Value::Null) => None,
             Some(v) => Some(crate::cache::config::parse(v, "cache")?),
@@ -295,6 +306,7 @@ impl Config {
             model_limits,
             unpriced,
             cache,
+            guardrails,
         })
         .and_then(Config::check_cache)
     }
@@ -438,6 +450,7 @@ impl Config {
 const TOP_LEVEL_KEYS: &[&str] = &[
     "providers",
     "cache",
+    "guardrails",
     "models",
     "max_request_bytes",
     "max_response_bytes",

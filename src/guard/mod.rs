@@ -13,10 +13,14 @@
 //! - [`vault`]: placeholders, restore, restore over a stream.
 //! - [`stream`]: the streaming scanner.
 //! - [`json`]: the walks over the client APIs' request and answer bodies.
+//! - [`select`]: the configured guardrails and which apply to a request.
+//! - [`sse`]: the guardrails over a client's stream (OpenAI chunks, Anthropic events).
 
 pub mod detect;
 pub mod json;
 mod policy;
+pub mod select;
+pub mod sse;
 pub mod stream;
 pub mod vault;
 

@@ -181,6 +181,8 @@ pub enum MetricKey {
     RateLimitErrors,
     /// The response cache's lookups, stores and savings.
     Cache(crate::cache::CacheMetric),
+    /// Guardrail checks, actions and errors.
+    Guard(crate::guard::select::GuardMetric),
 }
 
 impl MetricKey {
@@ -222,6 +224,8 @@ pub struct Catalog {
     /// Per model, per deployment: `.gen_ai.request.model.M.gen_ai.response.model.R...`.
     routes: Vec<Vec<String>>,
     rejected: String,
+    /// Guardrail and rule names (sanitised), by index.
+    guards: Vec<(String, Vec<String>)>,
 }
 
 impl Catalog {
@@ -243,7 +247,16 @@ impl Catalog {
                     .collect()
             })
             .collect();
+        let guards = config
+            .guardrails
+            .as_ref()
+            .map(|g| g.label_names())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(g, rules)| (sanitize(&g), rules.iter().map(|r| sanitize(r)).collect()))
+            .collect();
         Catalog {
+            guards,
             routes,
             rejected: route_labels(OTHER, NONE, NONE, NONE),
         }
@@ -258,6 +271,40 @@ impl Catalog {
                 .and_then(|m| m.get(deployment))
                 .map(String::as_str)
                 .unwrap_or(&self.rejected),
+        }
+    }
+
+    /// A guard metric's name after the prefix.
+    fn guard_name(&self, m: &crate::guard::select::GuardMetric) -> String {
+        use crate::guard::select::GuardMetric;
+        let g = |i: u16| {
+            self.guards
+                .get(usize::from(i))
+                .map_or(OTHER, |(n, _)| n.as_str())
+        };
+        match *m {
+            GuardMetric::Checks { guardrail, dir } => format!(
+                "guard.checks.llmux.guardrail.{}.llmux.direction.{dir}",
+                g(guardrail)
+            ),
+            GuardMetric::Acted {
+                guardrail,
+                rule,
+                action,
+            } => {
+                let r = self
+                    .guards
+                    .get(usize::from(guardrail))
+                    .and_then(|(_, rules)| rules.get(usize::from(rule)))
+                    .map_or(OTHER, String::as_str);
+                format!(
+                    "guard.actions.llmux.guardrail.{}.llmux.rule.{r}.llmux.action.{action}",
+                    g(guardrail)
+                )
+            }
+            GuardMetric::Errors { guardrail } => {
+                format!("guard.errors.llmux.guardrail.{}", g(guardrail))
+            }
         }
     }
 
@@ -322,6 +369,7 @@ impl Catalog {
             MetricKey::RateLimited(kind) => format!("{PREFIX}.ratelimit.rejected_{kind}"),
             MetricKey::RateLimitErrors => format!("{PREFIX}.ratelimit.errors"),
             MetricKey::Cache(m) => format!("{PREFIX}.{}", m.name()),
+            MetricKey::Guard(m) => format!("{PREFIX}.{}", self.guard_name(&m)),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod apply;
 pub mod attempt;
 pub mod body_watch;
 pub mod cache;
+pub mod guard;
 pub mod recovery;
 pub mod request;
 pub mod root;

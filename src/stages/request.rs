@@ -10,6 +10,7 @@ use std::rc::Rc;
 use super::admission::{Admission, Answer, CallerHeaders, RequestLimits, Subject};
 use super::apply::{self, apply_body_action, sent_bit, ClientRequest, TokenStep};
 use super::cache::{CacheRequestInfo, RequestCache, CACHE_HEADER};
+use super::guard::RequestGuard;
 use super::recovery::Recovery;
 use super::vm::{Pending, Vm, ATTEMPT_ID_HEADER};
 use crate::client_api::headers::{allowed_values, always_forwarded, provider_allows};
@@ -91,6 +92,10 @@ pub struct Request {
     cache_control: Option<String>,
     /// The request's limits admitted it (it goes upstream once a cache lookup, if any, missed).
     admitted: bool,
+    /// The guardrails of this request (`guardrails` configured and applying to it).
+    guard: Option<RequestGuard>,
+    /// The guardrails read the whole (non-streamed) answer: it is held until its end.
+    guard_whole: bool,
 }
 
 impl Request {
@@ -129,6 +134,8 @@ impl Request {
             cache: None,
             cache_control: None,
             admitted: false,
+            guard: None,
+            guard_whole: false,
         }
     }
 
@@ -425,6 +432,23 @@ impl Request {
         body: &[u8],
         body_size: usize,
     ) -> Action {
+        // Guardrails first: a blocked request is refused before anything is routed or counted;
+        // a masked one is routed, translated and cached as masked (the provider never sees it).
+        let mut masked: Option<Vec<u8>> = None;
+        if vm.config().guardrails.is_some() {
+            match RequestGuard::on_request(h, vm, endpoint, body, self.key) {
+                Ok(Some((g, b))) => {
+                    self.guard = Some(g);
+                    masked = b;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let r = vm.gateway.error_response(endpoint, &e);
+                    return self.reply(h, &r);
+                }
+            }
+        }
+        let body: &[u8] = masked.as_deref().unwrap_or(body);
         let now_ns = h.now_nanos();
         let beta = anthropic_beta(h, endpoint);
         let req = BodyRequest {
@@ -453,6 +477,14 @@ impl Request {
                 return self.reply(h, &r);
             }
         };
+        if masked.is_some() && fwd.body.is_none() {
+            // A pass-through would send the client's own bytes: send the masked ones (their
+            // length differs).
+            fwd.body = masked.clone();
+            if !fwd.remove_headers.contains(&"content-length") {
+                fwd.remove_headers.push("content-length");
+            }
+        }
         if let Some(r) = fwd.answer.take() {
             // Answered by the gateway once routed (an estimated token count).
             return self.reply(h, &r);
@@ -480,7 +512,9 @@ impl Request {
                 return self.reply(h, &r);
             }
         };
-        if !waiting_for_token && config.cache.is_some() {
+        // A request the guardrails masked is not cached: its answer is restored with this
+        // caller's values, which another request masked the same way must never get.
+        if !waiting_for_token && config.cache.is_some() && masked.is_none() {
             self.cache = RequestCache::begin(
                 h,
                 vm,
@@ -918,6 +952,14 @@ impl Request {
             return Action::Continue;
         }
         let changes = ex.on_response_headers(status, details.as_deref());
+        // The guardrails read a whole successful answer before the client gets any of it.
+        self.guard_whole = !ex.stream
+            && (200..300).contains(&status)
+            && details.is_none()
+            && match (&self.guard, &self.vm) {
+                (Some(g), Some(vm)) => g.on_answer(vm),
+                _ => false,
+            };
         if let Some(c) = &self.cache {
             let _ = h.set_header(HeaderMap::Response, CACHE_HEADER, c.header_value());
         }
@@ -934,7 +976,8 @@ impl Request {
                 }
             }
         }
-        self.limits.headers_held = changes.wait_for_body && !end_of_stream;
+        let wait_for_body = changes.wait_for_body || self.guard_whole;
+        self.limits.headers_held = wait_for_body && !end_of_stream;
         for (k, v) in &self.limits.headers {
             let _ = h.set_header(HeaderMap::Response, k, v);
         }
@@ -949,7 +992,7 @@ impl Request {
         if end_of_stream {
             self.finish(h);
         }
-        if changes.wait_for_body && !end_of_stream {
+        if wait_for_body && !end_of_stream {
             Action::Pause
         } else {
             Action::Continue
@@ -1045,6 +1088,9 @@ impl Request {
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
+        if self.guard_whole && !end_of_stream {
+            return Action::Pause; // the host buffers it: the guardrails read it whole
+        }
         let Some(ex) = self.exchange.as_mut() else {
             return Action::Continue;
         };
@@ -1053,7 +1099,25 @@ impl Request {
         } else {
             read_body(h, Body::Response, body_size)
         };
-        let action = ex.on_response_body(&data, body_size, end_of_stream);
+        let mut action = ex.on_response_body(&data, body_size, end_of_stream);
+        let status = ex.status;
+        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        if let (Some(g), Some(vm)) = (self.guard.as_mut(), self.vm.clone()) {
+            let whole = self.guard_whole;
+            action = guard_answer(
+                h,
+                &vm,
+                g,
+                (action, &data),
+                status,
+                end_of_stream,
+                whole,
+                endpoint,
+            );
+        }
+        let Some(ex) = self.exchange.as_mut() else {
+            return Action::Continue;
+        };
         let retry_after = ex.retry_after.clone();
         let upstream_status = ex.provider_status();
         match &action {
@@ -1075,6 +1139,43 @@ impl Request {
             upstream_status,
         )
     }
+}
+
+/// The guardrails over the client's answer: a whole answer (`whole`) is scanned at its end
+/// (rewritten, or replaced by the block error), a stream chunk by chunk.
+#[allow(clippy::too_many_arguments)]
+fn guard_answer(
+    h: &dyn Host,
+    vm: &Vm,
+    g: &mut RequestGuard,
+    (action, data): (BodyAction, &[u8]),
+    status: u16,
+    end: bool,
+    whole: bool,
+    endpoint: Endpoint,
+) -> BodyAction {
+    if !(200..300).contains(&status) || !g.on_answer(vm) {
+        return action;
+    }
+    let client: &[u8] = match &action {
+        BodyAction::Continue => data,
+        BodyAction::Replace(out) | BodyAction::ReplaceWhole { body: out, .. } => out,
+        BodyAction::Buffer => return action,
+    };
+    if whole {
+        if !end {
+            return action;
+        }
+        return match g.whole_answer(h, vm, client) {
+            Ok(None) => action,
+            Ok(Some(body)) => BodyAction::ReplaceWhole { status, body },
+            Err(e) => BodyAction::ReplaceWhole {
+                status: e.status,
+                body: vm.gateway.error_response(endpoint, &e).body,
+            },
+        };
+    }
+    BodyAction::Replace(g.stream_chunk(h, vm, client, end))
 }
 
 /// A finished request's filter state (what access logs print) and usage record (queued for

@@ -72,8 +72,9 @@ def test_readme_lists_every_preset():
         assert f"| `{name}` |" in readme, f"preset {name} missing from the README table"
 
 
-def test_release_wasm_stays_under_one_and_three_quarter_mib():
+def test_release_wasm_stays_under_two_and_a_half_mib():
     # The README states the filter's size; this keeps new code honest about it. (1 MiB held
     # until native Bedrock/Vertex translators and routing, 1.5 MiB until the Responses API and
-    # Claude Code translations; the size is reported in the README.)
-    assert os.path.getsize(WASM) < 1792 * 1024
+    # Claude Code translations, 1.75 MiB until the response cache and the guardrails, whose
+    # custom patterns bring the `regex` crate: ~460 KB; the size is reported in the README.)
+    assert os.path.getsize(WASM) < 2560 * 1024
