@@ -62,6 +62,11 @@ def targets(res):
             rr = a["rps"] / b["rps"]
             out.append((f"Exact cache hit within 15% of plain Envoy's direct_response requests/s (c={c})",
                         f"{rr:.0%}", rr >= 0.85))
+    for c in (1, 16, 64):
+        a, b = run(res, "g2", "zero", c), run(res, "s2", "zero", c)
+        if a and b:
+            d = a["cpu_us_per_req"] - b["cpu_us_per_req"]
+            out.append((f"Local guardrails add ≤ 15 µs CPU per 1 KB request (c={c})", f"{d:+.1f} µs", d <= 15))
     m = res.get("memory") or {}
     full = m.get("cache_full")
     if full:
@@ -85,6 +90,9 @@ INSTRUCTION_ROWS = [
     ("d1", "Envoy, no filter, direct_response (a cache hit's floor)", None),
     ("c1", "LLMux response cache, exact hit, 1 KB", "d1"),
     ("c2", "LLMux response cache, semantic hit (embedding call + Chroma query)", "d1"),
+    ("g2", "LLMux with every local guardrail detector, 1 KB", "s2"),
+    ("s7", "LLMux → OpenAI, 200 KB text prompt", "s1"),
+    ("g7", "LLMux with every local guardrail detector, 200 KB text prompt", "s7"),
     ("f3", "Envoy, no filter, the Anthropic request LLMux sends", None),
     ("s3", "LLMux → Anthropic (translated both ways), 1 KB", "f3"),
     ("f4", "Envoy, no filter, Anthropic SSE 200 deltas", None),

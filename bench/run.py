@@ -251,6 +251,22 @@ def cache_config(kind):
     return cfg
 
 
+# The guardrails of the `llmux-guard` rows: every local detector on requests and answers.
+GUARDRAILS = [{"name": "pii", "restore": True, "rules": [
+    {"detector": d, "action": a} for d, a in [("email", "mask"), ("phone", "mask"), ("card", "block"),
+                                               ("iban", "block"), ("ssn", "block"), ("ip", "monitor"),
+                                               ("secret", "block")]] + [
+    {"detector": "regex", "name": "employee_id", "pattern": "EMP-[0-9]{6}", "action": "mask"},
+    {"detector": "phrase", "name": "codename", "phrases": ["project neptune", "blue harbor"], "action": "block"}]}]
+
+
+def guard_config():
+    cfg = render_envoy.quickstart_config({})
+    cfg["filter_state"] = False
+    cfg["guardrails"] = GUARDRAILS
+    return cfg
+
+
 def envoy_config(listen, admin, mock_port, kind):
     """Plain Envoy (`floor`, the floor), Envoy + LLMux (`llmux`; `llmux-fs` with the access-log
     filter state on), Envoy + a Wasm filter that does nothing (`noop`) or Envoy + the issue's
@@ -258,12 +274,14 @@ def envoy_config(listen, admin, mock_port, kind):
     runs with its production logging, which logs nothing per request), so LLMux's filter state
     (`filter_state`, only read by access logs) is off except in `llmux-fs`."""
     clusters = []
-    if kind in ("llmux", "llmux-fs", "reference", "llmux-cache", "llmux-semantic"):
+    if kind in ("llmux", "llmux-fs", "reference", "llmux-cache", "llmux-semantic", "llmux-guard"):
         routes = [{"match": {"prefix": "/", "headers": [{"name": "x-llmux-cluster", "present_match": True}]},
                    "request_headers_to_remove": ["x-llmux-cluster"],
                    "route": {"cluster_header": "x-llmux-cluster", "timeout": "600s"}}]
         if kind == "reference":
             filters = [wasm_filter("reference", REF_WASM)]
+        elif kind == "llmux-guard":
+            filters = [wasm_filter("llmux", WASM, json.dumps(guard_config()))]
         elif kind in ("llmux-cache", "llmux-semantic"):
             filters = [wasm_filter("llmux", WASM, json.dumps(cache_config(kind)))]
             if kind == "llmux-semantic":
@@ -404,6 +422,17 @@ def body_1k(model, stream=False):
         b["stream"] = True
         b["stream_options"] = {"include_usage": True}
     return json.dumps(b).encode()
+
+
+def body_text(model, size=200_000):
+    """A long plain-text prompt (prose with numbers and names, no secrets): what the guardrails
+    scan in full."""
+    rnd = random.Random(7)
+    words = ["quarterly", "planning", "meeting", "revenue", "forecast", "team", "Berlin", "2026",
+             "growth", "12.5%", "Q3", "budget", "hiring", "roadmap", "customer", "support", "v1.4.2"]
+    text = " ".join(rnd.choice(words) for _ in range(size // 7))[:size]
+    return json.dumps({"model": model, "messages": [{"role": "user", "content": text}],
+                       "max_tokens": 64}).encode()
 
 
 def body_image(model, size=200_000):
@@ -617,6 +646,9 @@ def instructions_plan(rec, kinds):
         ("direct", [("d1", oai, body_1k("gpt-4o-mini"), json_h)]),
         ("llmux-cache", [("c1", oai, body_1k("gpt-4o-mini"), json_h)]),
         ("llmux-semantic", [("c2", oai, body_1k("gpt-4o-mini"), json_h)]),
+        ("llmux", [("s7", oai, body_text("gpt-4o-mini"), json_h)]),
+        ("llmux-guard", [("g2", oai, body_1k("gpt-4o-mini"), json_h),
+                         ("g7", oai, body_text("gpt-4o-mini"), json_h)]),
     ]
     return [(k, sc) for k, sc in plan if k in kinds]
 
@@ -628,7 +660,8 @@ def instructions_only(res, rec, log_dir, tmp, mock, date):
     try:
         chroma = Chroma(log_dir)
         res["instructions"] = instructions(log_dir, tmp, mock, instructions_plan(
-            rec, ("llmux", "llmux-fs", "direct", "llmux-cache", "llmux-semantic")), n_requests(500, 100))
+            rec, ("llmux", "llmux-fs", "direct", "llmux-cache", "llmux-semantic", "llmux-guard")),
+            n_requests(500, 100))
     finally:
         mock.p.stop()
         if "chroma" in locals():
@@ -719,8 +752,10 @@ def main():
     direct = Envoy("envoy-direct", mock, log_dir, "direct")
     cached = Envoy("envoy-llmux-cache", mock, log_dir, "llmux-cache")
     semantic = Envoy("envoy-llmux-semantic", mock, log_dir, "llmux-semantic")
+    guarded = Envoy("envoy-llmux-guard", mock, log_dir, "llmux-guard")
     gw_name = {id(floor): "envoy", id(noop): "envoy+noop-wasm", id(ref): "envoy+reference-wasm",
-               id(llmux): "llmux", id(direct): "envoy", id(cached): "llmux", id(semantic): "llmux"}
+               id(llmux): "llmux", id(direct): "envoy", id(cached): "llmux", id(semantic): "llmux",
+               id(guarded): "llmux"}
     oai = "/v1/chat/completions"
     json_h = {}
     stream_h = {"x-mock-text": STREAM_TEXT}
@@ -747,6 +782,8 @@ def main():
         ("c1", "LLMux response cache, exact hit, 1 KB", cached, oai, body_1k("gpt-4o-mini"), json_h, 20000, 2000, "d1"),
         ("c2", "LLMux response cache, semantic hit (embedding + Chroma query), 1 KB", semantic, oai,
          body_1k("gpt-4o-mini"), json_h, 3000, 300, "d1"),
+        ("g2", "LLMux with every local guardrail detector, 1 KB (vs s2)", guarded, oai, body_1k("gpt-4o-mini"),
+         json_h, 20000, 2000, "s1"),
     ]
 
     def record(sid, title, gw_name, mode, r, floor_id=None):
@@ -838,12 +875,14 @@ def main():
         direct.p.stop()
         cached.p.stop()
         semantic.p.stop()
+        guarded.p.stop()
 
     # Instructions per request (callgrind): the noise-free comparison.
     print("instructions per request (callgrind, c=4)", flush=True)
     try:
         res["instructions"] = instructions(log_dir, tmp, mock, instructions_plan(
-            rec, ("floor", "noop", "reference", "llmux", "llmux-fs", "direct", "llmux-cache", "llmux-semantic")),
+            rec, ("floor", "noop", "reference", "llmux", "llmux-fs", "direct", "llmux-cache", "llmux-semantic",
+                  "llmux-guard")),
             n_requests(500, 100))
     except (OSError, subprocess.SubprocessError, RuntimeError) as e:
         res["notes"].append(f"callgrind instruction counts failed: {e}")

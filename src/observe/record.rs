@@ -49,6 +49,9 @@ pub struct UsageRecord {
     pub key_alias: Option<String>,
     pub team: Option<String>,
     pub cache: Option<String>,
+    /// The guardrails that acted on the request or its answer (comma-separated names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +76,8 @@ pub struct Finished<'a> {
     pub attempts: u32,
     /// The response cache's outcome (`hit`, `semantic`, `miss`, `bypass`); `None` without it.
     pub cache: Option<&'static str>,
+    /// The guardrails that acted (comma-separated names).
+    pub guardrails: Option<&'a str>,
 }
 
 /// What a finished request's filter state and usage record are made of, borrowing the names from
@@ -233,6 +238,7 @@ impl UsageRecord {
             key_alias: s.key_alias.map(str::to_string),
             team: s.team.map(str::to_string),
             cache: s.cache.map(str::to_string),
+            guardrails: f.guardrails.map(str::to_string),
             request_body: body(f.request_body),
             response_body: body(f.response_body),
         }
@@ -281,6 +287,7 @@ impl UsageRecord {
             key_alias: key.map(|k| k.alias.clone()),
             team: key.and_then(|k| k.team.clone()),
             cache: None,
+            guardrails: None,
             request_body: None,
             response_body: None,
         }
@@ -332,6 +339,7 @@ pub(crate) mod tests {
             key: None,
             attempts: 1,
             cache: None,
+            guardrails: None,
         }
     }
 

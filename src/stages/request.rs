@@ -275,6 +275,7 @@ impl Request {
             return;
         };
         let config = vm.config();
+        let guardrails = self.guard.as_ref().and_then(|g| g.acted(&vm));
         let finished = Finished {
             request_id: self.request_id.as_deref(),
             model,
@@ -288,6 +289,7 @@ impl Request {
             key: self.key,
             attempts,
             cache: self.cache.as_ref().map(|c| c.outcome.name()),
+            guardrails: guardrails.as_deref(),
         };
         let Some(summary) = Summary::of(config, &finished) else {
             return;
@@ -1186,6 +1188,10 @@ fn record(h: &dyn Host, vm: &Vm, summary: &Summary, finished: &Finished<'_>) {
         summary.filter_state(|name, value| {
             let _ = h.set_property(name, value);
         });
+        if config.guardrails.is_some() {
+            let acted = finished.guardrails.unwrap_or("-");
+            let _ = h.set_property("llmux_guardrails", acted.as_bytes());
+        }
     }
     if let Some(b) = &vm.exporter {
         let record = UsageRecord::from_summary(config, finished, summary);

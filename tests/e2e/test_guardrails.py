@@ -4,6 +4,7 @@ error in the client's API that names the rule and never the text, selectors by m
 key, metrics, and the official SDKs reading all of it."""
 import hashlib
 import json
+import time
 
 import anthropic
 import openai
@@ -134,11 +135,17 @@ def test_selectors_pick_the_guardrails(g):
 
 
 def test_monitor_only_counts_and_metrics_name_guardrail_rule_and_action(g, mock):
-    mid = new_id()
+    mid, rid = new_id(), new_id()
     oai(g).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "call me at +1 415 555 0100"}],
-        extra_headers={"x-mock-id": mid})
+        extra_headers={"x-mock-id": mid, "x-request-id": rid})
     assert "+1 415 555 0100" in sent_text(mock, mid), "monitor leaves the text as it is"
+    deadline = time.monotonic() + 15
+    line = None
+    while line is None and time.monotonic() < deadline:
+        line = next((l for l in g.access_log() if l.get("request_id") == rid), None)
+        time.sleep(0.1)  # polling the access log file, flushed every 100 ms
+    assert line and line["guardrails"] == "pii", line
     s = prom.parse(g.prometheus())
     assert prom.total(s, "llmux_guard_actions", llmux_guardrail="pii", llmux_rule="phone",
                       llmux_action="monitor") >= 1
