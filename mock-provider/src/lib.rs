@@ -10,6 +10,7 @@ pub mod count;
 pub mod embed;
 pub mod embeddings;
 pub mod gemini;
+pub mod guardrail;
 pub mod mock;
 pub mod openai;
 pub mod record;

@@ -4,7 +4,7 @@ use crate::body::{self, MockBody};
 use crate::config::Config;
 use crate::mock::{self, MockHeaders, Plan};
 use crate::record::{self, Recorded, Recorder};
-use crate::{anthropic, bedrock, cohere, embed, embeddings, gemini, openai, vertex};
+use crate::{anthropic, bedrock, cohere, embed, embeddings, gemini, guardrail, openai, vertex};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -223,6 +223,13 @@ async fn route(
     reset: &AtomicBool,
     req: Request<Incoming>,
 ) -> Result<Response<MockBody>, DropConnection> {
+    // The external guardrail services (guardrail.rs), before the paths they share a suffix with.
+    let service = (req.method() == Method::POST)
+        .then(|| guardrail::Service::of(req.uri().path()))
+        .flatten();
+    if let Some(s) = service {
+        return guardrail_call(state, reset, req, s).await;
+    }
     let path = req.uri().path();
     let method = req.method();
     match (method, path) {
@@ -437,6 +444,53 @@ async fn echo(state: &State, req: Request<Incoming>) -> Result<Response<MockBody
     })
     .to_string();
     Ok(plain(StatusCode::OK, JSON, b.into()))
+}
+
+/// A guardrail service's answer, with the provider paths' recording, `x-mock-reset`,
+/// `x-mock-latency-ms` and body-delivery steering.
+async fn guardrail_call(
+    state: &Arc<State>,
+    reset: &AtomicBool,
+    req: Request<Incoming>,
+    service: guardrail::Service,
+) -> Result<Response<MockBody>, DropConnection> {
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(BodyError::Broken) => return Err(DropConnection),
+        Err(BodyError::TooLarge) => {
+            record(state, &parts, Bytes::new());
+            let b = serde_json::json!({ "error": "request too large" }).to_string();
+            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, JSON, b.into()));
+        }
+    };
+    record(state, &parts, bytes.clone());
+    let mock = MockHeaders::from_headers(&parts.headers);
+    if mock.reset {
+        reset.store(true, Ordering::Relaxed);
+        return Err(DropConnection);
+    }
+    if mock.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(mock.latency_ms)).await;
+    }
+    let n = state.next_id();
+    let a = guardrail::reply(
+        service,
+        &parts,
+        &bytes,
+        &mock,
+        state.cfg.openai_key.as_deref(),
+        i64::try_from(now()).unwrap_or(0),
+        n,
+    );
+    let reply = Reply {
+        status: a.status,
+        content_type: JSON,
+        body: a.body,
+        stream: false,
+        headers: a.headers,
+    };
+    Ok(deliver(reply, &mock))
 }
 
 async fn provider(

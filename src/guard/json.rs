@@ -59,6 +59,81 @@ pub fn scan_request(
     if guard.is_empty() {
         return Ok(Outcome::default());
     }
+    let ranges = request_ranges(api, body)?;
+    rewrite(guard, body, ranges, vault, false)
+}
+
+/// Scans the text of a whole answer with the policy's response rules (mask or block) and
+/// restores the placeholders the vault can restore.
+pub fn scan_answer(
+    policy: &Policy,
+    api: AnsApi,
+    body: &[u8],
+    vault: &mut Vault,
+) -> Result<Outcome, String> {
+    let guard = policy.response();
+    if guard.is_empty() && !vault.has_restorable() {
+        return Ok(Outcome::default());
+    }
+    let ranges = answer_ranges(api, body)?;
+    rewrite(guard, body, ranges, vault, true)
+}
+
+/// At most this many bytes of text are kept by [`request_texts`] and [`answer_texts`] (64 KiB,
+/// over all fields): what lies beyond is not sent to a remote guardrail.
+pub const MAX_REMOTE_TEXT: usize = 64 * 1024;
+
+/// The text fields of a client request (the fields [`scan_request`] scans), decoded, in body
+/// order, empty ones left out. At most [`MAX_REMOTE_TEXT`] bytes in total are kept: the field
+/// that crosses the cap is cut (at a character boundary) and the later ones are dropped — that
+/// text is not sent to a remote guardrail. `Err` when the body is not the API's JSON shape.
+pub fn request_texts(api: ReqApi, body: &[u8]) -> Result<Vec<String>, String> {
+    texts(body, request_ranges(api, body)?)
+}
+
+/// The text of a whole answer (the fields [`scan_answer`] scans), as [`request_texts`].
+pub fn answer_texts(api: AnsApi, body: &[u8]) -> Result<Vec<String>, String> {
+    texts(body, answer_ranges(api, body)?)
+}
+
+fn texts(body: &[u8], mut ranges: Vec<(usize, usize)>) -> Result<Vec<String>, String> {
+    ranges.sort_unstable();
+    let mut out = Vec::new();
+    let (mut pos, mut left) = (0, MAX_REMOTE_TEXT);
+    for (s, e) in ranges {
+        if s < pos {
+            continue;
+        }
+        pos = e;
+        if left == 0 {
+            break;
+        }
+        let raw = body
+            .get(s..e)
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .ok_or("guardrails: a string outside the body")?;
+        let text: Cow<str> =
+            serde_json::from_str(raw).map_err(|e| format!("guardrails: body string: {e}"))?;
+        if text.is_empty() {
+            continue;
+        }
+        let mut cut = text.len().min(left);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        left -= cut;
+        if cut > 0 {
+            out.push(text[..cut].to_string());
+        }
+        if cut < text.len() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The byte ranges of the text-bearing strings of a client request.
+fn request_ranges(api: ReqApi, body: &[u8]) -> Result<Vec<(usize, usize)>, String> {
     let bad = |e: serde_json::Error| format!("guardrails: request body: {e}");
     let mut l = Leaves {
         base: body,
@@ -99,21 +174,11 @@ pub fn scan_request(
             }
         }
     }
-    rewrite(guard, body, l.ranges, vault, false)
+    Ok(l.ranges)
 }
 
-/// Scans the text of a whole answer with the policy's response rules (mask or block) and
-/// restores the placeholders the vault can restore.
-pub fn scan_answer(
-    policy: &Policy,
-    api: AnsApi,
-    body: &[u8],
-    vault: &mut Vault,
-) -> Result<Outcome, String> {
-    let guard = policy.response();
-    if guard.is_empty() && !vault.has_restorable() {
-        return Ok(Outcome::default());
-    }
+/// The byte ranges of the text-bearing strings of a whole answer.
+fn answer_ranges(api: AnsApi, body: &[u8]) -> Result<Vec<(usize, usize)>, String> {
     let bad = |e: serde_json::Error| format!("guardrails: answer body: {e}");
     let mut l = Leaves {
         base: body,
@@ -133,7 +198,7 @@ pub fn scan_answer(
             l.content(a.content, 0)?;
         }
     }
-    rewrite(guard, body, l.ranges, vault, true)
+    Ok(l.ranges)
 }
 
 fn rewrite(
@@ -390,5 +455,80 @@ impl<'de> Deserialize<'de> for Children<'de> {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod texts_tests {
+    use super::*;
+
+    #[test]
+    fn request_texts_every_api() {
+        let chat = br#"{"model":"m","messages":[{"role":"system","content":"be nice"},
+            {"role":"user","content":[{"type":"text","text":"caf\u00e9 \"q\""},{"type":"image_url","image_url":{"url":"data:x"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},
+            {"role":"tool","tool_call_id":"c","content":""}]}"#;
+        assert_eq!(
+            request_texts(ReqApi::Chat, chat).unwrap(),
+            ["be nice", "café \"q\"", "{\"a\":1}"]
+        );
+        let msgs = br#"{"model":"m","system":[{"type":"text","text":"sys"}],"messages":[
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"result"}]}]},
+            {"role":"assistant","content":[{"type":"tool_use","id":"t","name":"n","input":{"q":"deep","n":[1,"two"]}}]}]}"#;
+        assert_eq!(
+            request_texts(ReqApi::Messages, msgs).unwrap(),
+            ["sys", "result", "deep", "two"]
+        );
+        let resp = br#"{"model":"m","instructions":"ins","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]},
+            {"type":"function_call_output","call_id":"c","output":"out"}]}"#;
+        assert_eq!(
+            request_texts(ReqApi::Responses, resp).unwrap(),
+            ["ins", "hi", "out"]
+        );
+        assert_eq!(
+            request_texts(ReqApi::Embeddings, br#"{"model":"m","input":["a","b"]}"#).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            request_texts(ReqApi::Embeddings, br#"{"input":"one"}"#).unwrap(),
+            ["one"]
+        );
+        assert!(request_texts(ReqApi::Chat, b"not json").is_err());
+        assert!(request_texts(ReqApi::Chat, br#"{"messages":7}"#).is_err());
+    }
+
+    #[test]
+    fn answer_texts_both_apis() {
+        let chat = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hello",
+            "tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}}]}"#;
+        assert_eq!(answer_texts(AnsApi::Chat, chat).unwrap(), ["hello", "{}"]);
+        let msg = br#"{"type":"message","content":[{"type":"thinking","thinking":"hmm"},{"type":"text","text":"yes"}]}"#;
+        assert_eq!(answer_texts(AnsApi::Messages, msg).unwrap(), ["yes"]);
+        assert!(answer_texts(AnsApi::Messages, b"[").is_err());
+    }
+
+    #[test]
+    fn texts_are_capped() {
+        let big = "é".repeat(MAX_REMOTE_TEXT); // 2 bytes each: twice the cap
+        let body = serde_json::json!({"messages": [
+            {"role": "user", "content": "abc"},
+            {"role": "user", "content": big},
+            {"role": "user", "content": "never"}
+        ]})
+        .to_string();
+        let t = request_texts(ReqApi::Chat, body.as_bytes()).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0], "abc");
+        // 3 + (cap - 3 rounded down to a character boundary).
+        assert_eq!(t[1].len(), MAX_REMOTE_TEXT - 3 - 1);
+        assert!(t[1].chars().all(|c| c == 'é'));
+        let total: usize = t.iter().map(String::len).sum();
+        assert!(total <= MAX_REMOTE_TEXT);
+        // Exactly at the cap: the next field is dropped.
+        let exact = "x".repeat(MAX_REMOTE_TEXT);
+        let body = serde_json::json!({"input": [exact, "more"]}).to_string();
+        let t = request_texts(ReqApi::Embeddings, body.as_bytes()).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].len(), MAX_REMOTE_TEXT);
     }
 }

@@ -19,6 +19,7 @@
 pub mod detect;
 pub mod json;
 mod policy;
+pub mod remote;
 pub mod select;
 pub mod sse;
 pub mod stream;
