@@ -32,7 +32,12 @@ const SELECTORS: &[&str] = &["models", "keys", "teams"];
 #[derive(Debug)]
 pub struct Entry {
     pub name: String,
+    /// The local rules (empty for a remote guardrail).
     pub policy: Policy,
+    /// An external guardrail (`remote`), called before the request is routed.
+    pub remote: Option<super::remote::Remote>,
+    /// The remote guardrail checks requests (`on` has `request`, the default).
+    pub remote_on_request: bool,
     pub models: Option<Vec<String>>,
     pub keys: Option<Vec<String>>,
     pub teams: Option<Vec<String>>,
@@ -50,6 +55,14 @@ impl PartialEq for GuardSet {
     fn eq(&self, other: &Self) -> bool {
         self.source == other.source
     }
+}
+
+/// A guardrail name: what metric labels and error codes can carry.
+fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 48
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
 fn names(o: &Map<String, Value>, path: &str, k: &str) -> Result<Option<Vec<String>>, String> {
@@ -103,12 +116,38 @@ impl GuardSet {
             for k in SELECTORS {
                 rest.remove(*k);
             }
-            let mut one = json!({ "guardrails": [Value::Object(rest)] });
-            if let (Some(w), Some(m)) = (&window, one.as_object_mut()) {
-                m.insert("stream_window".into(), w.clone());
-            }
-            let policy =
-                Policy::from_value(&one).map_err(|e| e.replacen("guardrails[0]", &path, 1))?;
+            let (policy, remote) = match rest.get("remote") {
+                Some(_) => {
+                    if let Some(k) = rest
+                        .keys()
+                        .find(|k| !matches!(k.as_str(), "name" | "remote" | "on"))
+                    {
+                        return Err(format!(
+                            "{path}.{k}: a remote guardrail has name, remote, on and the selectors only"
+                        ));
+                    }
+                    if rest
+                        .get("on")
+                        .and_then(Value::as_array)
+                        .is_some_and(|on| on.iter().any(|d| d != "request"))
+                    {
+                        return Err(format!(
+                            "{path}.on: a remote guardrail checks requests only (\"request\")"
+                        ));
+                    }
+                    let remote = super::remote::Remote::parse(&Value::Object(o.clone()), &path)?;
+                    (Policy::default(), Some(remote))
+                }
+                None => {
+                    let mut one = json!({ "guardrails": [Value::Object(rest)] });
+                    if let (Some(w), Some(m)) = (&window, one.as_object_mut()) {
+                        m.insert("stream_window".into(), w.clone());
+                    }
+                    let policy = Policy::from_value(&one)
+                        .map_err(|e| e.replacen("guardrails[0]", &path, 1))?;
+                    (policy, None)
+                }
+            };
             let name = o
                 .get("name")
                 .and_then(Value::as_str)
@@ -117,9 +156,14 @@ impl GuardSet {
             if entries.iter().any(|e: &Entry| e.name == name) {
                 return Err(format!("{path}.name: duplicate guardrail {name:?}"));
             }
+            if !name_ok(&name) {
+                return Err(format!("{path}.name: 1-48 of [A-Za-z0-9_-], required"));
+            }
             entries.push(Entry {
                 name,
                 policy,
+                remote_on_request: remote.is_some(),
+                remote,
                 models: names(o, &path, "models")?,
                 keys: names(o, &path, "keys")?,
                 teams: names(o, &path, "teams")?,
@@ -163,6 +207,11 @@ impl GuardSet {
                     .position(|r| r.name == name)
             })
             .unwrap_or(0) as u16
+    }
+
+    /// Some guardrail is external (`remote`).
+    pub fn has_remote(&self) -> bool {
+        self.entries.iter().any(|e| e.remote.is_some())
     }
 
     /// Indices of the guardrails for a request to `group` by the key `alias` of `team`.

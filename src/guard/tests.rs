@@ -1098,20 +1098,35 @@ fn timing_bench_body() {
     .to_string();
     let rules = |extra: bool| {
         let mut r = vec![];
-        for (d, a) in [("email", "mask"), ("phone", "mask"), ("card", "block"), ("iban", "block"),
-                       ("ssn", "block"), ("ip", "monitor"), ("secret", "block")] {
+        for (d, a) in [
+            ("email", "mask"),
+            ("phone", "mask"),
+            ("card", "block"),
+            ("iban", "block"),
+            ("ssn", "block"),
+            ("ip", "monitor"),
+            ("secret", "block"),
+        ] {
             r.push(serde_json::json!({"detector": d, "action": a}));
         }
         if extra {
             r.push(serde_json::json!({"detector": "regex", "name": "employee_id", "pattern": "EMP-[0-9]{6}", "action": "mask"}));
             r.push(serde_json::json!({"detector": "phrase", "name": "codename", "phrases": ["project neptune", "blue harbor"], "action": "block"}));
         }
-        Policy::from_value(&serde_json::json!({"guardrails": [{"name": "pii", "restore": true, "rules": r}]})).unwrap()
+        Policy::from_value(
+            &serde_json::json!({"guardrails": [{"name": "pii", "restore": true, "rules": r}]}),
+        )
+        .unwrap()
     };
     for (what, p) in [("builtin", rules(false)), ("builtin+custom", rules(true))] {
         let t = std::time::Instant::now();
         for _ in 0..10_000 {
-            let _ = crate::guard::scan_request(&p, crate::guard::ReqApi::Chat, body.as_bytes(), &mut Vault::new());
+            let _ = crate::guard::scan_request(
+                &p,
+                crate::guard::ReqApi::Chat,
+                body.as_bytes(),
+                &mut Vault::new(),
+            );
         }
         println!("{what}: {:?} per request", t.elapsed() / 10_000);
     }

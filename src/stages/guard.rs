@@ -283,3 +283,199 @@ fn model_group(config: &crate::config::Config, body: &[u8]) -> Option<String> {
     let (group, _) = config.resolve_model(&name)?;
     config.models.get(group).map(|m| m.name.clone())
 }
+
+/// The external guardrails of a request (`remote` guardrails: a moderation API, a webhook,
+/// Bedrock ApplyGuardrail, Azure AI Content Safety), called **before** the request is routed:
+/// the provider never sees a request they block. All of a request's calls go out at once; the
+/// request waits for the last verdict (each call has its guardrail's `timeout_ms`). They are not
+/// run in parallel with the provider's call: the provider would see (and bill) a request that is
+/// then blocked, and the answer would have to be held back until the verdicts anyway.
+pub struct RemoteChecks {
+    /// (token, guardrail index) of the calls still out.
+    pending: Vec<(u32, usize)>,
+    /// The first block (or failure of a fail-closed guardrail).
+    refused: Option<GatewayError>,
+}
+
+impl RemoteChecks {
+    /// Starts the remote guardrails that apply to this request; `None` when none does (or none
+    /// could be called and all of those fail open).
+    pub fn start(
+        h: &dyn Host,
+        vm: &Vm,
+        endpoint: Endpoint,
+        body: &[u8],
+        key: Option<usize>,
+    ) -> Option<RemoteChecks> {
+        let config = vm.config();
+        let set = config.guardrails.as_ref()?;
+        if !set.has_remote() {
+            return None;
+        }
+        let (req_api, _) = api_of(endpoint)?;
+        let group = model_group(config, body);
+        let k = key.and_then(|k| config.auth.as_ref().and_then(|a| a.keys.get(k)));
+        let entries = set.applicable(
+            group.as_deref().unwrap_or(""),
+            k.map(|k| k.alias.as_str()),
+            k.and_then(|k| k.team.as_deref()),
+        );
+        let mut checks = RemoteChecks {
+            pending: Vec::new(),
+            refused: None,
+        };
+        let mut texts: Option<Vec<String>> = None;
+        for i in entries {
+            let Some((e, remote)) = set
+                .entries
+                .get(i)
+                .and_then(|e| e.remote.as_ref().map(|r| (e, r)))
+            else {
+                continue;
+            };
+            if !e.remote_on_request {
+                continue;
+            }
+            let t = match &texts {
+                Some(t) => t,
+                None => match crate::guard::json::request_texts(req_api, body) {
+                    Ok(t) => texts.insert(t),
+                    Err(_) => return None, // not the API's shape: the request fails later anyway
+                },
+            };
+            if t.is_empty() {
+                continue; // nothing to check
+            }
+            count(
+                h,
+                vm,
+                GuardMetric::Checks {
+                    guardrail: i as u16,
+                    dir: "request",
+                },
+            );
+            let call = remote.call(
+                t,
+                crate::guard::remote::Source::Input,
+                h.now_nanos() / 1_000_000_000,
+            );
+            let headers: Vec<(&str, &str)> = call
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match h.http_call(&remote.cluster, &headers, &call.body, remote.timeout_ms) {
+                Ok(token) => checks.pending.push((token, i)),
+                Err(err) => {
+                    log::warn!(
+                        "llmux: calling guardrail {} at cluster {} failed (host status {})",
+                        e.name,
+                        remote.cluster,
+                        err.0
+                    );
+                    checks.failed(h, vm, i, &e.name, remote);
+                }
+            }
+        }
+        (!checks.pending.is_empty() || checks.refused.is_some()).then_some(checks)
+    }
+
+    fn failed(
+        &mut self,
+        h: &dyn Host,
+        vm: &Vm,
+        i: usize,
+        name: &str,
+        remote: &crate::guard::remote::Remote,
+    ) {
+        count(
+            h,
+            vm,
+            GuardMetric::Errors {
+                guardrail: i as u16,
+            },
+        );
+        if remote.on_failure == crate::guard::remote::Failure::Closed && self.refused.is_none() {
+            let mut e = GatewayError::new(
+                503,
+                "api_error",
+                format!("guardrail `{name}` could not check the request (it fails closed)"),
+            )
+            .with_code("guardrail_unavailable");
+            e.param = Some(name.to_string());
+            self.refused = Some(e);
+        }
+    }
+
+    /// Every verdict is in.
+    pub fn done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// A callout's answer; `false` when the token is not one of these checks'.
+    pub fn on_call_response(&mut self, h: &dyn Host, vm: &Vm, token: u32, size: usize) -> bool {
+        let Some(pos) = self.pending.iter().position(|(t, _)| *t == token) else {
+            return false;
+        };
+        let (_, i) = self.pending.swap_remove(pos);
+        let Some((e, remote)) = vm
+            .config()
+            .guardrails
+            .as_ref()
+            .and_then(|s| s.entries.get(i))
+            .and_then(|e| e.remote.as_ref().map(|r| (e, r)))
+        else {
+            return true;
+        };
+        let status = crate::host::status_of(h, crate::host::HeaderMap::CallResponse).unwrap_or(0);
+        let body = h
+            .body(
+                crate::host::Body::CallResponse,
+                0,
+                size.min(crate::guard::remote::MAX_ANSWER + 1),
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match remote.verdict(status, &body) {
+            crate::guard::remote::Verdict::Allow => {}
+            crate::guard::remote::Verdict::Block { reason } => {
+                vm.apply(
+                    h,
+                    Update::Add(
+                        MetricKey::Guard(GuardMetric::Acted {
+                            guardrail: i as u16,
+                            rule: 0,
+                            action: "block",
+                        }),
+                        1,
+                    ),
+                );
+                if self.refused.is_none() {
+                    let mut err = GatewayError::new(
+                        400,
+                        "invalid_request_error",
+                        format!(
+                            "the request was blocked by guardrail `{}` ({reason})",
+                            e.name
+                        ),
+                    )
+                    .with_code("guardrail_blocked");
+                    err.param = Some(e.name.clone());
+                    self.refused = Some(err);
+                }
+            }
+            crate::guard::remote::Verdict::Failed(why) => {
+                log::warn!("llmux: guardrail {} failed: {why}", e.name);
+                let name = e.name.clone();
+                self.failed(h, vm, i, &name, remote);
+            }
+        }
+        true
+    }
+
+    /// Once done: the error to answer with, if a guardrail refused the request.
+    pub fn refused(&mut self) -> Option<GatewayError> {
+        self.refused.take()
+    }
+}

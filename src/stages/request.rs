@@ -10,7 +10,7 @@ use std::rc::Rc;
 use super::admission::{Admission, Answer, CallerHeaders, RequestLimits, Subject};
 use super::apply::{self, apply_body_action, sent_bit, ClientRequest, TokenStep};
 use super::cache::{CacheRequestInfo, RequestCache, CACHE_HEADER};
-use super::guard::RequestGuard;
+use super::guard::{RemoteChecks, RequestGuard};
 use super::recovery::Recovery;
 use super::vm::{Pending, Vm, ATTEMPT_ID_HEADER};
 use crate::client_api::headers::{allowed_values, always_forwarded, provider_allows};
@@ -96,6 +96,10 @@ pub struct Request {
     guard: Option<RequestGuard>,
     /// The guardrails read the whole (non-streamed) answer: it is held until its end.
     guard_whole: bool,
+    /// External guardrails checking the request before it is routed.
+    remote: Option<RemoteChecks>,
+    /// The request body (and the host's buffer size) while they check it.
+    held: Option<(Vec<u8>, usize)>,
 }
 
 impl Request {
@@ -136,6 +140,8 @@ impl Request {
             admitted: false,
             guard: None,
             guard_whole: false,
+            remote: None,
+            held: None,
         }
     }
 
@@ -176,6 +182,25 @@ impl Request {
         let Some(vm) = self.vm.clone() else {
             return;
         };
+        if let Some(checks) = self.remote.as_mut() {
+            if checks.on_call_response(h, &vm, token, body_size) {
+                if !checks.done() || self.replied.is_some() {
+                    return;
+                }
+                let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+                if let Some(e) = checks.refused() {
+                    let r = vm.gateway.error_response(endpoint, &e);
+                    self.reply(h, &r);
+                    return;
+                }
+                if let Some((body, size)) = self.held.take() {
+                    if self.handle_body(h, &vm, endpoint, &body, size) == Action::Continue {
+                        let _ = h.resume(Direction::Request);
+                    }
+                }
+                return;
+            }
+        }
         if let Some(c) = self.cache.as_mut() {
             if c.on_call_response(h, &vm, token, body_size) {
                 // The lookup is done: serve the hit, or send the request on once admitted.
@@ -434,6 +459,22 @@ impl Request {
         body: &[u8],
         body_size: usize,
     ) -> Action {
+        // External guardrails before anything else: the request waits for their verdicts (and
+        // comes back here with `remote` done).
+        if self.remote.is_none() {
+            if let Some(mut checks) = RemoteChecks::start(h, vm, endpoint, body, self.key) {
+                if !checks.done() {
+                    self.remote = Some(checks);
+                    self.held = Some((body.to_vec(), body_size));
+                    self.endpoint = Some(endpoint);
+                    return Action::Pause;
+                }
+                if let Some(e) = checks.refused() {
+                    let r = vm.gateway.error_response(endpoint, &e);
+                    return self.reply(h, &r);
+                }
+            }
+        }
         // Guardrails first: a blocked request is refused before anything is routed or counted;
         // a masked one is routed, translated and cached as masked (the provider never sees it).
         let mut masked: Option<Vec<u8>> = None;

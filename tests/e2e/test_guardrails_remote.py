@@ -1,0 +1,112 @@
+"""External guardrails (docs/guardrails.md, "External guardrails") through a real Envoy: the
+OpenAI moderation API, a webhook, AWS Bedrock ApplyGuardrail (SigV4, verified by the mock) and
+Azure AI Content Safety, each served by the mock in its own wire format. A flagged request is
+refused before the provider sees it; a clean one goes on; a guardrail that fails or times out
+lets the request through (`on_failure: open`) or refuses it (`closed`)."""
+import hashlib
+
+import anthropic
+import openai
+import pytest
+
+import prom
+from harness import new_id
+
+
+def sha(k):
+    return hashlib.sha256(k.encode()).hexdigest()
+
+
+def remote(kind, **extra):
+    base = {"openai_moderation": {"type": "openai_moderation", "cluster": "mock", "authority": "mock",
+                                  "api_key": "sk-mod"},
+            "webhook": {"type": "webhook", "cluster": "mock", "path": "/guardrail-webhook"},
+            "bedrock_guardrail": {"type": "bedrock_guardrail", "cluster": "mock", "authority": "mock",
+                                  "region": "us-east-1", "guardrail_id": "gr1abc", "guardrail_version": "1",
+                                  "aws_access_key_id": "AKIDMOCKBEDROCK",
+                                  "aws_secret_access_key": "mock/bedrock+SECRET/key"},
+            "azure_content_safety": {"type": "azure_content_safety", "cluster": "mock", "authority": "mock",
+                                     "api_key": "az-key"}}[kind]
+    return {**base, "timeout_ms": 2000, **extra}
+
+
+def config(guardrails):
+    return {"providers": {"oai": {"type": "openai", "cluster": "mock", "api_key": "sk-provider"},
+                          "ant": {"type": "anthropic", "cluster": "mock", "api_key": "sk-ant"}},
+            "models": [{"name": "gpt-4o-mini", "deployments": [{"provider": "oai"}]},
+                       {"name": "claude", "deployments": [{"provider": "ant", "model": "claude-3-5-haiku-20241022"}]}],
+            "guardrails": guardrails}
+
+
+KINDS = ["openai_moderation", "webhook", "bedrock_guardrail", "azure_content_safety"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_service_blocks_a_flagged_request_before_the_provider(make_gateway, mock, kind):
+    g = make_gateway(config([{"name": "ext", "remote": remote(kind)}]))
+    client = openai.OpenAI(base_url=f"{g.url}/v1", api_key="sk-x", max_retries=0)
+    mid = new_id()
+    ok = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "a harmless question"}],
+        extra_headers={"x-mock-id": mid})
+    assert ok.choices[0].message.content
+    assert len(mock.requests(mid)) == 1
+    mid = new_id()
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "something Forbidden here"}],
+            extra_headers={"x-mock-id": mid})
+    assert e.value.body["code"] == "guardrail_blocked" and e.value.body["param"] == "ext"
+    assert "Forbidden" not in e.value.body["message"]
+    assert mock.requests(mid) == [], "the provider never sees a blocked request"
+    s = prom.parse(g.prometheus())
+    assert prom.total(s, "llmux_guard_actions", llmux_guardrail="ext", llmux_action="block") == 1
+    assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext") == 2
+
+
+def test_anthropic_clients_get_the_block_in_their_shape_and_streams_wait(make_gateway):
+    g = make_gateway(config([{"name": "ext", "remote": remote("webhook")}]))
+    client = anthropic.Anthropic(base_url=g.url, api_key="sk-x", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.create(model="claude", max_tokens=20,
+                               messages=[{"role": "user", "content": "forbidden"}])
+    assert "guardrail `ext`" in str(e.value)
+    with client.messages.stream(model="claude", max_tokens=20,
+                                messages=[{"role": "user", "content": "hello"}]) as s:
+        assert "".join(s.text_stream)
+
+
+@pytest.mark.parametrize("on_failure, steer", [
+    ("open", {"x-mock-status": "500"}), ("closed", {"x-mock-status": "500"}),
+    ("open", {"x-mock-latency-ms": "3000"}), ("closed", {"x-mock-latency-ms": "3000"}),
+    ("open", {"x-mock-text": "not json"}), ("closed", {"x-mock-reset": "1"}),
+])
+def test_a_failing_guardrail_fails_open_or_closed(make_gateway, mock, on_failure, steer):
+    g = make_gateway(config([{"name": "hook", "remote": remote(
+        "webhook", on_failure=on_failure, timeout_ms=300, headers=steer)}]))
+    mid = new_id()
+    r = g.post("/v1/chat/completions", {"model": "gpt-4o-mini",
+                                        "messages": [{"role": "user", "content": "hello"}]},
+               headers={"x-mock-id": mid})
+    if on_failure == "open":
+        assert r.status_code == 200, r.text
+        assert len(mock.requests(mid)) == 1
+    else:
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "guardrail_unavailable"
+        assert mock.requests(mid) == []
+    assert prom.total(prom.parse(g.prometheus()), "llmux_guard_errors", llmux_guardrail="hook") == 1
+
+
+def test_remote_and_local_guardrails_together(make_gateway, mock):
+    g = make_gateway(config([
+        {"name": "hook", "remote": remote("webhook")},
+        {"name": "pii", "restore": True, "rules": [{"detector": "email", "action": "mask"}]}]))
+    client = openai.OpenAI(base_url=f"{g.url}/v1", api_key="sk-x", max_retries=0)
+    mid = new_id()
+    r = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "mail ann@example.org"}],
+        extra_headers={"x-mock-id": mid, "x-mock-text": "ok <EMAIL_1>"})
+    assert r.choices[0].message.content == "ok ann@example.org"
+    [seen] = mock.requests(mid)
+    assert "ann@example.org" not in str(seen["body"])
