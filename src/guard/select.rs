@@ -248,6 +248,40 @@ mod tests {
     }
 
     #[test]
+    fn remote_guardrails_are_parsed_and_checked() {
+        let set = GuardSet::parse(&json!([
+            {"name": "hook", "models": ["gpt"],
+             "remote": {"type": "webhook", "cluster": "hook", "path": "/check"}},
+            {"name": "pii", "rules": [{"detector": "email", "action": "mask"}]}
+        ]))
+        .unwrap();
+        assert!(set.has_remote());
+        assert!(set.entries[0].remote.is_some() && set.entries[0].policy.request().is_empty());
+        assert_eq!(set.applicable("gpt", None, None), vec![0, 1]);
+        for (bad, field) in [
+            (
+                json!([{"name": "h", "on": ["response"], "remote": {"type": "webhook", "cluster": "c", "path": "/x"}}]),
+                "guardrails[0].on",
+            ),
+            (
+                json!([{"name": "h", "rules": [], "remote": {"type": "webhook", "cluster": "c", "path": "/x"}}]),
+                "guardrails[0].rules",
+            ),
+            (
+                json!([{"name": "h", "remote": {"type": "webhook", "path": "/x"}}]),
+                "guardrails[0].remote.cluster",
+            ),
+            (
+                json!([{"name": "h s", "remote": {"type": "webhook", "cluster": "c", "path": "/x"}}]),
+                "guardrails[0].name",
+            ),
+        ] {
+            let e = GuardSet::parse(&bad).unwrap_err();
+            assert!(e.starts_with(field), "{e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_guardrail() {
         let e = GuardSet::parse(&json!([
             {"name": "ok", "rules": [{"detector": "email", "action": "mask"}]},
