@@ -3,8 +3,9 @@
 //! The exact key is a SHA-256 over the tenant, the client API, the model group and the request
 //! body's top-level fields but those that do not change the answer (`model` — the group stands
 //! for it —, `user`, `stream`, `stream_options`, `metadata`), in sorted order, each value as the
-//! client sent it (only the top level is parsed: a 1 KB body costs a scan, not a tree; the same
-//! SDK serialises the same request the same way). Every part is length-prefixed. The tenant is
+//! client sent it without insignificant whitespace (only the top level is parsed: a 1 KB body
+//! costs a scan, not a tree; nested objects' key order counts — SDKs write it in a fixed order).
+//! Every part is delimited. The tenant is
 //! part of every key: no tenant can name another tenant's entry.
 //!
 //! The semantic key splits the request in two: the last user turn's text, which is embedded and
@@ -152,10 +153,9 @@ pub fn key_of(
         if IGNORED.contains(&k.as_ref()) {
             continue;
         }
-        for p in [k.as_bytes(), v.get().as_bytes()] {
-            h.update((p.len() as u64).to_le_bytes());
-            h.update(p);
-        }
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        hash_minified(&mut h, v.get().as_bytes());
     }
     let digest = h.finalize().into();
     let semantic = match rules {
@@ -176,6 +176,39 @@ pub fn key_of(
         include_usage,
         semantic,
     })
+}
+
+/// Feeds `json` to `h` without its insignificant whitespace (outside strings), then a separator:
+/// `[{"a": 1}]` and `[{"a":1}]` hash the same. One linear pass, no allocation.
+fn hash_minified(h: &mut Sha256, json: &[u8]) {
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &c in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+        } else if c == b'"' {
+            in_string = true;
+        } else if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        buf[n] = c;
+        n += 1;
+        if n == buf.len() {
+            h.update(buf);
+            n = 0;
+        }
+    }
+    h.update(&buf[..n]);
+    // Ends the value: no two field lists hash the same bytes.
+    h.update([0u8, 0xff]);
 }
 
 /// The semantic split of a chat or Messages request, when it qualifies: no tools (unless
@@ -240,7 +273,7 @@ mod tests {
         let a =
             key(r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#);
         let b = key(
-            r#"{"temperature":0.5, "messages":[{"role":"user","content":"hi"}],"model":"alias","user":"u","stream":true,"stream_options":{"include_usage":true},"metadata":{"a":"b"}}"#,
+            r#"{"temperature":0.5, "messages": [ {"role": "user", "content": "hi"} ],"model":"alias","user":"u","stream":true,"stream_options":{"include_usage":true},"metadata":{"a":"b"}}"#,
         );
         assert_eq!(a.digest, b.digest);
         assert!(!a.stream && b.stream && b.include_usage);
@@ -251,6 +284,7 @@ mod tests {
         let base = key(r#"{"messages":[{"role":"user","content":"hi"}]}"#).digest;
         for other in [
             r#"{"messages":[{"role":"user","content":"hi!"}]}"#,
+            r#"{"messages":[{"role":"user","content":"h i"}]}"#,
             r#"{"messages":[{"role":"user","content":"hi"}],"temperature":0}"#,
             r#"{"messages":[{"role":"user","content":"hi"}],"tools":[]}"#,
             r#"{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#,
