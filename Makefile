@@ -29,7 +29,7 @@ SHAPES_CORE ?= tests/e2e/test_openai_provider.py tests/e2e/test_anthropic_provid
 # Empty: every version in tests/envoy-versions.txt but the pinned one.
 ENVOY_VERSIONS ?=
 
-.PHONY: help wasm mock rls build venv clients run run-cluster stop logs test test-unit test-wasm32 test-e2e test-shapes lint fmt size clean bench bench-instructions fuzz oci oci-push test-envoy-versions envoy-install
+.PHONY: help wasm mock rls build venv clients run run-cluster stop logs test test-unit test-wasm32 test-e2e test-shapes lint fmt size clean bench bench-instructions fuzz oci oci-push test-envoy-versions envoy-install bench-pairs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -134,6 +134,9 @@ fmt: ## Format the code
 
 bench: build venv ## Benchmarks vs plain Envoy, LiteLLM, Portkey → bench/results/ (BENCH_QUICK=1: smoke run)
 	bench/bench.sh
+
+bench-pairs: build venv ## The cache-hit and guardrail timed pairs alone (~3 min): c1 vs direct_response, g2 vs s2
+	BENCH_ONLY=pairs bench/bench.sh
 
 bench-instructions: build venv ## Callgrind instructions per request of LLMux's bench scenarios only (~5 min; LLMUX_WASM=path counts another build)
 	BENCH_ONLY=instructions bench/bench.sh

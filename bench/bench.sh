@@ -31,6 +31,11 @@ if [ ! -f bench/.venv/.stamp-$MATPLOTLIB_VERSION ]; then
   touch bench/.venv/.stamp-$MATPLOTLIB_VERSION
 fi
 
+# BENCH_ONLY=pairs (`make bench-pairs`): the cache-hit and guardrail timed pairs alone.
+if [ "${BENCH_ONLY:-}" = pairs ]; then
+  exec bench/.venv/bin/python bench/pairs.py
+fi
+
 # BENCH_ONLY=instructions (`make bench-instructions`): callgrind counts of LLMux alone; the peers
 # are not needed.
 if [ "${BENCH_ONLY:-}" = instructions ]; then

@@ -209,6 +209,11 @@ impl GuardSet {
             .unwrap_or(0) as u16
     }
 
+    /// Some guardrail selects by model group (else the request's model need not be read).
+    pub fn selects_models(&self) -> bool {
+        self.entries.iter().any(|e| e.models.is_some())
+    }
+
     /// Some guardrail is external (`remote`).
     pub fn has_remote(&self) -> bool {
         self.entries.iter().any(|e| e.remote.is_some())

@@ -220,6 +220,8 @@ pub struct RequestCache {
     /// The served hit (a local reply), and what its answer had cost.
     hit: Option<(LocalResponse, (u64, u64), Option<u64>)>,
     served: bool,
+    /// The exact lookup missed and what follows it was done ([`RequestCache::after_exact_miss`]).
+    missed: bool,
     embedding: Option<Vec<f32>>,
     /// The client-facing answer as it goes out (`None` once over the cap: not stored).
     fill: Option<Vec<u8>>,
@@ -323,6 +325,7 @@ impl RequestCache {
             started_ns,
             hit: None,
             served: false,
+            missed: false,
             embedding: None,
             fill: (!no_store).then(Vec::new),
             fill_cap,
@@ -346,17 +349,32 @@ impl RequestCache {
                 }
             }
         }
-        log::debug!(
-            "llmux: cache miss; semantic lookup: {}",
-            rc.key.semantic.is_some()
-        );
-        if rc.key.semantic.is_some() {
-            rc.embed(h, vm);
-        }
-        if matches!(rc.phase, Phase::Done) {
-            rc.looked_up(h, vm);
-        }
         Some(rc)
+    }
+
+    /// After an exact miss: starts the semantic lookup when the request qualifies, else the
+    /// lookup is over (a miss).
+    pub fn after_exact_miss(&mut self, h: &dyn Host, vm: &Vm, semantic_allowed: bool) {
+        if self.hit.is_some() || self.outcome == Outcome::Bypass || self.missed {
+            return;
+        }
+        self.missed = true;
+        if semantic_allowed && self.key.semantic.is_some() {
+            self.embed(h, vm);
+        }
+        if matches!(self.phase, Phase::Done) {
+            self.looked_up(h, vm);
+        }
+    }
+
+    /// The exact store had the answer.
+    pub fn exact_hit(&self) -> bool {
+        self.outcome == Outcome::Hit && self.hit.is_some()
+    }
+
+    /// The request is streamed (a hit replays as a stream).
+    pub fn stream(&self) -> bool {
+        self.key.stream
     }
 
     /// A lookup is under way (the request waits for it).

@@ -77,7 +77,11 @@ impl RequestGuard {
         let Some((req_api, answer)) = api_of(endpoint) else {
             return Ok(None);
         };
-        let group = model_group(config, body);
+        let group = if set.selects_models() {
+            model_group(config, body)
+        } else {
+            None
+        };
         let k = key.and_then(|k| config.auth.as_ref().and_then(|a| a.keys.get(k)));
         let entries = set.applicable(
             group.as_deref().unwrap_or(""),
@@ -313,7 +317,11 @@ impl RemoteChecks {
             return None;
         }
         let (req_api, _) = api_of(endpoint)?;
-        let group = model_group(config, body);
+        let group = if set.selects_models() {
+            model_group(config, body)
+        } else {
+            None
+        };
         let k = key.and_then(|k| config.auth.as_ref().and_then(|a| a.keys.get(k)));
         let entries = set.applicable(
             group.as_deref().unwrap_or(""),

@@ -492,6 +492,27 @@ impl Request {
             }
         }
         let body: &[u8] = masked.as_deref().unwrap_or(body);
+        // The exact cache before routing: a hit needs no deployment, no translation and no
+        // header writes — only the request's limits (docs/caching.md). A request the guardrails
+        // masked is not cached (its answer is restored with this caller's values).
+        if masked.is_none() && vm.config().cache.is_some() {
+            if let Some(model) = requested_model(body) {
+                self.cache = RequestCache::begin(
+                    h,
+                    vm,
+                    &CacheRequestInfo {
+                        endpoint,
+                        body,
+                        model: &model,
+                        key: self.key,
+                        cache_control: self.cache_control.as_deref(),
+                    },
+                );
+                if self.cache.as_ref().is_some_and(RequestCache::exact_hit) {
+                    return self.serve_exact_hit(h, vm, endpoint, model, body.len());
+                }
+            }
+        }
         let now_ns = h.now_nanos();
         let beta = anthropic_beta(h, endpoint);
         let req = BodyRequest {
@@ -555,20 +576,9 @@ impl Request {
                 return self.reply(h, &r);
             }
         };
-        // A request the guardrails masked is not cached: its answer is restored with this
-        // caller's values, which another request masked the same way must never get.
-        if !waiting_for_token && config.cache.is_some() && masked.is_none() {
-            self.cache = RequestCache::begin(
-                h,
-                vm,
-                &CacheRequestInfo {
-                    endpoint,
-                    body,
-                    model: &model,
-                    key: self.key,
-                    cache_control: self.cache_control.as_deref(),
-                },
-            );
+        // The exact store missed: the semantic lookup, unless the request waits for a token.
+        if let Some(c) = self.cache.as_mut() {
+            c.after_exact_miss(h, vm, !waiting_for_token);
         }
         let who = Subject {
             key: self.key,
@@ -580,6 +590,45 @@ impl Request {
             .admit(h, config, &who, now_ns / 1_000_000_000, &|u| vm.apply(h, u));
         match admission {
             Admission::Continue if waiting_for_token => Action::Pause,
+            Admission::Continue => self.after_admission(h, vm),
+            Admission::Wait => Action::Pause,
+            Admission::Reject(e, headers) => self.reject_limited(h, vm, &e, headers),
+        }
+    }
+
+    /// An exact cache hit, found before routing: admitted through the request's limits like any
+    /// request, then answered (accounted under the group's first deployment, with no tokens).
+    fn serve_exact_hit(
+        &mut self,
+        h: &dyn Host,
+        vm: &Rc<Vm>,
+        endpoint: Endpoint,
+        model: String,
+        body_len: usize,
+    ) -> Action {
+        let config = vm.config();
+        let now_ns = h.now_nanos();
+        let stream = self.cache.as_ref().is_some_and(RequestCache::stream);
+        let mut ex = Exchange::relay(model.clone(), stream, endpoint);
+        if let Some((group, _)) = config.resolve_model(&model) {
+            ex.route = Route::Deployment {
+                model: group,
+                deployment: 0,
+            };
+        }
+        self.exchange = Some(ex);
+        self.endpoint = Some(endpoint);
+        self.request_bytes = body_len;
+        self.timings.forwarded_ns = now_ns;
+        let who = Subject {
+            key: self.key,
+            headers: &self.caller,
+            model: &model,
+        };
+        let admission = self
+            .limits
+            .admit(h, config, &who, now_ns / 1_000_000_000, &|u| vm.apply(h, u));
+        match admission {
             Admission::Continue => self.after_admission(h, vm),
             Admission::Wait => Action::Pause,
             Admission::Reject(e, headers) => self.reject_limited(h, vm, &e, headers),
@@ -1182,6 +1231,17 @@ impl Request {
             upstream_status,
         )
     }
+}
+
+/// The `model` a request body names (top level only), for the cache's lookup before routing.
+fn requested_model(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Model<'a> {
+        #[serde(borrow)]
+        model: Option<std::borrow::Cow<'a, str>>,
+    }
+    let m: Model<'_> = serde_json::from_slice(body).ok()?;
+    m.model.map(std::borrow::Cow::into_owned)
 }
 
 /// The guardrails over the client's answer: a whole answer (`whole`) is scanned at its end
