@@ -164,3 +164,36 @@ pub fn callout_headers<'a>(
     }
     Ok(headers)
 }
+
+/// A callout's answer read through the exchange that made it (translated to the client API's
+/// shape, as an answer to a client is): the body, or why there is none (no answer, an error
+/// status, an unreadable answer). The mid-stream recovery's continuation and the response
+/// cache's embedding call read theirs with it.
+pub fn callout_answer(
+    h: &dyn Host,
+    exchange: &mut crate::gateway::Exchange,
+    body_size: usize,
+) -> Result<Vec<u8>, String> {
+    // No headers: the call failed (timeout, reset, no healthy host).
+    let status = crate::host::status_of(h, HeaderMap::CallResponse)
+        .ok_or("no answer (timeout or connection failure)")?;
+    let body = h
+        .body(Body::CallResponse, 0, body_size)
+        .map_err(|e| format!("reading the answer failed (host status {})", e.0))?
+        .unwrap_or_default();
+    exchange.on_response_headers(status, None);
+    let out = match exchange.on_response_body(&body, body.len(), true) {
+        BodyAction::ReplaceWhole { body: out, .. } => out,
+        BodyAction::Continue => body,
+        _ => return Err("the answer could not be read".into()),
+    };
+    if !(200..300).contains(&status) || exchange.failed() {
+        let msg = exchange
+            .last_error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        return Err(format!("status {status}: {msg}"));
+    }
+    Ok(out)
+}

@@ -756,26 +756,13 @@ fn start_embedding(h: &dyn Host, vm: &Vm, text: &str) -> Result<(u32, Exchange),
 
 /// The vector in the embedding call's answer, translated to OpenAI's shape by its exchange.
 fn read_embedding(h: &dyn Host, mut exchange: Exchange, size: usize) -> Result<Vec<f32>, String> {
-    let status = status_of(h, HeaderMap::CallResponse).ok_or("no answer (timeout or reset)")?;
     if size > semantic::MAX_ANSWER_BYTES {
         return Err(format!(
             "the answer is larger than {} bytes",
             semantic::MAX_ANSWER_BYTES
         ));
     }
-    let body = h
-        .body(Body::CallResponse, 0, size)
-        .map_err(|e| format!("reading the answer failed (host status {})", e.0))?
-        .unwrap_or_default();
-    exchange.on_response_headers(status, None);
-    let out = match exchange.on_response_body(&body, body.len(), true) {
-        crate::gateway::BodyAction::ReplaceWhole { body: out, .. } => out,
-        crate::gateway::BodyAction::Continue => body,
-        _ => return Err("the answer could not be read".into()),
-    };
-    if !(200..300).contains(&status) || exchange.failed() {
-        return Err(format!("the embedding model answered {status}"));
-    }
+    let out = super::apply::callout_answer(h, &mut exchange, size)?;
     semantic::embedding_of(&out).ok_or_else(|| "no embedding in the answer".to_string())
 }
 

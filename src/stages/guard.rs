@@ -98,49 +98,9 @@ impl RequestGuard {
             scans: Vec::new(),
             stream: None,
         };
-        let mut current: Option<Vec<u8>> = None;
-        for &i in &g.entries.clone() {
-            let Some(e) = set.entries.get(i) else {
-                continue;
-            };
-            if e.policy.request().is_empty() {
-                continue;
-            }
-            count(
-                h,
-                vm,
-                GuardMetric::Checks {
-                    guardrail: i as u16,
-                    dir: "request",
-                },
-            );
-            let input = current.as_deref().unwrap_or(body);
-            match scan_request(&e.policy, req_api, input, &mut g.vault) {
-                Ok(out) => {
-                    let blocked = out.scan.blocked.clone();
-                    g.record(h, vm, set, i, out.scan);
-                    if let Some(hit) = blocked {
-                        return Err(blocked_error(&hit, false));
-                    }
-                    if let Some(b) = out.body {
-                        current = Some(b);
-                    }
-                }
-                Err(why) => {
-                    log::debug!(
-                        "llmux: guardrail {} could not read the request: {why}",
-                        e.name
-                    );
-                    count(
-                        h,
-                        vm,
-                        GuardMetric::Errors {
-                            guardrail: i as u16,
-                        },
-                    );
-                }
-            }
-        }
+        let current = g.scan_each(h, vm, set, false, body, |p, b, v| {
+            scan_request(p, req_api, b, v)
+        })?;
         Ok(Some((g, current)))
     }
 
@@ -192,28 +152,46 @@ impl RequestGuard {
         let (Some(set), Some(api)) = (vm.config().guardrails.as_ref(), self.answer) else {
             return Ok(None);
         };
+        self.scan_each(h, vm, set, true, body, |p, b, v| scan_answer(p, api, b, v))
+    }
+
+    /// Runs the request's guardrails over `body` in order (what one masks, the next sees
+    /// masked): the rewritten body, if any changed it, or the block.
+    fn scan_each(
+        &mut self,
+        h: &dyn Host,
+        vm: &Vm,
+        set: &GuardSet,
+        answer: bool,
+        body: &[u8],
+        scan: impl Fn(&crate::guard::Policy, &[u8], &mut Vault) -> Result<crate::guard::Outcome, String>,
+    ) -> Result<Option<Vec<u8>>, GatewayError> {
         let mut current: Option<Vec<u8>> = None;
-        let entries = self.entries.clone();
-        // Restoring is done once, by the last guardrail (each scan restores what the vault has).
-        for &i in &entries {
+        for i in self.entries.clone() {
             let Some(e) = set.entries.get(i) else {
                 continue;
             };
+            // Requests: only the guardrails with request rules (an answer is also read to
+            // restore what the request masked).
+            if !answer && e.policy.request().is_empty() {
+                continue;
+            }
+            let dir = if answer { "response" } else { "request" };
             count(
                 h,
                 vm,
                 GuardMetric::Checks {
                     guardrail: i as u16,
-                    dir: "response",
+                    dir,
                 },
             );
             let input = current.as_deref().unwrap_or(body);
-            match scan_answer(&e.policy, api, input, &mut self.vault) {
+            match scan(&e.policy, input, &mut self.vault) {
                 Ok(out) => {
                     let blocked = out.scan.blocked.clone();
                     self.record(h, vm, set, i, out.scan);
                     if let Some(hit) = blocked {
-                        return Err(blocked_error(&hit, true));
+                        return Err(blocked_error(&hit, answer));
                     }
                     if let Some(b) = out.body {
                         current = Some(b);
@@ -221,7 +199,7 @@ impl RequestGuard {
                 }
                 Err(why) => {
                     log::debug!(
-                        "llmux: guardrail {} could not read the answer: {why}",
+                        "llmux: guardrail {} could not read the {dir}: {why}",
                         e.name
                     );
                     count(

@@ -5,7 +5,7 @@
 
 use super::vm::Vm;
 use crate::gateway::{Attempts, Endpoint, Exchange, ForwardTo};
-use crate::host::{status_of, Action, Body, HeaderMap, Host, SharedData};
+use crate::host::{Action, Body, Host, SharedData};
 use crate::observe::{MetricKey, Update};
 use crate::routing::recovery::{
     continuation_body, render_tail, Outcome, RecoveryRequest, StreamEnd, StreamWatch,
@@ -219,9 +219,8 @@ impl Recovery {
                 .and_then(|id| vm.registry.lookup(id))
                 .and_then(|p| p.borrow().final_exchange.as_ref().and_then(|e| e.usage()))
         });
-        let tail = self
-            .answer(h, &mut call.exchange, body_size)
-            .and_then(|completion| {
+        let tail =
+            super::apply::callout_answer(h, &mut call.exchange, body_size).and_then(|completion| {
                 render_tail(
                     &self.watch,
                     &completion,
@@ -252,37 +251,6 @@ impl Recovery {
             log::warn!("llmux: resuming the response failed ({})", e.0);
         }
         Some(appended)
-    }
-
-    /// The fallback's answer as an OpenAI chat completion, or why there is none.
-    fn answer(
-        &self,
-        h: &dyn Host,
-        exchange: &mut Exchange,
-        body_size: usize,
-    ) -> Result<Vec<u8>, String> {
-        // No headers: the call failed (timeout, reset, no healthy host).
-        let status = status_of(h, HeaderMap::CallResponse)
-            .ok_or("no answer (timeout or connection failure)")?;
-        let body = h
-            .body(Body::CallResponse, 0, body_size)
-            .map_err(|e| format!("reading the answer failed (host status {})", e.0))?
-            .unwrap_or_default();
-        exchange.on_response_headers(status, None);
-        let out = match exchange.on_response_body(&body, body.len(), true) {
-            crate::gateway::BodyAction::ReplaceWhole { body: out, .. } => out,
-            crate::gateway::BodyAction::Continue => body,
-            _ => return Err("the answer could not be read".into()),
-        };
-        if !(200..300).contains(&status) || exchange.failed() {
-            let msg = exchange
-                .last_error
-                .as_ref()
-                .map(|e| e.message.clone())
-                .unwrap_or_default();
-            return Err(format!("status {status}: {msg}"));
-        }
-        Ok(out)
     }
 }
 
