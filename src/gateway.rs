@@ -729,6 +729,14 @@ impl Gateway {
         }
     }
 
+    /// The request `body` (a JSON body of `to.endpoint`) as it goes to one deployment: its
+    /// envelope parsed, then [`Gateway::forward`]. For the gateway's own callouts (a mid-stream
+    /// recovery's continuation, the response cache's embedding call).
+    pub fn forward_body(&self, body: &[u8], to: &ForwardTo<'_>) -> Result<Forward, GatewayError> {
+        let env = self.envelope(to.endpoint, None, body)?;
+        self.forward(&env, body, to)
+    }
+
     /// Parses the body's envelope for the endpoint (size checked first).
     pub fn envelope<'b>(
         &self,

@@ -209,28 +209,13 @@ fn digits(s: &[u8], i: usize) -> Option<(usize, &'static str)> {
         return None;
     }
     let n = nums.len();
-    if !plus && card_shape && (13..=19).contains(&n) && luhn(&nums) {
+    if !plus && card_shape && (13..=19).contains(&n) && crate::guard::detect::luhn(&nums) {
         return Some((end, CARD));
     }
     if (10..=15).contains(&n) && (plus || separators > 0) {
         return Some((end, PHONE));
     }
     None
-}
-
-fn luhn(digits: &[u8]) -> bool {
-    let mut sum = 0u32;
-    for (k, &d) in digits.iter().rev().enumerate() {
-        let mut v = u32::from(d);
-        if k % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
-    }
-    sum % 10 == 0
 }
 
 #[cfg(test)]

@@ -715,12 +715,8 @@ fn start_embedding(h: &dyn Host, vm: &Vm, text: &str) -> Result<(u32, Exchange),
         .ok_or("the embedding model is not configured")?;
     let body = semantic::embedding_request(&s.embedding_model, text);
     let gw = &vm.gateway;
-    let env = gw
-        .envelope(Endpoint::Embeddings, None, &body)
-        .map_err(|e| e.message)?;
     let fwd = gw
-        .forward(
-            &env,
+        .forward_body(
             &body,
             &ForwardTo {
                 endpoint: Endpoint::Embeddings,

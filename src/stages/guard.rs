@@ -77,17 +77,7 @@ impl RequestGuard {
         let Some((req_api, answer)) = api_of(endpoint) else {
             return Ok(None);
         };
-        let group = if set.selects_models() {
-            model_group(config, body)
-        } else {
-            None
-        };
-        let k = key.and_then(|k| config.auth.as_ref().and_then(|a| a.keys.get(k)));
-        let entries = set.applicable(
-            group.as_deref().unwrap_or(""),
-            k.map(|k| k.alias.as_str()),
-            k.and_then(|k| k.team.as_deref()),
-        );
+        let entries = applicable(config, set, body, key);
         if entries.is_empty() {
             return Ok(None);
         }
@@ -253,6 +243,27 @@ fn count(h: &dyn Host, vm: &Vm, m: GuardMetric) {
     vm.apply(h, Update::Add(MetricKey::Guard(m), 1));
 }
 
+/// The guardrails a request selects (by its model group, key and team); the model is only read
+/// when a guardrail selects by it.
+fn applicable(
+    config: &crate::config::Config,
+    set: &GuardSet,
+    body: &[u8],
+    key: Option<usize>,
+) -> Vec<usize> {
+    let group = if set.selects_models() {
+        model_group(config, body)
+    } else {
+        None
+    };
+    let k = key.and_then(|k| config.auth.as_ref().and_then(|a| a.keys.get(k)));
+    set.applicable(
+        group.as_deref().unwrap_or(""),
+        k.map(|k| k.alias.as_str()),
+        k.and_then(|k| k.team.as_deref()),
+    )
+}
+
 /// The model group a body names (`model`), for the guardrails' `models` selector.
 fn model_group(config: &crate::config::Config, body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
@@ -295,17 +306,7 @@ impl RemoteChecks {
             return None;
         }
         let (req_api, _) = api_of(endpoint)?;
-        let group = if set.selects_models() {
-            model_group(config, body)
-        } else {
-            None
-        };
-        let k = key.and_then(|k| config.auth.as_ref().and_then(|a| a.keys.get(k)));
-        let entries = set.applicable(
-            group.as_deref().unwrap_or(""),
-            k.map(|k| k.alias.as_str()),
-            k.and_then(|k| k.team.as_deref()),
-        );
+        let entries = applicable(config, set, body, key);
         let mut checks = RemoteChecks {
             pending: Vec::new(),
             refused: None,

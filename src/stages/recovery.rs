@@ -153,12 +153,8 @@ impl Recovery {
         let body = continuation_body(&self.original, partial_text)
             .ok_or("the request body is not a chat completion")?;
         let gw = &vm.gateway;
-        let env = gw
-            .envelope(Endpoint::ChatCompletions, None, &body)
-            .map_err(|e| e.message)?;
         let fwd = gw
-            .forward(
-                &env,
+            .forward_body(
                 &body,
                 &ForwardTo {
                     endpoint: Endpoint::ChatCompletions,
