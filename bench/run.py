@@ -37,6 +37,7 @@ import render_envoy  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 # BENCH_ONLY=instructions: only the callgrind counts of LLMux's scenarios (`make bench-instructions`).
+# BENCH_ROWS=s2,g2: only these rows of it.
 INSTRUCTIONS_ONLY = os.environ.get("BENCH_ONLY", "") == "instructions"
 # Another build of the filter to count (e.g. a base commit's, to compare a change).
 WASM = os.environ.get("LLMUX_WASM") or os.path.join(ROOT, "target", "wasm32-wasip1", "release", "llmux.wasm")
@@ -650,7 +651,11 @@ def instructions_plan(rec, kinds):
         ("llmux-guard", [("g2", oai, body_1k("gpt-4o-mini"), json_h),
                          ("g7", oai, body_text("gpt-4o-mini"), json_h)]),
     ]
-    return [(k, sc) for k, sc in plan if k in kinds]
+    # BENCH_ROWS=s2,g2: only these rows (a quick before/after of one change).
+    only = [r for r in os.environ.get("BENCH_ROWS", "").split(",") if r]
+    if only:
+        plan = [(k, [r for r in sc if r[0] in only]) for k, sc in plan]
+    return [(k, sc) for k, sc in plan if k in kinds and sc]
 
 
 def instructions_only(res, rec, log_dir, tmp, mock, date):

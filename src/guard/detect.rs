@@ -3,16 +3,18 @@
 //! Why hand-written and not one big regex: each detector needs a check a regex cannot express
 //! (Luhn, IBAN mod 97, SSN ranges, octets ≤ 255, Shannon entropy) and boundary rules that decide
 //! what is *not* a match (a date, a version, a long plain number); doing it in code keeps one pass
-//! per family of triggers (`@` for e-mail, a digit/`+`/`(` for numbers, a token run for secrets
-//! and IBANs, `:` for IPv6, `-----BEGIN ` for PEM keys), no allocation per byte, no regex
-//! compilation, and no regex-crate code in the `.wasm` for them. Every scan is linear: each
-//! candidate reads at most a bounded number of bytes (the longest match of its detector), and
-//! the loops advance past what they read.
+//! over the text for every detector ([`scan`]): a table says which family of detectors a byte can
+//! start (`@` for e-mail, a digit/`+`/`(` for numbers, a digit/upper-case/`_`/`-` inside a token
+//! run for secrets and IBANs, `:` for IPv6, `-----BEGIN ` for PEM keys, a phrase's first byte for
+//! the deny-listed phrases of [`super::phrase`]), and bytes that start nothing cost one lookup
+//! (four at a time). No allocation per byte, no regex compilation, no regex-crate code in the
+//! `.wasm` for them. Every scan is linear: each candidate reads at most a bounded number of bytes
+//! (the longest match of its detector), and each family's cursor advances past what it read.
 //!
 //! Every match is ASCII-only, so its bounds are always `char` boundaries of the `&str` the bytes
 //! come from. docs/guardrails.md states each rule and its known false positives.
 
-use memchr::{memchr_iter, memmem};
+use memchr::memmem;
 
 /// A detector kind. [`Detector::name`] is the stable name used in the config, in metrics and in
 /// error codes.
@@ -89,12 +91,14 @@ impl Detector {
     }
 }
 
-/// A built-in detector's match: byte range `[start, end)` of the scanned text.
+/// A detector's match: byte range `[start, end)` of the scanned text. `rule` is the phrase
+/// rule's index for a [`Detector::Phrase`] match (0 otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Found {
     pub start: usize,
     pub end: usize,
     pub det: Detector,
+    pub rule: u16,
 }
 
 /// The longest secret token (a run of token characters) any secret rule accepts; longer runs are
@@ -107,24 +111,164 @@ pub(crate) const MAX_JWT: usize = 4096;
 pub(crate) const ENTROPY_MIN_LEN: usize = 32;
 pub(crate) const ENTROPY_MIN_BITS: f64 = 3.5;
 
-/// Appends every built-in match of the detectors in `mask` (bit i = `BUILTIN[i]`) to `out`, in no
-/// particular order; overlaps between detectors are resolved by the caller.
-pub(crate) fn scan(b: &[u8], mask: u16, out: &mut Vec<Found>) {
-    let on = |d: Detector| d.builtin_index().is_some_and(|i| mask & (1 << i) != 0);
-    if on(Detector::Email) {
-        emails(b, out);
+// Trigger bits: which family of detectors looks at a byte.
+/// `@`: e-mail.
+const T_AT: u8 = 1;
+/// A digit, `+`, `(`: SSN, card, IPv4, phone.
+const T_NUM: u8 = 2;
+/// `:`: IPv6.
+const T_COLON: u8 = 4;
+/// A digit, an upper-case letter, `_`, `-`: a token run that may be a secret or an IBAN. Every
+/// secret rule's token has one (a prefix with `-`/`_`/upper case, or the upper case and digit
+/// the entropy rule requires; a JWT's `eyJ`) and an IBAN has its check digits, so a run without
+/// one is never read.
+const T_TOK: u8 = 8;
+/// `-`: a PEM header (`-----BEGIN `).
+const T_PEM: u8 = 16;
+/// The first byte of a deny-listed phrase.
+const T_PHRASE: u8 = 32;
+
+/// The bytes each family of detectors starts from, for one set of rules (built once per
+/// [`super::Guard`]): the text is read once, one table lookup per byte, and a detector runs only
+/// where one of its bytes is.
+#[derive(Debug, Clone)]
+pub(crate) struct Triggers {
+    table: [u8; 256],
+    /// Bit i: built-in detector [`BUILTIN`]`[i]` is on.
+    mask: u16,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Triggers::new(0)
     }
-    if on(Detector::Phone) || on(Detector::Card) || on(Detector::Ssn) || on(Detector::Ip) {
-        numbers(b, &on, out);
+}
+
+impl Triggers {
+    /// The triggers of the built-in detectors in `mask` (bit i = `BUILTIN[i]`).
+    pub(crate) fn new(mask: u16) -> Triggers {
+        let on = |d: Detector| d.builtin_index().is_some_and(|i| mask & (1 << i) != 0);
+        let mut table = [0u8; 256];
+        for c in 0..=255u8 {
+            let mut t = 0;
+            if c == b'@' && on(Detector::Email) {
+                t |= T_AT;
+            }
+            if (c.is_ascii_digit() || c == b'+' || c == b'(')
+                && (on(Detector::Phone)
+                    || on(Detector::Card)
+                    || on(Detector::Ssn)
+                    || on(Detector::Ip))
+            {
+                t |= T_NUM;
+            }
+            if c == b':' && on(Detector::Ip) {
+                t |= T_COLON;
+            }
+            if (c.is_ascii_digit() || c.is_ascii_uppercase() || c == b'_' || c == b'-')
+                && (on(Detector::Secret) || on(Detector::Iban))
+            {
+                t |= T_TOK;
+            }
+            if c == b'-' && on(Detector::Secret) {
+                t |= T_PEM;
+            }
+            table[usize::from(c)] = t;
+        }
+        Triggers { table, mask }
     }
-    if on(Detector::Ip) {
-        ipv6s(b, out);
+
+    /// Phrases may start with byte `c`.
+    pub(crate) fn add_phrase_start(&mut self, c: u8) {
+        self.table[usize::from(c)] |= T_PHRASE;
     }
-    if on(Detector::Secret) || on(Detector::Iban) {
-        tokens(b, on(Detector::Secret), on(Detector::Iban), out);
+
+    fn on(&self, d: Detector) -> bool {
+        d.builtin_index()
+            .is_some_and(|i| self.mask & (1 << i) != 0)
     }
-    if on(Detector::Secret) {
-        pem_headers(b, out);
+
+    /// The first position at or after `i` with a trigger (`b.len()` if none): four bytes a step.
+    #[inline]
+    fn next(&self, b: &[u8], i: usize) -> usize {
+        let t = &self.table;
+        let rest = b.get(i..).unwrap_or_default();
+        let mut k = 0;
+        for w in rest.chunks_exact(4) {
+            if t[usize::from(w[0])] | t[usize::from(w[1])] | t[usize::from(w[2])] | t[usize::from(w[3])]
+                != 0
+            {
+                break;
+            }
+            k += 4;
+        }
+        while k < rest.len() && t[usize::from(rest[k])] == 0 {
+            k += 1;
+        }
+        i + k
+    }
+}
+
+/// Appends every match of the built-in detectors `t` is built for and of the phrase rules
+/// `phrases` (each with its rule index) to `out`, in no particular order; overlaps between
+/// detectors are resolved by the caller. One pass over the text: each family of detectors keeps
+/// its own cursor (what it has read), exactly as if it had its own loop.
+pub(crate) fn scan(
+    b: &[u8],
+    t: &Triggers,
+    phrases: &[(super::phrase::Phrases, u16)],
+    out: &mut Vec<Found>,
+) {
+    let nums = NumRules {
+        ssn: t.on(Detector::Ssn),
+        card: t.on(Detector::Card),
+        ip: t.on(Detector::Ip),
+        phone: t.on(Detector::Phone),
+    };
+    let (secret, iban) = (t.on(Detector::Secret), t.on(Detector::Iban));
+    // Cursors: the first position each family has not read yet.
+    let (mut at, mut num, mut colon, mut tok) = (0, 0, 0, 0);
+    let mut said = vec![0usize; phrases.len()];
+    let mut memo = super::phrase::Memo::default();
+    let n = b.len();
+    let mut i = t.next(b, 0);
+    while i < n {
+        let bits = t.table[usize::from(b[i])];
+        if bits & T_AT != 0 && i >= at {
+            if let Some(f) = email_at(b, i) {
+                at = f.end;
+                out.push(f);
+            }
+        }
+        if bits & T_NUM != 0 && i >= num {
+            num = number_at(b, i, nums, out);
+        }
+        if bits & T_COLON != 0 && i >= colon {
+            colon = ipv6_at(b, i, out);
+        }
+        if bits & T_TOK != 0 && i >= tok {
+            tok = token_at(b, i, tok, secret, iban, out);
+        }
+        if bits & T_PEM != 0 {
+            pem_at(b, i, out);
+        }
+        if bits & T_PHRASE != 0 {
+            for ((p, rule), cur) in phrases.iter().zip(said.iter_mut()) {
+                if i < *cur {
+                    continue;
+                }
+                if let Some(end) = p.match_at(b, i, &mut memo) {
+                    out.push(Found {
+                        start: i,
+                        end,
+                        det: Detector::Phrase,
+                        rule: *rule,
+                    });
+                    *cur = end;
+                }
+            }
+        }
+        i = t.next(b, i + 1);
     }
 }
 
@@ -219,133 +363,126 @@ fn is_local(c: u8) -> bool {
 /// `local@domain`: local part 1–64 of `[A-Za-z0-9._%+-]` (no leading, trailing or double dot),
 /// domain 2+ labels of `[A-Za-z0-9-]` (1–63, no leading/trailing `-`), the last all letters (2+),
 /// 254 bytes at most (RFC 5321 §4.5.3.1). Found from each `@`.
-fn emails(b: &[u8], out: &mut Vec<Found>) {
+fn email_at(b: &[u8], at: usize) -> Option<Found> {
     let n = b.len();
-    let mut next = 0;
-    for at in memchr_iter(b'@', b) {
-        if at < next {
-            continue;
-        }
-        // Local part: the maximal run before '@', at most 64 bytes.
-        let mut s = at;
-        while s > 0 && is_local(b[s - 1]) && at - s <= 64 {
-            s -= 1;
-        }
-        if at - s > 64 {
-            continue;
-        }
-        while s < at && b[s] == b'.' {
-            s += 1;
-        }
-        if s == at || b[at - 1] == b'.' || b[s..at].windows(2).any(|w| w == b"..") {
-            continue;
-        }
-        // Domain labels.
-        let mut j = at + 1;
-        let (mut labels, mut end, mut tld_ok, mut ok) = (0, 0, false, true);
-        loop {
-            let ls = j;
-            while j < n && (b[j].is_ascii_alphanumeric() || b[j] == b'-') && j - ls <= 63 {
-                j += 1;
-            }
-            let ll = j - ls;
-            if ll == 0 || ll > 63 || b[ls] == b'-' || b[j - 1] == b'-' {
-                ok = false;
-                break;
-            }
-            labels += 1;
-            end = j;
-            tld_ok = ll >= 2 && b[ls..j].iter().all(u8::is_ascii_alphabetic);
-            if j + 1 < n && b[j] == b'.' && b[j + 1].is_ascii_alphanumeric() {
-                j += 1;
-            } else {
-                break;
-            }
-        }
-        if !ok || labels < 2 || !tld_ok || end - s > 254 {
-            continue;
-        }
-        if b.get(end)
-            .is_some_and(|&c| is_word(c) || c == b'-' || c == b'@')
-        {
-            continue;
-        }
-        out.push(Found {
-            start: s,
-            end,
-            det: Detector::Email,
-        });
-        next = end;
+    // Local part: the maximal run before '@', at most 64 bytes.
+    let mut s = at;
+    while s > 0 && is_local(b[s - 1]) && at - s <= 64 {
+        s -= 1;
     }
+    if at - s > 64 {
+        return None;
+    }
+    while s < at && b[s] == b'.' {
+        s += 1;
+    }
+    if s == at || b[at - 1] == b'.' || b[s..at].windows(2).any(|w| w == b"..") {
+        return None;
+    }
+    // Domain labels.
+    let mut j = at + 1;
+    let mut labels = 0;
+    let (end, tld_ok) = loop {
+        let ls = j;
+        while j < n && (b[j].is_ascii_alphanumeric() || b[j] == b'-') && j - ls <= 63 {
+            j += 1;
+        }
+        let ll = j - ls;
+        if ll == 0 || ll > 63 || b[ls] == b'-' || b[j - 1] == b'-' {
+            return None;
+        }
+        labels += 1;
+        if j + 1 < n && b[j] == b'.' && b[j + 1].is_ascii_alphanumeric() {
+            j += 1;
+        } else {
+            break (j, ll >= 2 && b[ls..j].iter().all(u8::is_ascii_alphabetic));
+        }
+    };
+    if labels < 2 || !tld_ok || end - s > 254 {
+        return None;
+    }
+    if b.get(end)
+        .is_some_and(|&c| is_word(c) || c == b'-' || c == b'@')
+    {
+        return None;
+    }
+    Some(Found {
+        start: s,
+        end,
+        det: Detector::Email,
+        rule: 0,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
 // Numbers: SSN, card, IPv4, phone — tried in this order at each number start.
 
-fn numbers(b: &[u8], on: &dyn Fn(Detector) -> bool, out: &mut Vec<Found>) {
-    let (ssn, card, ip, phone) = (
-        on(Detector::Ssn),
-        on(Detector::Card),
-        on(Detector::Ip),
-        on(Detector::Phone),
-    );
-    let n = b.len();
-    let mut i = 0;
-    while i < n {
-        match b[i..].iter().position(|&c| class(c) & (DIGIT | NUMX) != 0) {
-            Some(k) => i += k,
-            None => break,
-        }
-        let c = b[i];
-        if (c == b'+' || c == b'(') && !digit(b, i + 1) {
-            i += 1;
-            continue;
-        }
-        if num_start_ok(b, i) {
-            let hit = if c == b'+' {
-                phone
-                    .then(|| phone_intl(b, i).map(|e| (e, Detector::Phone)))
+/// The number detectors that are on.
+#[derive(Clone, Copy)]
+struct NumRules {
+    ssn: bool,
+    card: bool,
+    ip: bool,
+    phone: bool,
+}
+
+/// The number detectors at `i` (a digit, `+` or `(`): a match is appended; returns the position
+/// to read from next (past the match, or past `i`'s run of digits).
+fn number_at(b: &[u8], i: usize, on: NumRules, out: &mut Vec<Found>) -> usize {
+    let c = b[i];
+    if (c == b'+' || c == b'(') && !digit(b, i + 1) {
+        return i + 1;
+    }
+    if num_start_ok(b, i) {
+        let hit = if c == b'+' {
+            on.phone
+                .then(|| phone_intl(b, i).map(|e| (e, Detector::Phone)))
+                .flatten()
+        } else if c == b'(' {
+            on.phone
+                .then(|| phone_national(b, i).map(|e| (e, Detector::Phone)))
+                .flatten()
+        } else {
+            None.or_else(|| {
+                on.ssn
+                    .then(|| ssn_at(b, i))
                     .flatten()
-            } else if c == b'(' {
-                phone
-                    .then(|| phone_national(b, i).map(|e| (e, Detector::Phone)))
+                    .map(|e| (e, Detector::Ssn))
+            })
+            .or_else(|| {
+                on.card
+                    .then(|| card_at(b, i))
                     .flatten()
-            } else {
-                None.or_else(|| {
-                    ssn.then(|| ssn_at(b, i))
-                        .flatten()
-                        .map(|e| (e, Detector::Ssn))
-                })
-                .or_else(|| {
-                    card.then(|| card_at(b, i))
-                        .flatten()
-                        .map(|e| (e, Detector::Card))
-                })
-                .or_else(|| {
-                    ip.then(|| ipv4_at(b, i))
-                        .flatten()
-                        .map(|e| (e, Detector::Ip))
-                })
-                .or_else(|| {
-                    phone
-                        .then(|| phone_national(b, i))
-                        .flatten()
-                        .map(|e| (e, Detector::Phone))
-                })
-            };
-            if let Some((end, det)) = hit {
-                out.push(Found { start: i, end, det });
-                i = end;
-                continue;
-            }
+                    .map(|e| (e, Detector::Card))
+            })
+            .or_else(|| {
+                on.ip
+                    .then(|| ipv4_at(b, i))
+                    .flatten()
+                    .map(|e| (e, Detector::Ip))
+            })
+            .or_else(|| {
+                on.phone
+                    .then(|| phone_national(b, i))
+                    .flatten()
+                    .map(|e| (e, Detector::Phone))
+            })
+        };
+        if let Some((end, det)) = hit {
+            out.push(Found {
+                start: i,
+                end,
+                det,
+                rule: 0,
+            });
+            return end;
         }
-        // Past a failed `+`/`(` the digits are tried on their own; past a digit, its run.
-        i += 1;
-        if c.is_ascii_digit() {
-            while i < n && b[i].is_ascii_digit() {
-                i += 1;
-            }
-        }
+    }
+    // Past a failed `+`/`(` the digits are tried on their own; past a digit, its run.
+    if c.is_ascii_digit() {
+        i + digits_at(b, i)
+    } else {
+        i + 1
     }
 }
 
@@ -596,36 +733,33 @@ fn is_hex_or_colon(c: u8) -> bool {
     c.is_ascii_hexdigit() || c == b':'
 }
 
-fn ipv6s(b: &[u8], out: &mut Vec<Found>) {
+/// An IPv6 address around the `:` at `c`; returns the position to read from next (past the run
+/// of hex digits and colons).
+fn ipv6_at(b: &[u8], c: usize, out: &mut Vec<Found>) -> usize {
     let n = b.len();
-    let mut next = 0;
-    for c in memchr_iter(b':', b) {
-        if c < next {
-            continue;
-        }
-        let mut s = c;
-        while s > 0 && is_hex_or_colon(b[s - 1]) && c - s <= 40 {
-            s -= 1;
-        }
-        let mut e = c;
-        while e < n && is_hex_or_colon(b[e]) && e - s <= 40 {
-            e += 1;
-        }
-        next = e;
-        if e - s > 39 || (s > 0 && (is_word(b[s - 1]) || b[s - 1] == b'.')) {
-            continue;
-        }
-        if e < n && (is_word(b[e]) || (b[e] == b'.' && digit(b, e + 1))) {
-            continue;
-        }
-        if ipv6_ok(&b[s..e]) {
-            out.push(Found {
-                start: s,
-                end: e,
-                det: Detector::Ip,
-            });
-        }
+    let mut s = c;
+    while s > 0 && is_hex_or_colon(b[s - 1]) && c - s <= 40 {
+        s -= 1;
     }
+    let mut e = c;
+    while e < n && is_hex_or_colon(b[e]) && e - s <= 40 {
+        e += 1;
+    }
+    if e - s > 39 || (s > 0 && (is_word(b[s - 1]) || b[s - 1] == b'.')) {
+        return e;
+    }
+    if e < n && (is_word(b[e]) || (b[e] == b'.' && digit(b, e + 1))) {
+        return e;
+    }
+    if ipv6_ok(&b[s..e]) {
+        out.push(Found {
+            start: s,
+            end: e,
+            det: Detector::Ip,
+            rule: 0,
+        });
+    }
+    e
 }
 
 /// Eight groups of 1–4 hex digits, or fewer around one `::` (then at least two groups and one
@@ -669,49 +803,48 @@ fn is_tok(c: u8) -> bool {
     class(c) & TOK != 0
 }
 
-fn tokens(b: &[u8], secret: bool, iban: bool, out: &mut Vec<Found>) {
+/// The token run around `i` (from no earlier than `from`, what the token family has read):
+/// an IBAN or a secret is appended; returns the position to read from next (past the run or
+/// the match).
+fn token_at(b: &[u8], i: usize, from: usize, secret: bool, iban: bool, out: &mut Vec<Found>) -> usize {
     let n = b.len();
-    let mut i = 0;
-    while i < n {
-        match b[i..].iter().position(|&c| is_tok(c)) {
-            Some(k) => i += k,
-            None => break,
-        }
-        let s = i;
-        i += b[i..].iter().position(|&c| !is_tok(c)).unwrap_or(n - i);
-        let e = i;
-        // The shortest secret run is 10 bytes (a JWT's header), an IBAN's first group 4.
-        if e - s < 4 {
-            continue;
-        }
-        if iban
-            && e - s >= 4
-            && b[s].is_ascii_alphabetic()
-            && b[s + 1].is_ascii_alphabetic()
-            && b[s + 2].is_ascii_digit()
-            && b[s + 3].is_ascii_digit()
-        {
-            if let Some(end) = iban_at(b, s) {
-                out.push(Found {
-                    start: s,
-                    end,
-                    det: Detector::Iban,
-                });
-                i = i.max(end);
-                continue;
-            }
-        }
-        if secret && e - s >= 10 {
-            if let Some(end) = secret_run(b, s, e) {
-                out.push(Found {
-                    start: s,
-                    end,
-                    det: Detector::Secret,
-                });
-                i = i.max(end);
-            }
+    let mut s = i;
+    while s > from && is_tok(b[s - 1]) {
+        s -= 1;
+    }
+    let e = i + b[i..].iter().position(|&c| !is_tok(c)).unwrap_or(n - i);
+    // The shortest secret run is 10 bytes (a JWT's header), an IBAN's first group 4.
+    if e - s < 4 {
+        return e;
+    }
+    if iban
+        && b[s].is_ascii_alphabetic()
+        && b[s + 1].is_ascii_alphabetic()
+        && b[s + 2].is_ascii_digit()
+        && b[s + 3].is_ascii_digit()
+    {
+        if let Some(end) = iban_at(b, s) {
+            out.push(Found {
+                start: s,
+                end,
+                det: Detector::Iban,
+                rule: 0,
+            });
+            return e.max(end);
         }
     }
+    if secret && e - s >= 10 {
+        if let Some(end) = secret_run(b, s, e) {
+            out.push(Found {
+                start: s,
+                end,
+                det: Detector::Secret,
+                rule: 0,
+            });
+            return e.max(end);
+        }
+    }
+    e
 }
 
 /// The body after `prefix` is at least `min` bytes, all accepted by `ok`.
@@ -1012,18 +1145,20 @@ pub(crate) fn mod97(iban: &[u8]) -> bool {
 /// PEM private-key headers (RFC 7468 §2): `-----BEGIN [A-Z ]*PRIVATE KEY-----` (RSA, EC, DSA,
 /// OPENSSH, ENCRYPTED, PKCS#8). Only the header line is the match; the base64 lines after it are
 /// caught by the high-entropy rule one by one.
-fn pem_headers(b: &[u8], out: &mut Vec<Found>) {
-    for pos in memmem::find_iter(b, b"-----BEGIN ") {
-        let mut j = pos + 11;
-        while j < b.len() && (b[j].is_ascii_uppercase() || b[j] == b' ') && j - pos < 58 {
-            j += 1;
-        }
-        if b[pos..j].ends_with(b"PRIVATE KEY") && b[j..].starts_with(b"-----") {
-            out.push(Found {
-                start: pos,
-                end: j + 5,
-                det: Detector::Secret,
-            });
-        }
+fn pem_at(b: &[u8], pos: usize, out: &mut Vec<Found>) {
+    if !b[pos..].starts_with(b"-----BEGIN ") {
+        return;
+    }
+    let mut j = pos + 11;
+    while j < b.len() && (b[j].is_ascii_uppercase() || b[j] == b' ') && j - pos < 58 {
+        j += 1;
+    }
+    if b[pos..j].ends_with(b"PRIVATE KEY") && b[j..].starts_with(b"-----") {
+        out.push(Found {
+            start: pos,
+            end: j + 5,
+            det: Detector::Secret,
+            rule: 0,
+        });
     }
 }

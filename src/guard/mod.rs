@@ -18,6 +18,7 @@
 
 pub mod detect;
 pub mod json;
+mod phrase;
 mod policy;
 pub mod remote;
 pub mod select;
@@ -153,8 +154,9 @@ pub(crate) struct Span {
     pub rule: u16,
 }
 
-/// The custom patterns of a guard (regex and phrase rules), compiled once: one `RegexSet` pass
-/// says which patterns occur; only those are then run for their positions.
+/// The custom regular expressions of a guard, compiled once: one `RegexSet` pass says which
+/// patterns occur; only those are then run for their positions. (Phrase rules are matched in the
+/// detectors' pass, [`phrase`].)
 #[derive(Debug)]
 pub(crate) struct Custom {
     /// `None` when there is a single pattern (its own search is the one pass).
@@ -208,8 +210,12 @@ pub struct Guard {
     rules: Vec<Rule>,
     /// Bit i: built-in detector `detect::BUILTIN[i]` is used by some rule.
     mask: u16,
+    /// Where the built-in detectors and the phrases start (from `mask` and `phrases`).
+    triggers: detect::Triggers,
     /// Per built-in detector, the rules using it.
     by_det: [Vec<u16>; 7],
+    /// The phrase rules (their tries and rule indices).
+    phrases: Vec<(phrase::Phrases, u16)>,
     custom: Option<Custom>,
     /// The response direction: a masked value the vault will restore is left as is.
     response: bool,
@@ -250,11 +256,17 @@ impl Guard {
     /// Every match in `text`, overlaps resolved: leftmost first, then longest; matches of
     /// several rules on the very same bytes are all kept (their strongest action applies).
     pub(crate) fn find(&self, text: &str, spans: &mut Vec<Span>) {
-        if self.mask != 0 {
+        if self.mask != 0 || !self.phrases.is_empty() {
             let mut found = Vec::new();
-            detect::scan(text.as_bytes(), self.mask, &mut found);
+            detect::scan(text.as_bytes(), &self.triggers, &self.phrases, &mut found);
             for f in found {
-                if let Some(i) = f.det.builtin_index() {
+                if f.det == Detector::Phrase {
+                    spans.push(Span {
+                        start: f.start,
+                        end: f.end,
+                        rule: f.rule,
+                    });
+                } else if let Some(i) = f.det.builtin_index() {
                     for &rule in &self.by_det[i] {
                         spans.push(Span {
                             start: f.start,

@@ -7,7 +7,8 @@
 
 use serde_json::{Map, Value};
 
-use super::detect::{Detector, BUILTIN};
+use super::detect::{Detector, Triggers, BUILTIN};
+use super::phrase::Phrases;
 use super::{Action, Custom, Guard, Rule};
 
 /// Default stream hold-back window (bytes): longer than any built-in match that spans several
@@ -63,9 +64,13 @@ fn str_field<'a>(obj: &'a Map<String, Value>, path: &str, key: &str) -> R<Option
 }
 
 /// A rule before compilation.
+#[derive(Clone)]
 struct Parsed {
     rule: Rule,
+    /// A regex rule's pattern.
     pattern: Option<String>,
+    /// A phrase rule's phrases.
+    phrases: Vec<String>,
     /// The longest phrase (bytes) of a phrase rule.
     longest: usize,
 }
@@ -165,11 +170,7 @@ impl Policy {
                 }
                 rule_names.push(p.rule.name.clone());
                 if on_req {
-                    req.push(Parsed {
-                        rule: p.rule.clone(),
-                        pattern: p.pattern.clone(),
-                        longest: p.longest,
-                    });
+                    req.push(p.clone());
                 }
                 if on_resp {
                     resp.push(p);
@@ -238,6 +239,7 @@ fn parse_rule(r: &Value, path: &str, guardrail: &str, restore: bool) -> R<Parsed
         detector.tag().to_string()
     };
     let mut longest = 0;
+    let mut phrases = Vec::new();
     let pattern = match detector {
         Detector::Regex => {
             keys(r, path, &["detector", "action", "name", "pattern"])?;
@@ -262,7 +264,6 @@ fn parse_rule(r: &Value, path: &str, guardrail: &str, restore: bool) -> R<Parsed
             if list.len() > MAX_PHRASES {
                 return Err(format!("{path}.phrases: at most {MAX_PHRASES} phrases"));
             }
-            let mut alts = Vec::with_capacity(list.len());
             for (k, ph) in list.iter().enumerate() {
                 let ph = ph
                     .as_str()
@@ -273,9 +274,9 @@ fn parse_rule(r: &Value, path: &str, guardrail: &str, restore: bool) -> R<Parsed
                         )
                     })?;
                 longest = longest.max(ph.len());
-                alts.push(phrase_pattern(ph));
+                phrases.push(ph.to_string());
             }
-            Some(format!("(?i:{})", alts.join("|")))
+            None
         }
         _ => {
             keys(r, path, &["detector", "action", "name"])?;
@@ -293,25 +294,9 @@ fn parse_rule(r: &Value, path: &str, guardrail: &str, restore: bool) -> R<Parsed
     Ok(Parsed {
         rule,
         pattern,
+        phrases,
         longest,
     })
-}
-
-/// A phrase as a byte-oriented pattern: words escaped, any run of white space between them,
-/// ASCII word boundaries at the ends that are word characters.
-fn phrase_pattern(ph: &str) -> String {
-    let words: Vec<String> = ph.split_whitespace().map(regex::escape).collect();
-    let t = ph.trim();
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    let mut p = String::new();
-    if word(t.chars().next()) {
-        p.push_str(r"\b");
-    }
-    p.push_str(&words.join(r"\s+"));
-    if word(t.chars().last()) {
-        p.push_str(r"\b");
-    }
-    p
 }
 
 fn build(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
@@ -334,28 +319,31 @@ fn compile(parsed: Vec<Parsed>, response: bool, window: usize) -> R<Guard> {
         let idx = u16::try_from(i).map_err(|_| "guardrails: too many rules".to_string())?;
         if let Some(pat) = &p.pattern {
             let what = format!(
-                "guardrails {:?} rule {:?}: {}",
-                p.rule.guardrail,
-                p.rule.name,
-                if p.rule.detector == Detector::Regex {
-                    "pattern"
-                } else {
-                    "phrases"
-                }
+                "guardrails {:?} rule {:?}: pattern",
+                p.rule.guardrail, p.rule.name
             );
             let re = build(pat).map_err(|e| format!("{what}: {e}"))?;
             if re.is_match(b"") {
                 return Err(format!("{what}: matches the empty string"));
             }
-            // A phrase must fit the stream window whole (plus slack for runs of white space).
-            g.window = g.window.max(p.longest + 16).min(MAX_STREAM_WINDOW);
             patterns.push(pat.clone());
             res.push((re, idx));
+        } else if p.rule.detector == Detector::Phrase {
+            // A phrase must fit the stream window whole (plus slack for runs of white space).
+            g.window = g.window.max(p.longest + 16).min(MAX_STREAM_WINDOW);
+            g.phrases
+                .push((Phrases::new(p.phrases.iter().map(String::as_str)), idx));
         } else if let Some(b) = p.rule.detector.builtin_index() {
             g.mask |= 1 << b;
             g.by_det[b].push(idx);
         }
         g.rules.push(p.rule);
+    }
+    g.triggers = Triggers::new(g.mask);
+    for (p, _) in &g.phrases {
+        for c in p.start_bytes() {
+            g.triggers.add_phrase_start(c);
+        }
     }
     debug_assert_eq!(BUILTIN.len(), g.by_det.len());
     if !res.is_empty() {

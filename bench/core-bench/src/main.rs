@@ -136,6 +136,32 @@ struct Fixtures {
     oai_completion: Vec<u8>,
     stream_events: Vec<Vec<u8>>,
     stream_whole: Vec<u8>,
+    guard: llmux::guard::Policy,
+}
+
+/// The guardrails of `bench/run.py`'s `llmux-guard` rows (GUARDRAILS): every local detector, a
+/// regex and a phrase rule, on requests and answers.
+const GUARDRAILS: &str = r#"{"guardrails": [{"name": "pii", "restore": true, "rules": [
+  {"detector": "email", "action": "mask"}, {"detector": "phone", "action": "mask"},
+  {"detector": "card", "action": "block"}, {"detector": "iban", "action": "block"},
+  {"detector": "ssn", "action": "block"}, {"detector": "ip", "action": "monitor"},
+  {"detector": "secret", "action": "block"},
+  {"detector": "regex", "name": "employee_id", "pattern": "EMP-[0-9]{6}", "action": "mask"},
+  {"detector": "phrase", "name": "codename", "phrases": ["project neptune", "blue harbor"], "action": "block"}]}]}"#;
+
+/// The guardrails' work on the 1 KB request and its answer (scan, no host).
+fn guard_round_trip(f: &Fixtures, answer: bool) -> usize {
+    use llmux::guard::{scan_answer, scan_request, AnsApi, ReqApi, Vault};
+    let mut vault = Vault::new();
+    let mut n = scan_request(&f.guard, ReqApi::Chat, &f.oai_1k, &mut vault)
+        .map(|o| o.scan.hits.len())
+        .unwrap_or(0);
+    if answer {
+        n += scan_answer(&f.guard, AnsApi::Chat, &f.oai_completion, &mut vault)
+            .map(|o| o.scan.hits.len())
+            .unwrap_or(0);
+    }
+    n
 }
 
 fn fixtures() -> Fixtures {
@@ -153,6 +179,7 @@ fn fixtures() -> Fixtures {
         oai_completion: openai_completion(),
         stream_whole: stream_events.concat(),
         stream_events,
+        guard: llmux::guard::Policy::parse(GUARDRAILS.as_bytes()).expect("bench guardrails"),
     }
 }
 
@@ -252,6 +279,94 @@ const CASES: &[Case] = &[
         "stream_200_per_event",
         "scenario 4: request + 200-delta Anthropic SSE, one chunk per event (205 calls)",
         |f| stream(f, true),
+    ),
+    (
+        "guard_request_1k",
+        "guardrails: every local detector over the 1 KB request",
+        |f| guard_round_trip(f, false),
+    ),
+    (
+        "guard_roundtrip_1k",
+        "guardrails: every local detector over the 1 KB request and its answer",
+        |f| guard_round_trip(f, true),
+    ),
+    (
+        "x_parts",
+        "tmp",
+        |f| {
+            use std::sync::OnceLock;
+            static P: OnceLock<Vec<(String, llmux::guard::Policy)>> = OnceLock::new();
+            let ps = P.get_or_init(|| {
+                let mut v = vec![];
+                for r in [r#"{"detector": "email", "action": "mask"}"#, r#"{"detector": "phone", "action": "mask"}"#,
+                          r#"{"detector": "card", "action": "mask"}"#, r#"{"detector": "iban", "action": "mask"}"#,
+                          r#"{"detector": "ssn", "action": "mask"}"#, r#"{"detector": "ip", "action": "mask"}"#,
+                          r#"{"detector": "secret", "action": "mask"}"#,
+                          r#"{"detector": "regex", "name": "employee_id", "pattern": "EMP-[0-9]{6}", "action": "mask"}"#,
+                          r#"{"detector": "phrase", "name": "codename", "phrases": ["project neptune", "blue harbor"], "action": "block"}"#] {
+                    let j = format!(r#"{{"guardrails": [{{"name": "pii", "rules": [{r}]}}]}}"#);
+                    v.push((r.to_string(), llmux::guard::Policy::parse(j.as_bytes()).unwrap()));
+                }
+                v
+            });
+            let text = if std::env::var("SHORT").is_ok() { "Hello from the mock! You said: Summarise the following notes" } else { std::str::from_utf8(&f.oai_1k).unwrap() };
+            for (name, p) in ps {
+                let t = Instant::now();
+                for _ in 0..2000 {
+                    let mut v = llmux::guard::Vault::new();
+                    let mut o = String::new();
+                    black_box(p.request().scan_text(black_box(text), &mut v, &mut o));
+                }
+                println!("{:>8} ns {name}", t.elapsed().as_nanos() / 2000);
+            }
+            let t = Instant::now();
+            for _ in 0..2000 {
+                let mut v = llmux::guard::Vault::new();
+                black_box(llmux::guard::scan_request(&ps[0].1, llmux::guard::ReqApi::Chat, black_box(&f.oai_1k), &mut v).ok());
+            }
+            println!("{:>8} ns json+email", t.elapsed().as_nanos() / 2000);
+            let ac = aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).match_kind(aho_corasick::MatchKind::LeftmostFirst).build(["project", "blue"]).unwrap();
+            let t = Instant::now();
+            for _ in 0..2000 {
+                black_box(ac.find(black_box(text)));
+            }
+            println!("{:>8} ns ac first words", t.elapsed().as_nanos() / 2000);
+            let ac = aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).kind(Some(aho_corasick::AhoCorasickKind::DFA)).match_kind(aho_corasick::MatchKind::LeftmostFirst).build(["project", "blue"]).unwrap();
+            let t = Instant::now();
+            for _ in 0..2000 {
+                black_box(ac.find(black_box(text)));
+            }
+            println!("{:>8} ns ac dfa first words", t.elapsed().as_nanos() / 2000);
+            0
+        },
+    ),
+    (
+        "x_answer",
+        "tmp",
+        |f| {
+            let mut v = llmux::guard::Vault::new();
+            llmux::guard::scan_answer(&f.guard, llmux::guard::AnsApi::Chat, &f.oai_completion, &mut v)
+                .map(|o| o.scan.hits.len())
+                .unwrap_or(0)
+        },
+    ),
+    (
+        "x_short_resp",
+        "tmp",
+        |f| {
+            let mut v = llmux::guard::Vault::new();
+            let mut o = String::new();
+            f.guard.response().scan_text("Hello from the mock! You said: Summarise the following notes", &mut v, &mut o).hits.len()
+        },
+    ),
+    (
+        "x_short_req",
+        "tmp",
+        |f| {
+            let mut v = llmux::guard::Vault::new();
+            let mut o = String::new();
+            f.guard.request().scan_text("Hello from the mock! You said: Summarise the following notes", &mut v, &mut o).hits.len()
+        },
     ),
     (
         "request_openai_200k_image",
