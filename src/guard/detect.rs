@@ -184,8 +184,7 @@ impl Triggers {
     }
 
     fn on(&self, d: Detector) -> bool {
-        d.builtin_index()
-            .is_some_and(|i| self.mask & (1 << i) != 0)
+        d.builtin_index().is_some_and(|i| self.mask & (1 << i) != 0)
     }
 
     /// The first position at or after `i` with a trigger (`b.len()` if none): four bytes a step.
@@ -195,7 +194,10 @@ impl Triggers {
         let rest = b.get(i..).unwrap_or_default();
         let mut k = 0;
         for w in rest.chunks_exact(4) {
-            if t[usize::from(w[0])] | t[usize::from(w[1])] | t[usize::from(w[2])] | t[usize::from(w[3])]
+            if t[usize::from(w[0])]
+                | t[usize::from(w[1])]
+                | t[usize::from(w[2])]
+                | t[usize::from(w[3])]
                 != 0
             {
                 break;
@@ -806,7 +808,14 @@ fn is_tok(c: u8) -> bool {
 /// The token run around `i` (from no earlier than `from`, what the token family has read):
 /// an IBAN or a secret is appended; returns the position to read from next (past the run or
 /// the match).
-fn token_at(b: &[u8], i: usize, from: usize, secret: bool, iban: bool, out: &mut Vec<Found>) -> usize {
+fn token_at(
+    b: &[u8],
+    i: usize,
+    from: usize,
+    secret: bool,
+    iban: bool,
+    out: &mut Vec<Found>,
+) -> usize {
     let n = b.len();
     let mut s = i;
     while s > from && is_tok(b[s - 1]) {

@@ -108,12 +108,7 @@ fn texts(body: &[u8], mut ranges: Vec<(usize, usize)>) -> Result<Vec<String>, St
         if left == 0 {
             break;
         }
-        let raw = body
-            .get(s..e)
-            .and_then(|r| std::str::from_utf8(r).ok())
-            .ok_or("guardrails: a string outside the body")?;
-        let text: Cow<str> =
-            serde_json::from_str(raw).map_err(|e| format!("guardrails: body string: {e}"))?;
+        let text = decode(body, s, e)?;
         if text.is_empty() {
             continue;
         }
@@ -201,6 +196,23 @@ fn answer_ranges(api: AnsApi, body: &[u8]) -> Result<Vec<(usize, usize)>, String
     Ok(l.ranges)
 }
 
+/// The JSON string `body[s..e]` (quotes included; a string the parse found) decoded: borrowed
+/// from the body when it has no escape (the common case: no second parse).
+fn decode(body: &[u8], s: usize, e: usize) -> Result<Cow<'_, str>, String> {
+    let raw = body
+        .get(s..e)
+        .filter(|r| r.len() >= 2)
+        .ok_or("guardrails: a string outside the body")?;
+    let inner = &raw[1..raw.len() - 1];
+    if memchr::memchr(b'\\', inner).is_none() {
+        return std::str::from_utf8(inner)
+            .map(Cow::Borrowed)
+            .map_err(|e| format!("guardrails: {e}"));
+    }
+    let raw = std::str::from_utf8(raw).map_err(|e| format!("guardrails: {e}"))?;
+    serde_json::from_str(raw).map_err(|e| format!("guardrails: body string: {e}"))
+}
+
 fn rewrite(
     guard: &Guard,
     body: &[u8],
@@ -217,9 +229,7 @@ fn rewrite(
         if s < pos {
             continue;
         }
-        let raw = std::str::from_utf8(&body[s..e]).map_err(|e| format!("guardrails: {e}"))?;
-        let text: Cow<str> =
-            serde_json::from_str(raw).map_err(|e| format!("guardrails: body string: {e}"))?;
+        let text = decode(body, s, e)?;
         masked.clear();
         let sc = guard.scan_text(&text, vault, &mut masked);
         let (blocked, did_mask) = (sc.blocked.is_some(), sc.masked);

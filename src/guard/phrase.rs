@@ -234,7 +234,8 @@ mod tests {
                 .iter()
                 .map(|ph| {
                     let words: Vec<String> = ph.split_whitespace().map(regex::escape).collect();
-                    let w = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                    let w =
+                        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
                     let mut s = String::new();
                     if w(ph.chars().next()) {
                         s.push_str(r"\b");

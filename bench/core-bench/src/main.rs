@@ -290,13 +290,10 @@ const CASES: &[Case] = &[
         "guardrails: every local detector over the 1 KB request and its answer",
         |f| guard_round_trip(f, true),
     ),
-    (
-        "x_parts",
-        "tmp",
-        |f| {
-            use std::sync::OnceLock;
-            static P: OnceLock<Vec<(String, llmux::guard::Policy)>> = OnceLock::new();
-            let ps = P.get_or_init(|| {
+    ("x_parts", "tmp", |f| {
+        use std::sync::OnceLock;
+        static P: OnceLock<Vec<(String, llmux::guard::Policy)>> = OnceLock::new();
+        let ps = P.get_or_init(|| {
                 let mut v = vec![];
                 for r in [r#"{"detector": "email", "action": "mask"}"#, r#"{"detector": "phone", "action": "mask"}"#,
                           r#"{"detector": "card", "action": "mask"}"#, r#"{"detector": "iban", "action": "mask"}"#,
@@ -309,65 +306,94 @@ const CASES: &[Case] = &[
                 }
                 v
             });
-            let text = if std::env::var("SHORT").is_ok() { "Hello from the mock! You said: Summarise the following notes" } else { std::str::from_utf8(&f.oai_1k).unwrap() };
-            for (name, p) in ps {
-                let t = Instant::now();
-                for _ in 0..2000 {
-                    let mut v = llmux::guard::Vault::new();
-                    let mut o = String::new();
-                    black_box(p.request().scan_text(black_box(text), &mut v, &mut o));
-                }
-                println!("{:>8} ns {name}", t.elapsed().as_nanos() / 2000);
-            }
+        let text = if std::env::var("SHORT").is_ok() {
+            "Hello from the mock! You said: Summarise the following notes"
+        } else {
+            std::str::from_utf8(&f.oai_1k).unwrap()
+        };
+        for (name, p) in ps {
             let t = Instant::now();
             for _ in 0..2000 {
                 let mut v = llmux::guard::Vault::new();
-                black_box(llmux::guard::scan_request(&ps[0].1, llmux::guard::ReqApi::Chat, black_box(&f.oai_1k), &mut v).ok());
+                let mut o = String::new();
+                black_box(p.request().scan_text(black_box(text), &mut v, &mut o));
             }
-            println!("{:>8} ns json+email", t.elapsed().as_nanos() / 2000);
-            let ac = aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).match_kind(aho_corasick::MatchKind::LeftmostFirst).build(["project", "blue"]).unwrap();
-            let t = Instant::now();
-            for _ in 0..2000 {
-                black_box(ac.find(black_box(text)));
-            }
-            println!("{:>8} ns ac first words", t.elapsed().as_nanos() / 2000);
-            let ac = aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).kind(Some(aho_corasick::AhoCorasickKind::DFA)).match_kind(aho_corasick::MatchKind::LeftmostFirst).build(["project", "blue"]).unwrap();
-            let t = Instant::now();
-            for _ in 0..2000 {
-                black_box(ac.find(black_box(text)));
-            }
-            println!("{:>8} ns ac dfa first words", t.elapsed().as_nanos() / 2000);
-            0
-        },
-    ),
-    (
-        "x_answer",
-        "tmp",
-        |f| {
+            println!("{:>8} ns {name}", t.elapsed().as_nanos() / 2000);
+        }
+        let t = Instant::now();
+        for _ in 0..2000 {
             let mut v = llmux::guard::Vault::new();
-            llmux::guard::scan_answer(&f.guard, llmux::guard::AnsApi::Chat, &f.oai_completion, &mut v)
-                .map(|o| o.scan.hits.len())
-                .unwrap_or(0)
-        },
-    ),
-    (
-        "x_short_resp",
-        "tmp",
-        |f| {
-            let mut v = llmux::guard::Vault::new();
-            let mut o = String::new();
-            f.guard.response().scan_text("Hello from the mock! You said: Summarise the following notes", &mut v, &mut o).hits.len()
-        },
-    ),
-    (
-        "x_short_req",
-        "tmp",
-        |f| {
-            let mut v = llmux::guard::Vault::new();
-            let mut o = String::new();
-            f.guard.request().scan_text("Hello from the mock! You said: Summarise the following notes", &mut v, &mut o).hits.len()
-        },
-    ),
+            black_box(
+                llmux::guard::scan_request(
+                    &ps[0].1,
+                    llmux::guard::ReqApi::Chat,
+                    black_box(&f.oai_1k),
+                    &mut v,
+                )
+                .ok(),
+            );
+        }
+        println!("{:>8} ns json+email", t.elapsed().as_nanos() / 2000);
+        let ac = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(["project", "blue"])
+            .unwrap();
+        let t = Instant::now();
+        for _ in 0..2000 {
+            black_box(ac.find(black_box(text)));
+        }
+        println!("{:>8} ns ac first words", t.elapsed().as_nanos() / 2000);
+        let ac = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(["project", "blue"])
+            .unwrap();
+        let t = Instant::now();
+        for _ in 0..2000 {
+            black_box(ac.find(black_box(text)));
+        }
+        println!("{:>8} ns ac dfa first words", t.elapsed().as_nanos() / 2000);
+        0
+    }),
+    ("x_answer", "tmp", |f| {
+        let mut v = llmux::guard::Vault::new();
+        llmux::guard::scan_answer(
+            &f.guard,
+            llmux::guard::AnsApi::Chat,
+            &f.oai_completion,
+            &mut v,
+        )
+        .map(|o| o.scan.hits.len())
+        .unwrap_or(0)
+    }),
+    ("x_short_resp", "tmp", |f| {
+        let mut v = llmux::guard::Vault::new();
+        let mut o = String::new();
+        f.guard
+            .response()
+            .scan_text(
+                "Hello from the mock! You said: Summarise the following notes",
+                &mut v,
+                &mut o,
+            )
+            .hits
+            .len()
+    }),
+    ("x_short_req", "tmp", |f| {
+        let mut v = llmux::guard::Vault::new();
+        let mut o = String::new();
+        f.guard
+            .request()
+            .scan_text(
+                "Hello from the mock! You said: Summarise the following notes",
+                &mut v,
+                &mut o,
+            )
+            .hits
+            .len()
+    }),
     (
         "request_openai_200k_image",
         "on_request_body → OpenAI, 200 KB base64 image",
