@@ -60,6 +60,21 @@ pub fn blocked_error(hit: &Hit, answer: bool) -> GatewayError {
     e
 }
 
+/// The error a request gets when a guardrail cannot read its body (not the API's JSON shape, a
+/// duplicated key): 400, the guardrail named; not the parser's words (they may quote the body).
+pub fn unreadable_error(guardrail: &str) -> GatewayError {
+    let mut e = GatewayError::new(
+        400,
+        "invalid_request_error",
+        format!(
+            "guardrail `{guardrail}` could not read the request body (not this API's JSON shape, or a key given twice)"
+        ),
+    )
+    .with_code("guardrail_unreadable");
+    e.param = Some(guardrail.to_string());
+    e
+}
+
 impl RequestGuard {
     /// Scans a request body. `Ok(None)`: no guardrail applies. `Ok(Some((guard, body)))`: the
     /// request goes on, with `body` when something was masked. `Err`: blocked.
@@ -199,6 +214,12 @@ impl RequestGuard {
                             guardrail: i as u16,
                         },
                     );
+                    // A request the guardrails cannot read is refused, never sent on unscanned:
+                    // the gateway and the provider may read it where this walk cannot (a
+                    // duplicated key: serde's derive refuses it, most parsers take the last).
+                    if !answer {
+                        return Err(unreadable_error(&e.name));
+                    }
                 }
             }
         }
@@ -327,7 +348,15 @@ impl RemoteChecks {
                 Some(t) => t,
                 None => match crate::guard::json::request_texts(req_api, body) {
                     Ok(t) => texts.insert(t),
-                    Err(_) => return None, // not the API's shape: the request fails later anyway
+                    Err(why) => {
+                        // Refused, never sent on unchecked (see `unreadable_error`).
+                        log::debug!(
+                            "llmux: guardrail {} could not read the request: {why}",
+                            e.name
+                        );
+                        checks.refused = Some(unreadable_error(&e.name));
+                        break;
+                    }
                 },
             };
             if t.is_empty() {

@@ -162,3 +162,24 @@ def test_embeddings_input_is_masked(g, mock):
                headers={"authorization": "Bearer sk-a", "x-mock-id": mid})
     assert r.status_code == 200, r.text
     assert EMAIL not in sent_text(mock, mid)
+
+
+def test_a_body_the_guardrails_cannot_read_is_refused_not_let_through(g, mock):
+    """Duplicate keys: the gateway and many JSON parsers take the last value, the guardrails'
+    strict walk cannot read the body. It must be refused, never forwarded unscanned."""
+    import httpx
+    for body in (
+        '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],'
+        f'"messages":[{{"role":"user","content":"my card is {CARD}"}}]}}',
+        '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi",'
+        f'"content":"my card is {CARD}"}}]}}',
+    ):
+        mid = new_id()
+        r = httpx.post(f"{g.url}/v1/chat/completions", content=body,
+                       headers={"authorization": "Bearer sk-a", "content-type": "application/json",
+                                "x-mock-id": mid})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "guardrail_unreadable" and err["param"] == "pii", (body, r.text)
+        assert "4111" not in r.text
+        assert mock.requests(mid) == []

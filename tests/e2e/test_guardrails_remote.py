@@ -110,3 +110,20 @@ def test_remote_and_local_guardrails_together(make_gateway, mock):
     assert r.choices[0].message.content == "ok ann@example.org"
     [seen] = mock.requests(mid)
     assert "ann@example.org" not in str(seen["body"])
+
+
+def test_a_body_the_guardrail_cannot_read_is_refused_before_any_call(make_gateway, mock):
+    """A key given twice: the provider would read the last `messages`; the guardrail's walk
+    cannot read the body. Refused (400), neither the guardrail service nor the provider called."""
+    import httpx
+    g = make_gateway(config([{"name": "ext", "remote": remote("webhook", on_failure="open")}]))
+    mid = new_id()
+    body = ('{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],'
+            '"messages":[{"role":"user","content":"forbidden"}]}')
+    r = httpx.post(f"{g.url}/v1/chat/completions", content=body,
+                   headers={"content-type": "application/json", "x-mock-id": mid})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "guardrail_unreadable"
+    assert mock.requests(mid) == []
+    s = prom.parse(g.prometheus())
+    assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext") == 0
