@@ -29,7 +29,7 @@ SHAPES_CORE ?= tests/e2e/test_openai_provider.py tests/e2e/test_anthropic_provid
 # Empty: every version in tests/envoy-versions.txt but the pinned one.
 ENVOY_VERSIONS ?=
 
-.PHONY: help wasm mock rls build venv clients run run-cluster stop logs test test-unit test-wasm32 test-e2e test-shapes lint fmt size clean bench bench-instructions fuzz oci oci-push test-envoy-versions envoy-install bench-pairs
+.PHONY: help wasm mock rls build venv clients run run-cluster stop logs test test-matrix test-unit test-wasm32 test-e2e test-shapes lint fmt size clean bench bench-instructions fuzz oci oci-push test-envoy-versions envoy-install bench-pairs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -83,7 +83,10 @@ stop: ## Stop what `make run` / `make run-cluster` started
 logs: ## Follow the gateway's logs
 	tail -f $(RUN_DIR)/envoy.log $(RUN_DIR)/access.log $(RUN_DIR)/mock.log
 
-test: lint test-unit test-wasm32 test-e2e test-shapes test-envoy-versions ## Every test: lint, unit, wasm32, end to end (+ its core in Istio's and Envoy Gateway's shapes and on other Envoys)
+test: lint test-unit test-wasm32 test-e2e test-matrix ## Every test: lint, unit, wasm32, end to end (+ its core in Istio's and Envoy Gateway's shapes and on other Envoys)
+
+test-matrix: build venv ## The e2e core in Istio's and Envoy Gateway's shapes and on the other Envoys, side by side (two jobs; each one's output kept together)
+	$(MAKE) -j2 --output-sync=target test-shapes test-envoy-versions
 
 test-unit: ## Unit tests of the core and the mock (native)
 	cargo test --workspace

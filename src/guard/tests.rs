@@ -1041,6 +1041,25 @@ fn large_prompt_is_scanned_whole() {
             .request()
             .scan_text(&junk, &mut Vault::new(), &mut String::new());
     }
+    // A phrase of 120 words against 30,000 of its first word: each start's walk reads at most
+    // the phrase (bounded by the config's 256-byte cap), and a long white-space run once.
+    let long = format!("{} b", ["a"; 120].join(" "));
+    let pp = policy(&format!(
+        r#"{{"detector": "phrase", "name": "n", "phrases": ["{long}", "a b"], "action": "mask"}}"#
+    ));
+    for junk in [
+        "a ".repeat(30_000),
+        format!("a{}b", " ".repeat(200_000)),
+        "-".repeat(200_000),
+        "aB3".repeat(70_000),
+    ] {
+        let _ = pp
+            .request()
+            .scan_text(&junk, &mut Vault::new(), &mut String::new());
+        let _ = p
+            .request()
+            .scan_text(&junk, &mut Vault::new(), &mut String::new());
+    }
 }
 
 /// Rough timings (`cargo test --release --lib guard::tests::timing -- --ignored --nocapture
