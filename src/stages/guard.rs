@@ -23,7 +23,7 @@ fn api_of(endpoint: Endpoint) -> Option<(ReqApi, Option<AnsApi>)> {
         Endpoint::Messages | Endpoint::CountTokens => {
             Some((ReqApi::Messages, Some(AnsApi::Messages)))
         }
-        Endpoint::Responses => Some((ReqApi::Responses, None)),
+        Endpoint::Responses => Some((ReqApi::Responses, Some(AnsApi::Responses))),
         Endpoint::Embeddings => Some((ReqApi::Embeddings, None)),
         _ => None,
     }
