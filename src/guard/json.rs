@@ -37,6 +37,12 @@ pub enum AnsApi {
     Chat,
     /// An Anthropic `message`: `content[]` `text` blocks and `tool_use.input` strings.
     Messages,
+    /// An OpenAI Responses `response` object: `output[]` items — `message` items' `content[]`
+    /// parts of type `output_text` (`text`) and `function_call` items' `arguments`; `reasoning`
+    /// items (summaries) and refusals are left alone. Shapes: openai/openai-python
+    /// `src/openai/types/responses/response.py` (`output`), `response_output_message.py`,
+    /// `response_output_text.py`, `response_function_tool_call.py`.
+    Responses,
 }
 
 /// What a body scan decided: the hits (a block in `scan.blocked`), and the new body when a
@@ -192,6 +198,10 @@ fn answer_ranges(api: AnsApi, body: &[u8]) -> Result<Vec<(usize, usize)>, String
             let a: MsgAns = serde_json::from_slice(body).map_err(bad)?;
             l.content(a.content, 0)?;
         }
+        AnsApi::Responses => {
+            let a: RespAns = serde_json::from_slice(body).map_err(bad)?;
+            l.output(a.output)?;
+        }
     }
     Ok(l.ranges)
 }
@@ -334,6 +344,41 @@ impl<'a> Leaves<'a> {
         Ok(())
     }
 
+    /// A Responses answer's `output[]`: `message` items' `output_text` parts and
+    /// `function_call` items' `arguments` (a `reasoning` item's summary is not touched).
+    fn output(&mut self, raw: Option<&'a RawValue>) -> Result<(), String> {
+        let Some(raw) = raw.filter(|r| r.get().starts_with('[')) else {
+            return Ok(());
+        };
+        let items: Vec<Part> =
+            serde_json::from_str(raw.get()).map_err(|e| format!("guardrails: output: {e}"))?;
+        for it in items {
+            match it.kind.as_deref() {
+                Some("message") => {
+                    let Some(c) = it.content.filter(|c| c.get().starts_with('[')) else {
+                        continue;
+                    };
+                    let parts: Vec<Part> = serde_json::from_str(c.get())
+                        .map_err(|e| format!("guardrails: output content: {e}"))?;
+                    for p in parts {
+                        if p.kind.as_deref() == Some("output_text") {
+                            if let Some(t) = p.text {
+                                self.add(t)?;
+                            }
+                        }
+                    }
+                }
+                Some("function_call") => {
+                    if let Some(a) = it.arguments {
+                        self.add(a)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Every string inside an arbitrary JSON value (a tool's input).
     fn strings(&mut self, raw: &'a RawValue, depth: u32) -> Result<(), String> {
         let s = raw.get();
@@ -396,6 +441,12 @@ struct Choice<'a> {
 struct MsgAns<'a> {
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RespAns<'a> {
+    #[serde(borrow, default)]
+    output: Option<&'a RawValue>,
 }
 
 /// A chat / Messages message (or a chat answer's message).
@@ -515,6 +566,31 @@ mod texts_tests {
         let msg = br#"{"type":"message","content":[{"type":"thinking","thinking":"hmm"},{"type":"text","text":"yes"}]}"#;
         assert_eq!(answer_texts(AnsApi::Messages, msg).unwrap(), ["yes"]);
         assert!(answer_texts(AnsApi::Messages, b"[").is_err());
+        let resp = br#"{"id":"resp_1","object":"response","instructions":"not me","output":[
+            {"type":"reasoning","id":"rs","summary":[{"type":"summary_text","text":"thought"}]},
+            {"type":"message","id":"m","role":"assistant","content":[{"type":"output_text","text":"answer","annotations":[]},
+                {"type":"refusal","refusal":"no"}]},
+            {"type":"function_call","id":"f","call_id":"c","name":"n","arguments":"{\"q\":1}"}],
+            "usage":{"input_tokens":1}}"#;
+        assert_eq!(
+            answer_texts(AnsApi::Responses, resp).unwrap(),
+            ["answer", "{\"q\":1}"]
+        );
+        assert!(answer_texts(AnsApi::Responses, br#"{"output":[]}"#)
+            .unwrap()
+            .is_empty());
+        assert!(answer_texts(AnsApi::Responses, br#"{"object":"response"}"#)
+            .unwrap()
+            .is_empty());
+        assert!(answer_texts(
+            AnsApi::Responses,
+            br#"{"output":[{"type":"message","content":7}]}"#
+        )
+        .is_ok());
+        assert!(answer_texts(AnsApi::Responses, br#"{"output":{"a":1}}"#)
+            .unwrap()
+            .is_empty());
+        assert!(answer_texts(AnsApi::Responses, br#"{"output":[7]}"#).is_err());
     }
 
     #[test]

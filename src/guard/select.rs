@@ -23,6 +23,9 @@ pub enum GuardMetric {
     },
     /// A body the guardrails could not read (not the API's shape): passed on unscanned.
     Errors { guardrail: u16 },
+    /// A remote guardrail with `on: ["response"]` did not check a streamed answer (remote
+    /// guardrails check whole answers only).
+    Skipped { guardrail: u16 },
 }
 
 /// Selector fields LLMux reads here; the rest of a guardrail goes to [`Policy`].
@@ -36,8 +39,10 @@ pub struct Entry {
     pub policy: Policy,
     /// An external guardrail (`remote`), called before the request is routed.
     pub remote: Option<super::remote::Remote>,
-    /// The remote guardrail checks requests (`on` has `request`, the default).
+    /// The remote guardrail checks requests (`on` has `request`; the default is `["request"]`).
     pub remote_on_request: bool,
+    /// The remote guardrail checks whole answers (`on` has `response`).
+    pub remote_on_response: bool,
     pub models: Option<Vec<String>>,
     pub keys: Option<Vec<String>>,
     pub teams: Option<Vec<String>>,
@@ -80,6 +85,25 @@ fn names(o: &Map<String, Value>, path: &str, k: &str) -> Result<Option<Vec<Strin
             .map(Some),
         Some(_) => Err(format!("{path}.{k}: must be an array of names")),
     }
+}
+
+/// A remote guardrail's `on`: the directions it checks (default: requests only).
+fn remote_on(on: Option<&Value>, path: &str) -> Result<(bool, bool), String> {
+    let bad = || format!("{path}.on: must be a non-empty array of \"request\", \"response\"");
+    let list = match on {
+        None | Some(Value::Null) => return Ok((true, false)),
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(_) => return Err(bad()),
+    };
+    let (mut req, mut resp) = (false, false);
+    for d in list {
+        match d.as_str() {
+            Some("request") if !req => req = true,
+            Some("response") if !resp => resp = true,
+            _ => return Err(bad()),
+        }
+    }
+    Ok((req, resp))
 }
 
 impl GuardSet {
@@ -126,15 +150,6 @@ impl GuardSet {
                             "{path}.{k}: a remote guardrail has name, remote, on and the selectors only"
                         ));
                     }
-                    if rest
-                        .get("on")
-                        .and_then(Value::as_array)
-                        .is_some_and(|on| on.iter().any(|d| d != "request"))
-                    {
-                        return Err(format!(
-                            "{path}.on: a remote guardrail checks requests only (\"request\")"
-                        ));
-                    }
                     let remote = super::remote::Remote::parse(&Value::Object(o.clone()), &path)?;
                     (Policy::default(), Some(remote))
                 }
@@ -159,10 +174,15 @@ impl GuardSet {
             if !name_ok(&name) {
                 return Err(format!("{path}.name: 1-48 of [A-Za-z0-9_-], required"));
             }
+            let (on_request, on_response) = match &remote {
+                Some(_) => remote_on(o.get("on"), &path)?,
+                None => (false, false),
+            };
             entries.push(Entry {
                 name,
                 policy,
-                remote_on_request: remote.is_some(),
+                remote_on_request: on_request,
+                remote_on_response: on_response,
                 remote,
                 models: names(o, &path, "models")?,
                 keys: names(o, &path, "keys")?,
@@ -263,9 +283,28 @@ mod tests {
         assert!(set.has_remote());
         assert!(set.entries[0].remote.is_some() && set.entries[0].policy.request().is_empty());
         assert_eq!(set.applicable("gpt", None, None), vec![0, 1]);
+        assert!(set.entries[0].remote_on_request && !set.entries[0].remote_on_response);
+        let hook = json!({"type": "webhook", "cluster": "c", "path": "/x"});
+        for (on, want) in [
+            (json!(["response"]), (false, true)),
+            (json!(["request", "response"]), (true, true)),
+            (json!(["request"]), (true, false)),
+        ] {
+            let set = GuardSet::parse(&json!([{"name": "h", "on": on, "remote": hook}])).unwrap();
+            let e = &set.entries[0];
+            assert_eq!((e.remote_on_request, e.remote_on_response), want, "{on}");
+        }
         for (bad, field) in [
             (
-                json!([{"name": "h", "on": ["response"], "remote": {"type": "webhook", "cluster": "c", "path": "/x"}}]),
+                json!([{"name": "h", "on": ["answer"], "remote": {"type": "webhook", "cluster": "c", "path": "/x"}}]),
+                "guardrails[0].on",
+            ),
+            (
+                json!([{"name": "h", "on": [], "remote": {"type": "webhook", "cluster": "c", "path": "/x"}}]),
+                "guardrails[0].on",
+            ),
+            (
+                json!([{"name": "h", "on": ["response", "response"], "remote": {"type": "webhook", "cluster": "c", "path": "/x"}}]),
                 "guardrails[0].on",
             ),
             (

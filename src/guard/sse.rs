@@ -1,5 +1,5 @@
-//! The guardrails over a streamed answer as it goes to the client: OpenAI chat chunks or
-//! Anthropic Messages events, at any chunk boundary.
+//! The guardrails over a streamed answer as it goes to the client: OpenAI chat chunks,
+//! Anthropic Messages events or OpenAI Responses events ([`responses`]), at any chunk boundary.
 //!
 //! Each output channel — a choice's `content`, a choice's tool call's `arguments`, an Anthropic
 //! content block's `text` / `partial_json` / `thinking` — gets one [`StreamGuard`] per applicable
@@ -10,6 +10,8 @@
 //! choice's `finish_reason`; Anthropic: a delta just before `content_block_stop`). On a block the
 //! client gets an error event (OpenAI: `{"error": ...}` then `[DONE]`; Anthropic: `event: error`)
 //! and nothing after it; text already sent cannot be taken back.
+
+mod responses;
 
 use serde_json::{json, Map, Value};
 
@@ -36,14 +38,21 @@ pub struct SseGuard {
     ids: Vec<usize>,
     /// Anthropic: the delta type each block's text came in (its flush uses the same).
     kinds: Vec<(u64, &'static str, &'static str)>,
+    /// Responses: the text each channel emitted, sequence numbers, the response's id.
+    resp: responses::State,
+}
+
+/// The message of a blocked answer: the guardrail and the rule, never the text.
+fn block_message(hit: &Hit) -> String {
+    format!(
+        "the answer was blocked by guardrail `{}` (rule `{}`)",
+        hit.guardrail, hit.rule
+    )
 }
 
 /// The error a blocked stream ends with, in the client's API.
 fn block_event(api: AnsApi, hit: &Hit, out: &mut Vec<u8>) {
-    let message = format!(
-        "the answer was blocked by guardrail `{}` (rule `{}`)",
-        hit.guardrail, hit.rule
-    );
+    let message = block_message(hit);
     match api {
         AnsApi::Chat => {
             let e = json!({"error": {"message": message, "type": "invalid_request_error",
@@ -55,6 +64,8 @@ fn block_event(api: AnsApi, hit: &Hit, out: &mut Vec<u8>) {
             let e = json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
             write_event(out, "error", e.to_string().as_bytes());
         }
+        // Written by `SseGuard::block` (it needs the stream's sequence numbers).
+        AnsApi::Responses => {}
     }
 }
 
@@ -68,6 +79,15 @@ impl SseGuard {
             scans: Vec::new(),
             ids: Vec::new(),
             kinds: Vec::new(),
+            resp: responses::State::default(),
+        }
+    }
+
+    /// Ends the stream with the error of a block, in the client's API.
+    fn block(&mut self, hit: &Hit, out: &mut Vec<u8>) {
+        match self.api {
+            AnsApi::Responses => self.responses_block(hit, out),
+            api => block_event(api, hit, out),
         }
     }
 
@@ -99,14 +119,14 @@ impl SseGuard {
                 break;
             }
             if let Err(hit) = self.event(policies, vault, name.as_deref(), &data, out) {
-                block_event(self.api, &hit, out);
+                self.block(&hit, out);
                 self.done = true;
             }
         }
         if end && !self.done {
             // A stream that ended without closing its channels: what is held goes out last.
             if let Err(hit) = self.flush_all(policies, vault, out) {
-                block_event(self.api, &hit, out);
+                self.block(&hit, out);
             }
             self.done = true;
         }
@@ -172,6 +192,10 @@ impl SseGuard {
     ) -> Result<(), Hit> {
         let open: Vec<Channel> = self.channels.iter().map(|(c, _)| *c).collect();
         for ch in open {
+            if self.api == AnsApi::Responses {
+                self.responses_flush(policies, vault, ch, out)?;
+                continue;
+            }
             let text = self.pass(policies, vault, ch, "", true)?;
             if text.is_empty() {
                 continue;
@@ -200,6 +224,7 @@ impl SseGuard {
                     let c = json!({"type": "content_block_delta", "index": ch.0, "delta": delta});
                     write_event(out, "content_block_delta", c.to_string().as_bytes());
                 }
+                AnsApi::Responses => {}
             }
         }
         Ok(())
@@ -229,6 +254,7 @@ impl SseGuard {
         let changed = match self.api {
             AnsApi::Chat => self.chat_chunk(policies, vault, &mut v, out)?,
             AnsApi::Messages => self.messages_event(policies, vault, &mut v, out)?,
+            AnsApi::Responses => self.responses_event(policies, vault, &mut v, out)?,
         };
         if changed {
             let bytes = v.to_string();

@@ -791,6 +791,45 @@ fn answer_walks_mask_restore_block() {
     assert!(o.body.is_none() && o.scan.is_clean());
 }
 
+#[test]
+fn responses_answer_walk_mask_restore_block() {
+    let p = pii();
+    let mut v = Vault::new();
+    let o = req(
+        ReqApi::Responses,
+        r#"{"input": "I am me@corp.com"}"#,
+        &mut v,
+    );
+    assert!(o.body.is_some());
+    let ans = r#"{"id": "resp_1", "object": "response", "status": "completed", "output": [
+        {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text", "text": "<EMAIL_1> x@corp.com"}]},
+        {"id": "msg_1", "type": "message", "role": "assistant", "content": [
+            {"type": "output_text", "text": "Hello <EMAIL_1>, contact other@corp.com", "annotations": []}]},
+        {"id": "fc_1", "type": "function_call", "call_id": "c", "name": "f", "arguments": "{\"to\":\"<EMAIL_1>\"}"}],
+        "usage": {"input_tokens": 3, "output_tokens": 5}}"#;
+    let o = scan_answer(&p, AnsApi::Responses, ans.as_bytes(), &mut v)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let j = json(&o.body);
+    assert_eq!(
+        j["output"][1]["content"][0]["text"],
+        "Hello me@corp.com, contact <EMAIL_2>"
+    );
+    assert_eq!(j["output"][2]["arguments"], "{\"to\":\"me@corp.com\"}");
+    // Reasoning summaries are not touched.
+    assert_eq!(j["output"][0]["summary"][0]["text"], "<EMAIL_1> x@corp.com");
+    assert_eq!(j["usage"]["output_tokens"], 5);
+    let blocked = r#"{"object": "response", "output": [{"type": "message", "content": [
+        {"type": "output_text", "text": "card 4111 1111 1111 1111"}]}]}"#;
+    let o = scan_answer(&p, AnsApi::Responses, blocked.as_bytes(), &mut v)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.body.is_none() && o.scan.blocked.is_some());
+    let clean = r#"{"object": "response", "output": [{"type": "message", "content": [
+        {"type": "output_text", "text": "fine"}]}]}"#;
+    let o = scan_answer(&p, AnsApi::Responses, clean.as_bytes(), &mut v)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.body.is_none() && o.scan.is_clean());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Streams
 

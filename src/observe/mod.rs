@@ -305,6 +305,9 @@ impl Catalog {
             GuardMetric::Errors { guardrail } => {
                 format!("guard.errors.llmux.guardrail.{}", g(guardrail))
             }
+            GuardMetric::Skipped { guardrail } => {
+                format!("guard.skipped.llmux.guardrail.{}", g(guardrail))
+            }
         }
     }
 

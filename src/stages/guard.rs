@@ -23,7 +23,7 @@ fn api_of(endpoint: Endpoint) -> Option<(ReqApi, Option<AnsApi>)> {
         Endpoint::Messages | Endpoint::CountTokens => {
             Some((ReqApi::Messages, Some(AnsApi::Messages)))
         }
-        Endpoint::Responses => Some((ReqApi::Responses, None)),
+        Endpoint::Responses => Some((ReqApi::Responses, Some(AnsApi::Responses))),
         Endpoint::Embeddings => Some((ReqApi::Embeddings, None)),
         _ => None,
     }
@@ -41,6 +41,8 @@ pub struct RequestGuard {
     /// What acted, per guardrail (for the metrics and the usage record).
     scans: Vec<(usize, Scan)>,
     stream: Option<SseGuard>,
+    /// Indices of the remote guardrails that check the (whole) answer (`on` has `response`).
+    remote_answer: Vec<usize>,
 }
 
 /// The error a blocked request or answer gets: it names the guardrail and the rule, never the
@@ -96,12 +98,25 @@ impl RequestGuard {
         if entries.is_empty() {
             return Ok(None);
         }
+        let remote_answer = match answer {
+            Some(_) => entries
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    set.entries
+                        .get(i)
+                        .is_some_and(|e| e.remote.is_some() && e.remote_on_response)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let mut g = RequestGuard {
             entries,
             vault: Vault::new(),
             answer,
             scans: Vec::new(),
             stream: None,
+            remote_answer,
         };
         let current = g.scan_each(h, vm, set, false, body, |p, b, v| {
             scan_request(p, req_api, b, v)
@@ -146,6 +161,30 @@ impl RequestGuard {
                     .any(|e| !e.policy.response().is_empty()))
     }
 
+    /// Remote guardrails check this request's whole answer (`on` has `response`).
+    pub fn remote_on_answer(&self) -> bool {
+        !self.remote_answer.is_empty()
+    }
+
+    /// A streamed answer: remote guardrails check whole answers only (holding a stream to its
+    /// end would make it no stream, and its size is the provider's); counted as skipped.
+    pub fn skip_remote_for_stream(&self, h: &dyn Host, vm: &Vm) {
+        let Some(set) = vm.config().guardrails.as_ref() else {
+            return;
+        };
+        for &i in &self.remote_answer {
+            let name = set.entries.get(i).map_or("", |e| e.name.as_str());
+            log::debug!("llmux: guardrail {name} does not check streamed answers: skipped");
+            count(
+                h,
+                vm,
+                GuardMetric::Skipped {
+                    guardrail: i as u16,
+                },
+            );
+        }
+    }
+
     /// A whole answer (the client's bytes): `Ok(Some(body))` rewritten, `Ok(None)` unchanged,
     /// `Err` blocked.
     pub fn whole_answer(
@@ -177,8 +216,8 @@ impl RequestGuard {
                 continue;
             };
             // Requests: only the guardrails with request rules (an answer is also read to
-            // restore what the request masked).
-            if !answer && e.policy.request().is_empty() {
+            // restore what the request masked). Remote guardrails are called by `RemoteChecks`.
+            if (!answer && e.policy.request().is_empty()) || e.remote.is_some() {
                 continue;
             }
             let dir = if answer { "response" } else { "request" };
@@ -309,6 +348,8 @@ pub struct RemoteChecks {
     pending: Vec<(u32, usize)>,
     /// The first block (or failure of a fail-closed guardrail).
     refused: Option<GatewayError>,
+    /// These check an answer (`Source::Output`), not a request.
+    answer: bool,
 }
 
 impl RemoteChecks {
@@ -327,13 +368,102 @@ impl RemoteChecks {
             return None;
         }
         let (req_api, _) = api_of(endpoint)?;
-        let entries = applicable(config, set, body, key);
+        let entries: Vec<usize> = applicable(config, set, body, key)
+            .into_iter()
+            .filter(|&i| {
+                set.entries
+                    .get(i)
+                    .is_some_and(|e| e.remote.is_some() && e.remote_on_request)
+            })
+            .collect();
+        if entries.is_empty() {
+            return None;
+        }
+        let texts = match crate::guard::json::request_texts(req_api, body) {
+            Ok(t) => t,
+            Err(why) => {
+                // Refused, never sent on unchecked (see `unreadable_error`).
+                let name = entries
+                    .first()
+                    .and_then(|&i| set.entries.get(i))
+                    .map_or("", |e| e.name.as_str());
+                log::debug!("llmux: guardrail {name} could not read the request: {why}");
+                return Some(RemoteChecks {
+                    pending: Vec::new(),
+                    refused: Some(unreadable_error(name)),
+                    answer: false,
+                });
+            }
+        };
+        let checks = RemoteChecks::call(h, vm, &entries, &texts, false);
+        (!checks.pending.is_empty() || checks.refused.is_some()).then_some(checks)
+    }
+
+    /// Starts the remote guardrails that check this request's whole answer (`on` has
+    /// `response`) on `body`, the answer as the client would get it (after the local
+    /// guardrails); `None` when none applies or there is no text. An answer that is not its
+    /// API's shape counts as a failure of each (`on_failure` decides).
+    pub fn start_answer(
+        h: &dyn Host,
+        vm: &Vm,
+        g: &RequestGuard,
+        body: &[u8],
+    ) -> Option<RemoteChecks> {
+        let api = g.answer?;
+        if g.remote_answer.is_empty() {
+            return None;
+        }
+        let texts = match crate::guard::json::answer_texts(api, body) {
+            Ok(t) => t,
+            Err(why) => {
+                log::debug!("llmux: remote guardrails could not read the answer: {why}");
+                let mut checks = RemoteChecks {
+                    pending: Vec::new(),
+                    refused: None,
+                    answer: true,
+                };
+                let set = vm.config().guardrails.as_ref()?;
+                for &i in &g.remote_answer {
+                    if let Some((e, remote)) = set
+                        .entries
+                        .get(i)
+                        .and_then(|e| e.remote.as_ref().map(|r| (e, r)))
+                    {
+                        checks.failed(h, vm, i, &e.name, remote);
+                    }
+                }
+                return checks.refused.is_some().then_some(checks);
+            }
+        };
+        let checks = RemoteChecks::call(h, vm, &g.remote_answer, &texts, true);
+        (!checks.pending.is_empty() || checks.refused.is_some()).then_some(checks)
+    }
+
+    /// Calls the remote guardrails `entries` with `texts` (none when there is no text).
+    fn call(
+        h: &dyn Host,
+        vm: &Vm,
+        entries: &[usize],
+        texts: &[String],
+        answer: bool,
+    ) -> RemoteChecks {
         let mut checks = RemoteChecks {
             pending: Vec::new(),
             refused: None,
+            answer,
         };
-        let mut texts: Option<Vec<String>> = None;
-        for i in entries {
+        let Some(set) = vm.config().guardrails.as_ref() else {
+            return checks;
+        };
+        if texts.is_empty() {
+            return checks; // nothing to check
+        }
+        let (dir, source) = if answer {
+            ("response", crate::guard::remote::Source::Output)
+        } else {
+            ("request", crate::guard::remote::Source::Input)
+        };
+        for &i in entries {
             let Some((e, remote)) = set
                 .entries
                 .get(i)
@@ -341,40 +471,15 @@ impl RemoteChecks {
             else {
                 continue;
             };
-            if !e.remote_on_request {
-                continue;
-            }
-            let t = match &texts {
-                Some(t) => t,
-                None => match crate::guard::json::request_texts(req_api, body) {
-                    Ok(t) => texts.insert(t),
-                    Err(why) => {
-                        // Refused, never sent on unchecked (see `unreadable_error`).
-                        log::debug!(
-                            "llmux: guardrail {} could not read the request: {why}",
-                            e.name
-                        );
-                        checks.refused = Some(unreadable_error(&e.name));
-                        break;
-                    }
-                },
-            };
-            if t.is_empty() {
-                continue; // nothing to check
-            }
             count(
                 h,
                 vm,
                 GuardMetric::Checks {
                     guardrail: i as u16,
-                    dir: "request",
+                    dir,
                 },
             );
-            let call = remote.call(
-                t,
-                crate::guard::remote::Source::Input,
-                h.now_nanos() / 1_000_000_000,
-            );
+            let call = remote.call(texts, source, h.now_nanos() / 1_000_000_000);
             let headers: Vec<(&str, &str)> = call
                 .headers
                 .iter()
@@ -393,7 +498,7 @@ impl RemoteChecks {
                 }
             }
         }
-        (!checks.pending.is_empty() || checks.refused.is_some()).then_some(checks)
+        checks
     }
 
     fn failed(
@@ -415,11 +520,22 @@ impl RemoteChecks {
             let mut e = GatewayError::new(
                 503,
                 "api_error",
-                format!("guardrail `{name}` could not check the request (it fails closed)"),
+                format!(
+                    "guardrail `{name}` could not check the {} (it fails closed)",
+                    self.what()
+                ),
             )
             .with_code("guardrail_unavailable");
             e.param = Some(name.to_string());
             self.refused = Some(e);
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        if self.answer {
+            "answer"
+        } else {
+            "request"
         }
     }
 
@@ -472,7 +588,8 @@ impl RemoteChecks {
                         400,
                         "invalid_request_error",
                         format!(
-                            "the request was blocked by guardrail `{}` ({reason})",
+                            "the {} was blocked by guardrail `{}` ({reason})",
+                            self.what(),
                             e.name
                         ),
                     )

@@ -100,6 +100,23 @@ pub struct Request {
     remote: Option<RemoteChecks>,
     /// The request body (and the host's buffer size) while they check it.
     held: Option<(Vec<u8>, usize)>,
+    /// A whole answer held while remote guardrails check it.
+    answer_hold: Option<AnswerHold>,
+}
+
+/// A whole (non-streamed) answer the host holds (its end returned `Pause`) while the remote
+/// guardrails with `on: ["response"]` check it; released by the last verdict
+/// ([`Request::on_http_call_response`]).
+struct AnswerHold {
+    checks: RemoteChecks,
+    /// What to do with the body once allowed (the translation and the local guardrails').
+    action: BodyAction,
+    /// The host's buffered body size (what `set_body` replaces).
+    body_size: usize,
+    retry_after: Option<String>,
+    upstream_status: u16,
+    /// With `log_bodies` or a cache fill: the answer as it goes on when allowed unchanged.
+    logged: Option<Vec<u8>>,
 }
 
 impl Request {
@@ -142,6 +159,7 @@ impl Request {
             guard_whole: false,
             remote: None,
             held: None,
+            answer_hold: None,
         }
     }
 
@@ -170,7 +188,10 @@ impl Request {
                 }
             }
             Answer::ResumeResponse => {
-                let _ = h.resume(Direction::Response);
+                // A held answer still waiting for a remote guardrail is resumed by its verdict.
+                if self.answer_hold.is_none() {
+                    let _ = h.resume(Direction::Response);
+                }
             }
             Answer::Reject(e, headers) => {
                 self.reject_limited(h, &vm, &e, headers);
@@ -182,6 +203,14 @@ impl Request {
         let Some(vm) = self.vm.clone() else {
             return;
         };
+        if let Some(hold) = self.answer_hold.as_mut() {
+            if hold.checks.on_call_response(h, &vm, token, body_size) {
+                if hold.checks.done() {
+                    self.release_answer(h, &vm);
+                }
+                return;
+            }
+        }
         if let Some(checks) = self.remote.as_mut() {
             if checks.on_call_response(h, &vm, token, body_size) {
                 if !checks.done() || self.replied.is_some() {
@@ -220,6 +249,50 @@ impl Request {
             self.capture_response(&appended);
             self.timings.end_ns = 0; // the continuation's end, not the failed stream's
             self.finish(h);
+        }
+    }
+
+    /// The remote guardrails' verdicts on a held answer are in: the answer (or the block's or
+    /// failure's error in the client's API) goes to the client, and the request is finished
+    /// (its usage charged once whatever the verdict: the provider did the work, as for a local
+    /// block).
+    fn release_answer(&mut self, h: &dyn Host, vm: &Vm) {
+        let Some(mut hold) = self.answer_hold.take() else {
+            return;
+        };
+        let action = match hold.checks.refused() {
+            Some(e) => {
+                let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+                BodyAction::ReplaceWhole {
+                    status: e.status,
+                    body: vm.gateway.error_response(endpoint, &e).body,
+                }
+            }
+            None => hold.action,
+        };
+        match &action {
+            BodyAction::Replace(out) | BodyAction::ReplaceWhole { body: out, .. } => {
+                self.capture_response(out)
+            }
+            _ => {
+                if let Some(b) = hold.logged.take() {
+                    self.capture_response(&b);
+                }
+            }
+        }
+        apply_body_action(
+            h,
+            action,
+            hold.body_size,
+            hold.retry_after.as_deref(),
+            hold.upstream_status,
+        );
+        self.finish(h);
+        // The usage charge's answer resumes it when it is still out (as at a body's end).
+        if !self.limits.hold_response() {
+            if let Err(e) = h.resume(Direction::Response) {
+                log::warn!("llmux: resuming the response failed ({})", e.0);
+            }
         }
     }
 
@@ -1049,9 +1122,16 @@ impl Request {
             && (200..300).contains(&status)
             && details.is_none()
             && match (&self.guard, &self.vm) {
-                (Some(g), Some(vm)) => g.on_answer(vm),
+                (Some(g), Some(vm)) => g.on_answer(vm) || g.remote_on_answer(),
                 _ => false,
             };
+        if ex.stream && (200..300).contains(&status) && details.is_none() {
+            if let (Some(g), Some(vm)) = (&self.guard, &self.vm) {
+                if g.remote_on_answer() {
+                    g.skip_remote_for_stream(h, vm);
+                }
+            }
+        }
         if let Some(c) = &self.cache {
             let _ = h.set_header(HeaderMap::Response, CACHE_HEADER, c.header_value());
         }
@@ -1124,6 +1204,11 @@ impl Request {
             return action; // Pause: the continuation's answer resumes it (and finishes)
         }
         let action = self.response_body_action(h, body_size, end_of_stream);
+        if self.answer_hold.is_some() {
+            // Remote guardrails check the answer: it is finished (charged, recorded) when their
+            // verdict releases it, or in `on_log` if the client goes away first.
+            return action;
+        }
         if end_of_stream {
             self.finish(h);
             if self.limits.hold_response() {
@@ -1136,6 +1221,8 @@ impl Request {
 
     /// The stream is over, however it ended (the host's last callback for it).
     pub fn on_log(&mut self, h: &dyn Host) {
+        // A verdict arriving after the stream is over has nothing left to release.
+        self.answer_hold = None;
         self.finish(h);
         if let (Some(id), Some(vm)) = (self.attempt_id.take(), &self.vm) {
             vm.registry.unregister(id);
@@ -1212,6 +1299,45 @@ impl Request {
         };
         let retry_after = ex.retry_after.clone();
         let upstream_status = ex.provider_status();
+        // A whole successful answer the local guardrails let through: the remote guardrails
+        // with `on: ["response"]` check it before the client gets any of it.
+        let locally_blocked =
+            matches!(&action, BodyAction::ReplaceWhole { status: s, .. } if *s != status);
+        if self.guard_whole && end_of_stream && (200..300).contains(&status) && !locally_blocked {
+            if let (Some(g), Some(vm)) = (self.guard.as_ref(), self.vm.clone()) {
+                let client: Option<&[u8]> = match &action {
+                    BodyAction::Continue => Some(&data),
+                    BodyAction::Replace(b) | BodyAction::ReplaceWhole { body: b, .. } => Some(b),
+                    BodyAction::Buffer => None,
+                };
+                let checks = match client {
+                    Some(b) if g.remote_on_answer() => RemoteChecks::start_answer(h, &vm, g, b),
+                    _ => None,
+                };
+                if let Some(mut checks) = checks {
+                    if !checks.done() {
+                        let logged = ((self.capture || self.cache.is_some())
+                            && matches!(action, BodyAction::Continue))
+                        .then(|| data.clone());
+                        self.answer_hold = Some(AnswerHold {
+                            checks,
+                            action,
+                            body_size,
+                            retry_after,
+                            upstream_status,
+                            logged,
+                        });
+                        return Action::Pause; // released by the last verdict
+                    }
+                    if let Some(e) = checks.refused() {
+                        action = BodyAction::ReplaceWhole {
+                            status: e.status,
+                            body: vm.gateway.error_response(endpoint, &e).body,
+                        };
+                    }
+                }
+            }
+        }
         match &action {
             BodyAction::Continue => {
                 self.capture_response(&data);

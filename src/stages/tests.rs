@@ -1283,3 +1283,210 @@ fn token_counts_are_estimated_locally_or_admitted_and_never_charged_tokens() {
 
 #[path = "cache_tests.rs"]
 mod cache_tests;
+
+// ---------------------------------------------------------------------------------------------
+// Remote guardrails on answers (`on: ["response"]`): the whole answer is held until the verdict.
+
+fn remote_answer_config(on_failure: &str) -> serde_json::Value {
+    keyed_config(
+        serde_json::json!({"guardrails": [{"name": "hook", "on": ["response"],
+        "remote": {"type": "webhook", "cluster": "hook", "path": "/check",
+                   "on_failure": on_failure, "timeout_ms": 500}}]}),
+    )
+}
+
+/// The provider's usage counted in the metrics (input + output tokens).
+fn tokens_counted(world: &World) -> u64 {
+    world
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.starts_with("llmux.gen_ai.client.token.usage"))
+        .filter(|(k, _)| k.ends_with(".input") || k.ends_with(".output"))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// A request on `id` whose whole answer (`completion(3, 2)`, text "hello") is held: returns
+/// the request and the guardrail's callout.
+fn held_answer(w: &Worker, id: u32) -> (Request, crate::host::mem::Callout) {
+    let (mut r, a) = w.send(id, &[ONE], &chat_body("gpt", false));
+    assert_eq!(a, Action::Continue, "no request-side check");
+    assert!(w.host.take_calls().is_empty());
+    let h = &w.host;
+    h.enter(id);
+    h.with_stream(id, |s| {
+        s.response_headers = vec![(":status".into(), "200".into())]
+    });
+    assert_eq!(
+        r.on_response_headers(h, false),
+        Action::Pause,
+        "headers held"
+    );
+    let body = completion(3, 2);
+    h.with_stream(id, |s| s.response_body = body[..30].to_vec());
+    assert_eq!(r.on_response_body(h, 30, false), Action::Pause);
+    h.with_stream(id, |s| s.response_body = body.clone());
+    assert_eq!(r.on_response_body(h, body.len(), true), Action::Pause);
+    let mut calls = w.host.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = calls.remove(0);
+    assert_eq!(call.cluster, "hook");
+    let sent: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({"guardrail": "hook", "direction": "response", "texts": ["hello"]})
+    );
+    assert!(
+        w.host.stream(id).resumed.is_empty(),
+        "held until the verdict"
+    );
+    assert_eq!(
+        tokens_counted(&w.host.world),
+        0,
+        "finished with the verdict"
+    );
+    (r, call)
+}
+
+fn verdict(
+    w: &Worker,
+    r: &mut Request,
+    id: u32,
+    call: &crate::host::mem::Callout,
+    status: u16,
+    body: &[u8],
+) {
+    w.host.enter(id);
+    w.host.set_call_response(status, body);
+    r.on_http_call_response(&w.host, call.token, body.len());
+}
+
+#[test]
+fn a_remote_answer_check_allows_the_held_answer() {
+    let world = World::new();
+    let w = worker(&world, &remote_answer_config("closed"));
+    let (mut r, call) = held_answer(&w, 200);
+    verdict(&w, &mut r, 200, &call, 200, br#"{"action": "allow"}"#);
+    let s = w.host.stream(200);
+    assert_eq!(s.resumed, vec![Direction::Response]);
+    assert_eq!(s.header(HeaderMap::Response, ":status"), Some("200"));
+    let v: serde_json::Value = serde_json::from_slice(&s.response_body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "hello");
+    assert_eq!(tokens_counted(&world), 5);
+    r.on_log(&w.host);
+    assert_eq!(tokens_counted(&world), 5, "charged exactly once");
+    assert_eq!(parallel_slots(&world, "one"), 0);
+    let m = world.metrics();
+    let checks: u64 = m
+        .iter()
+        .filter(|(k, _)| k.contains("guard.checks") && k.contains("direction.response"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(checks, 1, "{m:?}");
+}
+
+#[test]
+fn a_remote_answer_block_replaces_the_answer_and_still_charges_it() {
+    let world = World::new();
+    let w = worker(&world, &remote_answer_config("open"));
+    let (mut r, call) = held_answer(&w, 201);
+    verdict(
+        &w,
+        &mut r,
+        201,
+        &call,
+        200,
+        br#"{"action": "block", "reason": "no"}"#,
+    );
+    let s = w.host.stream(201);
+    assert_eq!(s.resumed, vec![Direction::Response]);
+    assert_eq!(s.header(HeaderMap::Response, ":status"), Some("400"));
+    let v: serde_json::Value = serde_json::from_slice(&s.response_body).unwrap();
+    assert_eq!(v["error"]["code"], "guardrail_blocked");
+    assert_eq!(v["error"]["param"], "hook");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("the answer was blocked by guardrail `hook`"));
+    assert!(!String::from_utf8_lossy(&s.response_body).contains("hello"));
+    assert_eq!(tokens_counted(&world), 5, "the provider did the work");
+    r.on_log(&w.host);
+    assert_eq!(tokens_counted(&world), 5);
+    assert_eq!(parallel_slots(&world, "one"), 0);
+}
+
+#[test]
+fn a_failed_remote_answer_check_fails_open_or_closed() {
+    for (on_failure, status, body) in [
+        ("closed", 500u16, &b"oops"[..]),
+        ("closed", 0, &b""[..]), // no answer: the callout timed out or was reset
+        ("open", 500, &b"oops"[..]),
+        ("open", 200, &b"not json"[..]),
+    ] {
+        let world = World::new();
+        let w = worker(&world, &remote_answer_config(on_failure));
+        let (mut r, call) = held_answer(&w, 202);
+        verdict(&w, &mut r, 202, &call, status, body);
+        let s = w.host.stream(202);
+        assert_eq!(
+            s.resumed,
+            vec![Direction::Response],
+            "{on_failure} {status}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&s.response_body).unwrap();
+        if on_failure == "closed" {
+            assert_eq!(s.header(HeaderMap::Response, ":status"), Some("503"));
+            assert_eq!(v["error"]["code"], "guardrail_unavailable");
+        } else {
+            assert_eq!(s.header(HeaderMap::Response, ":status"), Some("200"));
+            assert_eq!(v["choices"][0]["message"]["content"], "hello");
+        }
+        assert_eq!(tokens_counted(&world), 5);
+        r.on_log(&w.host);
+        assert_eq!(tokens_counted(&world), 5);
+        assert_eq!(parallel_slots(&world, "one"), 0);
+        let errors: u64 = world
+            .metrics()
+            .iter()
+            .filter(|(k, _)| k.contains("guard.errors"))
+            .map(|(_, v)| *v)
+            .sum();
+        assert_eq!(errors, 1);
+    }
+}
+
+#[test]
+fn a_client_gone_while_the_answer_waits_is_finished_once_and_a_late_verdict_does_nothing() {
+    let world = World::new();
+    let w = worker(&world, &remote_answer_config("closed"));
+    let (mut r, call) = held_answer(&w, 203);
+    r.on_log(&w.host);
+    assert_eq!(tokens_counted(&world), 5, "charged when the stream ends");
+    assert_eq!(parallel_slots(&world, "one"), 0);
+    verdict(&w, &mut r, 203, &call, 200, br#"{"action": "block"}"#);
+    let s = w.host.stream(203);
+    assert!(s.resumed.is_empty());
+    assert_eq!(s.header(HeaderMap::Response, ":status"), Some("200"));
+    assert_eq!(tokens_counted(&world), 5);
+    assert_eq!(parallel_slots(&world, "one"), 0, "released once");
+}
+
+#[test]
+fn streamed_answers_are_not_held_for_remote_guardrails_and_say_so() {
+    let world = World::new();
+    let w = worker(&world, &remote_answer_config("closed"));
+    let (mut r, a) = w.send(204, &[ONE], &chat_body("gpt", true));
+    assert_eq!(a, Action::Continue);
+    let chunk = b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    let out = w.answer(&mut r, 204, 200, &[&chunk[..]]);
+    assert!(String::from_utf8_lossy(&out).contains("[DONE]"));
+    assert!(w.host.take_calls().is_empty(), "no callout for a stream");
+    r.on_log(&w.host);
+    let skipped: u64 = world
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.contains("guard.skipped"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(skipped, 1);
+}

@@ -183,3 +183,67 @@ def test_a_body_the_guardrails_cannot_read_is_refused_not_let_through(g, mock):
         assert err["code"] == "guardrail_unreadable" and err["param"] == "pii", (body, r.text)
         assert "4111" not in r.text
         assert mock.requests(mid) == []
+
+
+# The Responses API (`/v1/responses`, here to the Anthropic-protocol deployment: the answer is the
+# gateway's translation into a `response` object and the Responses semantic events).
+
+def test_a_responses_answer_with_a_card_is_blocked_plain_and_streamed(g, mock):
+    with pytest.raises(openai.BadRequestError) as e:
+        oai(g).responses.create(model="claude", input="hi",
+                                extra_headers={"x-mock-text": f"your card is {CARD}, keep it"})
+    assert e.value.body["code"] == "guardrail_blocked" and e.value.body["param"] == "pii.card"
+    assert "4111" not in json.dumps(e.value.body)
+    stream = oai(g).responses.create(
+        model="claude", input="hi", stream=True,
+        extra_headers={"x-mock-text": f"your card is {CARD} and more words after it",
+                       "x-mock-deltas": "2"})
+    events = list(stream)
+    types = [ev.type for ev in events]
+    assert types[-2:] == ["error", "response.failed"], types
+    assert events[-2].code == "guardrail_blocked" and events[-2].param == "pii.card"
+    assert events[-1].response.status == "failed"
+    assert events[-1].response.error.code == "guardrail_blocked"
+    dump = json.dumps([ev.model_dump() for ev in events])
+    assert "4111" not in dump and "more words" not in dump
+    assert "response.completed" not in types and "response.output_text.done" not in types
+    assert [ev.sequence_number for ev in events] == list(range(len(events)))
+
+
+def test_a_responses_answer_is_restored_plain(g, mock):
+    mid = new_id()
+    r = oai(g).responses.create(
+        model="claude", input=f"Email {EMAIL} the report",
+        extra_headers={"x-mock-id": mid, "x-mock-text": "Done: I wrote to <EMAIL_1>, cc bob@corp.example.org."})
+    assert EMAIL not in sent_text(mock, mid) and "<EMAIL_1>" in sent_text(mock, mid)
+    assert r.output_text == f"Done: I wrote to {EMAIL}, cc <EMAIL_2>."
+
+
+@pytest.mark.parametrize("words", ["1", "2", "3"])
+def test_a_responses_stream_is_restored_and_masked_in_every_event(g, mock, words):
+    mid = new_id()
+    stream = oai(g).responses.create(
+        model="claude", input=f"Email {EMAIL} the report", stream=True,
+        extra_headers={"x-mock-id": mid, "x-mock-deltas": words,
+                       "x-mock-text": "Sent to <EMAIL_1> as asked, cc bob@corp.example.org, bye."})
+    events = list(stream)
+    want = f"Sent to {EMAIL} as asked, cc <EMAIL_2>, bye."
+    deltas = "".join(ev.delta for ev in events if ev.type == "response.output_text.delta")
+    assert deltas == want
+    [done] = [ev.text for ev in events if ev.type == "response.output_text.done"]
+    [part] = [ev.part.text for ev in events if ev.type == "response.content_part.done"]
+    [item] = [ev.item.content[0].text for ev in events
+              if ev.type == "response.output_item.done" and ev.item.type == "message"]
+    assert events[-1].type == "response.completed"
+    assert done == part == item == events[-1].response.output_text == want
+    assert [ev.sequence_number for ev in events] == list(range(len(events)))
+    assert "bob@corp" not in json.dumps([ev.model_dump() for ev in events])
+    assert EMAIL not in sent_text(mock, mid)
+    # The SDK's stream helper checks each event against the response it builds.
+    with oai(g).responses.stream(
+            model="claude", input=f"Email {EMAIL} the report",
+            extra_headers={"x-mock-deltas": words,
+                           "x-mock-text": "Sent to <EMAIL_1> as asked, cc bob@corp.example.org, bye."}) as s:
+        text = "".join(ev.delta for ev in s if ev.type == "response.output_text.delta")
+        final = s.get_final_response()
+    assert text == final.output_text == want

@@ -127,3 +127,82 @@ def test_a_body_the_guardrail_cannot_read_is_refused_before_any_call(make_gatewa
     assert mock.requests(mid) == []
     s = prom.parse(g.prometheus())
     assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext") == 0
+
+
+# Remote guardrails on answers (`on: ["response"]`): the whole answer is held until the verdict.
+# The mock echoes the prompt ("Hello from the mock! You said: ..."), so a prompt with "forbidden"
+# gets an answer with it; the request itself is not checked (`on` has no "request").
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_response_guardrail_blocks_a_flagged_answer(make_gateway, mock, kind):
+    g = make_gateway(config([{"name": "ext", "on": ["response"], "remote": remote(kind)}]))
+    client = openai.OpenAI(base_url=f"{g.url}/v1", api_key="sk-x", max_retries=0)
+    ok = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "a harmless question"}])
+    assert "harmless" in ok.choices[0].message.content
+    mid = new_id()
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "say Forbidden"}],
+            extra_headers={"x-mock-id": mid})
+    assert e.value.body["code"] == "guardrail_blocked" and e.value.body["param"] == "ext"
+    assert e.value.body["message"].startswith("the answer was blocked by guardrail `ext`")
+    assert "Forbidden" not in e.value.body["message"]
+    assert len(mock.requests(mid)) == 1, "the request itself was not checked"
+    s = prom.parse(g.prometheus())
+    assert prom.total(s, "llmux_guard_actions", llmux_guardrail="ext", llmux_action="block") == 1
+    assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext", llmux_direction="response") == 2
+    assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext", llmux_direction="request") == 0
+
+
+def test_a_response_guardrail_blocks_in_the_anthropic_shape_and_skips_streams(make_gateway):
+    g = make_gateway(config([{"name": "ext", "on": ["response"], "remote": remote("webhook")}]))
+    client = anthropic.Anthropic(base_url=g.url, api_key="sk-x", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.create(model="claude", max_tokens=50,
+                               messages=[{"role": "user", "content": "say forbidden"}])
+    assert "guardrail `ext`" in str(e.value)
+    # Streams are not held for remote guardrails: they pass, counted as skipped.
+    with client.messages.stream(model="claude", max_tokens=50,
+                                messages=[{"role": "user", "content": "say forbidden"}]) as s:
+        assert "forbidden" in "".join(s.text_stream)
+    s = prom.parse(g.prometheus())
+    assert prom.total(s, "llmux_guard_skipped", llmux_guardrail="ext") == 1
+
+
+@pytest.mark.parametrize("on_failure, steer", [
+    ("open", {"x-mock-status": "500"}), ("closed", {"x-mock-status": "500"}),
+    ("closed", {"x-mock-latency-ms": "3000"}), ("open", {"x-mock-reset": "1"}),
+])
+def test_a_failing_response_guardrail_fails_open_or_closed(make_gateway, mock, on_failure, steer):
+    g = make_gateway(config([{"name": "hook", "on": ["response"], "remote": remote(
+        "webhook", on_failure=on_failure, timeout_ms=300, headers=steer)}]))
+    mid = new_id()
+    r = g.post("/v1/chat/completions", {"model": "gpt-4o-mini",
+                                        "messages": [{"role": "user", "content": "hello"}]},
+               headers={"x-mock-id": mid})
+    assert len(mock.requests(mid)) == 1, "the provider answered in both cases"
+    if on_failure == "open":
+        assert r.status_code == 200, r.text
+        assert "hello" in r.json()["choices"][0]["message"]["content"]
+    else:
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "guardrail_unavailable"
+        assert "could not check the answer" in r.json()["error"]["message"]
+    assert prom.total(prom.parse(g.prometheus()), "llmux_guard_errors", llmux_guardrail="hook") == 1
+
+
+def test_request_and_response_checks_together(make_gateway, mock):
+    g = make_gateway(config([{"name": "ext", "on": ["request", "response"], "remote": remote("webhook")}]))
+    client = openai.OpenAI(base_url=f"{g.url}/v1", api_key="sk-x", max_retries=0)
+    mid = new_id()
+    # A clean prompt, a flagged answer (the mock's text): blocked after the provider answered.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-mock-id": mid, "x-mock-text": "a Forbidden answer"})
+    assert e.value.body["message"].startswith("the answer was blocked")
+    assert len(mock.requests(mid)) == 1
+    s = prom.parse(g.prometheus())
+    assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext", llmux_direction="request") == 1
+    assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext", llmux_direction="response") == 1
