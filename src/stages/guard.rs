@@ -400,8 +400,8 @@ impl RemoteChecks {
     }
 
     /// Starts the remote guardrails that check this request's whole answer (`on` has
-    /// `response`) on `body`, the answer as the client would get it (after the local
-    /// guardrails); `None` when none applies or there is no text. An answer that is not its
+    /// `response`) on `body`, the answer in the client's API as the provider wrote it (before
+    /// the local guardrails restore the client's masked values); `None` when none applies or there is no text. An answer that is not its
     /// API's shape counts as a failure of each (`on_failure` decides).
     pub fn start_answer(
         h: &dyn Host,

@@ -100,6 +100,8 @@ pub struct Request {
     remote: Option<RemoteChecks>,
     /// The request body (and the host's buffer size) while they check it.
     held: Option<(Vec<u8>, usize)>,
+    /// The held body is the local guardrails' masked one.
+    held_masked: bool,
     /// A whole answer held while remote guardrails check it.
     answer_hold: Option<AnswerHold>,
 }
@@ -159,6 +161,7 @@ impl Request {
             guard_whole: false,
             remote: None,
             held: None,
+            held_masked: false,
             answer_hold: None,
         }
     }
@@ -532,26 +535,12 @@ impl Request {
         body: &[u8],
         body_size: usize,
     ) -> Action {
-        // External guardrails before anything else: the request waits for their verdicts (and
-        // comes back here with `remote` done).
-        if self.remote.is_none() {
-            if let Some(mut checks) = RemoteChecks::start(h, vm, endpoint, body, self.key) {
-                if !checks.done() {
-                    self.remote = Some(checks);
-                    self.held = Some((body.to_vec(), body_size));
-                    self.endpoint = Some(endpoint);
-                    return Action::Pause;
-                }
-                if let Some(e) = checks.refused() {
-                    let r = vm.gateway.error_response(endpoint, &e);
-                    return self.reply(h, &r);
-                }
-            }
-        }
         // Guardrails first: a blocked request is refused before anything is routed or counted;
         // a masked one is routed, translated and cached as masked (the provider never sees it).
+        // Re-entered after the remote guardrails' verdicts, `body` is already the masked one.
         let mut masked: Option<Vec<u8>> = None;
-        if vm.config().guardrails.is_some() {
+        let first = self.remote.is_none();
+        if first && vm.config().guardrails.is_some() {
             match RequestGuard::on_request(h, vm, endpoint, body, self.key) {
                 Ok(Some((g, b))) => {
                     self.guard = Some(g);
@@ -559,6 +548,27 @@ impl Request {
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    let r = vm.gateway.error_response(endpoint, &e);
+                    return self.reply(h, &r);
+                }
+            }
+        } else if !first && self.held_masked {
+            masked = Some(body.to_vec());
+        }
+        // External guardrails next, on the text the provider would get (masked values stay
+        // masked for them too; a local block needs no call): the request waits for their
+        // verdicts and comes back here with `remote` done.
+        if first {
+            let checked = masked.as_deref().unwrap_or(body);
+            if let Some(mut checks) = RemoteChecks::start(h, vm, endpoint, checked, self.key) {
+                if !checks.done() {
+                    self.remote = Some(checks);
+                    self.held = Some((checked.to_vec(), body_size));
+                    self.held_masked = masked.is_some();
+                    self.endpoint = Some(endpoint);
+                    return Action::Pause;
+                }
+                if let Some(e) = checks.refused() {
                     let r = vm.gateway.error_response(endpoint, &e);
                     return self.reply(h, &r);
                 }
@@ -1281,6 +1291,21 @@ impl Request {
         let mut action = ex.on_response_body(&data, body_size, end_of_stream);
         let status = ex.status;
         let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        // What the remote answer guardrails read: the answer in the client's API as the
+        // provider wrote it — before the local guardrails restore the client's masked values
+        // (those stay placeholders for them, as for the provider).
+        let for_remote: Option<Vec<u8>> = (self.guard_whole
+            && end_of_stream
+            && self
+                .guard
+                .as_ref()
+                .is_some_and(RequestGuard::remote_on_answer))
+        .then(|| match &action {
+            BodyAction::Continue => Some(data.clone()),
+            BodyAction::Replace(b) | BodyAction::ReplaceWhole { body: b, .. } => Some(b.clone()),
+            BodyAction::Buffer => None,
+        })
+        .flatten();
         if let (Some(g), Some(vm)) = (self.guard.as_mut(), self.vm.clone()) {
             let whole = self.guard_whole;
             action = guard_answer(
@@ -1305,14 +1330,9 @@ impl Request {
             matches!(&action, BodyAction::ReplaceWhole { status: s, .. } if *s != status);
         if self.guard_whole && end_of_stream && (200..300).contains(&status) && !locally_blocked {
             if let (Some(g), Some(vm)) = (self.guard.as_ref(), self.vm.clone()) {
-                let client: Option<&[u8]> = match &action {
-                    BodyAction::Continue => Some(&data),
-                    BodyAction::Replace(b) | BodyAction::ReplaceWhole { body: b, .. } => Some(b),
-                    BodyAction::Buffer => None,
-                };
-                let checks = match client {
-                    Some(b) if g.remote_on_answer() => RemoteChecks::start_answer(h, &vm, g, b),
-                    _ => None,
+                let checks = match &for_remote {
+                    Some(b) => RemoteChecks::start_answer(h, &vm, g, b),
+                    None => None,
                 };
                 if let Some(mut checks) = checks {
                     if !checks.done() {

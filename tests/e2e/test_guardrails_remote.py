@@ -4,6 +4,7 @@ Azure AI Content Safety, each served by the mock in its own wire format. A flagg
 refused before the provider sees it; a clean one goes on; a guardrail that fails or times out
 lets the request through (`on_failure: open`) or refuses it (`closed`)."""
 import hashlib
+import json
 
 import anthropic
 import openai
@@ -206,3 +207,25 @@ def test_request_and_response_checks_together(make_gateway, mock):
     s = prom.parse(g.prometheus())
     assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext", llmux_direction="request") == 1
     assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext", llmux_direction="response") == 1
+
+
+def test_remote_guardrails_never_see_what_the_local_ones_masked(make_gateway, mock):
+    """The local guardrails mask the client's e-mail for the provider; the remote guardrail (on
+    requests and answers) reads the same placeholder — the client's value leaves the gateway
+    for nobody — and the client still gets its value back."""
+    wid, mid = new_id(), new_id()
+    hook = remote("webhook", headers={"x-mock-id": wid})
+    g = make_gateway(config([
+        {"name": "pii", "restore": True, "rules": [{"detector": "email", "action": "mask"}]},
+        {"name": "ext", "on": ["request", "response"], "remote": hook}]))
+    client = openai.OpenAI(base_url=f"{g.url}/v1", api_key="sk-x", max_retries=0)
+    email = "jane.doe@example.com"
+    r = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": f"Email {email} the report"}],
+        extra_headers={"x-mock-id": mid, "x-mock-text": "Done: I wrote to <EMAIL_1>."})
+    assert r.choices[0].message.content == f"Done: I wrote to {email}."
+    calls = mock.requests(wid)
+    assert [c["body"]["direction"] for c in calls] == ["request", "response"]
+    seen = json.dumps([c["body"] for c in calls])
+    assert email not in seen and seen.count("<EMAIL_1>") == 2
+    assert email not in json.dumps(mock.requests(mid))
