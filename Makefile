@@ -138,7 +138,7 @@ fmt: ## Format the code
 bench: build venv ## Benchmarks vs plain Envoy, LiteLLM, Portkey → bench/results/ (BENCH_QUICK=1: smoke run)
 	bench/bench.sh
 
-bench-pairs: build venv ## The cache-hit and guardrail timed pairs alone (~3 min): c1 vs direct_response, g2 vs s2
+bench-pairs: build venv ## The cache-hit and guardrail timed pairs alone (~1.5 min): c1 vs direct_response, g2 vs s2
 	BENCH_ONLY=pairs bench/bench.sh
 
 bench-instructions: build venv ## Callgrind instructions per request of LLMux's bench scenarios only (~5 min; LLMUX_WASM=path counts another build)

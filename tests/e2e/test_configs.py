@@ -72,9 +72,11 @@ def test_readme_lists_every_preset():
         assert f"| `{name}` |" in readme, f"preset {name} missing from the README table"
 
 
-def test_release_wasm_stays_under_two_and_a_half_mib():
+def test_release_wasm_stays_under_two_and_three_quarters_mib():
     # The README states the filter's size; this keeps new code honest about it. (1 MiB held
     # until native Bedrock/Vertex translators and routing, 1.5 MiB until the Responses API and
     # Claude Code translations, 1.75 MiB until the response cache and the guardrails, whose
-    # custom patterns bring the `regex` crate: ~460 KB; the size is reported in the README.)
-    assert os.path.getsize(WASM) < 2560 * 1024
+    # custom patterns bring the `regex` crate: ~460 KB; 2.5 MiB until regex's literal
+    # prefilters (+165 KB) and the Responses-API answer guardrails; the size is reported in the
+    # README.)
+    assert os.path.getsize(WASM) < 2816 * 1024
