@@ -146,6 +146,7 @@ fn request_ranges(api: ReqApi, body: &[u8]) -> Result<Vec<(usize, usize)>, Strin
             for m in &r.messages {
                 l.message(m)?;
             }
+            l.tools(r.tools.as_deref())?;
         }
         ReqApi::Messages => {
             let r: MsgReq = serde_json::from_slice(body).map_err(bad)?;
@@ -153,6 +154,7 @@ fn request_ranges(api: ReqApi, body: &[u8]) -> Result<Vec<(usize, usize)>, Strin
             for m in &r.messages {
                 l.message(m)?;
             }
+            l.tools(r.tools.as_deref())?;
         }
         ReqApi::Responses => {
             let r: RespReq = serde_json::from_slice(body).map_err(bad)?;
@@ -160,6 +162,7 @@ fn request_ranges(api: ReqApi, body: &[u8]) -> Result<Vec<(usize, usize)>, Strin
                 l.add(i)?;
             }
             l.content(r.input, 0)?;
+            l.tools(r.tools.as_deref())?;
         }
         ReqApi::Embeddings => {
             let r: EmbReq = serde_json::from_slice(body).map_err(bad)?;
@@ -293,6 +296,16 @@ impl<'a> Leaves<'a> {
         Ok(())
     }
 
+    /// The descriptions of a request's tool definitions.
+    fn tools(&mut self, tools: Option<&[ToolDef<'a>]>) -> Result<(), String> {
+        for t in tools.unwrap_or_default() {
+            if let Some(d) = t.description() {
+                self.add(d)?;
+            }
+        }
+        Ok(())
+    }
+
     fn message(&mut self, m: &Msg<'a>) -> Result<(), String> {
         self.content(m.content, 0)?;
         for c in m.tool_calls.iter().flatten() {
@@ -401,6 +414,31 @@ impl<'a> Leaves<'a> {
 struct ChatReq<'a> {
     #[serde(borrow, default)]
     messages: Vec<Msg<'a>>,
+    #[serde(borrow, default)]
+    tools: Option<Vec<ToolDef<'a>>>,
+}
+
+/// A tool definition: its description is text the model reads (chat: `function.description`;
+/// Messages and Responses: `description`). Names and JSON schemas are not scanned.
+#[derive(Deserialize)]
+struct ToolDef<'a> {
+    #[serde(borrow, default)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function: Option<FuncDef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FuncDef<'a> {
+    #[serde(borrow, default)]
+    description: Option<&'a RawValue>,
+}
+
+impl<'a> ToolDef<'a> {
+    fn description(&self) -> Option<&'a RawValue> {
+        self.description
+            .or_else(|| self.function.as_ref().and_then(|f| f.description))
+    }
 }
 
 #[derive(Deserialize)]
@@ -409,6 +447,8 @@ struct MsgReq<'a> {
     system: Option<&'a RawValue>,
     #[serde(borrow, default)]
     messages: Vec<Msg<'a>>,
+    #[serde(borrow, default)]
+    tools: Option<Vec<ToolDef<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -417,6 +457,8 @@ struct RespReq<'a> {
     instructions: Option<&'a RawValue>,
     #[serde(borrow, default)]
     input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tools: Option<Vec<ToolDef<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -556,6 +598,30 @@ mod texts_tests {
         );
         assert!(request_texts(ReqApi::Chat, b"not json").is_err());
         assert!(request_texts(ReqApi::Chat, br#"{"messages":7}"#).is_err());
+    }
+
+    #[test]
+    fn tool_descriptions_are_text_in_every_api() {
+        let chat = br#"{"messages":[{"role":"user","content":"hi"}],"tools":[
+            {"type":"function","function":{"name":"f","description":"ask bob@example.com","parameters":{"type":"object","description":"schema"}}}]}"#;
+        assert_eq!(
+            request_texts(ReqApi::Chat, chat).unwrap(),
+            ["hi", "ask bob@example.com"]
+        );
+        let msgs = br#"{"messages":[],"tools":[{"name":"n","description":"d1","input_schema":{}},{"name":"m"}]}"#;
+        assert_eq!(request_texts(ReqApi::Messages, msgs).unwrap(), ["d1"]);
+        let resp =
+            br#"{"input":"x","tools":[{"type":"function","name":"f","description":"d2"},{"type":"web_search"}]}"#;
+        assert_eq!(request_texts(ReqApi::Responses, resp).unwrap(), ["x", "d2"]);
+        // Masked in place, the rest of the definition untouched.
+        let p = crate::guard::Policy::parse(
+            br#"{"guardrails":[{"name":"g","rules":[{"detector":"email","action":"mask"}]}]}"#,
+        )
+        .unwrap();
+        let out = scan_request(&p, ReqApi::Chat, chat, &mut Vault::new()).unwrap();
+        let body = String::from_utf8(out.body.unwrap()).unwrap();
+        assert!(body.contains(r#""description":"ask <EMAIL_1>""#), "{body}");
+        assert!(body.contains(r#""description":"schema""#));
     }
 
     #[test]
