@@ -77,10 +77,21 @@ def _installed_envoy(version):
     return path
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never the same one twice in this process: the kernel
+    may hand the same free port to two bind(0) calls in a row, and an Envoy given it as both its
+    listener and admin port fails to start (CI met it: 'cannot bind ... Address already in use')."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no fresh free loopback port after 100 tries")
 
 
 def _die_with_parent():
@@ -243,12 +254,31 @@ def grpc_cluster(name, port):
         explicit_http_config: { http2_protocol_options: {} }"""
 
 
+class PortTaken(RuntimeError):
+    """Envoy could not bind a port free_port() gave: someone else took it in between."""
+
+
 class Gateway:
     """Envoy with LLMux in front of the mock provider."""
 
     def __init__(self, mock, log_dir, llmux_config=None, env=None, fallback_route=None,
                  extra_clusters="", concurrency=2, name="envoy", extra_http_filters="",
                  allow_on_headers_stop_iteration=True, shape=None, bootstrap=None):
+        # Another test process (make test-matrix runs two) may bind a port between free_port()
+        # and Envoy's bind: then start again on fresh ports, at most three times.
+        for attempt in range(3):
+            try:
+                self._start(mock, log_dir, llmux_config, env, fallback_route, extra_clusters,
+                            concurrency, name, extra_http_filters,
+                            allow_on_headers_stop_iteration, shape, bootstrap)
+                return
+            except PortTaken:
+                if attempt == 2:
+                    raise
+
+    def _start(self, mock, log_dir, llmux_config, env, fallback_route, extra_clusters,
+               concurrency, name, extra_http_filters, allow_on_headers_stop_iteration, shape,
+               bootstrap):
         self.mock = mock
         self.port = free_port()
         self.admin_port = free_port()
@@ -310,8 +340,10 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.proc.poll() is not None:
-                raise RuntimeError(f"Envoy exited with {self.process.proc.returncode}:\n"
-                                   f"{self.process.log()[-4000:]}")
+                log = self.process.log()
+                self.process.stop()
+                error = PortTaken if "Address already in use" in log else RuntimeError
+                raise error(f"Envoy exited with {self.process.proc.returncode}:\n{log[-4000:]}")
             try:
                 if httpx.get(f"{self.admin_url}/ready", timeout=1).text.strip() == "LIVE":
                     return

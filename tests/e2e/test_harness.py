@@ -1,0 +1,38 @@
+"""The harness itself: ports it hands out, and starting again when another process took one."""
+import socket
+
+import harness
+
+
+def test_free_port_never_gives_the_same_port_twice():
+    ports = [harness.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_gateway_starts_again_when_its_port_was_taken(mock, log_dir, monkeypatch):
+    # Another process binds the port free_port() gave before Envoy does: the first Envoy cannot
+    # bind it and exits; the harness starts a second one on fresh ports.
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real = harness.free_port
+    calls = []
+
+    def free_port():
+        calls.append(1)
+        return taken if len(calls) == 1 else real()
+
+    monkeypatch.setattr(harness, "free_port", free_port)
+    try:
+        g = harness.Gateway(mock, log_dir, name="envoy-port-taken")
+        try:
+            assert g.port != taken
+            assert len(calls) >= 4  # listener + admin, twice
+            r = g.post("/v1/chat/completions",
+                       {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200
+        finally:
+            g.stop()
+    finally:
+        squatter.close()
