@@ -29,7 +29,7 @@ SHAPES_CORE ?= tests/e2e/test_openai_provider.py tests/e2e/test_anthropic_provid
 # Empty: every version in tests/envoy-versions.txt but the pinned one.
 ENVOY_VERSIONS ?=
 
-.PHONY: help wasm mock rls build venv clients run run-cluster stop logs test test-matrix test-unit test-wasm32 test-e2e test-shapes lint fmt size clean bench bench-instructions fuzz oci oci-push test-envoy-versions envoy-install bench-pairs
+.PHONY: help wasm mock rls tools build venv clients run run-cluster stop logs test test-matrix test-unit test-wasm32 test-e2e test-shapes lint fmt size clean bench bench-instructions fuzz oci oci-push test-envoy-versions envoy-install bench-pairs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,7 +44,12 @@ mock: ## Build the mock provider
 rls: ## Build the rate-limit service (llmux-ratelimit, for tests and run-cluster)
 	cargo build --release -p llmux-ratelimit
 
-build: wasm mock rls ## Build everything
+# One cargo run builds their shared crates once, both cores busy: 101 s from clean on 2 cores,
+# against 123 s for `make mock rls` one after the other.
+tools: ## Build the mock provider and the rate-limit service in one cargo run
+	cargo build --release -p mock-provider -p llmux-ratelimit
+
+build: wasm tools ## Build everything
 
 $(VENV)/.stamp: tests/requirements.txt
 	python3 -m venv $(VENV)
