@@ -89,9 +89,7 @@ def gateway(mock, log_dir):
     assert "panicked" not in g.process.log()
 
 
-@pytest.fixture
-def make_gateway(mock, log_dir):
-    """Starts extra gateways with their own filter configuration; stops them after the test."""
+def _gateways(mock, log_dir):
     started = []
 
     def start(llmux_config, **kw):
@@ -102,3 +100,20 @@ def make_gateway(mock, log_dir):
     yield start
     for g in started:
         g.stop()
+    # No request may have killed a VM.
+    for g in started:
+        assert "panicked" not in g.process.log(), g.process.log_path
+
+
+@pytest.fixture
+def make_gateway(mock, log_dir):
+    """Starts extra gateways with their own filter configuration; stops them after the test."""
+    yield from _gateways(mock, log_dir)
+
+
+@pytest.fixture(scope="module")
+def make_module_gateway(mock, log_dir):
+    """Like make_gateway, for a gateway the tests of one module share: started once (an Envoy
+    start compiles the .wasm, ~4 CPU-seconds), stopped after the module. Only for tests that
+    tell their requests apart (x-mock-id, their own model names) and read no shared counters."""
+    yield from _gateways(mock, log_dir)

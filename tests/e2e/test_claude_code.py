@@ -5,9 +5,9 @@ Messages → OpenAI pivot) and to Anthropic-protocol deployments (pass-through),
 and a tool round trip (Claude Code runs its Bash or Read tool in a scratch directory and answers
 with the result).
 
-The mock plays the model: `x-mock-text` fixes the plain answer, `x-mock-tool-use` (set per
-provider through LLMux's provider `headers`) makes it call one tool and then repeat the tool's
-result (mock-provider/README.md). Claude Code runs offline: a throwaway HOME and config dir,
+The mock plays the model: `x-mock-text` fixes the plain answer, `x-mock-tool-use` makes it call
+one tool and then repeat the tool's result (mock-provider/README.md); Claude Code itself sends
+them, from its `ANTHROPIC_CUSTOM_HEADERS` setting. Claude Code runs offline: a throwaway HOME and config dir,
 a dummy key, `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1` (no telemetry, error reports or
 update checks), and nothing else from the test's environment.
 """
@@ -68,25 +68,26 @@ def scratch():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def start(make_gateway, model, headers):
-    """A gateway whose deployment for `model` sends the mock these headers."""
-    provider, upstream = MODELS[model]
-    providers = {
-        "openai": {"type": "openai", "cluster": "mock"},
-        "gemini": {"type": "gemini", "cluster": "mock", "api_key": "gemini-key"},
-        # Claude Code's anthropic-beta values reach Anthropic deployments when the provider
-        # allows the header; never other providers.
-        "anthropic": {"type": "anthropic", "cluster": "mock", "client_headers": ["anthropic-beta"]},
-    }
-    providers[provider]["headers"] = headers
-    return make_gateway({
-        "providers": providers,
-        "models": [{"name": model, "deployments": [{"provider": provider, "model": upstream}]}],
+@pytest.fixture(scope="module")
+def g(make_module_gateway):
+    """One gateway for every test: each steers the mock with its own x-mock-* headers, which
+    Claude Code sends on each of its requests (ANTHROPIC_CUSTOM_HEADERS) and the gateway lets
+    through (the harness's client_headers)."""
+    return make_module_gateway({
+        "providers": {
+            "openai": {"type": "openai", "cluster": "mock"},
+            "gemini": {"type": "gemini", "cluster": "mock", "api_key": "gemini-key"},
+            # Claude Code's anthropic-beta values reach Anthropic deployments when the provider
+            # allows the header; never other providers.
+            "anthropic": {"type": "anthropic", "cluster": "mock", "client_headers": ["anthropic-beta"]},
+        },
+        "models": [{"name": model, "deployments": [{"provider": provider, "model": upstream}]}
+                   for model, (provider, upstream) in MODELS.items()],
         "timeout_ms": 60000,
     })
 
 
-def run_claude(claude, g, scratch, model, prompt, *flags):
+def run_claude(claude, g, scratch, model, prompt, headers, *flags):
     home = os.path.join(scratch, "home")
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -96,6 +97,8 @@ def run_claude(claude, g, scratch, model, prompt, *flags):
         "ANTHROPIC_BASE_URL": g.url,
         "ANTHROPIC_API_KEY": "sk-ant-dummy",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # Claude Code's own setting for extra request headers, one `Name: Value` per line.
+        "ANTHROPIC_CUSTOM_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items()),
     }
     r = subprocess.run([claude, "-p", prompt, "--output-format", "json", "--model", model, *flags],
                        cwd=os.path.join(scratch, "work"), env=env, capture_output=True, text=True,
@@ -113,11 +116,11 @@ def texts(content):
 
 
 @pytest.mark.parametrize("model", list(MODELS))
-def test_plain_answer(claude, make_gateway, mock, scratch, model):
+def test_plain_answer(claude, g, mock, scratch, model):
     mid = new_id()
-    g = start(make_gateway, model, {"x-mock-id": mid, "x-mock-text": "Hello through LLMux."})
     prompt = "Say hello through the gateway"
-    out = run_claude(claude, g, scratch, model, prompt)
+    out = run_claude(claude, g, scratch, model, prompt,
+                     {"x-mock-id": mid, "x-mock-text": "Hello through LLMux."})
     assert out["result"] == "Hello through LLMux."
     [seen] = mock.requests(mid)
     body, headers = seen["body"], seen["headers"]
@@ -177,13 +180,13 @@ TOOLS = {
 
 @pytest.mark.parametrize("tool", list(TOOLS))
 @pytest.mark.parametrize("model", list(MODELS))
-def test_tool_round_trip(claude, make_gateway, mock, scratch, model, tool):
+def test_tool_round_trip(claude, g, mock, scratch, model, tool):
     mid = new_id()
     script, prompt, said = TOOLS[tool]
     if tool == "Read":
         script = script % os.path.join(scratch, "work", "red.png")
-    g = start(make_gateway, model, {"x-mock-id": mid, "x-mock-tool-use": script})
-    out = run_claude(claude, g, scratch, model, prompt, "--allowedTools", tool)
+    out = run_claude(claude, g, scratch, model, prompt,
+                     {"x-mock-id": mid, "x-mock-tool-use": script}, "--allowedTools", tool)
     first, second = mock.requests(mid)
     openai = MODELS[model][0] == "openai"
     if openai:

@@ -41,28 +41,66 @@ def config(guardrails):
 
 KINDS = ["openai_moderation", "webhook", "bedrock_guardrail", "azure_content_safety"]
 
+# How a guardrail service fails (the mock steered by the guardrail's own headers), and what the
+# guardrail does then: on requests, and on answers.
+FAILURES = [
+    ("open", {"x-mock-status": "500"}), ("closed", {"x-mock-status": "500"}),
+    ("open", {"x-mock-latency-ms": "3000"}), ("closed", {"x-mock-latency-ms": "3000"}),
+    ("open", {"x-mock-text": "not json"}), ("closed", {"x-mock-reset": "1"}),
+]
+RESPONSE_FAILURES = [
+    ("open", {"x-mock-status": "500"}), ("closed", {"x-mock-status": "500"}),
+    ("closed", {"x-mock-latency-ms": "3000"}), ("open", {"x-mock-reset": "1"}),
+]
+
+
+
+def failure_id(failure):
+    on_failure, steer = failure
+    return f"{on_failure}-{next(iter(steer)).removeprefix('x-mock-')}"
+
+
+@pytest.fixture(scope="module")
+def shared(make_module_gateway):
+    """One gateway for the parametrized cases: each case has its own model (on provider oai)
+    and its own guardrail applying to that model only, so each case's counters are its own."""
+    cases = {}
+    for kind in KINDS:
+        cases[f"req-{kind}"] = {"name": f"ext-{kind}", "remote": remote(kind)}
+        cases[f"resp-{kind}"] = {"name": f"rext-{kind}", "on": ["response"], "remote": remote(kind)}
+    for i, (on_failure, steer) in enumerate(FAILURES):
+        cases[f"fail-{i}"] = {"name": f"hook-{i}", "remote": remote(
+            "webhook", on_failure=on_failure, timeout_ms=300, headers=steer)}
+    for i, (on_failure, steer) in enumerate(RESPONSE_FAILURES):
+        cases[f"rfail-{i}"] = {"name": f"rhook-{i}", "on": ["response"], "remote": remote(
+            "webhook", on_failure=on_failure, timeout_ms=300, headers=steer)}
+    c = config([{**guardrail, "models": [model]} for model, guardrail in cases.items()])
+    c["models"] += [{"name": model, "deployments": [{"provider": "oai", "model": "gpt-4o-mini"}]}
+                    for model in cases]
+    return make_module_gateway(c)
+
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_service_blocks_a_flagged_request_before_the_provider(make_gateway, mock, kind):
-    g = make_gateway(config([{"name": "ext", "remote": remote(kind)}]))
+def test_each_service_blocks_a_flagged_request_before_the_provider(shared, mock, kind):
+    g, model, name = shared, f"req-{kind}", f"ext-{kind}"
     client = openai.OpenAI(base_url=f"{g.url}/v1", api_key="sk-x", max_retries=0)
     mid = new_id()
     ok = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "a harmless question"}],
+        model=model, messages=[{"role": "user", "content": "a harmless question"}],
         extra_headers={"x-mock-id": mid})
     assert ok.choices[0].message.content
     assert len(mock.requests(mid)) == 1
     mid = new_id()
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "something Forbidden here"}],
+            model=model, messages=[{"role": "user", "content": "something Forbidden here"}],
             extra_headers={"x-mock-id": mid})
-    assert e.value.body["code"] == "guardrail_blocked" and e.value.body["param"] == "ext"
+    assert e.value.body["code"] == "guardrail_blocked" and e.value.body["param"] == name
     assert "Forbidden" not in e.value.body["message"]
     assert mock.requests(mid) == [], "the provider never sees a blocked request"
     s = prom.parse(g.prometheus())
-    assert prom.total(s, "llmux_guard_actions", llmux_guardrail="ext", llmux_action="block") == 1
-    assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext") == 2
+    assert prom.total(s, "llmux_guard_actions", llmux_guardrail=name, llmux_action="block") == 1
+    assert prom.total(s, "llmux_guard_checks", llmux_guardrail=name) == 2
 
 
 def test_anthropic_clients_get_the_block_in_their_shape_and_streams_wait(make_gateway):
@@ -77,16 +115,11 @@ def test_anthropic_clients_get_the_block_in_their_shape_and_streams_wait(make_ga
         assert "".join(s.text_stream)
 
 
-@pytest.mark.parametrize("on_failure, steer", [
-    ("open", {"x-mock-status": "500"}), ("closed", {"x-mock-status": "500"}),
-    ("open", {"x-mock-latency-ms": "3000"}), ("closed", {"x-mock-latency-ms": "3000"}),
-    ("open", {"x-mock-text": "not json"}), ("closed", {"x-mock-reset": "1"}),
-])
-def test_a_failing_guardrail_fails_open_or_closed(make_gateway, mock, on_failure, steer):
-    g = make_gateway(config([{"name": "hook", "remote": remote(
-        "webhook", on_failure=on_failure, timeout_ms=300, headers=steer)}]))
+@pytest.mark.parametrize("case", range(len(FAILURES)), ids=lambda i: failure_id(FAILURES[i]))
+def test_a_failing_guardrail_fails_open_or_closed(shared, mock, case):
+    g, on_failure = shared, FAILURES[case][0]
     mid = new_id()
-    r = g.post("/v1/chat/completions", {"model": "gpt-4o-mini",
+    r = g.post("/v1/chat/completions", {"model": f"fail-{case}",
                                         "messages": [{"role": "user", "content": "hello"}]},
                headers={"x-mock-id": mid})
     if on_failure == "open":
@@ -96,7 +129,7 @@ def test_a_failing_guardrail_fails_open_or_closed(make_gateway, mock, on_failure
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "guardrail_unavailable"
         assert mock.requests(mid) == []
-    assert prom.total(prom.parse(g.prometheus()), "llmux_guard_errors", llmux_guardrail="hook") == 1
+    assert prom.total(prom.parse(g.prometheus()), "llmux_guard_errors", llmux_guardrail=f"hook-{case}") == 1
 
 
 def test_remote_and_local_guardrails_together(make_gateway, mock):
@@ -135,25 +168,25 @@ def test_a_body_the_guardrail_cannot_read_is_refused_before_any_call(make_gatewa
 # gets an answer with it; the request itself is not checked (`on` has no "request").
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_response_guardrail_blocks_a_flagged_answer(make_gateway, mock, kind):
-    g = make_gateway(config([{"name": "ext", "on": ["response"], "remote": remote(kind)}]))
+def test_a_response_guardrail_blocks_a_flagged_answer(shared, mock, kind):
+    g, model, name = shared, f"resp-{kind}", f"rext-{kind}"
     client = openai.OpenAI(base_url=f"{g.url}/v1", api_key="sk-x", max_retries=0)
     ok = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "a harmless question"}])
+        model=model, messages=[{"role": "user", "content": "a harmless question"}])
     assert "harmless" in ok.choices[0].message.content
     mid = new_id()
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "say Forbidden"}],
+            model=model, messages=[{"role": "user", "content": "say Forbidden"}],
             extra_headers={"x-mock-id": mid})
-    assert e.value.body["code"] == "guardrail_blocked" and e.value.body["param"] == "ext"
-    assert e.value.body["message"].startswith("the answer was blocked by guardrail `ext`")
+    assert e.value.body["code"] == "guardrail_blocked" and e.value.body["param"] == name
+    assert e.value.body["message"].startswith(f"the answer was blocked by guardrail `{name}`")
     assert "Forbidden" not in e.value.body["message"]
     assert len(mock.requests(mid)) == 1, "the request itself was not checked"
     s = prom.parse(g.prometheus())
-    assert prom.total(s, "llmux_guard_actions", llmux_guardrail="ext", llmux_action="block") == 1
-    assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext", llmux_direction="response") == 2
-    assert prom.total(s, "llmux_guard_checks", llmux_guardrail="ext", llmux_direction="request") == 0
+    assert prom.total(s, "llmux_guard_actions", llmux_guardrail=name, llmux_action="block") == 1
+    assert prom.total(s, "llmux_guard_checks", llmux_guardrail=name, llmux_direction="response") == 2
+    assert prom.total(s, "llmux_guard_checks", llmux_guardrail=name, llmux_direction="request") == 0
 
 
 def test_a_response_guardrail_blocks_in_the_anthropic_shape_and_skips_streams(make_gateway):
@@ -171,15 +204,12 @@ def test_a_response_guardrail_blocks_in_the_anthropic_shape_and_skips_streams(ma
     assert prom.total(s, "llmux_guard_skipped", llmux_guardrail="ext") == 1
 
 
-@pytest.mark.parametrize("on_failure, steer", [
-    ("open", {"x-mock-status": "500"}), ("closed", {"x-mock-status": "500"}),
-    ("closed", {"x-mock-latency-ms": "3000"}), ("open", {"x-mock-reset": "1"}),
-])
-def test_a_failing_response_guardrail_fails_open_or_closed(make_gateway, mock, on_failure, steer):
-    g = make_gateway(config([{"name": "hook", "on": ["response"], "remote": remote(
-        "webhook", on_failure=on_failure, timeout_ms=300, headers=steer)}]))
+@pytest.mark.parametrize("case", range(len(RESPONSE_FAILURES)),
+                         ids=lambda i: failure_id(RESPONSE_FAILURES[i]))
+def test_a_failing_response_guardrail_fails_open_or_closed(shared, mock, case):
+    g, on_failure = shared, RESPONSE_FAILURES[case][0]
     mid = new_id()
-    r = g.post("/v1/chat/completions", {"model": "gpt-4o-mini",
+    r = g.post("/v1/chat/completions", {"model": f"rfail-{case}",
                                         "messages": [{"role": "user", "content": "hello"}]},
                headers={"x-mock-id": mid})
     assert len(mock.requests(mid)) == 1, "the provider answered in both cases"
@@ -190,7 +220,7 @@ def test_a_failing_response_guardrail_fails_open_or_closed(make_gateway, mock, o
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "guardrail_unavailable"
         assert "could not check the answer" in r.json()["error"]["message"]
-    assert prom.total(prom.parse(g.prometheus()), "llmux_guard_errors", llmux_guardrail="hook") == 1
+    assert prom.total(prom.parse(g.prometheus()), "llmux_guard_errors", llmux_guardrail=f"rhook-{case}") == 1
 
 
 def test_request_and_response_checks_together(make_gateway, mock):

@@ -65,10 +65,35 @@ def stream_usage(r):
     return usage
 
 
-def test_rpm_holds_across_two_envoys(make_gateway, rls):
-    alias = "rpm-" + new_id()[:8]
-    cfg = config([{"alias": alias, "rpm": 5}], rls_port=rls.port)
-    g1, g2 = start(make_gateway, cfg, rls.port), start(make_gateway, cfg, rls.port)
+@pytest.fixture(scope="module")
+def pair(make_module_gateway, rls):
+    """Two Envoys sharing the rate-limit service, with every key the tests below limit (each
+    test its own keys and teams, so its own counters in the service): (g1, g2, alias by role)."""
+    alias = {role: f"{role}-{new_id()[:8]}" for role in
+             ("rpm", "tpm", "team-a", "team-b", "team", "free", "sec", "sec-team", "spoof")}
+    cfg = config([{"alias": alias["rpm"], "rpm": 5},
+                  {"alias": alias["tpm"], "tpm": 10},
+                  {"alias": alias["team-a"], "team": alias["team"]},
+                  {"alias": alias["team-b"], "team": alias["team"]},
+                  {"alias": alias["free"]},
+                  {"alias": alias["sec"], "team": alias["sec-team"]},
+                  {"alias": alias["spoof"], "rpm": 1}],
+                 teams=[{"name": alias["team"], "budget": {"amount_usd": 0.01, "period": "1d"}},
+                        {"name": alias["sec-team"], "budget": {"amount_usd": 0.001, "period": "1s"}}],
+                 rls_port=rls.port)
+    return (start(make_module_gateway, cfg, rls.port), start(make_module_gateway, cfg, rls.port),
+            alias)
+
+
+def rejected(*gateways):
+    return sum(prom.total(prom.parse(g.prometheus()), "llmux_ratelimit_rejected_requests")
+               for g in gateways)
+
+
+def test_rpm_holds_across_two_envoys(pair):
+    g1, g2, alias = pair
+    alias = alias["rpm"]
+    before = rejected(g1, g2)
     # 12 requests at once, alternating between the two gateways: exactly 5 get through.
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         rs = list(pool.map(lambda i: chat((g1, g2)[i % 2], alias), range(12)))
@@ -85,15 +110,12 @@ def test_rpm_holds_across_two_envoys(make_gateway, rls):
     assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in ok) == [0, 1, 2, 3, 4]
     assert all(r.headers["x-ratelimit-limit-requests"] == "5" for r in ok)
     # The rejections are counted.
-    rejected = sum(prom.total(prom.parse(g.prometheus()), "llmux_ratelimit_rejected_requests")
-                   for g in (g1, g2))
-    assert rejected == 7
+    assert rejected(g1, g2) - before == 7
 
 
-def test_tpm_counts_streamed_usage(make_gateway, rls):
-    alias = "tpm-" + new_id()[:8]
-    cfg = config([{"alias": alias, "tpm": 10}], rls_port=rls.port)
-    g1, g2 = start(make_gateway, cfg, rls.port), start(make_gateway, cfg, rls.port)
+def test_tpm_counts_streamed_usage(pair):
+    g1, g2, alias = pair
+    alias = alias["tpm"]
     # The first (streamed) request passes: nothing is used yet. Its usage comes from the stream.
     r = chat(g1, alias, stream=True, headers={"x-mock-text": "one two three four five six seven"})
     assert r.status_code == 200
@@ -110,13 +132,9 @@ def test_tpm_counts_streamed_usage(make_gateway, rls):
     assert "x-ratelimit-reset-tokens" in r.headers and "retry-after" in r.headers
 
 
-def test_team_budget_stops_the_team_and_reports_cost(make_gateway, rls):
-    team = "team-" + new_id()[:8]
-    a, b = "ba-" + new_id()[:8], "bb-" + new_id()[:8]
-    cfg = config([{"alias": a, "team": team}, {"alias": b, "team": team}],
-                 teams=[{"name": team, "budget": {"amount_usd": 0.01, "period": "1d"}}],
-                 rls_port=rls.port)
-    g1, g2 = start(make_gateway, cfg, rls.port), start(make_gateway, cfg, rls.port)
+def test_team_budget_stops_the_team_and_reports_cost(pair):
+    g1, g2, alias = pair
+    team, a, b = alias["team"], alias["team-a"], alias["team-b"]
     r = chat(g1, a)
     assert r.status_code == 200, r.text
     tokens = r.json()["usage"]["total_tokens"]
@@ -131,18 +149,12 @@ def test_team_budget_stops_the_team_and_reports_cost(make_gateway, rls):
     assert f"team `{team}`" in err["message"]
     assert int(r.headers["retry-after"]) > 3600  # a day's window
     # A key outside the team is not.
-    other = "free-" + new_id()[:8]
-    g3 = start(make_gateway, config([{"alias": other}], rls_port=rls.port), rls.port)
-    assert chat(g3, other).status_code == 200
+    assert chat(g2, alias["free"]).status_code == 200
 
 
-def test_budget_resets_with_its_period(make_gateway, rls):
-    team = "sec-" + new_id()[:8]
-    a = "bs-" + new_id()[:8]
-    cfg = config([{"alias": a, "team": team}],
-                 teams=[{"name": team, "budget": {"amount_usd": 0.001, "period": "1s"}}],
-                 rls_port=rls.port)
-    g = start(make_gateway, cfg, rls.port)
+def test_budget_resets_with_its_period(pair):
+    g, _, alias = pair
+    a = alias["sec"]
     seen = []
     deadline = time.monotonic() + 20
     # Spent within a window, the next request is refused; a new window admits again. Each step
@@ -194,9 +206,9 @@ def test_max_parallel_across_workers(make_gateway):
         time.sleep(0.05)
 
 
-def test_spoofed_internal_headers_change_nothing(make_gateway, rls):
-    alias = "spoof-" + new_id()[:8]
-    g = start(make_gateway, config([{"alias": alias, "rpm": 1}], rls_port=rls.port), rls.port)
+def test_spoofed_internal_headers_change_nothing(pair):
+    g, _, alias = pair
+    alias = alias["spoof"]
     assert chat(g, alias).status_code == 200
     spoof = {"x-llmux-key": "someone-else", "x-llmux-team": "x", "x-llmux-cost-usd": "0",
              "x-llmux-cluster": "mock", "x-llmux-ratelimit": "ok"}

@@ -17,9 +17,9 @@ def client(g, mid):
                          default_headers={"x-mock-id": mid})
 
 
-@pytest.fixture
-def azure(make_gateway):
-    return make_gateway({
+@pytest.fixture(scope="module")
+def azure(make_module_gateway):
+    return make_module_gateway({
         "providers": {"az": {"type": "azure", "cluster": "mock", "api_key": "az-key"},
                       "az1": {"type": "azure", "cluster": "mock", "api_key": "az-key", "api_version": "v1"}},
         "models": [{"name": "gpt-4o", "deployments": [{"provider": "az", "model": "my-gpt4o-deployment"}]},
@@ -55,31 +55,40 @@ def test_azure_errors_are_openai_errors(azure):
     assert r.headers["retry-after"] == "2"
 
 
-@pytest.mark.parametrize("preset, path", [
-    ("groq", "/openai/v1/chat/completions"),
-    ("fireworks", "/inference/v1/chat/completions"),
-    ("deepinfra", "/v1/openai/chat/completions"),
-    ("zhipu", "/api/paas/v4/chat/completions"),
-    ("perplexity", "/chat/completions"),
-    ("deepseek", "/v1/chat/completions"),
-])
-def test_presets_use_their_paths_and_bearer_key(make_gateway, mock, preset, path):
-    g = make_gateway({
-        "providers": {"p": {"type": preset, "cluster": "mock", "api_key": "preset-key"}},
-        "models": [{"name": "m", "deployments": [{"provider": "p", "model": "upstream-model"}]}],
+PRESETS = {
+    "groq": "/openai/v1/chat/completions",
+    "fireworks": "/inference/v1/chat/completions",
+    "deepinfra": "/v1/openai/chat/completions",
+    "zhipu": "/api/paas/v4/chat/completions",
+    "perplexity": "/chat/completions",
+    "deepseek": "/v1/chat/completions",
+}
+
+
+@pytest.fixture(scope="module")
+def presets(make_module_gateway):
+    """One provider of each preset type, model `m-<preset>` on each."""
+    return make_module_gateway({
+        "providers": {f"p-{p}": {"type": p, "cluster": "mock", "api_key": f"{p}-key"} for p in PRESETS},
+        "models": [{"name": f"m-{p}", "deployments": [{"provider": f"p-{p}", "model": "upstream-model"}]}
+                   for p in PRESETS],
     })
+
+
+@pytest.mark.parametrize("preset, path", PRESETS.items())
+def test_presets_use_their_paths_and_bearer_key(presets, mock, preset, path):
     mid = new_id()
-    r = client(g, mid).chat.completions.create(model="m", messages=USER)
+    r = client(presets, mid).chat.completions.create(model=f"m-{preset}", messages=USER)
     assert r.model == "upstream-model"
     [seen] = mock.requests(mid)
     assert seen["path"] == path
-    assert seen["headers"]["authorization"] == "Bearer preset-key"
+    assert seen["headers"]["authorization"] == f"Bearer {preset}-key"
     # The preset's API host is sent as the authority (what a TLS cluster to it needs).
     assert seen["headers"]["host"] == {"groq": "api.groq.com", "fireworks": "api.fireworks.ai",
                                        "deepinfra": "api.deepinfra.com", "zhipu": "open.bigmodel.cn",
                                        "perplexity": "api.perplexity.ai", "deepseek": "api.deepseek.com"}[preset]
-    models = openai.OpenAI(base_url=g.url + "/v1", api_key="x").models.list()
-    assert models.data[0].owned_by == preset
+    models = openai.OpenAI(base_url=presets.url + "/v1", api_key="x").models.list()
+    assert {m.id: m.owned_by for m in models.data}[f"m-{preset}"] == preset
 
 
 def test_unsupported_parameter_400_or_dropped(make_gateway, mock):
@@ -126,9 +135,9 @@ def test_azure_embeddings_deployment_path(azure, mock):
     assert seen["query"] == "api-version=2024-10-21"
 
 
-@pytest.fixture
-def renamed(make_gateway):
-    return make_gateway({
+@pytest.fixture(scope="module")
+def renamed(make_module_gateway):
+    return make_module_gateway({
         "providers": {"oai": {"type": "openai", "cluster": "mock", "api_key": "sk-upstream"},
                       "ant": {"type": "anthropic", "cluster": "mock"}},
         "models": [{"name": "fast", "deployments": [{"provider": "oai", "model": "gpt-4o-mini-2024-07-18"}]},
