@@ -147,7 +147,11 @@ impl Default for Triggers {
 impl Triggers {
     /// The triggers of the built-in detectors in `mask` (bit i = `BUILTIN[i]`).
     pub(crate) fn new(mask: u16) -> Triggers {
-        let on = |d: Detector| d.builtin_index().is_some_and(|i| mask & (1 << i) != 0);
+        let rules = Triggers {
+            table: [0u8; 256],
+            mask,
+        };
+        let on = |d: Detector| rules.on(d);
         let mut table = [0u8; 256];
         for c in 0..=255u8 {
             let mut t = 0;
